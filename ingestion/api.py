@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja import Router
+
+from ingestion.schemas import JobOut
+from ingestion.selectors import job_get
+from ingestion.services import ingestion_job_cancel
+from knowledge_bases.schemas import ErrorOut
+
+router = Router(tags=["ingestion jobs"])
+ERRORS = {401: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
+
+
+@router.get("/{int:job_id}", response={200: JobOut, **ERRORS})
+def get_job(request: HttpRequest, job_id: int):  # type: ignore[no-untyped-def]
+    """A job with all its counters: embedded, persisted, buffered, skipped, errors,
+    retries, rate (chunks/s) and ETA (seconds)."""
+    return job_get(job_id=job_id, user=request.user)
+
+
+@router.post("/{int:job_id}/cancel", response={200: JobOut, **ERRORS})
+def cancel_job(request: HttpRequest, job_id: int):  # type: ignore[no-untyped-def]
+    return ingestion_job_cancel(job=job_get(job_id=job_id, user=request.user))

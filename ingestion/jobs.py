@@ -1,0 +1,357 @@
+"""Claiming and running ingestion jobs.
+
+A job is claimed with a conditional update under a lock on its generation: at most one
+job writes to a generation at a time (tantivy allows one writer per index), a job whose
+heartbeat went stale is taken over, and a worker that finishes a job goes on with the
+next one queued for the same generation, so none is stranded behind a busy generation.
+Everything the pipeline writes is an idempotent upsert, so running a job twice is safe.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ingestion.embedders import EmbedderConfig, build_embedder
+from ingestion.models import IngestionJob
+from ingestion.pipeline.chunk import Chunker
+from ingestion.pipeline.progress import Progress, ProgressSnapshot
+from ingestion.pipeline.runner import PipelineConfig, PipelineResult, run_pipeline
+from ingestion.pipeline.types import Embedder, SourceDocument
+from ingestion.services import document_path
+from knowledge_bases.models import Document, Generation
+from knowledge_bases.services import generation_activate_first
+from search.stores.generation import GenerationStore
+
+log = logging.getLogger(__name__)
+
+REPORT_INTERVAL = 1.0  # seconds: counters reach the job row at least this often
+ProgressCallback = Callable[[IngestionJob, ProgressSnapshot], None]
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _stale_cutoff():  # type: ignore[no-untyped-def]
+    return timezone.now() - timedelta(seconds=settings.RAGSTUDIO["HEARTBEAT_STALE_SECONDS"])
+
+
+@functools.lru_cache(maxsize=4)
+def get_embedder(spec: str) -> Embedder:
+    """One loaded model per process and spec (loading costs a second or more)."""
+    cfg = settings.RAGSTUDIO
+    return build_embedder(
+        spec,
+        EmbedderConfig(
+            model_dir=Path(cfg["MODEL_DIR"]),
+            threads=cfg["EMBED_THREADS"] or None,
+            openai_base_url=cfg["OPENAI_BASE_URL"],
+            openai_api_key=cfg["OPENAI_API_KEY"],
+            openai_dimensions=cfg["OPENAI_DIMENSIONS"] or None,
+            openai_timeout=cfg["OPENAI_TIMEOUT"],
+            openai_max_retries=cfg["OPENAI_MAX_RETRIES"],
+        ),
+    )
+
+
+def generation_store(generation: Generation) -> GenerationStore:
+    return GenerationStore(
+        lancedb_uri=settings.RAGSTUDIO["LANCEDB_URI"],
+        table_name=generation.table_name,
+        bm25_path=Path(generation.bm25_path),
+        dimensions=generation.dimensions,
+    )
+
+
+def job_claim(*, job_id: int, worker: str | None = None) -> IngestionJob | None:
+    """Mark the job running for this worker, or return None when it is finished, running
+    elsewhere with a live heartbeat, or its generation is busy with another job."""
+    worker = worker or worker_name()
+    with transaction.atomic():
+        job = IngestionJob.objects.filter(pk=job_id).first()
+        if job is None:
+            return None
+        Generation.objects.select_for_update().filter(pk=job.generation_id).first()
+        job = IngestionJob.objects.select_for_update().get(pk=job_id)
+        cutoff = _stale_cutoff()
+        if job.status not in (IngestionJob.Status.QUEUED, IngestionJob.Status.RUNNING):
+            return None
+        if (
+            job.status == IngestionJob.Status.RUNNING
+            and job.heartbeat_at
+            and job.heartbeat_at >= cutoff
+        ):
+            return None
+        busy = (
+            IngestionJob.objects.filter(
+                generation_id=job.generation_id,
+                status=IngestionJob.Status.RUNNING,
+                heartbeat_at__gte=cutoff,
+            )
+            .exclude(pk=job.pk)
+            .exists()
+        )
+        if busy:
+            return None
+        now = timezone.now()
+        if job.attempts >= settings.RAGSTUDIO["JOB_MAX_ATTEMPTS"]:
+            job.status = IngestionJob.Status.FAILED
+            job.error_message = (
+                f"gave up after {job.attempts} attempts: the worker running it stopped "
+                "responding each time (killed, or out of memory?)"
+            )
+            job.finished_at = now
+            job.save()
+            return None
+        job.status = IngestionJob.Status.RUNNING
+        job.attempts += 1
+        job.worker = worker
+        job.heartbeat_at = now
+        job.started_at = job.started_at or now
+        job.save()
+    return job
+
+
+def next_queued_job(generation_id: int) -> int | None:
+    return (
+        IngestionJob.objects.filter(generation_id=generation_id, status=IngestionJob.Status.QUEUED)
+        .order_by("created_at", "pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
+def run_job_and_queue(job_id: int) -> list[int]:
+    """The worker's entry point: run this job, then any queued behind it on the same
+    generation (a task that found the generation busy left its job to us)."""
+    ran: list[int] = []
+    job = job_claim(job_id=job_id)
+    while job is not None:
+        job_execute(job)
+        ran.append(job.pk)
+        following = next_queued_job(job.generation_id)
+        job = job_claim(job_id=following) if following is not None else None
+    return ran
+
+
+class _Reporter(threading.Thread):
+    """Writes the pipeline's counters and document outcomes to the database every second,
+    and relays a cancel request to the pipeline."""
+
+    def __init__(
+        self,
+        job: IngestionJob,
+        progress: Progress,
+        cancel: threading.Event,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        super().__init__(name=f"job-{job.pk}-reporter", daemon=True)
+        self.job = job
+        self.progress = progress
+        self.cancel = cancel
+        self.on_progress = on_progress
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.wait(REPORT_INTERVAL):
+                self.flush()
+        except BaseException as exc:  # surfaced by the caller
+            self.error = exc
+        finally:
+            connection.close()
+
+    def flush(self) -> None:
+        snap = self.progress.snapshot()
+        outcomes = self.progress.drain_outcomes()
+        with transaction.atomic():
+            for outcome in outcomes:
+                if outcome.ok:
+                    Document.objects.filter(pk=outcome.document_id).update(
+                        status=Document.Status.INDEXED,
+                        chunk_count=outcome.chunk_count,
+                        error_message="",
+                        updated_at=timezone.now(),
+                    )
+                else:
+                    Document.objects.filter(pk=outcome.document_id).update(
+                        status=Document.Status.FAILED,
+                        error_message=outcome.error[:2000],
+                        chunk_count=0,
+                        updated_at=timezone.now(),
+                    )
+            ok = sum(1 for o in outcomes if o.ok)
+            failed = len(outcomes) - ok
+            IngestionJob.objects.filter(pk=self.job.pk).update(
+                total=snap.total,
+                embedded=snap.embedded,
+                persisted=snap.persisted,
+                buffered=snap.buffered,
+                skipped=snap.skipped,
+                errors=snap.errors,
+                retries=snap.retries,
+                rate=round(snap.rate, 3),
+                eta_seconds=None if snap.eta_seconds is None else round(snap.eta_seconds, 1),
+                documents_done=F("documents_done") + ok,
+                documents_failed=F("documents_failed") + failed,
+                heartbeat_at=timezone.now(),
+            )
+            cancel = IngestionJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+        if cancel:
+            self.cancel.set()
+        if self.on_progress is not None:
+            self.job.refresh_from_db()
+            self.on_progress(self.job, snap)
+
+
+def _source_documents(job: IngestionJob) -> list[SourceDocument]:
+    documents = job.documents.exclude(status=Document.Status.INDEXED).order_by("pk")
+    return [
+        SourceDocument(
+            id=doc.pk,
+            filename=doc.original_filename,
+            title=doc.title,
+            read=functools.partial(document_path(doc).read_bytes),
+        )
+        for doc in documents
+    ]
+
+
+def job_execute(
+    job: IngestionJob,
+    *,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> IngestionJob:
+    """Run a claimed job to the end and record how it ended. ``cancel`` (set by the CLI's
+    Ctrl-C, or by a cancel request seen in the database) stops it after a flush."""
+    generation = job.generation
+    progress = Progress()
+    cancel = cancel or threading.Event()
+    reporter = _Reporter(job, progress, cancel, on_progress)
+    result: PipelineResult | None = None
+    error = ""
+    try:
+        embedder = get_embedder(generation.embedder)
+        if (
+            generation.embedder_fingerprint
+            and generation.embedder_fingerprint != embedder.fingerprint
+        ):
+            raise RuntimeError(
+                "the embedding model changed since this generation was built "
+                f"({generation.embedder_fingerprint} -> {embedder.fingerprint}): rebuild instead"
+            )
+        if embedder.dimensions != generation.dimensions:
+            raise RuntimeError(
+                f"the embedder gives {embedder.dimensions}-d vectors, the generation holds "
+                f"{generation.dimensions}-d"
+            )
+        if not generation.embedder_fingerprint:
+            Generation.objects.filter(pk=generation.pk).update(
+                embedder_fingerprint=embedder.fingerprint
+            )
+        store = generation_store(generation)
+        chunker = Chunker(
+            embedder.tokenizer, size=generation.chunk_size, overlap=generation.chunk_overlap
+        )
+        documents = _source_documents(job)
+        reporter.start()
+        result = run_pipeline(
+            documents=documents,
+            embedder=embedder,
+            store=store,
+            chunker=chunker,
+            config=PipelineConfig(
+                store_batch_size=job.store_batch_size,
+                embed_batch_size=job.embed_batch_size,
+                max_document_bytes=settings.RAGSTUDIO_MAX_UPLOAD_BYTES,
+            ),
+            progress=progress,
+            cancel=cancel,
+            vector_cache=store,
+        )
+    except Exception as exc:
+        log.exception("ingestion job %s failed", job.pk)
+        error = str(exc) or type(exc).__name__
+    finally:
+        reporter.stop_event.set()
+        if reporter.is_alive():
+            reporter.join()
+        reporter.flush()  # the last counters and outcomes, from this thread
+    return _finish(job, generation, result, error)
+
+
+def _finish(
+    job: IngestionJob, generation: Generation, result: PipelineResult | None, error: str
+) -> IngestionJob:
+    with transaction.atomic():
+        job.refresh_from_db()
+        now = timezone.now()
+        if error:
+            job.status = IngestionJob.Status.FAILED
+            job.error_message = error[:4000]
+        elif result is not None and result.cancelled:
+            job.status = IngestionJob.Status.CANCELLED
+        else:
+            job.status = IngestionJob.Status.SUCCEEDED
+        job.buffered = 0
+        job.eta_seconds = None if job.status != IngestionJob.Status.SUCCEEDED else 0.0
+        job.finished_at = now
+        job.heartbeat_at = now
+        job.save()
+        if error:
+            return job
+        store = generation_store(generation)
+        count = store.vectors.count()
+        Generation.objects.filter(pk=generation.pk).update(chunk_count=count, vector_count=count)
+    if job.status == IngestionJob.Status.SUCCEEDED:
+        generation_activate_first(generation=generation, actor=job.created_by)
+    return job
+
+
+def jobs_reap_stale() -> dict[str, int]:
+    """Running jobs whose worker stopped heartbeating go back to the queue (their writes
+    are idempotent) or fail after too many attempts; queued jobs get a task again."""
+    from ingestion.services import enqueue_job
+
+    cutoff = _stale_cutoff()
+    requeued = failed = 0
+    stale = IngestionJob.objects.filter(status=IngestionJob.Status.RUNNING, heartbeat_at__lt=cutoff)
+    for job in stale:
+        with transaction.atomic():
+            updated = IngestionJob.objects.filter(
+                pk=job.pk, status=IngestionJob.Status.RUNNING, heartbeat_at__lt=cutoff
+            )
+            if job.attempts >= settings.RAGSTUDIO["JOB_MAX_ATTEMPTS"]:
+                failed += updated.update(
+                    status=IngestionJob.Status.FAILED,
+                    finished_at=timezone.now(),
+                    buffered=0,
+                    error_message=(
+                        f"the worker stopped responding (no heartbeat for "
+                        f"{settings.RAGSTUDIO['HEARTBEAT_STALE_SECONDS']} s) after "
+                        f"{job.attempts} attempts"
+                    ),
+                )
+            else:
+                requeued += updated.update(status=IngestionJob.Status.QUEUED, worker="", buffered=0)
+    queued = list(
+        IngestionJob.objects.filter(status=IngestionJob.Status.QUEUED).values_list("pk", flat=True)
+    )
+    for job_id in queued:
+        enqueue_job(job_id)
+    close_old_connections()
+    return {"requeued": requeued, "failed": failed, "enqueued": len(queued)}

@@ -1,0 +1,186 @@
+"""manage.py ingest --kb SLUG [--create] PATH... [--store-batch-size N] [--embed-batch-size N]
+
+Runs the same pipeline as the workers, in the foreground, with a live progress line."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ingestion.jobs import job_claim, job_execute
+from ingestion.models import IngestionJob
+from ingestion.progress_line import progress_line
+from ingestion.services import IncomingFile, documents_upload, ingestion_job_cancel
+from knowledge_bases.models import Document, KnowledgeBase
+from knowledge_bases.services import knowledge_base_create
+from ragstudio.errors import RagStudioError
+
+READ_PIECE = 1024 * 1024
+
+
+def bounded_int(low: int, high: int):  # type: ignore[no-untyped-def]
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {number}")
+        return number
+
+    return parse
+
+
+def collect_files(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            files.extend(
+                p
+                for p in sorted(path.rglob("*"))
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise CommandError(f"no such file or directory: {raw}")
+    if not files:
+        raise CommandError("no files found in the given paths")
+    return files
+
+
+def _read_pieces(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while piece := fh.read(READ_PIECE):
+            yield piece
+
+
+class ProgressPrinter:
+    def __init__(self, stream: Any, *, interactive: bool, min_interval: float = 1.0) -> None:
+        self.stream = stream
+        self.interactive = interactive
+        self.min_interval = min_interval
+        self._last = 0.0
+        self._width = 0
+
+    def __call__(self, job: IngestionJob, *_: Any) -> None:
+        now = time.monotonic()
+        if not self.interactive and now - self._last < self.min_interval:
+            return
+        self._last = now
+        line = progress_line(job)
+        if self.interactive:
+            self.stream.write("\r" + line.ljust(self._width))
+            self._width = len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.interactive and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class Command(BaseCommand):
+    help = "Ingest files or directories into a knowledge base, in the foreground."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--kb", required=True, help="knowledge base slug")
+        parser.add_argument("--create", action="store_true", help="create the KB if missing")
+        parser.add_argument("paths", nargs="+", help="files or directories (recursive)")
+        parser.add_argument("--store-batch-size", type=bounded_int(1, 100_000), default=None)
+        parser.add_argument("--embed-batch-size", type=bounded_int(1, 2048), default=None)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        started = time.monotonic()
+        slug = options["kb"]
+        files = collect_files(options["paths"])
+        kb = KnowledgeBase.objects.filter(slug=slug).first()
+        try:
+            if kb is None:
+                if not options["create"]:
+                    raise CommandError(f"no knowledge base {slug!r}: pass --create to make one")
+                kb = knowledge_base_create(slug=slug, name=slug.replace("-", " ").title())
+                self.stdout.write(f"created knowledge base {slug!r}")
+            result = documents_upload(
+                kb=kb,
+                files=[IncomingFile(name=f.name, chunks=_read_pieces(f)) for f in files],
+                enqueue=False,
+                store_batch_size=options["store_batch_size"],
+                embed_batch_size=options["embed_batch_size"],
+            )
+        except RagStudioError as exc:
+            raise CommandError(exc.message) from None
+
+        for name, existing in result.duplicates:
+            self.stdout.write(f"duplicate: {name} (same content as {existing.original_filename})")
+        failures = list(result.rejected)
+        job = result.job
+        if job is not None:
+            job = self._run(job)
+            failed_docs = job.documents.filter(status=Document.Status.FAILED)
+            failures += [(d.original_filename, d.error_message) for d in failed_docs]
+        for name, reason in failures:
+            self.stdout.write(f"failed: {name}: {reason}")
+        documents = len(files)
+        elapsed = time.monotonic() - started
+        chunks = job.total if job else 0
+        embedded = job.ready if job else 0
+        persisted = job.persisted if job else 0
+        self.stdout.write(
+            f"done: {documents} documents, {chunks} chunks, {embedded} embedded, "
+            f"{persisted} persisted, {len(failures)} failed in {elapsed:.1f} s"
+        )
+        if job is not None and job.status == IngestionJob.Status.FAILED:
+            raise CommandError(f"job {job.pk} failed: {job.error_message}")
+        if job is not None and job.status == IngestionJob.Status.CANCELLED:
+            raise CommandError(f"job {job.pk} was cancelled", returncode=130)
+
+    def _run(self, job: IngestionJob) -> IngestionJob:
+        printer = ProgressPrinter(self.stdout, interactive=sys.stdout.isatty())
+        cancel = threading.Event()
+        previous = signal.getsignal(signal.SIGINT)
+
+        def interrupt(_signum: int, _frame: object) -> None:
+            if cancel.is_set():
+                raise KeyboardInterrupt
+            self.stderr.write("\ncancelling: flushing what is embedded (Ctrl-C again to abort)")
+            cancel.set()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, interrupt)
+        try:
+            while True:
+                claimed = job_claim(job_id=job.pk)
+                if claimed is not None:
+                    job = job_execute(claimed, on_progress=printer, cancel=cancel)
+                    break
+                job.refresh_from_db()
+                if job.is_finished:
+                    break
+                # Another process holds this generation (or took this job): follow it.
+                printer(job)
+                if cancel.is_set():
+                    with contextlib.suppress(RagStudioError):
+                        ingestion_job_cancel(job=job)
+                    time.sleep(1.0)
+                else:
+                    cancel.wait(1.0)
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, previous)
+            printer.end()
+        job.refresh_from_db()
+        return job

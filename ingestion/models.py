@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from knowledge_bases.models import Document, Generation, KnowledgeBase
+
+
+class IngestionJob(models.Model):
+    class Kind(models.TextChoices):
+        INGEST = "ingest"
+        REBUILD = "rebuild"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="jobs")
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.INGEST)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    documents = models.ManyToManyField(Document, related_name="jobs", blank=True)
+
+    # Counters, in chunks. embedded: vectors computed; skipped: vectors reused;
+    # persisted: rows durably written; buffered: handed to the writer, not yet written.
+    total = models.PositiveIntegerField(default=0)
+    embedded = models.PositiveIntegerField(default=0)
+    persisted = models.PositiveIntegerField(default=0)
+    buffered = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    documents_total = models.PositiveIntegerField(default=0)
+    documents_done = models.PositiveIntegerField(default=0)
+    documents_failed = models.PositiveIntegerField(default=0)
+    rate = models.FloatField(default=0.0, help_text="chunks per second, recent window")
+    eta_seconds = models.FloatField(null=True, blank=True)
+
+    store_batch_size = models.PositiveIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(100_000)]
+    )
+    embed_batch_size = models.PositiveIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(2048)]
+    )
+
+    attempts = models.PositiveIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["generation", "status"])]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} ({self.kind}, {self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def ready(self) -> int:
+        return self.embedded + self.skipped
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or self.heartbeat_at or self.started_at
+        return (end - self.started_at).total_seconds()

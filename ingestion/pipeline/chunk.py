@@ -1,0 +1,111 @@
+"""Token-aware chunking with the embedding model's own tokenizer.
+
+Text is cut into sentence-sized units, which are packed into chunks of at most ``size``
+tokens; consecutive chunks share up to ``overlap`` tokens of whole sentences. A sentence
+longer than a chunk is cut by token windows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ingestion.pipeline.types import Chunk, Section, TokenCounter, chunk_id, content_hash
+
+_UNIT = re.compile(r"\S.*?(?:[.!?;:]+[\"')\]]*(?=\s|$)|(?=\n)|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    start: int
+    end: int
+    tokens: int
+
+
+class Chunker:
+    def __init__(self, counter: TokenCounter, *, size: int, overlap: int) -> None:
+        if size < 8:
+            raise ValueError(f"chunk size must be at least 8 tokens, got {size}")
+        if not 0 <= overlap <= size // 2:
+            raise ValueError(
+                f"chunk overlap must be between 0 and half the chunk size ({size // 2}), "
+                f"got {overlap}"
+            )
+        self.counter = counter
+        self.size = size
+        self.overlap = overlap
+
+    def chunk(
+        self, document_id: int, sections: Sequence[Section], *, title: str = ""
+    ) -> list[Chunk]:
+        pieces: list[tuple[Section, str]] = []
+        for section in sections:
+            pieces.extend((section, text) for text in self.split(section.text))
+        counts = self.counter.count([text for _, text in pieces])
+        chunks = []
+        for ordinal, ((section, text), tokens) in enumerate(zip(pieces, counts, strict=True)):
+            digest = content_hash(text)
+            metadata = dict(section.metadata)
+            chunks.append(
+                Chunk(
+                    id=chunk_id(document_id, ordinal, digest),
+                    document_id=document_id,
+                    ordinal=ordinal,
+                    text=text,
+                    content_hash=digest,
+                    token_count=tokens,
+                    title=section.title or title,
+                    page=section.page,
+                    record_id=section.record_id,
+                    metadata=metadata,
+                )
+            )
+        return chunks
+
+    def split(self, text: str) -> list[str]:
+        spans = [(m.start(), m.end()) for m in _UNIT.finditer(text)]
+        if not spans:
+            return []
+        counts = self.counter.count([text[s:e] for s, e in spans])
+        units: list[_Unit] = []
+        for (start, end), tokens in zip(spans, counts, strict=True):
+            if tokens <= self.size:
+                units.append(_Unit(start, end, tokens))
+            else:
+                units.extend(self._windows(text, start, end))
+        return [text[group[0].start : group[-1].end] for group in self._pack(units)]
+
+    def _windows(self, text: str, start: int, end: int) -> list[_Unit]:
+        offsets = self.counter.offsets(text[start:end])
+        step = self.size - self.overlap
+        windows = []
+        for i in range(0, len(offsets), step):
+            window = offsets[i : i + self.size]
+            windows.append(_Unit(start + window[0][0], start + window[-1][1], len(window)))
+            if i + self.size >= len(offsets):
+                break
+        return windows
+
+    def _pack(self, units: list[_Unit]) -> list[list[_Unit]]:
+        groups: list[list[_Unit]] = []
+        current: list[_Unit] = []
+        tokens = 0
+        for unit in units:
+            if current and tokens + unit.tokens > self.size:
+                groups.append(current)
+                kept: list[_Unit] = []
+                kept_tokens = 0
+                for previous in reversed(current):
+                    if kept_tokens + previous.tokens > self.overlap:
+                        break
+                    kept.insert(0, previous)
+                    kept_tokens += previous.tokens
+                while kept and kept_tokens + unit.tokens > self.size:
+                    kept_tokens -= kept.pop(0).tokens
+                current, tokens = kept, kept_tokens
+            current.append(unit)
+            tokens += unit.tokens
+        if current:
+            groups.append(current)
+        return groups

@@ -1,0 +1,103 @@
+"""Thread-safe job counters: the pipeline writes them, a reporter reads snapshots."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+_COUNTERS = frozenset({"total", "embedded", "persisted", "skipped", "errors", "retries", "queued"})
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentOutcome:
+    document_id: int
+    ok: bool
+    chunk_count: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressSnapshot:
+    total: int
+    embedded: int
+    persisted: int
+    buffered: int
+    skipped: int
+    errors: int
+    retries: int
+    rate: float  # chunks with a vector ready per second, recent window
+    eta_seconds: float | None
+    elapsed: float
+
+    @property
+    def ready(self) -> int:
+        """Chunks with a vector: computed now or reused."""
+        return self.embedded + self.skipped
+
+
+@dataclass
+class Progress:
+    clock: Callable[[], float] = time.monotonic
+    window_seconds: float = 10.0
+    total: int = 0
+    embedded: int = 0
+    persisted: int = 0
+    skipped: int = 0
+    errors: int = 0
+    retries: int = 0
+    queued: int = 0  # rows handed to the sink; queued - persisted are buffered
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _samples: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
+    _outcomes: deque[DocumentOutcome] = field(default_factory=deque, repr=False)
+    _started: float = field(default=0.0, repr=False)
+
+    def __post_init__(self) -> None:
+        self._started = self.clock()
+        self._samples.append((self._started, 0))
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            for name, value in deltas.items():
+                if name not in _COUNTERS:
+                    raise AttributeError(name)
+                setattr(self, name, getattr(self, name) + value)
+            if "embedded" in deltas or "skipped" in deltas:
+                now = self.clock()
+                self._samples.append((now, self.embedded + self.skipped))
+                while len(self._samples) > 2 and now - self._samples[0][0] > self.window_seconds:
+                    self._samples.popleft()
+
+    def document_done(self, outcome: DocumentOutcome) -> None:
+        with self._lock:
+            self._outcomes.append(outcome)
+
+    def drain_outcomes(self) -> list[DocumentOutcome]:
+        with self._lock:
+            items = list(self._outcomes)
+            self._outcomes.clear()
+        return items
+
+    def snapshot(self) -> ProgressSnapshot:
+        with self._lock:
+            now = self.clock()
+            ready = self.embedded + self.skipped
+            first_t, first_n = self._samples[0]
+            span = now - first_t
+            rate = (ready - first_n) / span if span > 0 else 0.0
+            remaining = max(self.total - ready, 0)
+            eta = remaining / rate if rate > 0 else (0.0 if remaining == 0 else None)
+            return ProgressSnapshot(
+                total=self.total,
+                embedded=self.embedded,
+                persisted=self.persisted,
+                buffered=max(self.queued - self.persisted, 0),
+                skipped=self.skipped,
+                errors=self.errors,
+                retries=self.retries,
+                rate=rate,
+                eta_seconds=eta,
+                elapsed=now - self._started,
+            )

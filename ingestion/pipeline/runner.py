@@ -1,0 +1,219 @@
+"""Runs the stages for one job: parse and chunk every document, reuse vectors the cache
+already has, embed the rest in token-aware batches, and stream rows into the buffered
+sink. One document's failure is recorded and the job goes on; a failure of the embedder
+or the store ends the job (after flushing what was already embedded)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ingestion.pipeline.batching import make_batches
+from ingestion.pipeline.chunk import Chunker
+from ingestion.pipeline.parse import parse_document
+from ingestion.pipeline.progress import DocumentOutcome, Progress
+from ingestion.pipeline.sink import BufferedSink
+from ingestion.pipeline.types import (
+    Chunk,
+    ChunkStore,
+    DocumentError,
+    EmbeddedChunk,
+    Embedder,
+    EmbeddingError,
+    SourceDocument,
+    VectorCache,
+)
+
+CACHE_LOOKUP_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    store_batch_size: int = 5000
+    embed_batch_size: int = 32
+    max_batch_tokens: int | None = None  # None: the embedder's own limit
+    max_document_bytes: int | None = None
+    sink_queue_batches: int = 8
+
+
+@dataclass
+class PipelineResult:
+    documents: int = 0
+    chunks: int = 0
+    embedded: int = 0
+    persisted: int = 0
+    skipped: int = 0
+    writes: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+    indexed: dict[int, int] = field(default_factory=dict)  # document id -> chunk count
+    cancelled: bool = False
+    seconds: float = 0.0
+
+
+class _Ledger:
+    """Which chunks of each document are still to be persisted (shared with the writer)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.lock = threading.Lock()
+        self.remaining: dict[int, int] = {}
+        self.counts: dict[int, int] = {}
+        self.failed: dict[int, str] = {}
+        self.persisted_docs: set[int] = set()
+        self.indexed: dict[int, int] = {}
+
+    def expect(self, document_id: int, chunks: int) -> None:
+        with self.lock:
+            self.remaining[document_id] = chunks
+            self.counts[document_id] = chunks
+
+    def fail(self, document_id: int, message: str) -> None:
+        with self.lock:
+            if document_id in self.failed:
+                return
+            self.failed[document_id] = message
+            self.remaining.pop(document_id, None)
+        self.progress.document_done(DocumentOutcome(document_id, ok=False, error=message))
+
+    def is_failed(self, document_id: int) -> bool:
+        with self.lock:
+            return document_id in self.failed
+
+    def persisted(self, rows: Sequence[EmbeddedChunk]) -> None:
+        done: list[int] = []
+        with self.lock:
+            for row in rows:
+                doc = row.chunk.document_id
+                self.persisted_docs.add(doc)
+                if doc not in self.remaining:
+                    continue
+                self.remaining[doc] -= 1
+                if self.remaining[doc] == 0:
+                    del self.remaining[doc]
+                    self.indexed[doc] = self.counts[doc]
+                    done.append(doc)
+        self.progress.add(persisted=len(rows))
+        for doc in done:
+            self.progress.document_done(DocumentOutcome(doc, ok=True, chunk_count=self.counts[doc]))
+
+
+def prepare_documents(
+    documents: Sequence[SourceDocument],
+    chunker: Chunker,
+    ledger: _Ledger,
+    *,
+    max_bytes: int | None,
+    cancel: threading.Event,
+) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    for doc in documents:
+        if cancel.is_set():
+            break
+        try:
+            sections = parse_document(doc.read(), doc.filename, max_bytes=max_bytes)
+            doc_chunks = chunker.chunk(doc.id, sections, title=doc.title)
+            if not doc_chunks:
+                raise DocumentError("no text found in the document")
+        except DocumentError as exc:
+            ledger.fail(doc.id, str(exc))
+            continue
+        except OSError as exc:
+            ledger.fail(doc.id, f"cannot read the stored file: {exc.strerror or exc}")
+            continue
+        except Exception as exc:  # a parser bug must not take the other documents down
+            ledger.fail(doc.id, f"unexpected error while parsing: {type(exc).__name__}: {exc}")
+            continue
+        ledger.expect(doc.id, len(doc_chunks))
+        ledger.progress.add(total=len(doc_chunks))
+        chunks.extend(doc_chunks)
+    return chunks
+
+
+def run_pipeline(
+    *,
+    documents: Sequence[SourceDocument],
+    embedder: Embedder,
+    store: ChunkStore,
+    chunker: Chunker,
+    config: PipelineConfig | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    vector_cache: VectorCache | None = None,
+) -> PipelineResult:
+    config = config or PipelineConfig()
+    progress = progress or Progress()
+    cancel = cancel or threading.Event()
+    started = time.monotonic()
+    ledger = _Ledger(progress)
+    result = PipelineResult(documents=len(documents))
+
+    chunks = prepare_documents(
+        documents, chunker, ledger, max_bytes=config.max_document_bytes, cancel=cancel
+    )
+    result.chunks = len(chunks)
+    max_items = min(config.embed_batch_size, embedder.max_batch_items)
+    max_tokens = config.max_batch_tokens or embedder.max_batch_tokens
+
+    def count_retry(_reason: str) -> None:
+        progress.add(retries=1)
+
+    sink = BufferedSink(
+        store,
+        batch_size=config.store_batch_size,
+        max_pending=config.sink_queue_batches,
+        on_flush=ledger.persisted,
+    )
+    try:
+        with sink:
+            to_embed = chunks
+            if vector_cache is not None and chunks:
+                to_embed = []
+                for start in range(0, len(chunks), CACHE_LOOKUP_SIZE):
+                    if cancel.is_set():
+                        break
+                    window = chunks[start : start + CACHE_LOOKUP_SIZE]
+                    found = vector_cache.lookup([c.content_hash for c in window])
+                    reused = [
+                        EmbeddedChunk(c, found[c.content_hash])
+                        for c in window
+                        if c.content_hash in found
+                    ]
+                    to_embed.extend(c for c in window if c.content_hash not in found)
+                    if reused:
+                        progress.add(skipped=len(reused), queued=len(reused))
+                        sink.put(reused)
+                        result.skipped += len(reused)
+            for batch in make_batches(to_embed, max_items=max_items, max_tokens=max_tokens):
+                if cancel.is_set():
+                    break
+                batch = [c for c in batch if not ledger.is_failed(c.document_id)]
+                if not batch:
+                    continue
+                try:
+                    vectors = embedder.embed_batch([c.text for c in batch], on_retry=count_retry)
+                except EmbeddingError as exc:
+                    if not exc.input_rejected:
+                        raise
+                    progress.add(errors=len(batch))
+                    for doc in {c.document_id for c in batch}:
+                        ledger.fail(doc, f"the embedder rejected this document's text: {exc}")
+                    continue
+                rows = [EmbeddedChunk(c, v) for c, v in zip(batch, vectors, strict=True)]
+                progress.add(embedded=len(rows), queued=len(rows))
+                result.embedded += len(rows)
+                sink.put(rows)
+    finally:
+        result.writes = sink.writes
+        result.cancelled = cancel.is_set()
+        result.seconds = time.monotonic() - started
+    # Rows already written for a document that failed later are removed, so a failed
+    # document never answers searches.
+    stale = [doc for doc in ledger.failed if doc in ledger.persisted_docs]
+    if stale:
+        store.delete_documents(stale)
+    result.persisted = progress.persisted
+    result.failed = dict(ledger.failed)
+    result.indexed = dict(ledger.indexed)
+    return result

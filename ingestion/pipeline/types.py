@@ -1,0 +1,126 @@
+"""Data passed between the pipeline stages, and the protocols of its collaborators."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+Vector = npt.NDArray[np.float32]
+Matrix = npt.NDArray[np.float32]
+
+
+class PipelineError(Exception):
+    """A failure of the whole job (as opposed to one document)."""
+
+
+class DocumentError(Exception):
+    """One document cannot be ingested; the message says why, for a person to read."""
+
+
+class EmbeddingError(PipelineError):
+    """The embedder failed. When the provider rejected this input (a 400 for these texts)
+    only the documents in the batch fail; otherwise (retries exhausted, bad credentials,
+    unknown model) the job fails."""
+
+    def __init__(self, message: str, *, input_rejected: bool = False) -> None:
+        super().__init__(message)
+        self.input_rejected = input_rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A run of text from one document: a page of a PDF, a JSONL record, a whole file."""
+
+    text: str
+    title: str = ""
+    page: int | None = None
+    record_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceDocument:
+    id: int
+    filename: str
+    read: Callable[[], bytes]
+    title: str = ""
+
+
+def content_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def chunk_id(document_id: int, ordinal: int, text_hash: str) -> str:
+    """Deterministic: the same document, position and text always give the same id, so
+    every write is an idempotent upsert."""
+    key = f"{document_id}:{ordinal}:{text_hash}".encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    id: str
+    document_id: int
+    ordinal: int
+    text: str
+    content_hash: str
+    token_count: int
+    title: str = ""
+    page: int | None = None
+    record_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def metadata_json(self) -> str:
+        return json.dumps(self.metadata, sort_keys=True, ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedChunk:
+    chunk: Chunk
+    vector: Vector
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    def count(self, texts: Sequence[str]) -> list[int]: ...
+
+    def offsets(self, text: str) -> list[tuple[int, int]]: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the pipeline needs from an embedding provider."""
+
+    spec: str
+    fingerprint: str
+    dimensions: int
+    max_input_tokens: int
+    max_batch_items: int
+    max_batch_tokens: int
+    tokenizer: TokenCounter
+
+    def embed_batch(
+        self, texts: Sequence[str], *, on_retry: Callable[[str], None] | None = None
+    ) -> Matrix: ...
+
+
+@runtime_checkable
+class ChunkStore(Protocol):
+    """Where rows go: one ``write`` per flush of the buffered sink."""
+
+    def write(self, rows: Sequence[EmbeddedChunk]) -> None: ...
+
+    def delete_documents(self, document_ids: Sequence[int]) -> None: ...
+
+
+@runtime_checkable
+class VectorCache(Protocol):
+    """Vectors already computed by the same model, by content hash."""
+
+    def lookup(self, hashes: Sequence[str]) -> dict[str, Vector]: ...

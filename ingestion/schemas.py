@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from ninja import Schema
+
+from knowledge_bases.schemas import DocumentOut, DuplicateOut, RejectedOut
+
+
+class JobOut(Schema):
+    id: int
+    knowledge_base: str
+    generation: int
+    kind: str
+    status: str
+    total: int
+    embedded: int
+    persisted: int
+    buffered: int
+    skipped: int
+    errors: int
+    retries: int
+    documents_total: int
+    documents_done: int
+    documents_failed: int
+    rate: float
+    eta_seconds: float | None
+    store_batch_size: int
+    embed_batch_size: int
+    attempts: int
+    cancel_requested: bool
+    heartbeat_at: datetime | None
+    error_message: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @staticmethod
+    def resolve_knowledge_base(obj: object) -> str:
+        return obj.knowledge_base.slug  # type: ignore[attr-defined]
+
+    @staticmethod
+    def resolve_generation(obj: object) -> int:
+        return obj.generation.number  # type: ignore[attr-defined]
+
+
+class UploadOut(Schema):
+    accepted: list[DocumentOut]
+    duplicates: list[DuplicateOut]
+    rejected: list[RejectedOut]
+    job: JobOut | None

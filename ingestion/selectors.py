@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from ingestion.models import IngestionJob
+from knowledge_bases.selectors import knowledge_bases_visible_to
+from ragstudio.errors import NotFound
+
+
+def jobs_visible_to(user: Any) -> QuerySet[IngestionJob]:
+    return IngestionJob.objects.filter(
+        knowledge_base__in=knowledge_bases_visible_to(user)
+    ).select_related("knowledge_base", "generation")
+
+
+def job_get(*, job_id: int, user: Any) -> IngestionJob:
+    job = jobs_visible_to(user).filter(pk=job_id).first()
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job

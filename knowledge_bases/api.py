@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja import File, Form, Router
+from ninja.files import UploadedFile
+
+from ingestion.schemas import UploadOut
+from ingestion.services import IncomingFile, documents_upload
+from knowledge_bases.schemas import DocumentOut, ErrorOut, KnowledgeBaseIn, KnowledgeBaseOut
+from knowledge_bases.selectors import knowledge_base_get, knowledge_bases_visible_to
+from knowledge_bases.services import knowledge_base_create
+from ragstudio.errors import ValidationError
+
+router = Router(tags=["knowledge bases"])
+ERRORS = {401: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
+
+
+@router.post("", response={201: KnowledgeBaseOut, **ERRORS})
+def create_kb(request: HttpRequest, payload: KnowledgeBaseIn):  # type: ignore[no-untyped-def]
+    kb = knowledge_base_create(owner=request.user, **payload.dict())
+    return 201, kb
+
+
+@router.get("", response={200: list[KnowledgeBaseOut], **ERRORS})
+def list_kbs(request: HttpRequest):  # type: ignore[no-untyped-def]
+    return list(knowledge_bases_visible_to(request.user))
+
+
+@router.get("/{slug}", response={200: KnowledgeBaseOut, **ERRORS})
+def get_kb(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
+    return knowledge_base_get(slug=slug, user=request.user)
+
+
+@router.get("/{slug}/documents", response={200: list[DocumentOut], **ERRORS})
+def list_documents(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
+    kb = knowledge_base_get(slug=slug, user=request.user)
+    return list(kb.documents.all())
+
+
+@router.post("/{slug}/documents", response={200: UploadOut, 202: UploadOut, **ERRORS})
+def upload_documents(  # type: ignore[no-untyped-def]
+    request: HttpRequest,
+    slug: str,
+    files: File[list[UploadedFile]],
+    store_batch_size: Form[int | None] = None,
+    embed_batch_size: Form[int | None] = None,
+):
+    """Upload one or many files (multipart field `files`). Accepted files are queued in
+    one ingestion job (202); duplicates and rejected files are listed with reasons."""
+    kb = knowledge_base_get(slug=slug, user=request.user)
+    result = documents_upload(
+        kb=kb,
+        files=[IncomingFile(name=f.name or "upload", chunks=f.chunks()) for f in files],
+        user=request.user,
+        store_batch_size=store_batch_size,
+        embed_batch_size=embed_batch_size,
+    )
+    body = {
+        "accepted": result.accepted,
+        "duplicates": [
+            {"filename": name, "document_id": doc.pk, "existing_filename": doc.original_filename}
+            for name, doc in result.duplicates
+        ],
+        "rejected": [{"filename": name, "reason": reason} for name, reason in result.rejected],
+        "job": result.job,
+    }
+    if not result.accepted and not result.duplicates:
+        raise ValidationError("no file was accepted", {"rejected": body["rejected"]})
+    return (202 if result.job else 200), body

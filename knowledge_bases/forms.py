@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+
+class KnowledgeBaseForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    slug = forms.SlugField(max_length=64, help_text="lowercase letters, digits and hyphens")
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    embedder = forms.CharField(
+        max_length=255, required=False, initial=lambda: settings.RAGSTUDIO["EMBEDDER"]
+    )
+    chunk_size = forms.IntegerField(min_value=16, max_value=8000, required=False)
+    chunk_overlap = forms.IntegerField(min_value=0, max_value=4000, required=False)
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"multiple": True}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):  # type: ignore[no-untyped-def]
+        single = super().clean
+        if isinstance(data, list | tuple):
+            return [single(d, initial) for d in data]
+        return [single(data, initial)]
+
+
+class UploadForm(forms.Form):
+    files = MultipleFileField()

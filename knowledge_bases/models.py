@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+
+class KnowledgeBase(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="knowledge_bases",
+    )
+    embedder = models.CharField(max_length=255, default="local")
+    embedding_dimensions = models.PositiveIntegerField()
+    chunk_size = models.PositiveIntegerField(validators=[MinValueValidator(16)])
+    chunk_overlap = models.PositiveIntegerField()
+    retention = models.PositiveIntegerField(default=2, validators=[MaxValueValidator(100)])
+    active_generation = models.ForeignKey(
+        "Generation", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(chunk_overlap__lt=models.F("chunk_size")), name="kb_overlap_below_size"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Document(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        INDEXED = "indexed"
+        FAILED = "failed"
+
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="documents"
+    )
+    title = models.CharField(max_length=500)
+    original_filename = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    content_type = models.CharField(max_length=100)
+    storage_path = models.CharField(max_length=500)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error_message = models.TextField(blank=True)
+    chunk_count = models.PositiveIntegerField(default=0)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["knowledge_base", "sha256"], name="document_unique_content_per_kb"
+            )
+        ]
+        indexes = [models.Index(fields=["knowledge_base", "status"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Generation(models.Model):
+    class Status(models.TextChoices):
+        BUILDING = "building"
+        READY = "ready"
+        ACTIVE = "active"
+        ARCHIVED = "archived"
+        FAILED = "failed"
+
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="generations"
+    )
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.BUILDING)
+    embedder = models.CharField(max_length=255)
+    embedder_fingerprint = models.CharField(max_length=500, blank=True)
+    dimensions = models.PositiveIntegerField()
+    chunk_size = models.PositiveIntegerField()
+    chunk_overlap = models.PositiveIntegerField()
+    chunk_count = models.PositiveIntegerField(default=0)
+    vector_count = models.PositiveIntegerField(default=0)
+    table_name = models.CharField(max_length=200)
+    bm25_path = models.CharField(max_length=500)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["knowledge_base", "-number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["knowledge_base", "number"], name="generation_unique_number"
+            ),
+            # At most one active generation per knowledge base, enforced by the database.
+            models.UniqueConstraint(
+                fields=["knowledge_base"],
+                condition=Q(status="active"),
+                name="generation_one_active_per_kb",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.knowledge_base.slug} #{self.number} ({self.status})"
+
+
+class GenerationEvent(models.Model):
+    """Every lifecycle transition: who, when, from, to."""
+
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '-'} -> {self.to_status}"
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API. Only its hash is stored; the token is shown once."""
+
+    PREFIX = "rs_"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True)
+    key_prefix = models.CharField(max_length=12, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.key_prefix}… ({self.user})"
+
+    @classmethod
+    def issue(cls, *, user: object, name: str = "") -> tuple[ApiToken, str]:
+        token = cls.PREFIX + secrets.token_urlsafe(32)
+        row = cls.objects.create(
+            user=user, name=name, key_prefix=token[:10], key_hash=_hash_token(token)
+        )
+        return row, token
+
+    @classmethod
+    def hash(cls, token: str) -> str:
+        return _hash_token(token)

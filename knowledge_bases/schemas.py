@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from ninja import Schema
+from pydantic import Field
+
+
+class ErrorOut(Schema):
+    message: str
+    extra: dict
+
+
+class KnowledgeBaseIn(Schema):
+    slug: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=10_000)
+    embedder: str | None = Field(default=None, max_length=255)
+    chunk_size: int | None = Field(default=None, ge=16, le=8000)
+    chunk_overlap: int | None = Field(default=None, ge=0, le=4000)
+
+
+class GenerationOut(Schema):
+    number: int
+    status: str
+    embedder: str
+    embedder_fingerprint: str
+    dimensions: int
+    chunk_count: int
+    created_at: datetime
+    activated_at: datetime | None
+
+
+class KnowledgeBaseOut(Schema):
+    slug: str
+    name: str
+    description: str
+    owner: str | None
+    embedder: str
+    embedding_dimensions: int
+    chunk_size: int
+    chunk_overlap: int
+    active_generation: int | None
+    created_at: datetime
+
+    @staticmethod
+    def resolve_owner(obj: object) -> str | None:
+        owner = getattr(obj, "owner", None)
+        return owner.get_username() if owner else None
+
+    @staticmethod
+    def resolve_active_generation(obj: object) -> int | None:
+        generation = getattr(obj, "active_generation", None)
+        return generation.number if generation else None
+
+
+class DocumentOut(Schema):
+    id: int
+    title: str
+    original_filename: str
+    sha256: str
+    size: int
+    content_type: str
+    status: str
+    error_message: str
+    chunk_count: int
+    created_at: datetime
+
+
+class DuplicateOut(Schema):
+    filename: str
+    document_id: int
+    existing_filename: str
+
+
+class RejectedOut(Schema):
+    filename: str
+    reason: str

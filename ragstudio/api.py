@@ -1,0 +1,76 @@
+"""The one NinjaAPI, at /api/ (OpenAPI docs at /api/docs)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+
+from ragstudio.auth import api_auth
+from ragstudio.errors import RagStudioError
+
+api = NinjaAPI(
+    title="RAG Studio API",
+    version="1",
+    description="Knowledge bases, documents and ingestion jobs. Authenticate with "
+    "`Authorization: Bearer <token>` (create one with `manage.py api_token USER`).",
+    auth=api_auth,
+    urls_namespace="api",
+)
+
+
+@api.exception_handler(RagStudioError)
+def _domain_error(request: HttpRequest, exc: RagStudioError) -> HttpResponse:
+    return api.create_response(
+        request, {"message": exc.message, "extra": exc.extra}, status=exc.status_code
+    )
+
+
+@api.exception_handler(AuthenticationError)
+def _auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = api.create_response(
+        request,
+        {"message": "authentication required: send 'Authorization: Bearer <token>'", "extra": {}},
+        status=401,
+    )
+    response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+_LOCATIONS = {"body", "query", "path", "form", "file", "payload"}
+
+
+@api.exception_handler(NinjaValidationError)
+def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    errors = []
+    for err in exc.errors:
+        loc = [
+            str(p)
+            for p in err.get("loc", [])
+            if p not in ("body", "query", "path", "form", "payload")
+        ]
+        errors.append({"field": ".".join(loc) or None, "message": err.get("msg", "invalid")})
+    first = errors[0] if errors else {"field": None, "message": "invalid request"}
+    where = f"{first['field']}: " if first["field"] else ""
+    return api.create_response(
+        request,
+        {"message": f"invalid request: {where}{first['message']}", "extra": {"errors": errors}},
+        status=422,
+    )
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    return api.create_response(request, {"message": str(exc), "extra": {}}, status=exc.status_code)
+
+
+def _register() -> None:
+    from ingestion.api import router as jobs_router
+    from knowledge_bases.api import router as kb_router
+
+    api.add_router("/kbs", kb_router)
+    api.add_router("/jobs", jobs_router)
+
+
+_register()

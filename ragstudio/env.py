@@ -1,0 +1,101 @@
+"""Typed readers for RAGSTUDIO_* environment variables.
+
+Each raises ImproperlyConfigured naming the variable when its value cannot be used, so a
+typo in deployment fails at start-up instead of surfacing later as odd behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _raw(name: str, environ: Mapping[str, str] | None) -> str | None:
+    source = os.environ if environ is None else environ
+    value = source.get(name)
+    return None if value is None else value.strip()
+
+
+def env_str(name: str, default: str, *, environ: Mapping[str, str] | None = None) -> str:
+    value = _raw(name, environ)
+    return default if value is None or value == "" else value
+
+
+def env_bool(name: str, default: bool, *, environ: Mapping[str, str] | None = None) -> bool:
+    value = _raw(name, environ)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false/1/0), got {value!r}")
+
+
+def env_int(
+    name: str,
+    default: int,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    value = _raw(name, environ)
+    if value is None or value == "":
+        result = default
+    else:
+        try:
+            result = int(value)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
+    if minimum is not None and result < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {result}")
+    if maximum is not None and result > maximum:
+        raise ImproperlyConfigured(f"{name} must be <= {maximum}, got {result}")
+    return result
+
+
+def env_float(
+    name: str,
+    default: float,
+    *,
+    minimum: float | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> float:
+    value = _raw(name, environ)
+    if value is None or value == "":
+        result = default
+    else:
+        try:
+            result = float(value)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
+    if minimum is not None and result < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {result}")
+    return result
+
+
+def env_list(
+    name: str, default: list[str], *, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    value = _raw(name, environ)
+    if value is None:
+        return list(default)
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_path(name: str, default: Path, *, environ: Mapping[str, str] | None = None) -> Path:
+    value = _raw(name, environ)
+    if value is None or value == "":
+        return default.resolve()
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ImproperlyConfigured(f"{name} must be a directory, {str(path)!r} is a file")
+    return path.resolve()

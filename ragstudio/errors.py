@@ -1,0 +1,26 @@
+"""Domain errors. One API exception handler turns them into {"message", "extra"}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RagStudioError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra or {}
+
+
+class ValidationError(RagStudioError):
+    status_code = 422
+
+
+class NotFound(RagStudioError):
+    status_code = 404
+
+
+class Conflict(RagStudioError):
+    status_code = 409

@@ -1,0 +1,196 @@
+"""Settings, all from RAGSTUDIO_* environment variables with embedded defaults.
+
+Defaults run everything on one machine: SQLite (WAL) for Django and the django-q2 ORM
+broker, LanceDB and tantivy under RAGSTUDIO_DATA_DIR, fastembed on the CPU. The same code
+scales out with DATABASE_URL (PostgreSQL), RAGSTUDIO_REDIS_URL (django-q2 broker) and
+RAGSTUDIO_LANCEDB_URI (e.g. s3://bucket/prefix).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from ragstudio.env import env_bool, env_float, env_int, env_list, env_path, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DATA_DIR = env_path("RAGSTUDIO_DATA_DIR", BASE_DIR / "data")
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    configured = env_str("RAGSTUDIO_SECRET_KEY", "")
+    if configured:
+        return configured
+    # No key configured: keep one per data directory so sessions survive restarts,
+    # readable only by this user. Written atomically: several processes start at once.
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(secrets.token_urlsafe(50))
+        tmp.chmod(0o600)
+        os.replace(tmp, path)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("RAGSTUDIO_DEBUG", False)
+ALLOWED_HOSTS = env_list("RAGSTUDIO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("RAGSTUDIO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "django_q",
+    "knowledge_bases",
+    "ingestion",
+    "search",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "ragstudio.urls"
+WSGI_APPLICATION = "ragstudio.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# SQLite needs WAL, IMMEDIATE transactions and a busy timeout to take concurrent worker
+# writes: measured on these machines, defaults failed 198 of 200 task writes with
+# "database is locked"; with these three, none.
+_SQLITE_OPTIONS: dict[str, Any] = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": env_float("RAGSTUDIO_SQLITE_TIMEOUT", 5.0, minimum=0.1),
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+
+_database_url = env_str("DATABASE_URL", "")
+if _database_url:
+    try:
+        _default_db: dict[str, Any] = dict(dj_database_url.parse(_database_url, conn_max_age=60))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from None
+else:
+    _default_db = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(DATA_DIR / "db.sqlite3"),
+    }
+if _default_db["ENGINE"] == "django.db.backends.sqlite3":
+    _default_db["OPTIONS"] = {**_SQLITE_OPTIONS, **_default_db.get("OPTIONS", {})}
+    _default_db["CONN_MAX_AGE"] = 0
+DATABASES = {"default": _default_db}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "kb-list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+
+# Uploads are streamed to disk past this size and hashed while they are stored.
+RAGSTUDIO_MAX_UPLOAD_BYTES = env_int("RAGSTUDIO_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1)
+DATA_UPLOAD_MAX_NUMBER_FILES = env_int("RAGSTUDIO_MAX_UPLOAD_FILES", 1000, minimum=1)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+RAGSTUDIO = {
+    "UPLOAD_DIR": DATA_DIR / "uploads",
+    "LANCEDB_URI": env_str("RAGSTUDIO_LANCEDB_URI", str(DATA_DIR / "lancedb")),
+    "BM25_DIR": DATA_DIR / "bm25",
+    "MODEL_DIR": DATA_DIR / "models",
+    # Embedder spec for new knowledge bases: "local" (bundled all-MiniLM-L6-v2),
+    # "fastembed:<model name>" (needs a network once) or "openai:<model>".
+    "EMBEDDER": env_str("RAGSTUDIO_EMBEDDER", "local"),
+    "EMBED_THREADS": env_int("RAGSTUDIO_EMBED_THREADS", 0, minimum=0),  # 0: all cores
+    "OPENAI_BASE_URL": env_str("RAGSTUDIO_OPENAI_BASE_URL", "https://api.openai.com/v1"),
+    "OPENAI_API_KEY": env_str("RAGSTUDIO_OPENAI_API_KEY", ""),
+    "OPENAI_DIMENSIONS": env_int("RAGSTUDIO_OPENAI_DIMENSIONS", 0, minimum=0),
+    "OPENAI_TIMEOUT": env_float("RAGSTUDIO_OPENAI_TIMEOUT", 60.0, minimum=0.1),
+    "OPENAI_MAX_RETRIES": env_int("RAGSTUDIO_OPENAI_MAX_RETRIES", 6, minimum=0),
+    "STORE_BATCH_SIZE": env_int("RAGSTUDIO_STORE_BATCH_SIZE", 5000, minimum=1, maximum=100_000),
+    "EMBED_BATCH_SIZE": env_int("RAGSTUDIO_EMBED_BATCH_SIZE", 32, minimum=1, maximum=2048),
+    "CHUNK_SIZE": env_int("RAGSTUDIO_CHUNK_SIZE", 200, minimum=16),
+    "CHUNK_OVERLAP": env_int("RAGSTUDIO_CHUNK_OVERLAP", 32, minimum=0),
+    # A running job whose heartbeat is older than this is taken over (or failed).
+    "HEARTBEAT_STALE_SECONDS": env_int("RAGSTUDIO_HEARTBEAT_STALE_SECONDS", 60, minimum=5),
+    "JOB_MAX_ATTEMPTS": env_int("RAGSTUDIO_JOB_MAX_ATTEMPTS", 3, minimum=1),
+}
+
+_task_timeout = env_int("RAGSTUDIO_TASK_TIMEOUT", 6 * 3600, minimum=10)
+Q_CLUSTER: dict[str, Any] = {
+    "name": "ragstudio",
+    "workers": env_int("RAGSTUDIO_WORKERS", 1, minimum=1),
+    # Embedding uses every core already; one task at a time per worker process.
+    "recycle": 50,
+    "timeout": _task_timeout,
+    # retry must exceed timeout, or a long task is delivered twice while it still runs.
+    "retry": _task_timeout + 300,
+    "max_attempts": env_int("RAGSTUDIO_TASK_MAX_ATTEMPTS", 3, minimum=1),
+    "catch_up": False,
+    "ack_failures": True,
+    "save_limit": 500,
+    "poll": 0.5,
+    "sync": env_bool("RAGSTUDIO_Q_SYNC", False),
+}
+_redis_url = env_str("RAGSTUDIO_REDIS_URL", "")
+if _redis_url:
+    Q_CLUSTER["redis"] = _redis_url
+else:
+    Q_CLUSTER["orm"] = "default"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("RAGSTUDIO_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django_q": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+    },
+}

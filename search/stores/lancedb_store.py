@@ -1,0 +1,167 @@
+"""One generation's chunks in a LanceDB table, written by idempotent upserts on ``id``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ingestion.pipeline.types import EmbeddedChunk, Vector
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_HEX = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+def chunk_schema(dimensions: int) -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("document_id", pa.int64(), nullable=False),
+            pa.field("ordinal", pa.int32(), nullable=False),
+            pa.field("content_hash", pa.string(), nullable=False),
+            pa.field("text", pa.string(), nullable=False),
+            pa.field("title", pa.string()),
+            pa.field("record_id", pa.string()),
+            pa.field("page", pa.int32()),
+            pa.field("token_count", pa.int32()),
+            pa.field("metadata", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dimensions), nullable=False),
+        ]
+    )
+
+
+def rows_to_arrow(rows: Sequence[EmbeddedChunk], dimensions: int) -> pa.Table:
+    import pyarrow as pa
+
+    vectors = np.asarray([r.vector for r in rows], dtype=np.float32).reshape(-1)
+    if vectors.size != len(rows) * dimensions:
+        raise ValueError(f"vectors do not have {dimensions} dimensions")
+    chunks = [r.chunk for r in rows]
+    return pa.Table.from_arrays(
+        [
+            pa.array([c.id for c in chunks], pa.string()),
+            pa.array([c.document_id for c in chunks], pa.int64()),
+            pa.array([c.ordinal for c in chunks], pa.int32()),
+            pa.array([c.content_hash for c in chunks], pa.string()),
+            pa.array([c.text for c in chunks], pa.string()),
+            pa.array([c.title for c in chunks], pa.string()),
+            pa.array([c.record_id for c in chunks], pa.string()),
+            pa.array([c.page for c in chunks], pa.int32()),
+            pa.array([c.token_count for c in chunks], pa.int32()),
+            pa.array([c.metadata_json() for c in chunks], pa.string()),
+            pa.FixedSizeListArray.from_arrays(pa.array(vectors, pa.float32()), dimensions),
+        ],
+        schema=chunk_schema(dimensions),
+    )
+
+
+def connect(uri: str) -> Any:
+    import lancedb
+
+    # interval 0: always see other processes' writes (the default never does).
+    return lancedb.connect(uri, read_consistency_interval=timedelta(0))
+
+
+class LanceChunkTable:
+    def __init__(self, uri: str, table_name: str, dimensions: int) -> None:
+        self.uri = uri
+        self.table_name = table_name
+        self.dimensions = dimensions
+        self._db = connect(uri)
+        self._table: Any = None
+
+    def exists(self) -> bool:
+        return self.table() is not None
+
+    def table(self, *, create: bool = False) -> Any:
+        if self._table is None:
+            try:
+                self._table = self._db.open_table(self.table_name)
+            except ValueError:  # "Table ... was not found"
+                if not create:
+                    return None
+                self._table = self._db.create_table(
+                    self.table_name, schema=chunk_schema(self.dimensions), exist_ok=True
+                )
+        return self._table
+
+    def upsert(self, rows: Sequence[EmbeddedChunk]) -> None:
+        if not rows:
+            return
+        data = rows_to_arrow(rows, self.dimensions)
+        table = self.table(create=True)
+        (
+            table.merge_insert("id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(data)
+        )
+
+    def count(self) -> int:
+        table = self.table()
+        return 0 if table is None else int(table.count_rows())
+
+    def ids(self) -> set[str]:
+        table = self.table()
+        if table is None:
+            return set()
+        return set(table.to_arrow().column("id").to_pylist()) if self.count() else set()
+
+    def delete_documents(self, document_ids: Sequence[int]) -> None:
+        table = self.table()
+        if table is None or not document_ids:
+            return
+        ids = ", ".join(str(int(d)) for d in document_ids)  # ints only: nothing to escape
+        table.delete(f"document_id IN ({ids})")
+
+    def lookup(self, hashes: Sequence[str]) -> dict[str, Vector]:
+        """Vectors already stored for these content hashes (hex only, checked)."""
+        table = self.table()
+        wanted = sorted({h for h in hashes if _HEX.match(h)})
+        if table is None or not wanted:
+            return {}
+        quoted = ", ".join(f"'{h}'" for h in wanted)
+        result = (
+            table.search()
+            .where(f"content_hash IN ({quoted})")
+            .select(["content_hash", "vector"])
+            .limit(len(wanted) * 4 + 16)
+            .to_arrow()
+        )
+        found: dict[str, Vector] = {}
+        hashes_col = result.column("content_hash").to_pylist()
+        vectors = result.column("vector")
+        for i, h in enumerate(hashes_col):
+            if h not in found:
+                found[h] = np.asarray(vectors[i].as_py(), dtype=np.float32)
+        return found
+
+    def rows(self, *, columns: list[str] | None = None) -> list[dict[str, Any]]:
+        table = self.table()
+        if table is None:
+            return []
+        return list(
+            table.to_arrow().select(columns).to_pylist()
+            if columns
+            else table.to_arrow().to_pylist()
+        )
+
+    def drop(self) -> None:
+        self._table = None
+        with contextlib.suppress(ValueError):  # already gone
+            self._db.drop_table(self.table_name)
+
+
+def metadata_of(row: dict[str, Any]) -> dict[str, Any]:
+    raw = row.get("metadata") or "{}"
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else {}

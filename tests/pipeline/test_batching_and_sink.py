@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from ingestion.pipeline.batching import make_batches
+from ingestion.pipeline.sink import BufferedSink
+from ingestion.pipeline.types import Chunk, EmbeddedChunk, PipelineError
+
+
+def _chunk(i: int, tokens: int) -> Chunk:
+    return Chunk(
+        id=f"c{i}", document_id=1, ordinal=i, text=f"t{i}", content_hash=f"h{i}", token_count=tokens
+    )
+
+
+def _rows(n: int, start: int = 0) -> list[EmbeddedChunk]:
+    return [EmbeddedChunk(_chunk(start + i, 5), np.zeros(4, np.float32)) for i in range(n)]
+
+
+class RecordingStore:
+    """Records each write; optionally slow, to show back-pressure."""
+
+    def __init__(self, delay: float = 0.0, fail_on: int | None = None) -> None:
+        self.writes: list[list[str]] = []
+        self.delay = delay
+        self.fail_on = fail_on
+
+    def write(self, rows: Sequence[EmbeddedChunk]) -> None:
+        if self.fail_on is not None and len(self.writes) == self.fail_on:
+            raise OSError("disk full")
+        time.sleep(self.delay)
+        self.writes.append([r.chunk.id for r in rows])
+
+    def delete_documents(self, document_ids: Sequence[int]) -> None:
+        raise AssertionError("not expected")
+
+
+def test_batches_hold_every_chunk_once_within_item_and_padded_token_limits() -> None:
+    lengths = [5, 250, 30, 31, 200, 7, 120, 64, 64, 3] * 13
+    chunks = [_chunk(i, n) for i, n in enumerate(lengths)]
+    batches = list(make_batches(chunks, max_items=8, max_tokens=1000, window=50))
+    assert sorted(c.id for b in batches for c in b) == sorted(c.id for c in chunks)
+    for batch in batches:
+        assert len(batch) <= 8
+        assert len(batch) == 1 or len(batch) * max(c.token_count for c in batch) <= 1000
+
+
+def test_batches_group_similar_lengths_to_limit_padding() -> None:
+    lengths = [10, 200] * 32
+    chunks = [_chunk(i, n) for i, n in enumerate(lengths)]
+    batches = list(make_batches(chunks, max_items=32, max_tokens=100_000))
+    assert [sorted({c.token_count for c in b}) for b in batches] == [[10], [200]]
+
+
+@pytest.mark.parametrize(
+    ("n", "batch_size"), [(0, 10), (1, 10), (10, 10), (11, 10), (12345, 1000), (95, 1)]
+)
+def test_sink_writes_exactly_ceil_n_over_batch_size_times(n: int, batch_size: int) -> None:
+    store = RecordingStore()
+    flushed: list[int] = []
+    with BufferedSink(
+        store, batch_size=batch_size, on_flush=lambda rows: flushed.append(len(rows))
+    ) as sink:
+        for start in range(0, n, 7):  # producer batches of 7 that do not align with the sink's
+            sink.put(_rows(min(7, n - start), start))
+    assert len(store.writes) == math.ceil(n / batch_size) == sink.writes
+    assert all(len(w) == batch_size for w in store.writes[:-1])
+    assert [c for w in store.writes for c in w] == [f"c{i}" for i in range(n)]
+    assert sum(flushed) == n
+
+
+def test_sink_applies_back_pressure_when_the_store_is_slow() -> None:
+    store = RecordingStore(delay=0.3)
+    sink = BufferedSink(store, batch_size=1, max_pending=2)
+    sink.start()
+    started = time.monotonic()
+    for i in range(6):
+        sink.put(_rows(1, i))
+    blocked_for = time.monotonic() - started
+    sink.close()
+    # Six single-row writes of 0.3 s with room for two in the queue: put() had to wait.
+    assert blocked_for >= 0.5
+    assert len(store.writes) == 6
+
+
+def test_sink_flushes_the_partial_buffer_on_close() -> None:
+    store = RecordingStore()
+    sink = BufferedSink(store, batch_size=1000)
+    sink.start()
+    sink.put(_rows(3))
+    assert store.writes == []  # still buffered
+    sink.close()
+    assert store.writes == [["c0", "c1", "c2"]]
+
+
+def test_a_store_failure_reaches_the_producer() -> None:
+    store = RecordingStore(fail_on=1)
+    sink = BufferedSink(store, batch_size=2, max_pending=1)
+    sink.start()
+    with pytest.raises(PipelineError, match="disk full"):
+        for i in range(100):
+            sink.put(_rows(2, i * 2))
+        sink.close()
+    assert len(store.writes) == 1

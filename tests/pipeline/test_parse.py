@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ingestion.pipeline.parse import HTML, JSONL, MARKDOWN, PDF, TEXT, detect_format, parse_document
+from ingestion.pipeline.types import DocumentError
+from tests.conftest import make_pdf
+
+
+def test_plain_text_is_returned_whole() -> None:
+    sections = parse_document(b"Hello world.\r\nSecond line.", "notes.txt")
+    assert [s.text for s in sections] == ["Hello world.\nSecond line."]
+
+
+def test_format_is_detected_by_content_not_extension() -> None:
+    html = b"<!DOCTYPE html><html><body><p>Hi</p></body></html>"
+    assert detect_format(html, "misnamed.txt") == HTML
+    assert detect_format(make_pdf(["x"]), "report.txt") == PDF
+    assert detect_format(b'{"id": 1, "text": "a"}\n', "data.txt") == JSONL
+    assert (
+        detect_format(b"# Title\n\nSome *text* and a [link](http://x).\n- item\n", "n.md")
+        == MARKDOWN
+    )
+    assert detect_format(b"just words", "README") == TEXT
+
+
+def test_markdown_without_extension_is_recognised_by_its_syntax() -> None:
+    body = b"# Heading\n\nSee [the docs](http://a.b).\n\n- one\n- two\n"
+    assert detect_format(body, "notes.markdownish") == MARKDOWN
+
+
+def test_markdown_syntax_is_stripped_but_text_kept() -> None:
+    md = (
+        b"# Install\n\nRun **make run** and open [the app](http://127.0.0.1:8000).\n\n"
+        b"```\ncode here\n```\n"
+    )
+    (section,) = parse_document(md, "guide.md")
+    assert "Install" in section.text
+    assert "Run make run and open the app." in section.text
+    assert "code here" in section.text
+    assert "http://" not in section.text and "**" not in section.text and "#" not in section.text
+
+
+def test_html_keeps_text_and_drops_scripts_styles_and_head() -> None:
+    html = (
+        b"<html><head><title>Doc title</title><style>p{color:red}</style></head><body>"
+        b"<script>var secret = 1;</script><h1>Visible</h1><p>Body &amp; text</p>"
+        b"<noscript>no js</noscript></body></html>"
+    )
+    (section,) = parse_document(html, "page.html")
+    assert section.title == "Doc title"
+    assert "Visible" in section.text and "Body & text" in section.text
+    for hidden in ("secret", "color:red", "no js", "Doc title"):
+        assert hidden not in section.text
+
+
+def test_pdf_text_layer_is_read_page_by_page() -> None:
+    sections = parse_document(make_pdf(["First page text", "Second page text"]), "a.pdf")
+    assert [(s.page, s.text) for s in sections] == [(1, "First page text"), (2, "Second page text")]
+
+
+def test_jsonl_records_become_sections_with_ids_titles_and_metadata() -> None:
+    lines = [
+        {"id": "a1", "title": "Alpha", "text": "First record.", "metadata": {"lang": "en"}},
+        {"_id": 7, "text": "Second record."},
+    ]
+    data = "\n".join(json.dumps(x) for x in lines).encode() + b"\n\n"
+    first, second = parse_document(data, "records.jsonl")
+    assert (first.record_id, first.title, first.metadata) == ("a1", "Alpha", {"lang": "en"})
+    assert first.text == "Alpha\n\nFirst record."
+    assert (second.record_id, second.text) == ("7", "Second record.")
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "message"),
+    [
+        (b"", "empty.txt", "empty file"),
+        (b"   \n\t ", "blank.txt", "empty file"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00IHDR", "pic.txt", "PNG image"),
+        (b"PK\x03\x04rest-of-zip", "doc.docx", "ZIP archive"),
+        (b"abc\x00\x01\x02def" * 10, "blob.bin", "binary data"),
+        (b"%PDF-1.4\nthis is not really a pdf", "broken.pdf", "unreadable PDF"),
+        (make_pdf([""]), "scan.pdf", "no text layer"),
+        (b'{"id": 1, "text": "ok"}\n{"id": 2, "text": ', "bad.jsonl", "line 2: not valid JSON"),
+        (
+            b'{"id": 1, "text": "ok"}\n{"id": 1, "text": "again"}\n',
+            "dup.jsonl",
+            "duplicate record id",
+        ),
+        (b'{"id": 1, "text": "ok"}\n{"id": 2, "text": 5}\n', "t.jsonl", "'text' must be a string"),
+        (b'{"id": 1, "text": "ok"}\n[1, 2]\n', "arr.jsonl", "must be a JSON object"),
+    ],
+)
+def test_bad_input_fails_with_a_clear_message(data: bytes, name: str, message: str) -> None:
+    with pytest.raises(DocumentError, match=message):
+        parse_document(data, name)
+
+
+def test_oversized_input_is_refused_before_parsing() -> None:
+    with pytest.raises(DocumentError, match="file too large: 2,000 bytes"):
+        parse_document(b"a" * 2000, "big.txt", max_bytes=1000)
+
+
+def test_utf16_and_latin1_text_are_decoded() -> None:
+    assert parse_document("Grüße aus Köln".encode("utf-16"), "a.txt")[0].text == "Grüße aus Köln"
+    assert parse_document("café crème".encode("cp1252"), "b.txt")[0].text == "café crème"
+
+
+def test_sniffing_a_long_utf8_file_cut_mid_character_still_detects_text() -> None:
+    data = ("é" * 40000).encode()  # 80,000 bytes: the 64 KiB sniff window ends mid-character
+    assert detect_format(data, "long.txt") == TEXT

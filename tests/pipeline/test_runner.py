@@ -1,0 +1,184 @@
+"""The whole pipeline on real stores (LanceDB + tantivy in tmp_path) and the real model."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingestion.pipeline.chunk import Chunker
+from ingestion.pipeline.progress import Progress
+from ingestion.pipeline.runner import PipelineConfig, run_pipeline
+from ingestion.pipeline.types import EmbeddingError, Matrix, SourceDocument
+from search.stores.generation import GenerationStore
+
+TEXTS = [
+    " ".join(
+        f"Document {d} sentence {i} mentions subject {d * 7 + i} and other facts."
+        for i in range(40)
+    )
+    for d in range(6)
+]
+
+
+def _docs(texts: list[str], start: int = 1) -> list[SourceDocument]:
+    return [
+        SourceDocument(id=start + i, filename=f"doc{start + i}.txt", read=lambda t=t: t.encode())
+        for i, t in enumerate(texts)
+    ]
+
+
+def _store(tmp_path: Path) -> GenerationStore:
+    return GenerationStore(
+        lancedb_uri=str(tmp_path / "lancedb"),
+        table_name="kb1_g1",
+        bm25_path=tmp_path / "bm25",
+        dimensions=384,
+    )
+
+
+def _run(embedder, store, docs, **kwargs):  # type: ignore[no-untyped-def]
+    config = PipelineConfig(store_batch_size=kwargs.pop("store_batch_size", 50))
+    return run_pipeline(
+        documents=docs,
+        embedder=embedder,
+        store=store,
+        chunker=Chunker(embedder.tokenizer, size=64, overlap=8),
+        config=config,
+        vector_cache=store,
+        **kwargs,
+    )
+
+
+def test_documents_end_up_in_both_stores_with_the_same_ids(tmp_path, embedder) -> None:
+    store = _store(tmp_path)
+    progress = Progress()
+    result = _run(embedder, store, _docs(TEXTS), progress=progress)
+    assert result.chunks > 20 and not result.failed
+    assert result.embedded == result.persisted == result.chunks
+    assert store.vectors.count() == store.bm25.count() == result.chunks
+    assert store.vectors.ids() == store.bm25.ids()
+    assert sum(result.indexed.values()) == result.chunks and set(result.indexed) == set(range(1, 7))
+    snap = progress.snapshot()
+    assert (snap.total, snap.embedded, snap.persisted, snap.buffered) == (
+        result.chunks,
+        result.chunks,
+        result.chunks,
+        0,
+    )
+
+
+def test_lancedb_gets_exactly_ceil_n_over_batch_size_writes(tmp_path, embedder) -> None:
+    store = _store(tmp_path)
+    result = _run(embedder, store, _docs(TEXTS), store_batch_size=25)
+    table = store.vectors.table()
+    # One version for the empty table, then one per write.
+    assert len(table.list_versions()) == 1 + math.ceil(result.chunks / 25) == 1 + result.writes
+
+
+def test_running_the_same_job_twice_leaves_the_same_rows(tmp_path, embedder) -> None:
+    store = _store(tmp_path)
+    first = _run(embedder, store, _docs(TEXTS))
+    before = sorted(
+        store.vectors.rows(columns=["id", "text", "document_id"]), key=lambda r: r["id"]
+    )
+    second = _run(embedder, store, _docs(TEXTS))
+    after = sorted(store.vectors.rows(columns=["id", "text", "document_id"]), key=lambda r: r["id"])
+    assert before == after
+    assert store.bm25.count() == len(after) == first.chunks
+    # Nothing was recomputed: every vector came back from the store by content hash.
+    assert (second.embedded, second.skipped) == (0, first.chunks)
+
+
+def test_a_bad_document_fails_alone_and_the_job_goes_on(tmp_path, embedder) -> None:
+    store = _store(tmp_path)
+    docs = [
+        *_docs(TEXTS[:2]),
+        SourceDocument(id=50, filename="image.png", read=lambda: b"\x89PNG\r\n\x1a\nxxxx"),
+        SourceDocument(id=51, filename="empty.txt", read=lambda: b""),
+        SourceDocument(id=52, filename="gone.txt", read=Path("/nonexistent/file").read_bytes),
+    ]
+    result = _run(embedder, store, docs)
+    assert set(result.failed) == {50, 51, 52}
+    assert "PNG image" in result.failed[50] and "empty" in result.failed[51]
+    assert "cannot read the stored file" in result.failed[52]
+    assert set(result.indexed) == {1, 2}
+    assert {r["document_id"] for r in store.vectors.rows(columns=["document_id"])} == {1, 2}
+
+
+class RejectingEmbedder:
+    """Wraps the real model; the provider rejects texts containing a marker word."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+        for name in ("spec", "fingerprint", "dimensions", "max_input_tokens", "tokenizer"):
+            setattr(self, name, getattr(inner, name))
+        self.max_batch_items = 4
+        self.max_batch_tokens = inner.max_batch_tokens
+
+    def embed_batch(self, texts: Sequence[str], *, on_retry=None) -> Matrix:  # type: ignore[no-untyped-def]
+        if any("POISON" in t for t in texts):
+            raise EmbeddingError("HTTP 400: input rejected", input_rejected=True)
+        return self.inner.embed_batch(texts)
+
+
+def test_a_document_the_provider_rejects_is_failed_and_its_rows_removed(tmp_path, embedder) -> None:
+    store = _store(tmp_path)
+    poisoned = TEXTS[0] + " " + " ".join(["POISON sentence here."] * 3)
+    result = _run(
+        RejectingEmbedder(embedder), store, _docs([poisoned, TEXTS[1]]), store_batch_size=4
+    )
+    assert set(result.failed) == {1} and "rejected" in result.failed[1]
+    assert set(result.indexed) == {2}
+    assert {r["document_id"] for r in store.vectors.rows(columns=["document_id"])} == {2}
+    assert store.bm25.ids() == store.vectors.ids()
+
+
+def test_cancellation_stops_embedding_and_flushes_what_was_embedded(tmp_path, embedder) -> None:
+    store = _store(tmp_path)
+    cancel = threading.Event()
+
+    class CancelAfterTwo(RejectingEmbedder):
+        calls = 0
+
+        def embed_batch(self, texts, *, on_retry=None):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            if self.calls == 2:
+                cancel.set()
+            return self.inner.embed_batch(texts)
+
+    result = _run(
+        CancelAfterTwo(embedder), store, _docs(TEXTS), cancel=cancel, store_batch_size=1000
+    )
+    assert result.cancelled
+    assert result.embedded == 8  # two batches of 4, then it stopped
+    assert store.vectors.count() == result.persisted == 8  # the partial buffer was flushed
+
+
+def test_a_store_failure_fails_the_job(tmp_path, embedder) -> None:
+    class BrokenStore:
+        def write(self, rows) -> None:  # type: ignore[no-untyped-def]
+            raise OSError("No space left on device")
+
+        def delete_documents(self, ids) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+        def lookup(self, hashes):  # type: ignore[no-untyped-def]
+            return {}
+
+    with pytest.raises(Exception, match="No space left on device"):
+        _run(embedder, BrokenStore(), _docs(TEXTS[:2]), store_batch_size=2)
+
+
+def test_vectors_persisted_equal_what_the_model_computes(tmp_path, embedder) -> None:
+    store = _store(tmp_path)
+    _run(embedder, store, _docs(TEXTS[:1]))
+    rows = store.vectors.rows(columns=["text", "vector"])
+    direct = embedder.embed_batch([r["text"] for r in rows])
+    stored = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+    cosine = (direct * stored).sum(1)
+    assert cosine.min() > 0.999

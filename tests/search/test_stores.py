@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import numpy as np
+
+from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash
+from search.stores.generation import GenerationStore
+
+
+def _row(doc: int, ordinal: int, text: str, dims: int = 4) -> EmbeddedChunk:
+    digest = content_hash(text)
+    chunk = Chunk(
+        id=f"{doc}-{ordinal}",
+        document_id=doc,
+        ordinal=ordinal,
+        text=text,
+        content_hash=digest,
+        token_count=3,
+        title=f"t{doc}",
+        metadata={"k": doc},
+    )
+    return EmbeddedChunk(chunk, np.full(dims, doc + ordinal / 10, dtype=np.float32))
+
+
+def _store(tmp_path) -> GenerationStore:  # type: ignore[no-untyped-def]
+    return GenerationStore(
+        lancedb_uri=str(tmp_path / "l"), table_name="t", bm25_path=tmp_path / "b", dimensions=4
+    )
+
+
+def test_upsert_replaces_rows_with_the_same_id(tmp_path) -> None:
+    store = _store(tmp_path)
+    store.write([_row(1, 0, "alpha one"), _row(1, 1, "beta two")])
+    store.write([_row(1, 1, "beta two"), _row(2, 0, "gamma three")])
+    assert store.vectors.count() == store.bm25.count() == 3
+    assert store.vectors.ids() == store.bm25.ids() == {"1-0", "1-1", "2-0"}
+
+
+def test_delete_documents_removes_them_from_both_engines(tmp_path) -> None:
+    store = _store(tmp_path)
+    store.write([_row(1, 0, "alpha"), _row(2, 0, "beta"), _row(3, 0, "gamma")])
+    store.delete_documents([1, 3])
+    assert store.vectors.ids() == store.bm25.ids() == {"2-0"}
+
+
+def test_lookup_returns_stored_vectors_by_content_hash_and_ignores_non_hex(tmp_path) -> None:
+    store = _store(tmp_path)
+    store.write([_row(1, 0, "alpha"), _row(2, 0, "beta")])
+    found = store.lookup([content_hash("alpha"), content_hash("nope"), "x' OR 1=1 --"])
+    assert list(found) == [content_hash("alpha")]
+    np.testing.assert_allclose(found[content_hash("alpha")], np.full(4, 1.0))
+
+
+def test_a_missing_table_reads_as_empty(tmp_path) -> None:
+    store = _store(tmp_path)
+    assert store.vectors.count() == 0 and store.bm25.count() == 0
+    assert store.lookup([content_hash("a")]) == {}
+    store.delete_documents([1])  # nothing to delete, no error
