@@ -19,14 +19,14 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from ingestion.embedders import EmbedderConfig, build_embedder
 from ingestion.models import IngestionJob
 from ingestion.pipeline.chunk import Chunker
-from ingestion.pipeline.progress import Progress, ProgressSnapshot
+from ingestion.pipeline.progress import DocumentOutcome, Progress, ProgressSnapshot
 from ingestion.pipeline.runner import PipelineConfig, PipelineResult, run_pipeline
 from ingestion.pipeline.types import Embedder, SourceDocument
 from ingestion.services import document_path
@@ -137,7 +137,15 @@ def run_job_and_queue(job_id: int) -> list[int]:
     """The worker's entry point: run this job, then any queued behind it on the same
     generation (a task that found the generation busy left its job to us)."""
     ran: list[int] = []
-    job = job_claim(job_id=job_id)
+    generation_id = (
+        IngestionJob.objects.filter(pk=job_id).values_list("generation_id", flat=True).first()
+    )
+    if generation_id is None:
+        return ran
+    # First in, first out per generation: an older queued job goes before this one.
+    oldest = next_queued_job(generation_id)
+    job = job_claim(job_id=oldest) if oldest not in (None, job_id) else None
+    job = job or job_claim(job_id=job_id)
     while job is not None:
         job_execute(job)
         ran.append(job.pk)
@@ -163,58 +171,79 @@ class _Reporter(threading.Thread):
         self.cancel = cancel
         self.on_progress = on_progress
         self.stop_event = threading.Event()
-        self.error: BaseException | None = None
+        # Set when another worker took the job over (our heartbeat was judged stale): we
+        # stop at once and leave the row alone.
+        self.lost = threading.Event()
 
     def run(self) -> None:
         try:
             while not self.stop_event.wait(REPORT_INTERVAL):
-                self.flush()
-        except BaseException as exc:  # surfaced by the caller
-            self.error = exc
+                try:
+                    self.flush()
+                except DatabaseError:
+                    # A busy database must not stop the heartbeat for good: try again
+                    # next tick (outcomes not written yet are still queued).
+                    log.warning(
+                        "job %s: progress write failed, retrying", self.job.pk, exc_info=True
+                    )
         finally:
             connection.close()
 
     def flush(self) -> None:
         snap = self.progress.snapshot()
         outcomes = self.progress.drain_outcomes()
-        with transaction.atomic():
-            for outcome in outcomes:
-                if outcome.ok:
-                    Document.objects.filter(pk=outcome.document_id).update(
-                        status=Document.Status.INDEXED,
-                        chunk_count=outcome.chunk_count,
-                        error_message="",
-                        updated_at=timezone.now(),
-                    )
-                else:
-                    Document.objects.filter(pk=outcome.document_id).update(
-                        status=Document.Status.FAILED,
-                        error_message=outcome.error[:2000],
-                        chunk_count=0,
-                        updated_at=timezone.now(),
-                    )
-            ok = sum(1 for o in outcomes if o.ok)
-            failed = len(outcomes) - ok
-            IngestionJob.objects.filter(pk=self.job.pk).update(
-                total=snap.total,
-                embedded=snap.embedded,
-                persisted=snap.persisted,
-                buffered=snap.buffered,
-                skipped=snap.skipped,
-                errors=snap.errors,
-                retries=snap.retries,
-                rate=round(snap.rate, 3),
-                eta_seconds=None if snap.eta_seconds is None else round(snap.eta_seconds, 1),
-                documents_done=F("documents_done") + ok,
-                documents_failed=F("documents_failed") + failed,
-                heartbeat_at=timezone.now(),
-            )
-            cancel = IngestionJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+        try:
+            updated, cancel = self._write(snap, outcomes)
+        except BaseException:
+            self.progress.restore_outcomes(outcomes)
+            raise
+        if not updated:
+            self.lost.set()
+            self.cancel.set()
+            return
         if cancel:
             self.cancel.set()
         if self.on_progress is not None:
             self.job.refresh_from_db()
             self.on_progress(self.job, snap)
+
+    @transaction.atomic
+    def _write(self, snap: ProgressSnapshot, outcomes: list[DocumentOutcome]) -> tuple[bool, bool]:
+        now = timezone.now()
+        updated = IngestionJob.objects.filter(
+            pk=self.job.pk, worker=self.job.worker, status=IngestionJob.Status.RUNNING
+        ).update(
+            total=snap.total,
+            embedded=snap.embedded,
+            persisted=snap.persisted,
+            buffered=snap.buffered,
+            skipped=snap.skipped,
+            errors=snap.errors,
+            retries=snap.retries,
+            rate=round(snap.rate, 3),
+            eta_seconds=None if snap.eta_seconds is None else round(snap.eta_seconds, 1),
+            documents_done=F("documents_done") + sum(1 for o in outcomes if o.ok),
+            documents_failed=F("documents_failed") + sum(1 for o in outcomes if not o.ok),
+            heartbeat_at=now,
+        )
+        if not updated:
+            return False, False  # taken over: outcomes belong to the new owner now
+        for outcome in outcomes:
+            if outcome.ok:
+                fields = {
+                    "status": Document.Status.INDEXED,
+                    "chunk_count": outcome.chunk_count,
+                    "error_message": "",
+                }
+            else:
+                fields = {
+                    "status": Document.Status.FAILED,
+                    "chunk_count": 0,
+                    "error_message": outcome.error[:2000],
+                }
+            Document.objects.filter(pk=outcome.document_id).update(updated_at=now, **fields)
+        cancel = IngestionJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+        return True, cancel
 
 
 def _source_documents(job: IngestionJob) -> list[SourceDocument]:
@@ -244,6 +273,8 @@ def job_execute(
     reporter = _Reporter(job, progress, cancel, on_progress)
     result: PipelineResult | None = None
     error = ""
+    # Heartbeat from the start: loading a model can take longer than the stale threshold.
+    reporter.start()
     try:
         embedder = get_embedder(generation.embedder)
         if (
@@ -268,7 +299,6 @@ def job_execute(
             embedder.tokenizer, size=generation.chunk_size, overlap=generation.chunk_overlap
         )
         documents = _source_documents(job)
-        reporter.start()
         result = run_pipeline(
             documents=documents,
             embedder=embedder,
@@ -288,9 +318,13 @@ def job_execute(
         error = str(exc) or type(exc).__name__
     finally:
         reporter.stop_event.set()
-        if reporter.is_alive():
-            reporter.join()
-        reporter.flush()  # the last counters and outcomes, from this thread
+        reporter.join()
+        if not reporter.lost.is_set():
+            reporter.flush()  # the last counters and outcomes, from this thread
+    if reporter.lost.is_set():
+        log.warning("job %s was taken over by another worker; this one stopped", job.pk)
+        job.refresh_from_db()
+        return job
     return _finish(job, generation, result, error)
 
 

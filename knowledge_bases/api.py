@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest
-from ninja import File, Form, Router
+from ninja import File, Form, Router, Status
 from ninja.files import UploadedFile
 
 from ingestion.schemas import UploadOut
@@ -18,7 +18,7 @@ ERRORS = {401: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 @router.post("", response={201: KnowledgeBaseOut, **ERRORS})
 def create_kb(request: HttpRequest, payload: KnowledgeBaseIn):  # type: ignore[no-untyped-def]
     kb = knowledge_base_create(owner=request.user, **payload.dict())
-    return 201, kb
+    return Status(201, kb)
 
 
 @router.get("", response={200: list[KnowledgeBaseOut], **ERRORS})
@@ -66,4 +66,4 @@ def upload_documents(  # type: ignore[no-untyped-def]
     }
     if not result.accepted and not result.duplicates:
         raise ValidationError("no file was accepted", {"rejected": body["rejected"]})
-    return (202 if result.job else 200), body
+    return Status(202 if result.job else 200, body)

@@ -49,3 +49,29 @@ def make_pdf(pages: list[str]) -> bytes:
         f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
     )
     return bytes(out)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_storage(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Each test gets its own upload, LanceDB and tantivy directories."""
+    if "settings" not in request.fixturenames and not _django_ready():
+        return
+    from django.conf import settings as django_settings
+
+    original = django_settings.RAGSTUDIO
+    django_settings.RAGSTUDIO = {
+        **original,
+        "UPLOAD_DIR": tmp_path / "data" / "uploads",
+        "LANCEDB_URI": str(tmp_path / "data" / "lancedb"),
+        "BM25_DIR": tmp_path / "data" / "bm25",
+    }
+    request.addfinalizer(lambda: setattr(django_settings, "RAGSTUDIO", original))
+
+
+def _django_ready() -> bool:
+    try:
+        from django.conf import settings as django_settings
+
+        return bool(django_settings.configured)
+    except Exception:
+        return False

@@ -80,6 +80,11 @@ class Progress:
             self._outcomes.clear()
         return items
 
+    def restore_outcomes(self, outcomes: list[DocumentOutcome]) -> None:
+        """Put back outcomes that could not be recorded, ahead of newer ones."""
+        with self._lock:
+            self._outcomes.extendleft(reversed(outcomes))
+
     def snapshot(self) -> ProgressSnapshot:
         with self._lock:
             now = self.clock()

@@ -1,0 +1,204 @@
+"""Running jobs for real: the bundled model, LanceDB and tantivy under tmp_path, and the
+progress reporter thread writing to the (file-based) test database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from ingestion.jobs import (
+    generation_store,
+    job_claim,
+    job_execute,
+    jobs_reap_stale,
+    run_job_and_queue,
+)
+from ingestion.models import IngestionJob
+from knowledge_bases.models import Document, Generation
+from tests.factories import make_kb, make_user, text, upload
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def kb():  # type: ignore[no-untyped-def]
+    return make_kb(make_user())
+
+
+def _run(job_id: int) -> IngestionJob:
+    run_job_and_queue(job_id)
+    return IngestionJob.objects.get(pk=job_id)
+
+
+def test_a_job_indexes_its_documents_and_activates_the_first_generation(kb) -> None:
+    result = upload(
+        kb, [("a.txt", text(30)), ("b.txt", text(25, "art")), ("c.png", b"\x89PNG\r\n\x1a\n..")]
+    )
+    job = _run(result.job.pk)
+    assert job.status == IngestionJob.Status.SUCCEEDED
+    assert job.total > 0 and job.total == job.embedded == job.persisted
+    assert job.buffered == 0 and job.documents_done == 2 and job.documents_failed == 0
+    assert job.heartbeat_at is not None and job.finished_at is not None
+    docs = {d.original_filename: d for d in Document.objects.filter(knowledge_base=kb)}
+    assert {d.status for d in docs.values()} == {Document.Status.INDEXED}
+    assert docs["a.txt"].chunk_count + docs["b.txt"].chunk_count == job.total
+    kb.refresh_from_db()
+    generation = kb.active_generation
+    assert generation.number == 1 and generation.status == Generation.Status.ACTIVE
+    assert generation.chunk_count == job.total
+    assert generation.embedder_fingerprint.startswith("local:all-MiniLM-L6-v2")
+    store = generation_store(generation)
+    assert store.vectors.count() == store.bm25.count() == job.total
+    assert [e.to_status for e in generation.events.order_by("id")] == ["building", "active"]
+
+
+def test_later_uploads_go_into_the_active_generation(kb) -> None:
+    _run(upload(kb, [("a.txt", text(10))]).job.pk)
+    second = upload(kb, [("b.txt", text(12, "music"))]).job
+    assert second.generation.number == 1
+    job = _run(second.pk)
+    store = generation_store(job.generation)
+    chunk_counts = Document.objects.filter(knowledge_base=kb).values_list("chunk_count", flat=True)
+    assert store.vectors.count() == sum(chunk_counts) > 0
+    assert Generation.objects.filter(knowledge_base=kb).count() == 1
+
+
+def test_a_document_that_fails_to_parse_is_marked_and_the_job_succeeds(kb) -> None:
+    from tests.conftest import make_pdf
+
+    result = upload(kb, [("ok.txt", text(8)), ("scan.pdf", make_pdf([""]))])
+    job = _run(result.job.pk)
+    assert job.status == IngestionJob.Status.SUCCEEDED
+    assert (job.documents_done, job.documents_failed) == (1, 1)
+    failed = Document.objects.get(original_filename="scan.pdf")
+    assert failed.status == Document.Status.FAILED and "no text layer" in failed.error_message
+
+
+def test_running_the_same_job_twice_leaves_the_same_rows(kb) -> None:
+    job = _run(upload(kb, [("a.txt", text(20)), ("b.txt", text(20, "law"))]).job.pk)
+    store = generation_store(job.generation)
+    before = sorted(r["id"] for r in store.vectors.rows(columns=["id"]))
+    # Delivered again (at-least-once): the claim refuses a finished job...
+    assert job_claim(job_id=job.pk) is None
+    # ...and even forced to run again from scratch it writes the same rows.
+    Document.objects.update(status=Document.Status.PENDING, chunk_count=0)
+    IngestionJob.objects.filter(pk=job.pk).update(status=IngestionJob.Status.QUEUED)
+    again = _run(job.pk)
+    after = sorted(r["id"] for r in generation_store(job.generation).vectors.rows(columns=["id"]))
+    assert before == after and len(after) == job.total
+    assert again.skipped == job.total and again.embedded == 0
+    assert generation_store(job.generation).bm25.count() == len(after)
+
+
+def test_only_one_job_writes_to_a_generation_at_a_time(kb) -> None:
+    first = upload(kb, [("a.txt", text(5))]).job
+    second = upload(kb, [("b.txt", text(6))]).job
+    claimed = job_claim(job_id=first.pk, worker="w1")
+    assert claimed is not None
+    assert job_claim(job_id=second.pk, worker="w2") is None  # generation busy
+    assert job_claim(job_id=first.pk, worker="w2") is None  # running with a live heartbeat
+    job_execute(claimed)
+    # The worker that finished the first job drains the queue behind it.
+    assert run_job_and_queue(second.pk) == [second.pk]
+    assert IngestionJob.objects.get(pk=second.pk).status == IngestionJob.Status.SUCCEEDED
+
+
+def test_a_worker_that_finishes_runs_the_jobs_queued_behind_it(kb) -> None:
+    first = upload(kb, [("a.txt", text(5))]).job
+    second = upload(kb, [("b.txt", text(6))]).job
+    assert run_job_and_queue(first.pk) == [first.pk, second.pk]
+    assert set(IngestionJob.objects.values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_a_job_whose_heartbeat_stopped_is_taken_over(kb, settings) -> None:
+    job = upload(kb, [("a.txt", text(5))]).job
+    assert job_claim(job_id=job.pk, worker="dead-worker") is not None
+    stale = timezone.now() - timedelta(seconds=settings.RAGSTUDIO["HEARTBEAT_STALE_SECONDS"] + 5)
+    IngestionJob.objects.filter(pk=job.pk).update(heartbeat_at=stale)
+    taken = job_claim(job_id=job.pk, worker="w2")
+    assert taken is not None and taken.worker == "w2" and taken.attempts == 2
+    job_execute(taken)
+    assert IngestionJob.objects.get(pk=job.pk).status == IngestionJob.Status.SUCCEEDED
+
+
+def test_the_reaper_requeues_stale_jobs_then_fails_them_after_max_attempts(kb, settings) -> None:
+    job = upload(kb, [("a.txt", text(5))]).job
+    stale = timezone.now() - timedelta(seconds=settings.RAGSTUDIO["HEARTBEAT_STALE_SECONDS"] + 5)
+    IngestionJob.objects.filter(pk=job.pk).update(
+        status=IngestionJob.Status.RUNNING, heartbeat_at=stale, attempts=1
+    )
+    assert jobs_reap_stale()["requeued"] == 1
+    assert IngestionJob.objects.get(pk=job.pk).status == IngestionJob.Status.QUEUED
+    IngestionJob.objects.filter(pk=job.pk).update(
+        status=IngestionJob.Status.RUNNING,
+        heartbeat_at=stale,
+        attempts=settings.RAGSTUDIO["JOB_MAX_ATTEMPTS"],
+    )
+    assert jobs_reap_stale()["failed"] == 1
+    failed = IngestionJob.objects.get(pk=job.pk)
+    assert failed.status == IngestionJob.Status.FAILED
+    assert "stopped responding" in failed.error_message
+
+
+def test_a_cancel_request_stops_a_running_job_and_keeps_what_was_embedded(kb) -> None:
+    # Big enough to outlast the reporter's first tick (1 s), which relays the request.
+    files = [(f"d{i}.txt", text(40, f"topic{i}")) for i in range(60)]
+    job = upload(kb, files, store_batch_size=10).job
+    claimed = job_claim(job_id=job.pk)
+    IngestionJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+    done = job_execute(claimed)
+    assert done.status == IngestionJob.Status.CANCELLED
+    assert 0 < done.persisted < done.total
+    assert generation_store(done.generation).vectors.count() == done.persisted
+    assert Document.objects.filter(status=Document.Status.PENDING).exists()
+
+
+def test_counters_reach_the_job_row_while_it_runs(kb) -> None:
+    files = [(f"d{i}.txt", text(40, f"t{i}")) for i in range(60)]  # runs for a few seconds
+    job = upload(kb, files, store_batch_size=10_000).job
+    snapshots: list[tuple[int, int, int]] = []
+
+    def on_progress(current: IngestionJob, _snapshot: object) -> None:
+        row = IngestionJob.objects.get(pk=job.pk)  # what another process would read
+        snapshots.append((row.ready, row.persisted, row.buffered))
+
+    job_execute(job_claim(job_id=job.pk), on_progress=on_progress)
+    final = IngestionJob.objects.get(pk=job.pk)
+    assert snapshots, "the reporter never wrote while the job ran"
+    # With one 10,000-row flush at the end, rows sat in the buffer while embedding went on.
+    assert any(
+        ready > 0 and persisted == 0 and buffered == ready
+        for ready, persisted, buffered in snapshots
+    )
+    assert (final.persisted, final.buffered) == (final.total, 0)
+
+
+def test_a_broken_embedder_fails_the_job_with_its_reason(kb, monkeypatch) -> None:
+    from ingestion import jobs
+
+    def broken(spec: str):  # type: ignore[no-untyped-def]
+        raise RuntimeError("model file is corrupt")
+
+    monkeypatch.setattr(jobs, "get_embedder", broken)
+    job = _run(upload(kb, [("a.txt", text(5))]).job.pk)
+    assert job.status == IngestionJob.Status.FAILED
+    assert job.error_message == "model file is corrupt"
+    assert Document.objects.get().status == Document.Status.PENDING
+    kb.refresh_from_db()
+    assert kb.active_generation is None
+
+
+def test_a_worker_whose_job_was_taken_over_stops_and_leaves_the_row_alone(kb) -> None:
+    files = [(f"d{i}.txt", text(40, f"topic{i}")) for i in range(60)]
+    job = upload(kb, files, store_batch_size=10).job
+    claimed = job_claim(job_id=job.pk, worker="slow-worker")
+
+    def taken_over(current: IngestionJob, _snapshot: object) -> None:
+        IngestionJob.objects.filter(pk=job.pk).update(worker="other-worker", attempts=2)
+
+    job_execute(claimed, on_progress=taken_over)
+    row = IngestionJob.objects.get(pk=job.pk)
+    assert (row.status, row.worker, row.finished_at) == ("running", "other-worker", None)
+    assert row.persisted < row.total  # it stopped instead of finishing someone else's job

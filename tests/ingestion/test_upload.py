@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from ingestion.models import IngestionJob
+from ingestion.services import ingestion_job_cancel, ingestion_job_create
+from knowledge_bases.models import Document, Generation
+from ragstudio.errors import Conflict, ValidationError
+from tests.factories import make_kb, make_user, text, upload
+
+pytestmark = pytest.mark.django_db
+
+
+def test_upload_stores_files_creates_documents_and_one_job() -> None:
+    kb = make_kb(make_user())
+    result = upload(kb, [("a.txt", text(5)), ("b.md", b"# B\n\nbody text")])
+    assert [d.original_filename for d in result.accepted] == ["a.txt", "b.md"]
+    assert {d.content_type for d in result.accepted} == {"text/plain", "text/markdown"}
+    job = result.job
+    assert job is not None and job.status == IngestionJob.Status.QUEUED
+    assert set(job.documents.all()) == set(result.accepted)
+    stored = Path(settings.RAGSTUDIO["UPLOAD_DIR"]) / result.accepted[0].storage_path
+    assert stored.read_bytes() == text(5)
+    # The first upload creates generation 1, building until its first job finishes.
+    assert job.generation.number == 1 and job.generation.status == Generation.Status.BUILDING
+
+
+def test_the_same_content_twice_is_a_duplicate_not_a_second_document() -> None:
+    kb = make_kb(make_user())
+    first = upload(kb, [("a.txt", text(5))])
+    again = upload(kb, [("renamed.txt", text(5)), ("new.txt", text(6))])
+    assert [(n, d.pk) for n, d in again.duplicates] == [("renamed.txt", first.accepted[0].pk)]
+    assert [d.original_filename for d in again.accepted] == ["new.txt"]
+    same_request = upload(kb, [("x.txt", b"twin"), ("y.txt", b"twin")])
+    assert [d.original_filename for d in same_request.accepted] == ["x.txt"]
+    assert same_request.rejected == [("y.txt", "duplicate of 'x.txt' in this upload")]
+    assert Document.objects.filter(knowledge_base=kb).count() == 3
+
+
+def test_the_same_content_in_another_kb_is_a_separate_document() -> None:
+    user = make_user()
+    one, two = make_kb(user, "one"), make_kb(user, "two")
+    upload(one, [("a.txt", text(3))])
+    assert len(upload(two, [("a.txt", text(3))]).accepted) == 1
+
+
+def test_bad_files_are_rejected_with_reasons_and_leave_nothing_behind(settings) -> None:
+    settings.RAGSTUDIO_MAX_UPLOAD_BYTES = 1000
+    kb = make_kb(make_user())
+    result = upload(
+        kb,
+        [
+            ("empty.txt", b""),
+            ("photo.jpg", b"\xff\xd8\xff\xe0" + b"\x00" * 50),
+            ("huge.txt", b"a" * 1001),
+            ("ok.txt", b"fine text"),
+        ],
+    )
+    reasons = dict(result.rejected)
+    assert "empty file" in reasons["empty.txt"]
+    assert "JPEG image" in reasons["photo.jpg"]
+    assert "file too large" in reasons["huge.txt"]
+    assert [d.original_filename for d in result.accepted] == ["ok.txt"]
+    upload_dir = Path(settings.RAGSTUDIO["UPLOAD_DIR"]) / f"kb{kb.pk}"
+    assert [p.name for p in upload_dir.rglob("*") if p.is_file()] == [result.accepted[0].sha256]
+
+
+def test_nothing_uploaded_and_bad_batch_sizes_are_validation_errors() -> None:
+    kb = make_kb(make_user())
+    with pytest.raises(ValidationError, match="no files"):
+        upload(kb, [])
+    with pytest.raises(ValidationError, match="store_batch_size"):
+        upload(kb, [("a.txt", b"x")], store_batch_size=0)
+    assert not Document.objects.exists()
+
+
+def test_file_names_are_reduced_to_a_safe_base_name() -> None:
+    kb = make_kb(make_user())
+    (doc,) = upload(kb, [("../../etc/pass\x00wd.txt", b"content")]).accepted
+    assert doc.original_filename == "passwd.txt"
+    assert ".." not in doc.storage_path
+
+
+def test_a_new_job_picks_up_pending_documents_no_live_job_holds() -> None:
+    kb = make_kb(make_user())
+    first = upload(kb, [("a.txt", text(3))])
+    ingestion_job_cancel(job=first.job)
+    second = upload(kb, [("b.txt", text(4))])
+    names = sorted(second.job.documents.values_list("original_filename", flat=True))
+    assert names == ["a.txt", "b.txt"]
+    third = ingestion_job_create(kb=kb, documents=[], enqueue=False)
+    assert third.documents.count() == 0  # both are held by the queued second job
+
+
+def test_cancelling_a_queued_job_is_immediate_and_a_finished_one_is_a_conflict() -> None:
+    kb = make_kb(make_user())
+    job = upload(kb, [("a.txt", b"x y z")]).job
+    job = ingestion_job_cancel(job=job)
+    assert job.status == IngestionJob.Status.CANCELLED and job.finished_at is not None
+    with pytest.raises(Conflict, match="already finished"):
+        ingestion_job_cancel(job=job)
+
+
+def test_upload_enqueues_a_worker_task_after_commit(django_capture_on_commit_callbacks) -> None:
+    from django_q.models import OrmQ
+
+    kb = make_kb(make_user())
+    with django_capture_on_commit_callbacks(execute=True):
+        job = upload(kb, [("a.txt", b"x y z")], enqueue=True).job
+    (queued,) = OrmQ.objects.all()
+    assert queued.task["func"] == "ingestion.tasks.run_ingestion_job"
+    assert queued.task["args"] == (job.pk,)

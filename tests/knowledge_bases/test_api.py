@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from ingestion.jobs import run_job_and_queue
+from knowledge_bases.models import ApiToken, KnowledgeBase
+from tests.factories import make_kb, make_user, text
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice():  # type: ignore[no-untyped-def]
+    return make_user("alice")
+
+
+@pytest.fixture
+def client_for():  # type: ignore[no-untyped-def]
+    def build(user) -> Client:  # type: ignore[no-untyped-def]
+        _row, token = ApiToken.issue(user=user)
+        return Client(headers={"Authorization": f"Bearer {token}"})
+
+    return build
+
+
+def test_requests_without_a_valid_token_are_401(alice) -> None:
+    anonymous = Client()
+    for client in (anonymous, Client(headers={"Authorization": "Bearer rs_wrong"})):
+        response = client.get("/api/kbs")
+        assert response.status_code == 401
+        assert response.json()["message"].startswith("authentication required")
+    row, token = ApiToken.issue(user=alice)
+    row.revoked_at = row.created_at
+    row.save()
+    assert Client(headers={"Authorization": f"Bearer {token}"}).get("/api/kbs").status_code == 401
+
+
+def test_tokens_are_stored_only_as_hashes(alice) -> None:
+    row, token = ApiToken.issue(user=alice)
+    assert token.startswith("rs_") and token not in (row.key_hash, row.key_prefix)
+    assert row.key_hash == ApiToken.hash(token)
+
+
+def test_create_list_and_read_a_kb(alice, client_for) -> None:
+    client = client_for(alice)
+    response = client.post(
+        "/api/kbs",
+        {"slug": "papers", "name": "Papers", "chunk_size": 128},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["slug"], body["owner"], body["embedder"], body["embedding_dimensions"]) == (
+        "papers",
+        "alice",
+        "local",
+        384,
+    )
+    assert body["chunk_size"] == 128 and body["active_generation"] is None
+    assert [kb["slug"] for kb in client.get("/api/kbs").json()] == ["papers"]
+    assert client.get("/api/kbs/papers").json()["name"] == "Papers"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"name": "No slug"}, "slug"),
+        ({"slug": "UPPER case", "name": "x"}, "slug"),
+        ({"slug": "ok", "name": ""}, "name"),
+        ({"slug": "ok", "name": "x", "chunk_size": 4}, "chunk_size"),
+        ({"slug": "ok", "name": "x", "chunk_size": 300}, "chunk_size"),
+        ({"slug": "ok", "name": "x", "chunk_size": 100, "chunk_overlap": 60}, "chunk_overlap"),
+        ({"slug": "ok", "name": "x", "embedder": "bert"}, "embedder"),
+    ],
+)
+def test_bad_kb_bodies_are_422_naming_the_field(alice, client_for, payload, field) -> None:
+    response = client_for(alice).post("/api/kbs", payload, content_type="application/json")
+    assert response.status_code == 422, response.content
+    body = response.json()
+    assert field in body["message"] or body["extra"].get("field") == field
+    assert not KnowledgeBase.objects.exists()
+
+
+def test_a_taken_slug_is_409(alice, client_for) -> None:
+    make_kb(alice, "taken")
+    response = client_for(alice).post(
+        "/api/kbs", {"slug": "taken", "name": "T"}, content_type="application/json"
+    )
+    assert response.status_code == 409 and "already exists" in response.json()["message"]
+
+
+def test_someone_elses_kb_is_404_and_staff_can_read_it(alice, client_for) -> None:
+    make_kb(alice, "private")
+    bob = client_for(make_user("bob"))
+    assert bob.get("/api/kbs/private").status_code == 404
+    assert bob.get("/api/kbs").json() == []
+    upload = bob.post("/api/kbs/private/documents", {"files": [SimpleUploadedFile("a.txt", b"hi")]})
+    assert upload.status_code == 404
+    staff = client_for(make_user("root", is_staff=True))
+    assert staff.get("/api/kbs/private").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upload_then_follow_the_job_to_the_end(alice, client_for) -> None:
+    make_kb(alice, "docs")
+    client = client_for(alice)
+    response = client.post(
+        "/api/kbs/docs/documents",
+        {
+            "files": [
+                SimpleUploadedFile("a.txt", text(20)),
+                SimpleUploadedFile("b.txt", text(20)),  # same bytes: a duplicate
+                SimpleUploadedFile("c.bin", b"\x00\x01\x02" * 100),
+            ],
+            "store_batch_size": "3",
+        },
+    )
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert [d["original_filename"] for d in body["accepted"]] == ["a.txt"]
+    assert body["rejected"] == [
+        {"filename": "b.txt", "reason": "duplicate of 'a.txt' in this upload"},
+        {"filename": "c.bin", "reason": "unsupported file type: binary data"},
+    ]
+    job = body["job"]
+    assert (job["status"], job["store_batch_size"], job["knowledge_base"]) == ("queued", 3, "docs")
+    run_job_and_queue(job["id"])
+    done = client.get(f"/api/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded"
+    assert done["total"] == done["embedded"] == done["persisted"] > 0
+    assert done["buffered"] == 0 and done["documents_done"] == 1
+    documents = client.get("/api/kbs/docs/documents").json()
+    assert documents[0]["status"] == "indexed" and documents[0]["chunk_count"] == done["total"]
+    again = client.post(
+        "/api/kbs/docs/documents", {"files": [SimpleUploadedFile("a2.txt", text(20))]}
+    )
+    assert again.status_code == 200 and again.json()["job"] is None
+    assert again.json()["duplicates"][0]["existing_filename"] == "a.txt"
+
+
+def test_upload_validation(alice, client_for) -> None:
+    make_kb(alice, "docs")
+    client = client_for(alice)
+    assert client.post("/api/kbs/docs/documents", {}).status_code == 422
+    only_bad = client.post("/api/kbs/docs/documents", {"files": [SimpleUploadedFile("e.txt", b"")]})
+    assert only_bad.status_code == 422
+    assert only_bad.json()["extra"]["rejected"][0]["reason"].startswith("empty file")
+    bad_size = client.post(
+        "/api/kbs/docs/documents",
+        {"files": [SimpleUploadedFile("a.txt", b"hello")], "store_batch_size": "0"},
+    )
+    assert bad_size.status_code == 422 and "store_batch_size" in bad_size.json()["message"]
+
+
+def test_jobs_of_other_users_are_404_and_finished_jobs_cannot_be_cancelled(
+    alice, client_for
+) -> None:
+    kb = make_kb(alice, "docs")
+    from tests.factories import upload
+
+    job = upload(kb, [("a.txt", b"some words")]).job
+    assert client_for(make_user("bob")).get(f"/api/jobs/{job.pk}").status_code == 404
+    client = client_for(alice)
+    assert client.post(f"/api/jobs/{job.pk}/cancel").json()["status"] == "cancelled"
+    conflict = client.post(f"/api/jobs/{job.pk}/cancel")
+    assert conflict.status_code == 409 and "already finished" in conflict.json()["message"]
+    assert client.get("/api/jobs/999999").status_code == 404
+
+
+def test_openapi_schema_documents_the_routes(alice, client_for) -> None:
+    schema = client_for(alice).get("/api/openapi.json").json()
+    assert {"/api/kbs", "/api/kbs/{slug}/documents", "/api/jobs/{job_id}"} <= set(schema["paths"])

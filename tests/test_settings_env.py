@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from ragstudio.env import env_bool, env_float, env_int, env_list, env_path, env_str
+
+
+def test_defaults_apply_when_unset() -> None:
+    assert env_int("X", 5, environ={}) == 5
+    assert env_bool("X", True, environ={}) is True
+    assert env_list("X", ["a"], environ={}) == ["a"]
+    assert env_str("X", "d", environ={"X": ""}) == "d"
+
+
+def test_values_are_parsed() -> None:
+    assert env_int("X", 5, environ={"X": " 42 "}) == 42
+    assert env_bool("X", False, environ={"X": "Yes"}) is True
+    assert env_bool("X", True, environ={"X": "off"}) is False
+    assert env_float("X", 1.0, environ={"X": "2.5"}) == 2.5
+    assert env_list("X", [], environ={"X": "a, b,,c"}) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: env_int("RAGSTUDIO_N", 1, environ={"RAGSTUDIO_N": "ten"}),
+            "RAGSTUDIO_N must be an integer",
+        ),
+        (lambda: env_int("N", 1, minimum=2, environ={"N": "1"}), "N must be >= 2"),
+        (lambda: env_int("N", 1, maximum=3, environ={"N": "9"}), "N must be <= 3"),
+        (lambda: env_bool("B", False, environ={"B": "maybe"}), "B must be a boolean"),
+        (lambda: env_float("F", 1.0, environ={"F": "fast"}), "F must be a number"),
+    ],
+)
+def test_bad_values_raise_improperly_configured(call, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ImproperlyConfigured, match=message):
+        call()
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "f"
+    file.write_text("x")
+    with pytest.raises(ImproperlyConfigured, match="must be a directory"):
+        env_path("D", tmp_path, environ={"D": str(file)})
+
+
+def test_settings_refuse_bad_environment_at_startup(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "RAGSTUDIO_DATA_DIR": str(tmp_path),
+        "RAGSTUDIO_STORE_BATCH_SIZE": "0",
+        "DJANGO_SETTINGS_MODULE": "ragstudio.settings",
+    }
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "RAGSTUDIO_STORE_BATCH_SIZE must be >= 1" in proc.stderr
+
+
+def test_sqlite_runs_in_wal_mode_with_immediate_transactions(db) -> None:  # type: ignore[no-untyped-def]
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
+    assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    assert connection.settings_dict["OPTIONS"]["timeout"] >= 5
