@@ -53,9 +53,8 @@ def make_pdf(pages: list[str]) -> bytes:
 
 @pytest.fixture(autouse=True)
 def _isolated_storage(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """Each test gets its own upload, LanceDB and tantivy directories."""
-    if "settings" not in request.fixturenames and not _django_ready():
-        return
+    """Each test gets its own upload, LanceDB and tantivy directories, laid out as a data
+    directory (worker subprocesses get RAGSTUDIO_DATA_DIR=tmp_path/data and agree)."""
     from django.conf import settings as django_settings
 
     original = django_settings.RAGSTUDIO
@@ -66,12 +65,3 @@ def _isolated_storage(request: pytest.FixtureRequest, tmp_path: Path) -> None:
         "BM25_DIR": tmp_path / "data" / "bm25",
     }
     request.addfinalizer(lambda: setattr(django_settings, "RAGSTUDIO", original))
-
-
-def _django_ready() -> bool:
-    try:
-        from django.conf import settings as django_settings
-
-        return bool(django_settings.configured)
-    except Exception:
-        return False

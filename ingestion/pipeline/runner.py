@@ -159,6 +159,8 @@ def run_pipeline(
     def count_retry(_reason: str) -> None:
         progress.add(retries=1)
 
+    # Rows the target's own cache did not have cannot be in the target: append them.
+    known_new = vector_cache is not None and vector_cache is store
     sink = BufferedSink(
         store,
         batch_size=config.store_batch_size,
@@ -200,7 +202,9 @@ def run_pipeline(
                     for doc in {c.document_id for c in batch}:
                         ledger.fail(doc, f"the embedder rejected this document's text: {exc}")
                     continue
-                rows = [EmbeddedChunk(c, v) for c, v in zip(batch, vectors, strict=True)]
+                rows = [
+                    EmbeddedChunk(c, v, new=known_new) for c, v in zip(batch, vectors, strict=True)
+                ]
                 progress.add(embedded=len(rows), queued=len(rows))
                 result.embedded += len(rows)
                 sink.put(rows)

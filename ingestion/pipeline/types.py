@@ -84,6 +84,10 @@ class Chunk:
 class EmbeddedChunk:
     chunk: Chunk
     vector: Vector
+    # True when the row is known to be absent from the target store (its content hash was
+    # looked up there and not found; the id contains the hash), so it can be appended.
+    # False: it may be there already, and must be upserted.
+    new: bool = False
 
 
 @runtime_checkable

@@ -51,7 +51,8 @@ class Bm25Index:
         try:
             for row in rows:
                 chunk = row.chunk
-                writer.delete_documents_by_term("id", chunk.id)
+                if not row.new:
+                    writer.delete_documents_by_term("id", chunk.id)
                 writer.add_document(
                     tantivy.Document(
                         id=chunk.id,

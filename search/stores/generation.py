@@ -19,7 +19,7 @@ class GenerationStore:
     def write(self, rows: Sequence[EmbeddedChunk]) -> None:
         # LanceDB first: a crash between the two leaves rows that the next (idempotent)
         # run rewrites to both; tantivy deletes by id before adding, so no duplicates.
-        self.vectors.upsert(rows)
+        self.vectors.write(rows)
         self.bm25.upsert(rows)
         self.writes += 1
 

@@ -94,6 +94,17 @@ class LanceChunkTable:
                 )
         return self._table
 
+    def write(self, rows: Sequence[EmbeddedChunk]) -> None:
+        """One LanceDB write: an append when every row is known to be new, else an upsert.
+        merge_insert joins against the whole table, so its cost grows with the table
+        (measured: 330 ms a write at 2,000 rows); an append does not."""
+        if not rows:
+            return
+        if all(r.new for r in rows):
+            self.table(create=True).add(rows_to_arrow(rows, self.dimensions))
+        else:
+            self.upsert(rows)
+
     def upsert(self, rows: Sequence[EmbeddedChunk]) -> None:
         if not rows:
             return

@@ -55,3 +55,17 @@ def test_a_missing_table_reads_as_empty(tmp_path) -> None:
     assert store.vectors.count() == 0 and store.bm25.count() == 0
     assert store.lookup([content_hash("a")]) == {}
     store.delete_documents([1])  # nothing to delete, no error
+
+
+def test_rows_known_to_be_new_are_appended_and_others_upserted(tmp_path) -> None:
+    from dataclasses import replace
+
+    store = _store(tmp_path)
+    fresh = [replace(_row(1, i, f"text {i}"), new=True) for i in range(3)]
+    store.write(fresh)
+    table = store.vectors.table()
+    assert table.version == 2 and store.vectors.count() == 3
+    # The same ids again, not marked new (a resumed job): replaced, not duplicated.
+    store.write([_row(1, i, f"text {i}") for i in range(3)])
+    assert store.vectors.count() == store.bm25.count() == 3
+    assert store.vectors.ids() == store.bm25.ids()
