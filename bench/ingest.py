@@ -46,8 +46,14 @@ def load_docs(path: Path, n: int) -> list[SourceDocument]:
     with open(path) as fh:
         for i, line in enumerate(itertools.islice(fh, n)):
             record = json.loads(line)
-            body = json.dumps({"id": record["_id"], "title": record["title"], "text": record["text"]})
-            docs.append(SourceDocument(id=i + 1, filename=f"{record['_id']}.jsonl", read=lambda b=body: b.encode()))
+            body = json.dumps(
+                {"id": record["_id"], "title": record["title"], "text": record["text"]}
+            )
+            docs.append(
+                SourceDocument(
+                    id=i + 1, filename=f"{record['_id']}.jsonl", read=lambda b=body: b.encode()
+                )
+            )
     return docs
 
 
@@ -56,7 +62,9 @@ def dir_size(path: Path) -> int:
 
 
 def bench_model(embedder: LocalEmbedder, texts: list[str], *, sort: bool, batch: int = 32) -> float:
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i])) if sort else list(range(len(texts)))
+    order = (
+        sorted(range(len(texts)), key=lambda i: len(texts[i])) if sort else list(range(len(texts)))
+    )
     model = embedder._model  # fastembed's TextEmbedding: the model alone, no pipeline
     started = time.perf_counter()
     list(model.embed([texts[i] for i in order], batch_size=batch))
@@ -76,11 +84,20 @@ def part1(args: argparse.Namespace, work: Path) -> dict:
     embedder.embed_batch(texts[:32])  # warm-up
     raw = bench_model(embedder, texts, sort=False)
     raw_sorted = bench_model(embedder, texts, sort=True)
-    store = GenerationStore(lancedb_uri=str(work / "p1" / "lancedb"), table_name="bench",
-                            bm25_path=work / "p1" / "bm25", dimensions=384)
+    store = GenerationStore(
+        lancedb_uri=str(work / "p1" / "lancedb"),
+        table_name="bench",
+        bm25_path=work / "p1" / "bm25",
+        dimensions=384,
+    )
     started = time.perf_counter()
-    result = run_pipeline(documents=docs, embedder=embedder, store=store, chunker=chunker,
-                          config=PipelineConfig(store_batch_size=5000, embed_batch_size=32))
+    result = run_pipeline(
+        documents=docs,
+        embedder=embedder,
+        store=store,
+        chunker=chunker,
+        config=PipelineConfig(store_batch_size=5000, embed_batch_size=32),
+    )
     seconds = time.perf_counter() - started
     assert result.persisted == len(chunks) == store.vectors.count() == store.bm25.count()
     tokens = np.asarray([c.token_count for c in chunks])
@@ -102,42 +119,78 @@ def part1(args: argparse.Namespace, work: Path) -> dict:
 
 def part2(args: argparse.Namespace, work: Path) -> list[dict]:
     rng = np.random.default_rng(0)
-    words = "protein cell gene expression tumor immune response patient clinical trial".split()
+    words = [
+        "protein",
+        "cell",
+        "gene",
+        "expression",
+        "tumor",
+        "immune",
+        "response",
+        "patient",
+        "clinical",
+        "trial",
+    ]
     rows_all = []
     for i in range(args.rows):
         text = " ".join(rng.choice(words, 30))
         vec = rng.normal(size=384).astype(np.float32)
-        chunk = Chunk(id=f"{i:032x}", document_id=i // 10, ordinal=i % 10, text=text,
-                      content_hash=f"{i:032x}", token_count=30, title="bench")
+        chunk = Chunk(
+            id=f"{i:032x}",
+            document_id=i // 10,
+            ordinal=i % 10,
+            text=text,
+            content_hash=f"{i:032x}",
+            token_count=30,
+            title="bench",
+        )
         # new=True: fresh rows, as the pipeline marks what it just embedded (appends).
         rows_all.append(EmbeddedChunk(chunk, vec / np.linalg.norm(vec), new=True))
     upserts = [EmbeddedChunk(r.chunk, r.vector, new=False) for r in rows_all]
     table = []
-    cases = [(1, min(2000, args.rows), "append"), (100, args.rows, "append"),
-             (1000, args.rows, "append"), (5000, args.rows, "append"),
-             (1000, args.rows, "upsert"), (5000, args.rows, "upsert")]
+    cases = [
+        (1, min(2000, args.rows), "append"),
+        (100, args.rows, "append"),
+        (1000, args.rows, "append"),
+        (5000, args.rows, "append"),
+        (1000, args.rows, "upsert"),
+        (5000, args.rows, "upsert"),
+    ]
     for batch_size, n, mode in cases:
         source = rows_all if mode == "append" else upserts
         target = work / f"p2-{batch_size}-{mode}"
-        store = GenerationStore(lancedb_uri=str(target / "lancedb"), table_name="bench",
-                                bm25_path=target / "bm25", dimensions=384)
+        store = GenerationStore(
+            lancedb_uri=str(target / "lancedb"),
+            table_name="bench",
+            bm25_path=target / "bm25",
+            dimensions=384,
+        )
         started = time.perf_counter()
         with BufferedSink(store, batch_size=batch_size) as sink:
             for start in range(0, n, 32):  # as the embedder hands them over
                 sink.put(source[start : min(start + 32, n)])
         seconds = time.perf_counter() - started
         assert store.vectors.count() == n, (batch_size, n, store.vectors.count(), sink.writes)
-        table.append({
-            "store_batch_size": batch_size, "mode": mode, "rows": n, "writes": sink.writes, "seconds": seconds,
-            "rows_per_s": n / seconds, "lancedb_mb": dir_size(target / "lancedb") / 1e6,
-            "bm25_mb": dir_size(target / "bm25") / 1e6,
-        })
+        table.append(
+            {
+                "store_batch_size": batch_size,
+                "mode": mode,
+                "rows": n,
+                "writes": sink.writes,
+                "seconds": seconds,
+                "rows_per_s": n / seconds,
+                "lancedb_mb": dir_size(target / "lancedb") / 1e6,
+                "bm25_mb": dir_size(target / "bm25") / 1e6,
+            }
+        )
         shutil.rmtree(target)
     return table
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--docs", type=int, default=600)
     parser.add_argument("--rows", type=int, default=50_000)
@@ -156,25 +209,39 @@ def main() -> None:
     if args.json:
         print(json.dumps({"throughput": p1, "persist": p2}, indent=2))
         return
-    print(f"\nSciFact: {p1['documents']} documents -> {p1['chunks']} chunks "
-          f"(tokens mean {p1['tokens_mean']:.0f}, median {p1['tokens_p50']:.0f}); "
-          f"{args.threads} threads, batch 32")
+    print(
+        f"\nSciFact: {p1['documents']} documents -> {p1['chunks']} chunks "
+        f"(tokens mean {p1['tokens_mean']:.0f}, median {p1['tokens_p50']:.0f}); "
+        f"{args.threads} threads, batch 32"
+    )
     print("| measure | chunks/s | vs raw | vs raw sorted |")
     print("|---|---|---|---|")
     print(f"| fastembed alone, document order | {p1['raw_chunks_per_s']:.1f} | 1.00 | |")
-    print(f"| fastembed alone, sorted by length | {p1['raw_sorted_chunks_per_s']:.1f} | "
-          f"{p1['raw_sorted_chunks_per_s'] / p1['raw_chunks_per_s']:.2f} | 1.00 |")
-    print(f"| pipeline end to end (parse, chunk, embed, LanceDB + tantivy) | "
-          f"{p1['pipeline_chunks_per_s']:.1f} | {p1['ratio_vs_raw']:.2f} | {p1['ratio_vs_raw_sorted']:.2f} |")
-    print(f"(parse + chunk alone: {p1['parse_chunk_seconds']:.2f} s; pipeline {p1['pipeline_seconds']:.1f} s, "
-          f"{p1['lancedb_writes']} LanceDB write(s))")
+    print(
+        f"| fastembed alone, sorted by length | {p1['raw_sorted_chunks_per_s']:.1f} | "
+        f"{p1['raw_sorted_chunks_per_s'] / p1['raw_chunks_per_s']:.2f} | 1.00 |"
+    )
+    print(
+        f"| pipeline end to end (parse, chunk, embed, LanceDB + tantivy) | "
+        f"{p1['pipeline_chunks_per_s']:.1f} | {p1['ratio_vs_raw']:.2f} | {p1['ratio_vs_raw_sorted']:.2f} |"
+    )
+    print(
+        f"(parse + chunk alone: {p1['parse_chunk_seconds']:.2f} s; pipeline {p1['pipeline_seconds']:.1f} s, "
+        f"{p1['lancedb_writes']} LanceDB write(s))"
+    )
     if p2:
-        print("\nPersisting rows through the buffered sink (LanceDB merge_insert + tantivy commit per flush)")
-        print("| store_batch_size | write | rows | writes | seconds | rows/s | LanceDB MB | tantivy MB |")
+        print(
+            "\nPersisting rows through the buffered sink (LanceDB merge_insert + tantivy commit per flush)"
+        )
+        print(
+            "| store_batch_size | write | rows | writes | seconds | rows/s | LanceDB MB | tantivy MB |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for r in p2:
-            print(f"| {r['store_batch_size']} | {r['mode']} | {r['rows']:,} | {r['writes']:,} | {r['seconds']:.1f} | "
-                  f"{r['rows_per_s']:,.0f} | {r['lancedb_mb']:.1f} | {r['bm25_mb']:.1f} |")
+            print(
+                f"| {r['store_batch_size']} | {r['mode']} | {r['rows']:,} | {r['writes']:,} | {r['seconds']:.1f} | "
+                f"{r['rows_per_s']:,.0f} | {r['lancedb_mb']:.1f} | {r['bm25_mb']:.1f} |"
+            )
 
 
 if __name__ == "__main__":

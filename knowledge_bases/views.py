@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -10,14 +10,8 @@ from ingestion.services import IncomingFile, documents_upload
 from knowledge_bases.forms import KnowledgeBaseForm, UploadForm
 from knowledge_bases.selectors import knowledge_base_get, knowledge_bases_with_stats
 from knowledge_bases.services import knowledge_base_create
-from ragstudio.errors import NotFound, RagStudioError
-
-
-def _kb_or_404(slug: str, user: object):  # type: ignore[no-untyped-def]
-    try:
-        return knowledge_base_get(slug=slug, user=user)
-    except NotFound as exc:
-        raise Http404(exc.message) from None
+from ragstudio.errors import RagStudioError
+from ragstudio.views import get_or_404
 
 
 @login_required
@@ -40,7 +34,7 @@ def kb_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def kb_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    kb = _kb_or_404(slug, request.user)
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
     context = {
         "kb": kb,
         "documents": kb.documents.all()[:500],
@@ -53,7 +47,7 @@ def kb_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
-    kb = _kb_or_404(slug, request.user)
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
     form = UploadForm(request.POST, request.FILES)
     if not form.is_valid():
         messages.error(request, "Choose at least one file to upload.")

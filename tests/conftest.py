@@ -65,3 +65,21 @@ def _isolated_storage(request: pytest.FixtureRequest, tmp_path: Path) -> None:
         "BM25_DIR": tmp_path / "data" / "bm25",
     }
     request.addfinalizer(lambda: setattr(django_settings, "RAGSTUDIO", original))
+
+
+def subprocess_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for a manage.py child process that shares this test's database, data
+    directory and secret key (django-q2 signs its tasks with it)."""
+    import os
+
+    from django.conf import settings as django_settings
+
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "ragstudio.settings",
+        "DATABASE_URL": f"sqlite:///{django_settings.DATABASES['default']['NAME']}",
+        "RAGSTUDIO_SECRET_KEY": django_settings.SECRET_KEY,
+        "RAGSTUDIO_DATA_DIR": str(data_dir),
+        "RAGSTUDIO_EMBED_THREADS": "2",
+        **extra,
+    }

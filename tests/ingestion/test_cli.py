@@ -1,19 +1,18 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from ingestion.models import IngestionJob
 from knowledge_bases.models import Document, KnowledgeBase
+from tests.conftest import subprocess_env
 from tests.factories import text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -108,14 +107,7 @@ def test_a_failed_job_is_a_nonzero_exit_with_its_reason(corpus: Path, monkeypatc
 
 def test_the_command_line_exit_status_and_live_progress(corpus: Path, tmp_path: Path) -> None:
     """The real command in its own process, against the test database."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "ragstudio.settings",
-        "RAGSTUDIO_SECRET_KEY": settings.SECRET_KEY,  # django-q2 signs its tasks with it
-        "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
-        "RAGSTUDIO_DATA_DIR": str(tmp_path / "data"),
-        "RAGSTUDIO_EMBED_THREADS": "2",
-    }
+    env = subprocess_env(tmp_path / "data")
     for i in range(40):  # enough work for the progress line to print at least once
         (corpus / f"extra{i}.txt").write_bytes(text(30, f"subject{i}"))
     ok = subprocess.run(

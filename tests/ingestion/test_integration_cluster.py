@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from ingestion.jobs import generation_store
 from ingestion.models import IngestionJob
 from knowledge_bases.models import Document
+from tests.conftest import subprocess_env
 from tests.factories import make_kb, make_user, text, upload
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
@@ -32,17 +32,10 @@ def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-
 
 
 def _cluster_env(tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "ragstudio.settings",
-        "RAGSTUDIO_SECRET_KEY": settings.SECRET_KEY,  # django-q2 signs its tasks with it
-        "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
-        # The same directories the test process uses (see the autouse storage fixture).
-        "RAGSTUDIO_DATA_DIR": str(tmp_path / "data"),
-        "RAGSTUDIO_EMBED_THREADS": "2",
-        "RAGSTUDIO_WORKERS": "2",
-        "RAGSTUDIO_HEARTBEAT_STALE_SECONDS": "5",
-    }
+    # The same directories the test process uses (see the autouse storage fixture).
+    return subprocess_env(
+        tmp_path / "data", RAGSTUDIO_WORKERS="2", RAGSTUDIO_HEARTBEAT_STALE_SECONDS="5"
+    )
 
 
 def _start(tmp_path: Path, name: str = "qcluster") -> subprocess.Popen:
