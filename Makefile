@@ -29,7 +29,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy ingestion/pipeline ingestion/embedders search
+	$(VENV)/bin/mypy ingestion knowledge_bases search ragstudio
 
 bench: install
 	$(PY) bench/ingest.py

@@ -32,6 +32,7 @@ from ingestion.pipeline.types import Embedder, SourceDocument
 from ingestion.services import document_path
 from knowledge_bases.models import Document, Generation
 from knowledge_bases.services import generation_activate_first
+from ragstudio.env import rag_settings
 from search.stores.generation import GenerationStore
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,13 @@ def worker_name() -> str:
 
 
 def _stale_cutoff():  # type: ignore[no-untyped-def]
-    return timezone.now() - timedelta(seconds=settings.RAGSTUDIO["HEARTBEAT_STALE_SECONDS"])
+    return timezone.now() - timedelta(seconds=rag_settings()["HEARTBEAT_STALE_SECONDS"])
 
 
 @functools.lru_cache(maxsize=4)
 def get_embedder(spec: str) -> Embedder:
     """One loaded model per process and spec (loading costs a second or more)."""
-    cfg = settings.RAGSTUDIO
+    cfg = rag_settings()
     return build_embedder(
         spec,
         EmbedderConfig(
@@ -68,7 +69,7 @@ def get_embedder(spec: str) -> Embedder:
 
 def generation_store(generation: Generation) -> GenerationStore:
     return GenerationStore(
-        lancedb_uri=settings.RAGSTUDIO["LANCEDB_URI"],
+        lancedb_uri=rag_settings()["LANCEDB_URI"],
         table_name=generation.table_name,
         bm25_path=Path(generation.bm25_path),
         dimensions=generation.dimensions,
@@ -106,7 +107,7 @@ def job_claim(*, job_id: int, worker: str | None = None) -> IngestionJob | None:
         if busy:
             return None
         now = timezone.now()
-        if job.attempts >= settings.RAGSTUDIO["JOB_MAX_ATTEMPTS"]:
+        if job.attempts >= rag_settings()["JOB_MAX_ATTEMPTS"]:
             job.status = IngestionJob.Status.FAILED
             job.error_message = (
                 f"gave up after {job.attempts} attempts: the worker running it stopped "
@@ -369,14 +370,14 @@ def jobs_reap_stale() -> dict[str, int]:
             updated = IngestionJob.objects.filter(
                 pk=job.pk, status=IngestionJob.Status.RUNNING, heartbeat_at__lt=cutoff
             )
-            if job.attempts >= settings.RAGSTUDIO["JOB_MAX_ATTEMPTS"]:
+            if job.attempts >= rag_settings()["JOB_MAX_ATTEMPTS"]:
                 failed += updated.update(
                     status=IngestionJob.Status.FAILED,
                     finished_at=timezone.now(),
                     buffered=0,
                     error_message=(
                         f"the worker stopped responding (no heartbeat for "
-                        f"{settings.RAGSTUDIO['HEARTBEAT_STALE_SECONDS']} s) after "
+                        f"{rag_settings()['HEARTBEAT_STALE_SECONDS']} s) after "
                         f"{job.attempts} attempts"
                     ),
                 )

@@ -19,6 +19,7 @@ from ingestion.pipeline.parse import CONTENT_TYPES, detect_format
 from ingestion.pipeline.types import DocumentError
 from knowledge_bases.models import Document, KnowledgeBase
 from knowledge_bases.services import generation_for_ingest
+from ragstudio.env import rag_settings
 from ragstudio.errors import Conflict, ValidationError
 
 SNIFF_BYTES = 65536
@@ -89,7 +90,7 @@ def documents_upload(
     if not files:
         raise ValidationError("no files were uploaded", {"field": "files"})
     _validate_batch_sizes(store_batch_size, embed_batch_size)
-    upload_root = Path(settings.RAGSTUDIO["UPLOAD_DIR"]) / f"kb{kb.pk}"
+    upload_root = Path(rag_settings()["UPLOAD_DIR"]) / f"kb{kb.pk}"
     max_bytes = settings.RAGSTUDIO_MAX_UPLOAD_BYTES
     result = UploadResult()
     staged: list[tuple[str, Path, str, int, str]] = []
@@ -138,7 +139,7 @@ def documents_upload(
                         sha256=sha,
                         size=size,
                         content_type=content_type,
-                        storage_path=str(final.relative_to(settings.RAGSTUDIO["UPLOAD_DIR"])),
+                        storage_path=str(final.relative_to(rag_settings()["UPLOAD_DIR"])),
                         uploaded_by=user if getattr(user, "pk", None) else None,
                     )
                 )
@@ -159,7 +160,7 @@ def documents_upload(
 
 
 def document_path(document: Document) -> Path:
-    return Path(settings.RAGSTUDIO["UPLOAD_DIR"]) / document.storage_path
+    return Path(rag_settings()["UPLOAD_DIR"]) / document.storage_path
 
 
 def _validate_batch_sizes(store_batch_size: int | None, embed_batch_size: int | None) -> None:
@@ -209,8 +210,8 @@ def ingestion_job_create(
         knowledge_base=kb,
         generation=generation,
         kind=IngestionJob.Kind.INGEST,
-        store_batch_size=store_batch_size or settings.RAGSTUDIO["STORE_BATCH_SIZE"],
-        embed_batch_size=embed_batch_size or settings.RAGSTUDIO["EMBED_BATCH_SIZE"],
+        store_batch_size=store_batch_size or rag_settings()["STORE_BATCH_SIZE"],
+        embed_batch_size=embed_batch_size or rag_settings()["EMBED_BATCH_SIZE"],
         created_by=user if getattr(user, "pk", None) else None,
     )
     job.documents.set({d.pk for d in documents} | set(orphans.values_list("pk", flat=True)))

@@ -15,7 +15,8 @@ from ragstudio.views import get_or_404
 @login_required
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_or_404(job_get, job_id=job_id, user=request.user)
-    template = "ingestion/_progress.html" if request.htmx else "ingestion/job.html"
+    is_htmx = bool(getattr(request, "htmx", False))  # django-htmx middleware
+    template = "ingestion/_progress.html" if is_htmx else "ingestion/job.html"
     return render(request, template, {"job": job})
 
 

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from django import forms
-from django.conf import settings
+
+from ragstudio.env import rag_settings
 
 
 class KnowledgeBaseForm(forms.Form):
@@ -9,7 +10,7 @@ class KnowledgeBaseForm(forms.Form):
     slug = forms.SlugField(max_length=64, help_text="lowercase letters, digits and hyphens")
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
     embedder = forms.CharField(
-        max_length=255, required=False, initial=lambda: settings.RAGSTUDIO["EMBEDDER"]
+        max_length=255, required=False, initial=lambda: rag_settings()["EMBEDDER"]
     )
     chunk_size = forms.IntegerField(min_value=16, max_value=8000, required=False)
     chunk_overlap = forms.IntegerField(min_value=0, max_value=4000, required=False)
@@ -32,4 +33,6 @@ class MultipleFileField(forms.FileField):
 
 
 class UploadForm(forms.Form):
-    files = MultipleFileField()
+    # Django's form metaclass moves declared fields into base_fields, so this does not
+    # shadow Form.files at run time.
+    files = MultipleFileField()  # type: ignore[assignment]

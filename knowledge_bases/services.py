@@ -6,12 +6,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from ingestion.embedders import EmbedderSpecError, parse_spec
 from knowledge_bases.models import Generation, GenerationEvent, KnowledgeBase
+from ragstudio.env import rag_settings
 from ragstudio.errors import Conflict, ValidationError
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -31,7 +31,7 @@ def embedder_dimensions(spec: str) -> tuple[str, int, int | None]:
 
         dims = (
             parsed.dimensions
-            or settings.RAGSTUDIO["OPENAI_DIMENSIONS"]
+            or rag_settings()["OPENAI_DIMENSIONS"]
             or KNOWN_DIMENSIONS.get(parsed.model)
         )
         if not dims:
@@ -84,14 +84,14 @@ def knowledge_base_create(
     name = (name or "").strip()
     if not name or len(name) > 200:
         raise ValidationError("name must be 1 to 200 characters", {"field": "name"})
-    spec, dims, max_chunk = embedder_dimensions(embedder or settings.RAGSTUDIO["EMBEDDER"])
-    size = chunk_size if chunk_size is not None else settings.RAGSTUDIO["CHUNK_SIZE"]
+    spec, dims, max_chunk = embedder_dimensions(embedder or rag_settings()["EMBEDDER"])
+    size = chunk_size if chunk_size is not None else rag_settings()["CHUNK_SIZE"]
     if max_chunk is not None and chunk_size is None:
         size = min(size, max_chunk)
     overlap = (
         chunk_overlap
         if chunk_overlap is not None
-        else min(settings.RAGSTUDIO["CHUNK_OVERLAP"], size // 2)
+        else min(rag_settings()["CHUNK_OVERLAP"], size // 2)
     )
     _validate_chunking(size, overlap, max_chunk)
     if KnowledgeBase.objects.filter(slug=slug).exists():
@@ -114,9 +114,7 @@ def knowledge_base_create(
 
 def generation_paths(kb_id: int, number: int) -> tuple[str, Path]:
     """LanceDB table name and tantivy directory of a generation (by KB id: slugs change)."""
-    return f"kb{kb_id}_g{number}", Path(
-        settings.RAGSTUDIO["BM25_DIR"]
-    ) / f"kb{kb_id}" / f"g{number}"
+    return f"kb{kb_id}_g{number}", Path(rag_settings()["BM25_DIR"]) / f"kb{kb_id}" / f"g{number}"
 
 
 def _record(

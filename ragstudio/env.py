@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypedDict, cast
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -99,3 +100,32 @@ def env_path(name: str, default: Path, *, environ: Mapping[str, str] | None = No
     if path.exists() and not path.is_dir():
         raise ImproperlyConfigured(f"{name} must be a directory, {str(path)!r} is a file")
     return path.resolve()
+
+
+class RagStudioConfig(TypedDict):
+    """The shape of settings.RAGSTUDIO."""
+
+    UPLOAD_DIR: Path
+    LANCEDB_URI: str
+    BM25_DIR: Path
+    MODEL_DIR: Path
+    EMBEDDER: str
+    EMBED_THREADS: int
+    OPENAI_BASE_URL: str
+    OPENAI_API_KEY: str
+    OPENAI_DIMENSIONS: int
+    OPENAI_TIMEOUT: float
+    OPENAI_MAX_RETRIES: int
+    STORE_BATCH_SIZE: int
+    EMBED_BATCH_SIZE: int
+    CHUNK_SIZE: int
+    CHUNK_OVERLAP: int
+    HEARTBEAT_STALE_SECONDS: int
+    JOB_MAX_ATTEMPTS: int
+
+
+def rag_settings() -> RagStudioConfig:
+    """settings.RAGSTUDIO, typed (read on each call, so overrides in tests apply)."""
+    from django.conf import settings
+
+    return cast(RagStudioConfig, settings.RAGSTUDIO)

@@ -16,7 +16,15 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from ragstudio.env import env_bool, env_float, env_int, env_list, env_path, env_str
+from ragstudio.env import (
+    RagStudioConfig,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_path,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -137,7 +145,7 @@ RAGSTUDIO_MAX_UPLOAD_BYTES = env_int("RAGSTUDIO_MAX_UPLOAD_BYTES", 50 * 1024 * 1
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("RAGSTUDIO_MAX_UPLOAD_FILES", 1000, minimum=1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
-RAGSTUDIO = {
+RAGSTUDIO: RagStudioConfig = {
     "UPLOAD_DIR": DATA_DIR / "uploads",
     "LANCEDB_URI": env_str("RAGSTUDIO_LANCEDB_URI", str(DATA_DIR / "lancedb")),
     "BM25_DIR": DATA_DIR / "bm25",

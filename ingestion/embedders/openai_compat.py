@@ -111,17 +111,15 @@ class OpenAICompatibleEmbedder:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         # Empty strings are rejected by the API; a single space embeds as "nothing".
         inputs = [t if t.strip() else " " for t in texts]
-        kwargs: dict[str, object] = {
-            "model": self.model,
-            "input": inputs,
-            "encoding_format": "float",
-        }
-        if self._send_dimensions:
-            kwargs["dimensions"] = self.dimensions
         attempt = 0
         while True:
             try:
-                response = self._client.embeddings.create(**kwargs)  # type: ignore[call-overload]
+                response = self._client.embeddings.create(
+                    model=self.model,
+                    input=inputs,
+                    encoding_format="float",
+                    dimensions=self.dimensions if self._send_dimensions else openai.omit,
+                )
                 return self._vectors(response, len(inputs))
             except openai.APIStatusError as exc:
                 status = exc.status_code

@@ -193,7 +193,7 @@ def _parse_jsonl(text: str) -> list[Section]:
             continue
         try:
             record = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise DocumentError(f"line {number}: not valid JSON ({exc.msg})") from None
         if not isinstance(record, dict):
             raise DocumentError(f"line {number}: each line must be a JSON object")

@@ -107,7 +107,9 @@ class Embedder(Protocol):
     max_input_tokens: int
     max_batch_items: int
     max_batch_tokens: int
-    tokenizer: TokenCounter
+
+    @property
+    def tokenizer(self) -> TokenCounter: ...
 
     def embed_batch(
         self, texts: Sequence[str], *, on_retry: Callable[[str], None] | None = None

@@ -202,3 +202,34 @@ def test_a_worker_whose_job_was_taken_over_stops_and_leaves_the_row_alone(kb) ->
     row = IngestionJob.objects.get(pk=job.pk)
     assert (row.status, row.worker, row.finished_at) == ("running", "other-worker", None)
     assert row.persisted < row.total  # it stopped instead of finishing someone else's job
+
+
+def test_a_job_through_an_openai_compatible_api_counts_its_retries(kb, settings) -> None:
+    """The whole job against a real HTTP server on 127.0.0.1 that rate-limits and fails."""
+    from ingestion import jobs
+    from knowledge_bases.services import knowledge_base_create
+    from tests.embedding_server import EmbeddingServer, Reply
+
+    with EmbeddingServer(dims=16) as server:
+        settings.RAGSTUDIO = {
+            **settings.RAGSTUDIO,
+            "OPENAI_BASE_URL": server.url,
+            "OPENAI_API_KEY": "sk-local",
+        }
+        jobs.get_embedder.cache_clear()
+        api_kb = knowledge_base_create(
+            slug="remote",
+            name="Remote",
+            embedder="openai:test-embed@16",
+            chunk_size=64,
+            chunk_overlap=8,
+        )
+        assert api_kb.embedding_dimensions == 16
+        server.script.extend([Reply(429, {"Retry-After": "0"}), Reply(503, {"Retry-After": "0"})])
+        job = _run(upload(api_kb, [("a.txt", text(20)), ("b.txt", text(20, "art"))]).job.pk)
+        jobs.get_embedder.cache_clear()
+    assert job.status == IngestionJob.Status.SUCCEEDED, job.error_message
+    assert job.retries == 2
+    assert job.total == job.embedded == job.persisted > 0
+    assert generation_store(job.generation).vectors.count() == job.total
+    assert all(len(r["input"]) <= 256 for r in server.requests)
