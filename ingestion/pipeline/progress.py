@@ -70,6 +70,12 @@ class Progress:
                 while len(self._samples) > 2 and now - self._samples[0][0] > self.window_seconds:
                     self._samples.popleft()
 
+    def start_rate_window(self) -> None:
+        """Measure the rate from now on (parsing and model loading are not throughput)."""
+        with self._lock:
+            self._samples.clear()
+            self._samples.append((self.clock(), self.embedded + self.skipped))
+
     def document_done(self, outcome: DocumentOutcome) -> None:
         with self._lock:
             self._outcomes.append(outcome)

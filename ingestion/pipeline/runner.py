@@ -167,6 +167,7 @@ def run_pipeline(
         max_pending=config.sink_queue_batches,
         on_flush=ledger.persisted,
     )
+    progress.start_rate_window()
     try:
         with sink:
             to_embed = chunks

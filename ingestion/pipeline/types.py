@@ -6,13 +6,18 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
-Vector = npt.NDArray[np.float32]
-Matrix = npt.NDArray[np.float32]
+    Vector: TypeAlias = npt.NDArray[np.float32]
+    Matrix: TypeAlias = npt.NDArray[np.float32]
+else:
+    # numpy stays out of web start-up: these names are only needed in annotations, and
+    # the modules that build vectors import numpy themselves.
+    Vector = Matrix = Any
 
 
 class PipelineError(Exception):

@@ -107,3 +107,25 @@ def test_a_store_failure_reaches_the_producer() -> None:
             sink.put(_rows(2, i * 2))
         sink.close()
     assert len(store.writes) == 1
+
+
+def test_progress_rate_and_eta_come_from_the_recent_window() -> None:
+    from ingestion.pipeline.progress import Progress
+
+    now = [0.0]
+    progress = Progress(clock=lambda: now[0], window_seconds=10.0)
+    progress.add(total=1000)
+    now[0] = 30.0  # parsing and model loading: not throughput
+    progress.start_rate_window()
+    for _ in range(10):
+        now[0] += 1.0
+        progress.add(embedded=20, queued=20)
+    progress.add(persisted=150)
+    snap = progress.snapshot()
+    assert snap.rate == pytest.approx(20.0)
+    assert snap.eta_seconds == pytest.approx((1000 - 200) / 20.0)
+    assert (snap.ready, snap.buffered) == (200, 50)
+    for _ in range(20):  # slower now: the window forgets the old pace
+        now[0] += 1.0
+        progress.add(skipped=5)
+    assert progress.snapshot().rate == pytest.approx(5.0, rel=0.1)
