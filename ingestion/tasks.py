@@ -24,9 +24,16 @@ def reap_stale_jobs() -> dict[str, int]:
     return jobs_reap_stale()
 
 
+def collect_generations() -> dict[str, object]:
+    from knowledge_bases.lifecycle import generations_gc_all
+
+    return generations_gc_all()
+
+
 SCHEDULES = [
     # (name, function, minutes)
     ("ragstudio: reap stale ingestion jobs", "ingestion.tasks.reap_stale_jobs", 1),
+    ("ragstudio: collect old generations", "ingestion.tasks.collect_generations", 60),
 ]
 
 

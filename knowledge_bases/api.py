@@ -6,7 +6,15 @@ from ninja.files import UploadedFile
 
 from ingestion.schemas import UploadOut
 from ingestion.services import IncomingFile, documents_upload
-from knowledge_bases.schemas import DocumentOut, ErrorOut, KnowledgeBaseIn, KnowledgeBaseOut
+from knowledge_bases.lifecycle import generation_promote, generation_rollback, generations_gc
+from knowledge_bases.schemas import (
+    DocumentOut,
+    ErrorOut,
+    GcOut,
+    GenerationOut,
+    KnowledgeBaseIn,
+    KnowledgeBaseOut,
+)
 from knowledge_bases.selectors import knowledge_base_get, knowledge_bases_visible_to
 from knowledge_bases.services import knowledge_base_create
 from ragstudio.errors import ValidationError
@@ -67,3 +75,30 @@ def upload_documents(  # type: ignore[no-untyped-def]
     if not result.accepted and not result.duplicates:
         raise ValidationError("no file was accepted", {"rejected": body["rejected"]})
     return Status(202 if result.job else 200, body)
+
+
+@router.get("/{slug}/generations", response={200: list[GenerationOut], **ERRORS})
+def list_generations(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
+    kb = knowledge_base_get(slug=slug, user=request.user)
+    return list(kb.generations.order_by("-number"))
+
+
+@router.post("/{slug}/generations/{int:number}/promote", response={200: GenerationOut, **ERRORS})
+def promote_generation(request: HttpRequest, slug: str, number: int):  # type: ignore[no-untyped-def]
+    """Make a ready (checked) or archived generation the one searches use. 409 when the
+    generation is building, failed, collected, already active, or failed its check."""
+    kb = knowledge_base_get(slug=slug, user=request.user)
+    return generation_promote(kb=kb, number=number, actor=request.user)
+
+
+@router.post("/{slug}/generations/rollback", response={200: GenerationOut, **ERRORS})
+def rollback_generation(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
+    """One step back to the newest archived generation older than the active one."""
+    kb = knowledge_base_get(slug=slug, user=request.user)
+    return generation_rollback(kb=kb, actor=request.user)
+
+
+@router.post("/{slug}/generations/gc", response={200: GcOut, **ERRORS})
+def gc_generations(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
+    kb = knowledge_base_get(slug=slug, user=request.user)
+    return generations_gc(kb=kb, actor=request.user)

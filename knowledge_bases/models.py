@@ -87,6 +87,8 @@ class Generation(models.Model):
         ACTIVE = "active"
         ARCHIVED = "archived"
         FAILED = "failed"
+        # Past retention: the row stays for history, the files are deleted after it.
+        COLLECTED = "collected"
 
     knowledge_base = models.ForeignKey(
         KnowledgeBase, on_delete=models.CASCADE, related_name="generations"
@@ -107,6 +109,12 @@ class Generation(models.Model):
     ready_at = models.DateTimeField(null=True, blank=True)
     activated_at = models.DateTimeField(null=True, blank=True)
     archived_at = models.DateTimeField(null=True, blank=True)
+    collected_at = models.DateTimeField(null=True, blank=True)
+    files_deleted_at = models.DateTimeField(null=True, blank=True)
+    # The check before promotion: None until run, then passed or not, with its report.
+    check_passed = models.BooleanField(null=True, blank=True)
+    check_report = models.JSONField(default=list, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["knowledge_base", "-number"]

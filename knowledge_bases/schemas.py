@@ -23,12 +23,29 @@ class KnowledgeBaseIn(Schema):
 class GenerationOut(Schema):
     number: int
     status: str
+    active: bool
     embedder: str
     embedder_fingerprint: str
     dimensions: int
+    chunk_size: int
+    chunk_overlap: int
     chunk_count: int
+    check_passed: bool | None
+    check_report: list[dict]
     created_at: datetime
+    ready_at: datetime | None
     activated_at: datetime | None
+    archived_at: datetime | None
+
+    @staticmethod
+    def resolve_active(obj: object) -> bool:
+        return getattr(obj, "status", None) == "active"
+
+
+class GcOut(Schema):
+    collected: list[int]
+    files_deleted: list[int]
+    compacted: dict | None
 
 
 class KnowledgeBaseOut(Schema):

@@ -117,7 +117,7 @@ def generation_paths(kb_id: int, number: int) -> tuple[str, Path]:
     return f"kb{kb_id}_g{number}", Path(rag_settings()["BM25_DIR"]) / f"kb{kb_id}" / f"g{number}"
 
 
-def _record(
+def generation_event_record(
     generation: Generation, from_status: str, to_status: str, actor: Any, note: str = ""
 ) -> None:
     GenerationEvent.objects.create(
@@ -145,7 +145,7 @@ def generation_create(*, kb: KnowledgeBase, actor: Any = None, note: str = "") -
         table_name=table,
         bm25_path=str(bm25),
     )
-    _record(generation, "", Generation.Status.BUILDING, actor, note)
+    generation_event_record(generation, "", Generation.Status.BUILDING, actor, note)
     return generation
 
 
@@ -180,5 +180,7 @@ def generation_activate_first(*, generation: Generation, actor: Any = None) -> b
     generation.save(update_fields=["status", "ready_at", "activated_at"])
     kb.active_generation = generation
     kb.save(update_fields=["active_generation", "updated_at"])
-    _record(generation, Generation.Status.BUILDING, Generation.Status.ACTIVE, actor, "first build")
+    generation_event_record(
+        generation, Generation.Status.BUILDING, Generation.Status.ACTIVE, actor, "first build"
+    )
     return True

@@ -122,6 +122,7 @@ class RagStudioConfig(TypedDict):
     CHUNK_OVERLAP: int
     HEARTBEAT_STALE_SECONDS: int
     JOB_MAX_ATTEMPTS: int
+    GC_MIN_AGE_SECONDS: int
 
 
 def rag_settings() -> RagStudioConfig:

@@ -166,6 +166,8 @@ RAGSTUDIO: RagStudioConfig = {
     # A running job whose heartbeat is older than this is taken over (or failed).
     "HEARTBEAT_STALE_SECONDS": env_int("RAGSTUDIO_HEARTBEAT_STALE_SECONDS", 60, minimum=5),
     "JOB_MAX_ATTEMPTS": env_int("RAGSTUDIO_JOB_MAX_ATTEMPTS", 3, minimum=1),
+    # GC keeps archived generations younger than this whatever the retention says.
+    "GC_MIN_AGE_SECONDS": env_int("RAGSTUDIO_GC_MIN_AGE_SECONDS", 3600, minimum=0),
 }
 
 _task_timeout = env_int("RAGSTUDIO_TASK_TIMEOUT", 6 * 3600, minimum=10)

@@ -101,6 +101,16 @@ class Bm25Index:
         hits = searcher.search(tantivy.Query.all_query(), limit=searcher.num_docs).hits
         return {searcher.doc(address)["id"][0] for _, address in hits}
 
+    def search(self, text: str, k: int = 10) -> list[str]:
+        """Ids of the best BM25 matches for plain text (query syntax is not interpreted)."""
+        if not self.exists() or not text.strip():
+            return []
+        index = self.index()
+        index.reload()
+        query, _errors = index.parse_query_lenient(text, ["title", "text"])
+        searcher = index.searcher()
+        return [searcher.doc(address)["id"][0] for _, address in searcher.search(query, k).hits]
+
     def drop(self) -> None:
         self._index = None
         shutil.rmtree(self.path, ignore_errors=True)

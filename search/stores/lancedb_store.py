@@ -156,6 +156,25 @@ class LanceChunkTable:
                 found[h] = np.asarray(vectors[i].as_py(), dtype=np.float32)
         return found
 
+    def nearest(self, vector: Vector, k: int = 10) -> list[dict[str, Any]]:
+        """Exact cosine search (no index yet): ids and distances of the k nearest rows."""
+        table = self.table()
+        if table is None:
+            return []
+        query = table.search(np.asarray(vector, dtype=np.float32)).distance_type("cosine")
+        return list(query.select(["id", "_distance"]).limit(k).to_list())
+
+    def optimize(self, *, keep_versions_for: timedelta) -> None:
+        """Compact small fragments and prune versions older than ``keep_versions_for``
+        (readers still on a pruned version would fail, so never prune to zero)."""
+        table = self.table()
+        if table is not None:
+            table.optimize(cleanup_older_than=keep_versions_for)
+
+    def fragment_count(self) -> int:
+        table = self.table()
+        return 0 if table is None else int(table.stats()["fragment_stats"]["num_fragments"])
+
     def rows(self, *, columns: list[str] | None = None) -> list[dict[str, Any]]:
         table = self.table()
         if table is None:

@@ -1,0 +1,307 @@
+"""Generation lifecycle on real LanceDB tables and tantivy indexes under tmp_path."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from ingestion.models import IngestionJob
+from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash
+from knowledge_bases.lifecycle import (
+    _store,
+    generation_check,
+    generation_promote,
+    generation_rollback,
+    generations_gc,
+)
+from knowledge_bases.models import Generation, KnowledgeBase
+from knowledge_bases.services import generation_create
+from ragstudio.errors import Conflict, NotFound
+from tests.factories import make_kb, make_user
+
+pytestmark = pytest.mark.django_db
+S = Generation.Status
+WORDS = [
+    *("protein", "membrane", "signal", "receptor", "kinase"),
+    *("pathway", "neuron", "synapse", "enzyme", "catalyst"),
+]
+
+
+def _rows(generation: Generation, n: int) -> list[EmbeddedChunk]:
+    rng = np.random.default_rng(generation.number)
+    rows = []
+    for i in range(n):
+        text = " ".join(rng.choice(WORDS, 12)) + f" marker{generation.number}x{i}"
+        vec = rng.normal(size=generation.dimensions).astype(np.float32)
+        chunk = Chunk(
+            id=f"g{generation.number}c{i}",
+            document_id=i,
+            ordinal=0,
+            text=text,
+            content_hash=content_hash(text),
+            token_count=13,
+        )
+        rows.append(EmbeddedChunk(chunk, vec / np.linalg.norm(vec), new=True))
+    return rows
+
+
+def make_generation(
+    kb: KnowledgeBase,
+    status: str,
+    *,
+    rows: int = 6,
+    archived_ago: timedelta | None = None,
+    checked: bool = True,
+) -> Generation:
+    generation = generation_create(kb=kb)
+    if rows:
+        _store(generation).write(_rows(generation, rows))
+    generation.embedder_fingerprint = "local:test"
+    generation.chunk_count = rows
+    generation.status = status
+    if status == S.ARCHIVED:
+        generation.archived_at = timezone.now() - (archived_ago or timedelta(days=2))
+    generation.save()
+    if status == S.ACTIVE:
+        KnowledgeBase.objects.filter(pk=kb.pk).update(active_generation=generation)
+    elif checked and status == S.READY:
+        generation_check(generation=generation)
+    return generation
+
+
+@pytest.fixture
+def kb():  # type: ignore[no-untyped-def]
+    return make_kb(make_user(), "life")
+
+
+def test_a_good_ready_generation_passes_its_check(kb) -> None:
+    ready = make_generation(kb, S.READY)
+    assert ready.check_passed is True
+    assert [item["name"] for item in ready.check_report] == [
+        "counts",
+        "ids",
+        "embedder",
+        "dimensions",
+        "sample search",
+    ]
+
+
+def test_the_check_catches_stores_that_disagree(kb) -> None:
+    broken = make_generation(kb, S.READY, checked=False)
+    _store(broken).bm25.delete_documents([0])  # one row missing from tantivy
+    items = {i.name: i for i in generation_check(generation=broken)}
+    assert not items["counts"].ok and "tantivy 5" in items["counts"].detail
+    assert not items["ids"].ok and "1 only in LanceDB" in items["ids"].detail
+    assert broken.check_passed is False
+    empty = make_generation(kb, S.READY, rows=0, checked=False)
+    assert {i.name for i in generation_check(generation=empty) if not i.ok} >= {
+        "counts",
+        "sample search",
+    }
+
+
+def test_promote_flips_the_pointer_archives_the_old_and_records_who(kb) -> None:
+    user = kb.owner
+    first = make_generation(kb, S.ACTIVE)
+    second = make_generation(kb, S.READY)
+    generation_promote(kb=kb, number=second.number, actor=user)
+    kb.refresh_from_db()
+    first.refresh_from_db()
+    assert kb.active_generation == second and first.status == S.ARCHIVED and first.archived_at
+    event = second.events.first()
+    assert (event.from_status, event.to_status, event.actor) == ("ready", "active", user)
+    assert first.events.first().to_status == "archived"
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [(S.BUILDING, "is building"), (S.FAILED, "is failed"), (S.COLLECTED, "is collected")],
+)
+def test_only_ready_or_archived_generations_can_be_promoted(kb, status, message) -> None:
+    make_generation(kb, S.ACTIVE)
+    target = make_generation(kb, status)
+    with pytest.raises(Conflict, match=message):
+        generation_promote(kb=kb, number=target.number)
+    kb.refresh_from_db()
+    assert kb.active_generation.number == 1
+
+
+def test_a_generation_that_failed_or_skipped_its_check_cannot_be_promoted(kb) -> None:
+    make_generation(kb, S.ACTIVE)
+    unchecked = make_generation(kb, S.READY, checked=False)
+    with pytest.raises(Conflict, match="has not been checked"):
+        generation_promote(kb=kb, number=unchecked.number)
+    _store(unchecked).bm25.delete_documents([0])
+    generation_check(generation=unchecked)
+    with pytest.raises(Conflict, match="did not pass its check: database 6, LanceDB 6, tantivy 5"):
+        generation_promote(kb=kb, number=unchecked.number)
+    with pytest.raises(Conflict, match="already active"):
+        generation_promote(kb=kb, number=1)
+    with pytest.raises(NotFound):
+        generation_promote(kb=kb, number=99)
+
+
+def test_rollback_steps_back_one_generation_at_a_time(kb) -> None:
+    make_generation(kb, S.ARCHIVED)
+    make_generation(kb, S.ARCHIVED)
+    make_generation(kb, S.ACTIVE)
+    assert generation_rollback(kb=kb).number == 2
+    assert generation_rollback(kb=kb).number == 1
+    with pytest.raises(Conflict, match="nothing to roll back to"):
+        generation_rollback(kb=kb)
+    statuses = dict(Generation.objects.filter(knowledge_base=kb).values_list("number", "status"))
+    assert statuses == {1: "active", 2: "archived", 3: "archived"}
+    assert generation_promote(kb=kb, number=3).number == 3  # and forward again
+
+
+def test_rollback_without_an_active_generation_is_a_conflict(kb) -> None:
+    with pytest.raises(Conflict, match="no active generation"):
+        generation_rollback(kb=kb)
+
+
+def test_gc_keeps_active_retention_young_and_busy_generations(kb) -> None:
+    kb.retention = 2
+    kb.save()
+    old = [make_generation(kb, S.ARCHIVED) for _ in range(4)]  # 1..4, archived two days ago
+    young = make_generation(kb, S.ARCHIVED, archived_ago=timedelta(minutes=5))  # 5
+    busy = make_generation(kb, S.ARCHIVED)  # 6, a job still writes to it
+    IngestionJob.objects.create(
+        knowledge_base=kb, generation=busy, store_batch_size=10, embed_batch_size=8
+    )
+    failed = make_generation(kb, S.FAILED)  # 7
+    failed.created_at = timezone.now() - timedelta(days=1)
+    failed.save()
+    active = make_generation(kb, S.ACTIVE)  # 8
+    result = generations_gc(kb=kb)
+    # Archived and not busy, newest first: 5 (young), 4, 3, 2, 1; retention keeps 5 and 4.
+    assert result["collected"] == [1, 2, 3, 7]
+    statuses = dict(Generation.objects.filter(knowledge_base=kb).values_list("number", "status"))
+    assert statuses == {
+        1: "collected",
+        2: "collected",
+        3: "collected",
+        4: "archived",
+        5: "archived",
+        6: "archived",
+        7: "collected",
+        8: "active",
+    }
+    for generation in old[:3]:
+        assert not _store(generation).vectors.exists() and not _store(generation).bm25.exists()
+    for generation in (old[3], young, busy, active):
+        assert _store(generation).vectors.count() == 6
+    assert generations_gc(kb=kb)["collected"] == []  # nothing more to do
+
+
+def test_a_crash_between_the_database_and_the_files_is_finished_by_the_next_gc(
+    kb, monkeypatch
+) -> None:
+    kb.retention = 0
+    kb.save()
+    doomed = make_generation(kb, S.ARCHIVED)
+    make_generation(kb, S.ACTIVE)
+    from search.stores.generation import GenerationStore
+
+    original = GenerationStore.drop
+    monkeypatch.setattr(
+        GenerationStore, "drop", lambda self: (_ for _ in ()).throw(OSError("power cut"))
+    )
+    with pytest.raises(OSError, match="power cut"):
+        generations_gc(kb=kb)
+    doomed.refresh_from_db()
+    # The database already says collected (nothing can promote or roll back to it)...
+    assert doomed.status == S.COLLECTED and doomed.files_deleted_at is None
+    assert _store(doomed).vectors.exists()
+    with pytest.raises(Conflict):
+        generation_rollback(kb=kb)
+    # ...and the next run deletes the files it left behind.
+    monkeypatch.setattr(GenerationStore, "drop", original)
+    assert generations_gc(kb=kb)["files_deleted"] == [doomed.number]
+    assert not _store(doomed).vectors.exists()
+
+
+def test_gc_compacts_the_active_table(kb) -> None:
+    active = make_generation(kb, S.ACTIVE, rows=0)
+    store = _store(active)
+    for row in _rows(active, 12):  # twelve incremental uploads of one chunk each
+        store.write([row])
+    assert store.vectors.fragment_count() == 12
+    compacted = generations_gc(kb=kb)["compacted"]
+    assert compacted == {"generation": active.number, "fragments_before": 12, "fragments_after": 1}
+    assert store.vectors.count() == 12
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_promotes_of_the_same_generation_have_exactly_one_winner(kb) -> None:
+    make_generation(kb, S.ACTIVE)
+    target = make_generation(kb, S.READY)
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def promote() -> None:
+        try:
+            barrier.wait()
+            generation_promote(kb=kb, number=target.number)
+            outcomes.append("won")
+        except Conflict as exc:
+            outcomes.append(exc.message)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=promote) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes) == [f"generation {target.number} is already active"] * 3 + ["won"]
+    assert Generation.objects.filter(knowledge_base=kb, status=S.ACTIVE).count() == 1
+
+
+def test_generations_through_the_api_and_the_cli(kb) -> None:
+    import io
+    import json
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.test import Client
+
+    from knowledge_bases.models import ApiToken
+
+    make_generation(kb, S.ARCHIVED)
+    make_generation(kb, S.ACTIVE)
+    ready = make_generation(kb, S.READY)
+    _row, token = ApiToken.issue(user=kb.owner)
+    client = Client(headers={"Authorization": f"Bearer {token}"})
+    listed = client.get("/api/kbs/life/generations").json()
+    assert [(g["number"], g["status"], g["active"]) for g in listed] == [
+        (3, "ready", False),
+        (2, "active", True),
+        (1, "archived", False),
+    ]
+    promoted = client.post(f"/api/kbs/life/generations/{ready.number}/promote")
+    assert promoted.status_code == 200 and promoted.json()["active"] is True
+    again = client.post(f"/api/kbs/life/generations/{ready.number}/promote")
+    assert again.status_code == 409 and "already active" in again.json()["message"]
+    assert client.post("/api/kbs/life/generations/rollback").json()["number"] == 2
+    assert client.post("/api/kbs/life/generations/gc").status_code == 200
+
+    out = io.StringIO()
+    call_command("generations", "life", "list", "--json", stdout=out)
+    rows = json.loads(out.getvalue())
+    assert rows[1] == {
+        "number": 2,
+        "status": "active",
+        "chunks": 6,
+        "fingerprint": "local:test",
+        "active": True,
+    }
+    call_command("generations", "life", "rollback", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="nothing to roll back to"):
+        call_command("generations", "life", "rollback", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="no generation 42"):
+        call_command("generations", "life", "promote", "42", stdout=io.StringIO())
