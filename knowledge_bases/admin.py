@@ -1,9 +1,17 @@
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.http import HttpRequest
+from pathlib import Path
+from typing import Any
 
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from knowledge_bases.lifecycle import generation_promote, generation_rollback, generations_gc
 from knowledge_bases.models import ApiToken, Document, Generation, GenerationEvent, KnowledgeBase
+from ragstudio.env import rag_settings
+from ragstudio.errors import RagStudioError
 
 
 @admin.register(KnowledgeBase)
@@ -48,6 +56,42 @@ class GenerationEventInline(admin.TabularInline):
         return False
 
 
+def _size_on_disk(generation: Generation) -> int:
+    paths = [Path(generation.bm25_path)]
+    uri = rag_settings()["LANCEDB_URI"]
+    if "://" not in uri:
+        paths.append(Path(uri) / f"{generation.table_name}.lance")
+    return sum(
+        p.stat().st_size for root in paths if root.exists() for p in root.rglob("*") if p.is_file()
+    )
+
+
+def _confirm(
+    request: HttpRequest,
+    queryset: QuerySet[Any],
+    *,
+    action: str,
+    title: str,
+    verb: str,
+    lines: list[str],
+) -> TemplateResponse | None:
+    """None once the person confirmed; otherwise the confirmation page."""
+    if request.POST.get("confirmed") == "yes":
+        return None
+    return TemplateResponse(
+        request,
+        "admin/knowledge_bases/confirm_action.html",
+        {
+            "title": title,
+            "question": f"Are you sure you want to {verb}?",
+            "lines": lines,
+            "queryset": queryset,
+            "action": action,
+            "verb": verb,
+        },
+    )
+
+
 @admin.register(Generation)
 class GenerationAdmin(admin.ModelAdmin):
     list_display = [
@@ -55,16 +99,99 @@ class GenerationAdmin(admin.ModelAdmin):
         "number",
         "status",
         "chunk_count",
+        "size_on_disk",
+        "check_passed",
         "embedder_fingerprint",
         "created_at",
         "activated_at",
+        "archived_at",
     ]
     list_filter = ["status", "knowledge_base"]
     readonly_fields = [f.name for f in Generation._meta.fields]
     inlines = [GenerationEventInline]
+    actions = ["promote", "rollback", "collect"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description="size on disk")
+    def size_on_disk(self, obj: Generation) -> str:
+        if obj.files_deleted_at:
+            return "deleted"
+        return f"{_size_on_disk(obj) / 1e6:.1f} MB"
+
+    @admin.action(description="Promote the selected generation")
+    def promote(
+        self, request: HttpRequest, queryset: QuerySet[Generation]
+    ) -> TemplateResponse | None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one generation to promote.", messages.ERROR)
+            return None
+        generation = queryset.select_related("knowledge_base").get()
+        kb = generation.knowledge_base
+        page = _confirm(
+            request,
+            queryset,
+            action="promote",
+            title="Promote a generation",
+            verb=f"promote generation {generation.number} of {kb.slug}",
+            lines=[f"now active: {kb.active_generation or 'none'}"],
+        )
+        if page is not None:
+            return page
+        try:
+            generation_promote(kb=kb, number=generation.number, actor=request.user)
+        except RagStudioError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            self.message_user(request, f"Generation {generation.number} of {kb.slug} is active.")
+        return None
+
+    @admin.action(description="Roll back the knowledge base of the selected generation")
+    def rollback(
+        self, request: HttpRequest, queryset: QuerySet[Generation]
+    ) -> TemplateResponse | None:
+        kbs = {g.knowledge_base for g in queryset.select_related("knowledge_base")}
+        page = _confirm(
+            request,
+            queryset,
+            action="rollback",
+            title="Roll back",
+            verb="roll back " + ", ".join(sorted(kb.slug for kb in kbs)),
+            lines=[f"{kb.slug}: active {kb.active_generation}" for kb in kbs],
+        )
+        if page is not None:
+            return page
+        for kb in kbs:
+            try:
+                generation = generation_rollback(kb=kb, actor=request.user)
+                self.message_user(request, f"{kb.slug}: generation {generation.number} is active.")
+            except RagStudioError as exc:
+                self.message_user(request, f"{kb.slug}: {exc.message}", messages.ERROR)
+        return None
+
+    @admin.action(description="Collect old generations of the selected knowledge bases (GC)")
+    def collect(
+        self, request: HttpRequest, queryset: QuerySet[Generation]
+    ) -> TemplateResponse | None:
+        kbs = {g.knowledge_base for g in queryset.select_related("knowledge_base")}
+        page = _confirm(
+            request,
+            queryset,
+            action="collect",
+            title="Collect old generations",
+            verb="delete generations past retention for " + ", ".join(sorted(k.slug for k in kbs)),
+            lines=[
+                f"{kb.slug}: keeps the active one and the newest {kb.retention} archived"
+                for kb in kbs
+            ],
+        )
+        if page is not None:
+            return page
+        for kb in kbs:
+            result = generations_gc(kb=kb, actor=request.user)
+            self.message_user(request, f"{kb.slug}: collected {result['collected'] or 'nothing'}.")
+        return None
 
 
 @admin.register(ApiToken)

@@ -305,3 +305,30 @@ def test_generations_through_the_api_and_the_cli(kb) -> None:
         call_command("generations", "life", "rollback", stdout=io.StringIO())
     with pytest.raises(CommandError, match="no generation 42"):
         call_command("generations", "life", "promote", "42", stdout=io.StringIO())
+
+
+def test_admin_promote_asks_for_confirmation_then_promotes(kb) -> None:
+    from django.test import Client
+
+    staff = make_user("root", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(staff)
+    make_generation(kb, S.ACTIVE)
+    ready = make_generation(kb, S.READY)
+    url = "/admin/knowledge_bases/generation/"
+    page = client.get(url).content.decode()
+    assert "Size on disk" in page and " MB<" in page
+    ask = client.post(url, {"action": "promote", "_selected_action": [ready.pk]})
+    assert (
+        ask.status_code == 200
+        and "Are you sure you want to promote generation 2" in ask.content.decode()
+    )
+    kb.refresh_from_db()
+    assert kb.active_generation.number == 1  # nothing happened yet
+    done = client.post(
+        url, {"action": "promote", "_selected_action": [ready.pk], "confirmed": "yes"}
+    )
+    assert done.status_code == 302
+    kb.refresh_from_db()
+    assert kb.active_generation.number == 2
+    assert ready.events.first().actor == staff
