@@ -14,13 +14,13 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from ingestion.embedders import EmbedderConfig, build_embedder
@@ -28,12 +28,12 @@ from ingestion.models import IngestionJob
 from ingestion.pipeline.chunk import Chunker
 from ingestion.pipeline.progress import DocumentOutcome, Progress, ProgressSnapshot
 from ingestion.pipeline.runner import PipelineConfig, PipelineResult, run_pipeline
-from ingestion.pipeline.types import Embedder, SourceDocument
+from ingestion.pipeline.types import Embedder, SourceDocument, VectorCache
 from ingestion.services import document_path
 from knowledge_bases.models import Document, Generation
 from knowledge_bases.services import generation_activate_first
 from ragstudio.env import rag_settings
-from search.stores.generation import GenerationStore
+from search.stores.generation import CompositeCache, GenerationStore
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,8 @@ class _Reporter(threading.Thread):
     ) -> None:
         super().__init__(name=f"job-{job.pk}-reporter", daemon=True)
         self.job = job
+        # Document rows describe the active generation; a rebuild only counts outcomes.
+        self.write_documents = job.kind == IngestionJob.Kind.INGEST
         self.progress = progress
         self.cancel = cancel
         self.on_progress = on_progress
@@ -229,7 +231,7 @@ class _Reporter(threading.Thread):
         )
         if not updated:
             return False, False  # taken over: outcomes belong to the new owner now
-        for outcome in outcomes:
+        for outcome in outcomes if self.write_documents else []:
             if outcome.ok:
                 fields = {
                     "status": Document.Status.INDEXED,
@@ -247,8 +249,7 @@ class _Reporter(threading.Thread):
         return True, cancel
 
 
-def _source_documents(job: IngestionJob) -> list[SourceDocument]:
-    documents = job.documents.exclude(status=Document.Status.INDEXED).order_by("pk")
+def _source_documents(documents: Iterable[Document]) -> list[SourceDocument]:
     return [
         SourceDocument(
             id=doc.pk,
@@ -258,6 +259,46 @@ def _source_documents(job: IngestionJob) -> list[SourceDocument]:
         )
         for doc in documents
     ]
+
+
+def _job_documents(job: IngestionJob) -> QuerySet[Document]:
+    documents = job.documents.order_by("pk")
+    if job.kind == IngestionJob.Kind.REBUILD:
+        return documents  # all of them: a resumed rebuild reuses what it already wrote
+    return documents.exclude(status=Document.Status.INDEXED)
+
+
+def _late_documents(job: IngestionJob) -> list[Document]:
+    """Documents uploaded while a rebuild ran: it takes them in before it is ready."""
+    late = list(
+        Document.objects.filter(knowledge_base_id=job.knowledge_base_id)
+        .exclude(pk__in=job.documents.values("pk"))
+        .order_by("pk")
+    )
+    if late:
+        job.documents.add(*late)
+        IngestionJob.objects.filter(pk=job.pk).update(
+            documents_total=F("documents_total") + len(late)
+        )
+    return late
+
+
+def _vector_cache(job: IngestionJob, store: GenerationStore, fingerprint: str) -> VectorCache:
+    """The target itself (a resumed job re-embeds nothing); for a rebuild, also every
+    other generation built by the same model (unchanged text is never re-embedded)."""
+    if job.kind != IngestionJob.Kind.REBUILD:
+        return store
+    others = (
+        Generation.objects.filter(
+            knowledge_base_id=job.knowledge_base_id,
+            embedder_fingerprint=fingerprint,
+            files_deleted_at__isnull=True,
+        )
+        .exclude(pk=job.generation_id)
+        .exclude(status=Generation.Status.COLLECTED)
+        .order_by("-number")
+    )
+    return CompositeCache([store, *(generation_store(g) for g in others)])
 
 
 def job_execute(
@@ -299,21 +340,31 @@ def job_execute(
         chunker = Chunker(
             embedder.tokenizer, size=generation.chunk_size, overlap=generation.chunk_overlap
         )
-        documents = _source_documents(job)
-        result = run_pipeline(
-            documents=documents,
-            embedder=embedder,
-            store=store,
-            chunker=chunker,
-            config=PipelineConfig(
-                store_batch_size=job.store_batch_size,
-                embed_batch_size=job.embed_batch_size,
-                max_document_bytes=settings.RAGSTUDIO_MAX_UPLOAD_BYTES,
-            ),
-            progress=progress,
-            cancel=cancel,
-            vector_cache=store,
+        config = PipelineConfig(
+            store_batch_size=job.store_batch_size,
+            embed_batch_size=job.embed_batch_size,
+            max_document_bytes=settings.RAGSTUDIO_MAX_UPLOAD_BYTES,
         )
+        cache = _vector_cache(job, store, embedder.fingerprint)
+        documents = _source_documents(_job_documents(job))
+        while True:
+            part = run_pipeline(
+                documents=documents,
+                embedder=embedder,
+                store=store,
+                chunker=chunker,
+                config=config,
+                progress=progress,
+                cancel=cancel,
+                vector_cache=cache,
+            )
+            result = part if result is None else result.merge(part)
+            if job.kind != IngestionJob.Kind.REBUILD or part.cancelled:
+                break
+            late = _late_documents(job)
+            if not late:
+                break
+            documents = _source_documents(late)
     except Exception as exc:
         log.exception("ingestion job %s failed", job.pk)
         error = str(exc) or type(exc).__name__
@@ -347,6 +398,9 @@ def _finish(
         job.finished_at = now
         job.heartbeat_at = now
         job.save()
+        if job.kind == IngestionJob.Kind.REBUILD:
+            _finish_rebuild(job, generation, result)
+            return job
         if error:
             return job
         store = generation_store(generation)
@@ -355,6 +409,52 @@ def _finish(
     if job.status == IngestionJob.Status.SUCCEEDED:
         generation_activate_first(generation=generation, actor=job.created_by)
     return job
+
+
+def _finish_rebuild(
+    job: IngestionJob, generation: Generation, result: PipelineResult | None
+) -> None:
+    """A rebuild that ended: its generation becomes ready (then checked, and promoted when
+    asked and the check passes) or failed."""
+    from knowledge_bases.services import generation_event_record
+
+    now = timezone.now()
+    if job.status != IngestionJob.Status.SUCCEEDED or result is None:
+        Generation.objects.filter(pk=generation.pk).update(
+            status=Generation.Status.FAILED, error_message=job.error_message or job.status
+        )
+        generation_event_record(
+            generation,
+            Generation.Status.BUILDING,
+            Generation.Status.FAILED,
+            job.created_by,
+            f"rebuild job {job.pk} {job.status}",
+        )
+        return
+    Generation.objects.filter(pk=generation.pk).update(
+        status=Generation.Status.READY,
+        ready_at=now,
+        # The database's expectation, checked against both stores before promotion.
+        chunk_count=sum(result.indexed.values()),
+        vector_count=generation_store(generation).vectors.count(),
+    )
+    generation_event_record(
+        generation,
+        Generation.Status.BUILDING,
+        Generation.Status.READY,
+        job.created_by,
+        f"rebuild job {job.pk}",
+    )
+    generation.refresh_from_db()
+    transaction.on_commit(lambda: _check_and_promote(job, generation))
+
+
+def _check_and_promote(job: IngestionJob, generation: Generation) -> None:
+    from knowledge_bases.lifecycle import generation_check, generation_promote
+
+    generation_check(generation=generation)
+    if job.auto_promote and generation.check_passed:
+        generation_promote(kb=job.knowledge_base, number=generation.number, actor=job.created_by)
 
 
 def jobs_reap_stale() -> dict[str, int]:

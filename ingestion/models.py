@@ -49,6 +49,9 @@ class IngestionJob(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(2048)]
     )
 
+    auto_promote = models.BooleanField(
+        default=False, help_text="rebuilds: promote the generation when it passes its check"
+    )
     attempts = models.PositiveIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
     worker = models.CharField(max_length=200, blank=True)

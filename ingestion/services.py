@@ -17,8 +17,8 @@ from django.db import transaction
 from ingestion.models import IngestionJob
 from ingestion.pipeline.parse import CONTENT_TYPES, detect_format
 from ingestion.pipeline.types import DocumentError
-from knowledge_bases.models import Document, KnowledgeBase
-from knowledge_bases.services import generation_for_ingest
+from knowledge_bases.models import Document, Generation, KnowledgeBase
+from knowledge_bases.services import generation_create, generation_for_ingest
 from ragstudio.env import rag_settings
 from ragstudio.errors import Conflict, ValidationError
 
@@ -236,4 +236,56 @@ def ingestion_job_cancel(*, job: IngestionJob) -> IngestionJob:
         job.finished_at = timezone.now()
     job.cancel_requested = True
     job.save(update_fields=["status", "finished_at", "cancel_requested"])
+    return job
+
+
+@transaction.atomic
+def generation_rebuild_start(
+    *,
+    kb: KnowledgeBase,
+    user: Any = None,
+    embedder: str | None = None,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    auto_promote: bool = False,
+    enqueue: bool = True,
+    store_batch_size: int | None = None,
+    embed_batch_size: int | None = None,
+) -> IngestionJob:
+    """Build a new generation from all the KB's documents (with its settings or new ones)
+    while the active one keeps serving and taking uploads."""
+    _validate_batch_sizes(store_batch_size, embed_batch_size)
+    kb = KnowledgeBase.objects.select_for_update().get(pk=kb.pk)
+    running = IngestionJob.objects.filter(
+        knowledge_base=kb,
+        kind=IngestionJob.Kind.REBUILD,
+        status__in=[IngestionJob.Status.QUEUED, IngestionJob.Status.RUNNING],
+    ).first()
+    if running is not None:
+        raise Conflict(f"a rebuild is already in progress (job {running.pk})")
+    if kb.active_generation_id is None:
+        raise Conflict("this knowledge base has no active generation yet: ingest documents first")
+    generation = generation_create(
+        kb=kb,
+        actor=user,
+        note="rebuild",
+        embedder=embedder,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+    )
+    assert generation.status == Generation.Status.BUILDING
+    job = IngestionJob.objects.create(
+        knowledge_base=kb,
+        generation=generation,
+        kind=IngestionJob.Kind.REBUILD,
+        auto_promote=auto_promote,
+        store_batch_size=store_batch_size or rag_settings()["STORE_BATCH_SIZE"],
+        embed_batch_size=embed_batch_size or rag_settings()["EMBED_BATCH_SIZE"],
+        created_by=user if getattr(user, "pk", None) else None,
+    )
+    job.documents.set(Document.objects.filter(knowledge_base=kb))
+    job.documents_total = job.documents.count()
+    job.save(update_fields=["documents_total"])
+    if enqueue:
+        transaction.on_commit(lambda: enqueue_job(job.pk))
     return job

@@ -4,8 +4,8 @@ from django.http import HttpRequest
 from ninja import File, Form, Router, Status
 from ninja.files import UploadedFile
 
-from ingestion.schemas import UploadOut
-from ingestion.services import IncomingFile, documents_upload
+from ingestion.schemas import JobOut, UploadOut
+from ingestion.services import IncomingFile, documents_upload, generation_rebuild_start
 from knowledge_bases.lifecycle import generation_promote, generation_rollback, generations_gc
 from knowledge_bases.schemas import (
     DocumentOut,
@@ -14,6 +14,7 @@ from knowledge_bases.schemas import (
     GenerationOut,
     KnowledgeBaseIn,
     KnowledgeBaseOut,
+    RebuildIn,
 )
 from knowledge_bases.selectors import knowledge_base_get, knowledge_bases_visible_to
 from knowledge_bases.services import knowledge_base_create
@@ -81,6 +82,16 @@ def upload_documents(  # type: ignore[no-untyped-def]
 def list_generations(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
     kb = knowledge_base_get(slug=slug, user=request.user)
     return list(kb.generations.order_by("-number"))
+
+
+@router.post("/{slug}/generations/rebuild", response={202: JobOut, **ERRORS})
+def rebuild_generation(request: HttpRequest, slug: str, payload: RebuildIn):  # type: ignore[no-untyped-def]
+    """Build a new generation from all documents, with the KB's settings or new ones, while
+    the active one keeps serving. With auto_promote it becomes active once it passes its
+    check. 409 when a rebuild is already in progress."""
+    kb = knowledge_base_get(slug=slug, user=request.user)
+    job = generation_rebuild_start(kb=kb, user=request.user, **payload.dict())
+    return Status(202, job)
 
 
 @router.post("/{slug}/generations/{int:number}/promote", response={200: GenerationOut, **ERRORS})

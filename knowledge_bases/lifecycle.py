@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -121,8 +122,10 @@ def generation_check(*, generation: Generation) -> list[CheckItem]:
         )
         nearest = store.vectors.nearest(row["vector"], k=1)
         vector_ok = bool(nearest) and nearest[0]["id"] == row["id"]
-        words = [w for w in row["text"].split() if w.isalpha() and len(w) > 3][:3]
-        lexical = store.bm25.search(" ".join(words), k=10) if words else []
+        # Does BM25 match the row at all? Its own words, deep enough that near-duplicate
+        # chunks ranked above it do not hide it.
+        words = [w for w in row["text"].split() if w.isalnum()][:30]
+        lexical = store.bm25.search(" ".join(words), k=1000) if words else []
         items.append(
             CheckItem(
                 "sample search",
@@ -170,7 +173,33 @@ def _activate(kb: KnowledgeBase, target: Generation, actor: Any, note: str) -> G
             "updated_at",
         ]
     )
+    _sync_documents(kb, target, actor)
     return target
+
+
+def _sync_documents(kb: KnowledgeBase, target: Generation, actor: Any) -> None:
+    """Document rows describe the active generation: take the chunk counts from the one now
+    serving. Documents it lacks (uploaded after it was built, or rolled back past) go back
+    to pending with a job that indexes them into it, so nothing uploaded is lost."""
+    from ingestion.services import ingestion_job_create
+
+    counts = Counter(r["document_id"] for r in _store(target).vectors.rows(columns=["document_id"]))
+    missing = []
+    for doc in Document.objects.filter(knowledge_base=kb):
+        if counts.get(doc.pk):
+            fields = {
+                "status": Document.Status.INDEXED,
+                "chunk_count": counts[doc.pk],
+                "error_message": "",
+            }
+        elif doc.status == Document.Status.FAILED:
+            continue
+        else:
+            fields = {"status": Document.Status.PENDING, "chunk_count": 0}
+            missing.append(doc)
+        Document.objects.filter(pk=doc.pk).update(**fields)
+    if missing:
+        ingestion_job_create(kb=kb, documents=missing, user=actor)
 
 
 @transaction.atomic

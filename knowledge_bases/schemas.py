@@ -93,3 +93,12 @@ class DuplicateOut(Schema):
 class RejectedOut(Schema):
     filename: str
     reason: str
+
+
+class RebuildIn(Schema):
+    embedder: str | None = Field(default=None, max_length=255)
+    chunk_size: int | None = Field(default=None, ge=16, le=8000)
+    chunk_overlap: int | None = Field(default=None, ge=0, le=4000)
+    auto_promote: bool = False
+    store_batch_size: int | None = Field(default=None, ge=1, le=100_000)
+    embed_batch_size: int | None = Field(default=None, ge=1, le=2048)

@@ -130,18 +130,31 @@ def generation_event_record(
 
 
 @transaction.atomic
-def generation_create(*, kb: KnowledgeBase, actor: Any = None, note: str = "") -> Generation:
+def generation_create(
+    *,
+    kb: KnowledgeBase,
+    actor: Any = None,
+    note: str = "",
+    embedder: str | None = None,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+) -> Generation:
+    """A new building generation with the KB's settings, or the given ones (validated)."""
     KnowledgeBase.objects.select_for_update().filter(pk=kb.pk).first()
+    spec, dims, max_chunk = embedder_dimensions(embedder or kb.embedder)
+    size = chunk_size if chunk_size is not None else kb.chunk_size
+    overlap = chunk_overlap if chunk_overlap is not None else min(kb.chunk_overlap, size // 2)
+    _validate_chunking(size, overlap, max_chunk)
     last = kb.generations.order_by("-number").values_list("number", flat=True).first() or 0
     number = last + 1
     table, bm25 = generation_paths(kb.pk, number)
     generation = Generation.objects.create(
         knowledge_base=kb,
         number=number,
-        embedder=kb.embedder,
-        dimensions=kb.embedding_dimensions,
-        chunk_size=kb.chunk_size,
-        chunk_overlap=kb.chunk_overlap,
+        embedder=spec,
+        dimensions=dims,
+        chunk_size=size,
+        chunk_overlap=overlap,
         table_name=table,
         bm25_path=str(bm25),
     )

@@ -51,6 +51,21 @@ class PipelineResult:
     cancelled: bool = False
     seconds: float = 0.0
 
+    def merge(self, other: PipelineResult) -> PipelineResult:
+        """Two runs of one job (a rebuild catching up on late documents) as one result."""
+        return PipelineResult(
+            documents=self.documents + other.documents,
+            chunks=self.chunks + other.chunks,
+            embedded=self.embedded + other.embedded,
+            persisted=other.persisted,  # progress totals are cumulative already
+            skipped=self.skipped + other.skipped,
+            writes=self.writes + other.writes,
+            failed={**self.failed, **other.failed},
+            indexed={**self.indexed, **other.indexed},
+            cancelled=other.cancelled,
+            seconds=self.seconds + other.seconds,
+        )
+
 
 class _Ledger:
     """Which chunks of each document are still to be persisted (shared with the writer)."""

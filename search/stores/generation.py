@@ -33,3 +33,21 @@ class GenerationStore:
     def drop(self) -> None:
         self.vectors.drop()
         self.bm25.drop()
+
+
+class CompositeCache:
+    """Vectors by content hash from several stores, first match wins (the target first, so
+    a resumed rebuild finds its own rows, then generations built by the same model)."""
+
+    def __init__(self, stores: Sequence[GenerationStore]) -> None:
+        self.stores = list(stores)
+
+    def lookup(self, hashes: Sequence[str]) -> dict[str, Vector]:
+        found: dict[str, Vector] = {}
+        remaining = list(hashes)
+        for store in self.stores:
+            if not remaining:
+                break
+            found.update(store.lookup(remaining))
+            remaining = [h for h in remaining if h not in found]
+        return found

@@ -5,10 +5,6 @@ Runs the same pipeline as the workers, in the foreground, with a live progress l
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +12,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ingestion.jobs import job_claim, job_execute
+from ingestion.foreground import run_in_foreground
 from ingestion.models import IngestionJob
-from ingestion.progress_line import progress_line
-from ingestion.services import IncomingFile, documents_upload, ingestion_job_cancel
+from ingestion.services import IncomingFile, documents_upload
 from knowledge_bases.models import Document, KnowledgeBase
 from knowledge_bases.services import knowledge_base_create
 from ragstudio.errors import RagStudioError
@@ -66,33 +61,6 @@ def _read_pieces(path: Path) -> Iterator[bytes]:
             yield piece
 
 
-class ProgressPrinter:
-    def __init__(self, stream: Any, *, interactive: bool, min_interval: float = 1.0) -> None:
-        self.stream = stream
-        self.interactive = interactive
-        self.min_interval = min_interval
-        self._last = 0.0
-        self._width = 0
-
-    def __call__(self, job: IngestionJob, *_: Any) -> None:
-        now = time.monotonic()
-        if not self.interactive and now - self._last < self.min_interval:
-            return
-        self._last = now
-        line = progress_line(job)
-        if self.interactive:
-            self.stream.write("\r" + line.ljust(self._width))
-            self._width = len(line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def end(self) -> None:
-        if self.interactive and self._width:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 class Command(BaseCommand):
     help = "Ingest files or directories into a knowledge base, in the foreground."
 
@@ -129,7 +97,7 @@ class Command(BaseCommand):
         failures = list(result.rejected)
         job = result.job
         if job is not None:
-            job = self._run(job)
+            job = run_in_foreground(job, stdout=self.stdout, stderr=self.stderr)
             failed_docs = job.documents.filter(status=Document.Status.FAILED)
             failures += [(d.original_filename, d.error_message) for d in failed_docs]
         for name, reason in failures:
@@ -147,40 +115,3 @@ class Command(BaseCommand):
             raise CommandError(f"job {job.pk} failed: {job.error_message}")
         if job is not None and job.status == IngestionJob.Status.CANCELLED:
             raise CommandError(f"job {job.pk} was cancelled", returncode=130)
-
-    def _run(self, job: IngestionJob) -> IngestionJob:
-        printer = ProgressPrinter(self.stdout, interactive=sys.stdout.isatty())
-        cancel = threading.Event()
-        previous = signal.getsignal(signal.SIGINT)
-
-        def interrupt(_signum: int, _frame: object) -> None:
-            if cancel.is_set():
-                raise KeyboardInterrupt
-            self.stderr.write("\ncancelling: flushing what is embedded (Ctrl-C again to abort)")
-            cancel.set()
-
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, interrupt)
-        try:
-            while True:
-                claimed = job_claim(job_id=job.pk)
-                if claimed is not None:
-                    job = job_execute(claimed, on_progress=printer, cancel=cancel)
-                    break
-                job.refresh_from_db()
-                if job.is_finished:
-                    break
-                # Another process holds this generation (or took this job): follow it.
-                printer(job)
-                if cancel.is_set():
-                    with contextlib.suppress(RagStudioError):
-                        ingestion_job_cancel(job=job)
-                    time.sleep(1.0)
-                else:
-                    cancel.wait(1.0)
-        finally:
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGINT, previous)
-            printer.end()
-        job.refresh_from_db()
-        return job

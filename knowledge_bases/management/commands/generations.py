@@ -1,4 +1,4 @@
-"""manage.py generations SLUG list [--json] | promote N | rollback | gc"""
+"""manage.py generations SLUG list [--json] | rebuild [...] | promote N | rollback | gc"""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from ingestion.foreground import run_in_foreground
+from ingestion.management.commands.ingest import bounded_int
+from ingestion.services import generation_rebuild_start
 from knowledge_bases.lifecycle import generation_promote, generation_rollback, generations_gc
 from knowledge_bases.models import KnowledgeBase
 from ragstudio.errors import RagStudioError
@@ -23,6 +26,15 @@ class Command(BaseCommand):
         listing.add_argument("--json", action="store_true")
         promote = sub.add_parser("promote")
         promote.add_argument("number", type=int)
+        rebuild = sub.add_parser("rebuild", help="build a new generation in the foreground")
+        rebuild.add_argument("--embedder", default=None)
+        rebuild.add_argument("--chunk-size", type=bounded_int(16, 8000), default=None)
+        rebuild.add_argument("--chunk-overlap", type=bounded_int(0, 4000), default=None)
+        rebuild.add_argument(
+            "--promote", action="store_true", help="promote it if it passes its check"
+        )
+        rebuild.add_argument("--store-batch-size", type=bounded_int(1, 100_000), default=None)
+        rebuild.add_argument("--embed-batch-size", type=bounded_int(1, 2048), default=None)
         sub.add_parser("rollback")
         sub.add_parser("gc")
 
@@ -33,6 +45,8 @@ class Command(BaseCommand):
         try:
             if options["action"] == "list":
                 self._list(kb, as_json=options["json"])
+            elif options["action"] == "rebuild":
+                self._rebuild(kb, options)
             elif options["action"] == "promote":
                 generation = generation_promote(kb=kb, number=options["number"])
                 self.stdout.write(f"generation {generation.number} is active")
@@ -48,6 +62,32 @@ class Command(BaseCommand):
                 )
         except RagStudioError as exc:
             raise CommandError(exc.message) from None
+
+    def _rebuild(self, kb: KnowledgeBase, options: dict[str, Any]) -> None:
+        job = generation_rebuild_start(
+            kb=kb,
+            embedder=options["embedder"],
+            chunk_size=options["chunk_size"],
+            chunk_overlap=options["chunk_overlap"],
+            auto_promote=options["promote"],
+            enqueue=False,
+            store_batch_size=options["store_batch_size"],
+            embed_batch_size=options["embed_batch_size"],
+        )
+        self.stdout.write(f"rebuilding into generation {job.generation.number}")
+        job = run_in_foreground(job, stdout=self.stdout, stderr=self.stderr)
+        generation = job.generation
+        generation.refresh_from_db()
+        self.stdout.write(
+            f"done: generation {generation.number} {generation.status}, {job.total} chunks, "
+            f"{job.embedded} embedded, {job.skipped} reused, {job.persisted} persisted "
+            f"in {job.duration_seconds or 0:.1f} s"
+        )
+        if job.status != "succeeded":
+            raise CommandError(f"rebuild job {job.pk} {job.status}: {job.error_message}")
+        for item in generation.check_report:
+            if not item["ok"]:
+                self.stdout.write(f"check failed: {item['name']}: {item['detail']}")
 
     def _list(self, kb: KnowledgeBase, *, as_json: bool) -> None:
         rows = [
