@@ -5,13 +5,11 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-import numpy as np
 import pytest
 from django.db import connection
 from django.utils import timezone
 
 from ingestion.models import IngestionJob
-from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash
 from knowledge_bases.lifecycle import (
     _store,
     generation_check,
@@ -19,59 +17,13 @@ from knowledge_bases.lifecycle import (
     generation_rollback,
     generations_gc,
 )
-from knowledge_bases.models import Generation, KnowledgeBase
-from knowledge_bases.services import generation_create
+from knowledge_bases.models import Generation
 from ragstudio.errors import Conflict, NotFound
 from tests.factories import make_kb, make_user
+from tests.generations import make_generation, make_rows
 
 pytestmark = pytest.mark.django_db
 S = Generation.Status
-WORDS = [
-    *("protein", "membrane", "signal", "receptor", "kinase"),
-    *("pathway", "neuron", "synapse", "enzyme", "catalyst"),
-]
-
-
-def _rows(generation: Generation, n: int) -> list[EmbeddedChunk]:
-    rng = np.random.default_rng(generation.number)
-    rows = []
-    for i in range(n):
-        text = " ".join(rng.choice(WORDS, 12)) + f" marker{generation.number}x{i}"
-        vec = rng.normal(size=generation.dimensions).astype(np.float32)
-        chunk = Chunk(
-            id=f"g{generation.number}c{i}",
-            document_id=i,
-            ordinal=0,
-            text=text,
-            content_hash=content_hash(text),
-            token_count=13,
-        )
-        rows.append(EmbeddedChunk(chunk, vec / np.linalg.norm(vec), new=True))
-    return rows
-
-
-def make_generation(
-    kb: KnowledgeBase,
-    status: str,
-    *,
-    rows: int = 6,
-    archived_ago: timedelta | None = None,
-    checked: bool = True,
-) -> Generation:
-    generation = generation_create(kb=kb)
-    if rows:
-        _store(generation).write(_rows(generation, rows))
-    generation.embedder_fingerprint = "local:test"
-    generation.chunk_count = rows
-    generation.status = status
-    if status == S.ARCHIVED:
-        generation.archived_at = timezone.now() - (archived_ago or timedelta(days=2))
-    generation.save()
-    if status == S.ACTIVE:
-        KnowledgeBase.objects.filter(pk=kb.pk).update(active_generation=generation)
-    elif checked and status == S.READY:
-        generation_check(generation=generation)
-    return generation
 
 
 @pytest.fixture
@@ -228,7 +180,7 @@ def test_a_crash_between_the_database_and_the_files_is_finished_by_the_next_gc(
 def test_gc_compacts_the_active_table(kb) -> None:
     active = make_generation(kb, S.ACTIVE, rows=0)
     store = _store(active)
-    for row in _rows(active, 12):  # twelve incremental uploads of one chunk each
+    for row in make_rows(active, 12):  # twelve incremental uploads of one chunk each
         store.write([row])
     assert store.vectors.fragment_count() == 12
     compacted = generations_gc(kb=kb)["compacted"]

@@ -1,0 +1,64 @@
+"""Synthetic generations on real stores, for lifecycle tests and bench/promote.py.
+
+Each row's id is "g<number>c<i>", so a search result can tell which generation it came
+from; texts mix a few biology words so BM25 has something to match."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+from django.utils import timezone
+
+from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash
+from knowledge_bases.lifecycle import _store, generation_check
+from knowledge_bases.models import Generation, KnowledgeBase
+from knowledge_bases.services import generation_create
+
+S = Generation.Status
+WORDS = [
+    *("protein", "membrane", "signal", "receptor", "kinase"),
+    *("pathway", "neuron", "synapse", "enzyme", "catalyst"),
+]
+
+
+def make_rows(generation: Generation, n: int) -> list[EmbeddedChunk]:
+    rng = np.random.default_rng(generation.number)
+    rows = []
+    for i in range(n):
+        text = " ".join(rng.choice(WORDS, 12)) + f" marker{generation.number}x{i}"
+        vec = rng.normal(size=generation.dimensions).astype(np.float32)
+        chunk = Chunk(
+            id=f"g{generation.number}c{i}",
+            document_id=i,
+            ordinal=0,
+            text=text,
+            content_hash=content_hash(text),
+            token_count=13,
+        )
+        rows.append(EmbeddedChunk(chunk, vec / np.linalg.norm(vec), new=True))
+    return rows
+
+
+def make_generation(
+    kb: KnowledgeBase,
+    status: str,
+    *,
+    rows: int = 6,
+    archived_ago: timedelta | None = None,
+    checked: bool = True,
+) -> Generation:
+    generation = generation_create(kb=kb)
+    if rows:
+        _store(generation).write(make_rows(generation, rows))
+    generation.embedder_fingerprint = "local:test"
+    generation.chunk_count = rows
+    generation.status = status
+    if status == S.ARCHIVED:
+        generation.archived_at = timezone.now() - (archived_ago or timedelta(days=2))
+    generation.save()
+    if status == S.ACTIVE:
+        KnowledgeBase.objects.filter(pk=kb.pk).update(active_generation=generation)
+    elif checked and status == S.READY:
+        generation_check(generation=generation)
+    return generation
