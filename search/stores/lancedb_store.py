@@ -156,7 +156,7 @@ class LanceChunkTable:
                 found[h] = np.asarray(vectors[i].as_py(), dtype=np.float32)
         return found
 
-    def nearest(self, vector: Vector, k: int = 10) -> list[dict[str, Any]]:
+    def nearest(self, vector: Vector | Sequence[float], k: int = 10) -> list[dict[str, Any]]:
         """Exact cosine search (no index yet): ids and distances of the k nearest rows."""
         table = self.table()
         if table is None:
