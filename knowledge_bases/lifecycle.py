@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from ingestion.embedders import parse_spec
 from ingestion.models import IngestionJob
 from knowledge_bases.models import Document, Generation, KnowledgeBase
 from knowledge_bases.services import generation_event_record
@@ -104,11 +105,19 @@ def generation_check(*, generation: Generation) -> list[CheckItem]:
             f"{len(bm25_ids - vector_ids)} only in tantivy",
         )
     )
+    fingerprint = generation.embedder_fingerprint
+    spec = parse_spec(generation.embedder) if generation.embedder else None
+    same_model = (
+        spec is not None
+        and fingerprint.startswith(f"{spec.provider}:")
+        and (spec.provider == "local" or spec.model in fingerprint)
+    )
     items.append(
         CheckItem(
             "embedder",
-            bool(generation.embedder_fingerprint),
-            generation.embedder_fingerprint or "no embedder fingerprint recorded",
+            same_model,
+            f"{fingerprint or 'no fingerprint recorded'} (generation built for "
+            f"{generation.embedder or 'no embedder'})",
         )
     )
     sample = store.vectors.rows(columns=["id", "text", "vector"])[:1]

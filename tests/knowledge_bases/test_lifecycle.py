@@ -284,3 +284,12 @@ def test_admin_promote_asks_for_confirmation_then_promotes(kb) -> None:
     kb.refresh_from_db()
     assert kb.active_generation.number == 2
     assert ready.events.first().actor == staff
+
+
+def test_the_check_refuses_vectors_from_another_model(kb) -> None:
+    other = make_generation(kb, S.READY, checked=False)
+    Generation.objects.filter(pk=other.pk).update(embedder="openai:text-embedding-3-small")
+    other.refresh_from_db()
+    items = {i.name: i for i in generation_check(generation=other)}
+    assert not items["embedder"].ok and "text-embedding-3-small" in items["embedder"].detail
+    assert other.check_passed is False
