@@ -33,6 +33,7 @@ from ingestion.services import document_path
 from knowledge_bases.models import Document, Generation
 from knowledge_bases.services import generation_activate_first
 from ragstudio.env import rag_settings
+from search.services import generation_store
 from search.stores.generation import CompositeCache, GenerationStore
 
 log = logging.getLogger(__name__)
@@ -64,15 +65,6 @@ def get_embedder(spec: str) -> Embedder:
             openai_timeout=cfg["OPENAI_TIMEOUT"],
             openai_max_retries=cfg["OPENAI_MAX_RETRIES"],
         ),
-    )
-
-
-def generation_store(generation: Generation) -> GenerationStore:
-    return GenerationStore(
-        lancedb_uri=rag_settings()["LANCEDB_URI"],
-        table_name=generation.table_name,
-        bm25_path=Path(generation.bm25_path),
-        dimensions=generation.dimensions,
     )
 
 

@@ -28,22 +28,13 @@ from knowledge_bases.models import Document, Generation, KnowledgeBase
 from knowledge_bases.services import generation_event_record
 from ragstudio.env import rag_settings
 from ragstudio.errors import Conflict, NotFound
-from search.stores.generation import GenerationStore
+from search.services import generation_store
 
 log = logging.getLogger(__name__)
 S = Generation.Status
 # Versions younger than this survive compaction, so a search already reading one does not
 # fail (pruning to zero breaks concurrent readers, measured).
 KEEP_VERSIONS_FOR = timedelta(minutes=10)
-
-
-def _store(generation: Generation) -> GenerationStore:
-    return GenerationStore(
-        lancedb_uri=rag_settings()["LANCEDB_URI"],
-        table_name=generation.table_name,
-        bm25_path=Path(generation.bm25_path),
-        dimensions=generation.dimensions,
-    )
 
 
 def _locked_kb(kb: KnowledgeBase) -> KnowledgeBase:
@@ -83,7 +74,7 @@ def generation_check(*, generation: Generation) -> list[CheckItem]:
     """Verify a generation before it may serve: counts and ids agree between the database,
     LanceDB and tantivy; the embedder and dimensions match; a sample search works. The
     result is stored on the generation."""
-    store = _store(generation)
+    store = generation_store(generation)
     items: list[CheckItem] = []
     expected = expected_chunks(generation)
     vectors, bm25 = store.vectors.count(), store.bm25.count()
@@ -192,7 +183,9 @@ def _sync_documents(kb: KnowledgeBase, target: Generation, actor: Any) -> None:
     to pending with a job that indexes them into it, so nothing uploaded is lost."""
     from ingestion.services import ingestion_job_create
 
-    counts = Counter(r["document_id"] for r in _store(target).vectors.rows(columns=["document_id"]))
+    counts = Counter(
+        r["document_id"] for r in generation_store(target).vectors.rows(columns=["document_id"])
+    )
     missing = []
     for doc in Document.objects.filter(knowledge_base=kb):
         if counts.get(doc.pk):
@@ -287,7 +280,7 @@ def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> 
         knowledge_base=kb, status=S.COLLECTED, files_deleted_at__isnull=True
     )
     for generation in pending:
-        store = _store(generation)
+        store = generation_store(generation)
         store.drop()
         shutil.rmtree(Path(generation.bm25_path), ignore_errors=True)
         Generation.objects.filter(pk=generation.pk).update(files_deleted_at=timezone.now())
@@ -295,7 +288,7 @@ def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> 
     compacted = None
     kb.refresh_from_db()
     if kb.active_generation is not None:
-        active = _store(kb.active_generation)
+        active = generation_store(kb.active_generation)
         before = active.vectors.fragment_count()
         active.vectors.optimize(keep_versions_for=KEEP_VERSIONS_FOR)
         compacted = {

@@ -28,14 +28,19 @@ def active_generation(kb_id: int) -> Generation:
     return kb.active_generation
 
 
-def generation_search(
-    generation: Generation, *, vector: list[float] | None, text: str, k: int = 10
-) -> GenerationHits:
-    store = GenerationStore(
+def generation_store(generation: Generation) -> GenerationStore:
+    """The LanceDB table and tantivy index of one generation."""
+    return GenerationStore(
         lancedb_uri=rag_settings()["LANCEDB_URI"],
         table_name=generation.table_name,
         bm25_path=Path(generation.bm25_path),
         dimensions=generation.dimensions,
     )
+
+
+def generation_search(
+    generation: Generation, *, vector: list[float] | None, text: str, k: int = 10
+) -> GenerationHits:
+    store = generation_store(generation)
     vector_ids = [r["id"] for r in store.vectors.nearest(vector, k)] if vector is not None else []
     return GenerationHits(generation.number, vector_ids, store.bm25.search(text, k))

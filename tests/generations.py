@@ -11,9 +11,10 @@ import numpy as np
 from django.utils import timezone
 
 from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash
-from knowledge_bases.lifecycle import _store, generation_check
+from knowledge_bases.lifecycle import generation_check
 from knowledge_bases.models import Generation, KnowledgeBase
 from knowledge_bases.services import generation_create
+from search.services import generation_store
 
 S = Generation.Status
 WORDS = [
@@ -50,7 +51,7 @@ def make_generation(
 ) -> Generation:
     generation = generation_create(kb=kb)
     if rows:
-        _store(generation).write(make_rows(generation, rows))
+        generation_store(generation).write(make_rows(generation, rows))
     generation.embedder_fingerprint = "local:test"
     generation.chunk_count = rows
     generation.status = status

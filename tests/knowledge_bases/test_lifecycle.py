@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from ingestion.models import IngestionJob
 from knowledge_bases.lifecycle import (
-    _store,
     generation_check,
     generation_promote,
     generation_rollback,
@@ -19,6 +18,7 @@ from knowledge_bases.lifecycle import (
 )
 from knowledge_bases.models import Generation
 from ragstudio.errors import Conflict, NotFound
+from search.services import generation_store
 from tests.factories import make_kb, make_user
 from tests.generations import make_generation, make_rows
 
@@ -45,7 +45,7 @@ def test_a_good_ready_generation_passes_its_check(kb) -> None:
 
 def test_the_check_catches_stores_that_disagree(kb) -> None:
     broken = make_generation(kb, S.READY, checked=False)
-    _store(broken).bm25.delete_documents([0])  # one row missing from tantivy
+    generation_store(broken).bm25.delete_documents([0])  # one row missing from tantivy
     items = {i.name: i for i in generation_check(generation=broken)}
     assert not items["counts"].ok and "tantivy 5" in items["counts"].detail
     assert not items["ids"].ok and "1 only in LanceDB" in items["ids"].detail
@@ -88,7 +88,7 @@ def test_a_generation_that_failed_or_skipped_its_check_cannot_be_promoted(kb) ->
     unchecked = make_generation(kb, S.READY, checked=False)
     with pytest.raises(Conflict, match="has not been checked"):
         generation_promote(kb=kb, number=unchecked.number)
-    _store(unchecked).bm25.delete_documents([0])
+    generation_store(unchecked).bm25.delete_documents([0])
     generation_check(generation=unchecked)
     with pytest.raises(Conflict, match="did not pass its check: database 6, LanceDB 6, tantivy 5"):
         generation_promote(kb=kb, number=unchecked.number)
@@ -144,9 +144,12 @@ def test_gc_keeps_active_retention_young_and_busy_generations(kb) -> None:
         8: "active",
     }
     for generation in old[:3]:
-        assert not _store(generation).vectors.exists() and not _store(generation).bm25.exists()
+        assert (
+            not generation_store(generation).vectors.exists()
+            and not generation_store(generation).bm25.exists()
+        )
     for generation in (old[3], young, busy, active):
-        assert _store(generation).vectors.count() == 6
+        assert generation_store(generation).vectors.count() == 6
     assert generations_gc(kb=kb)["collected"] == []  # nothing more to do
 
 
@@ -168,18 +171,18 @@ def test_a_crash_between_the_database_and_the_files_is_finished_by_the_next_gc(
     doomed.refresh_from_db()
     # The database already says collected (nothing can promote or roll back to it)...
     assert doomed.status == S.COLLECTED and doomed.files_deleted_at is None
-    assert _store(doomed).vectors.exists()
+    assert generation_store(doomed).vectors.exists()
     with pytest.raises(Conflict):
         generation_rollback(kb=kb)
     # ...and the next run deletes the files it left behind.
     monkeypatch.setattr(GenerationStore, "drop", original)
     assert generations_gc(kb=kb)["files_deleted"] == [doomed.number]
-    assert not _store(doomed).vectors.exists()
+    assert not generation_store(doomed).vectors.exists()
 
 
 def test_gc_compacts_the_active_table(kb) -> None:
     active = make_generation(kb, S.ACTIVE, rows=0)
-    store = _store(active)
+    store = generation_store(active)
     for row in make_rows(active, 12):  # twelve incremental uploads of one chunk each
         store.write([row])
     assert store.vectors.fragment_count() == 12
