@@ -475,8 +475,18 @@ def jobs_reap_stale() -> dict[str, int]:
                 )
             else:
                 requeued += updated.update(status=IngestionJob.Status.QUEUED, worker="", buffered=0)
+    # Queued jobs whose generation is free and whose own task should have started by now
+    # (lost by a broker restart, or refused while the generation was busy) get a task.
+    busy = IngestionJob.objects.filter(
+        status=IngestionJob.Status.RUNNING, heartbeat_at__gte=cutoff
+    ).values("generation_id")
     queued = list(
-        IngestionJob.objects.filter(status=IngestionJob.Status.QUEUED).values_list("pk", flat=True)
+        IngestionJob.objects.filter(
+            status=IngestionJob.Status.QUEUED,
+            created_at__lt=timezone.now() - timedelta(seconds=30),
+        )
+        .exclude(generation_id__in=busy)
+        .values_list("pk", flat=True)
     )
     for job_id in queued:
         enqueue_job(job_id)

@@ -201,6 +201,7 @@ def ingestion_job_create(
     generation = generation_for_ingest(kb=kb, actor=user)
     held = Document.objects.filter(
         knowledge_base=kb,
+        jobs__kind=IngestionJob.Kind.INGEST,  # a rebuild does not index into the active one
         jobs__status__in=[IngestionJob.Status.QUEUED, IngestionJob.Status.RUNNING],
     ).values("pk")
     orphans = Document.objects.filter(knowledge_base=kb, status=Document.Status.PENDING).exclude(

@@ -233,3 +233,19 @@ def test_a_job_through_an_openai_compatible_api_counts_its_retries(kb, settings)
     assert job.total == job.embedded == job.persisted > 0
     assert generation_store(job.generation).vectors.count() == job.total
     assert all(len(r["input"]) <= 256 for r in server.requests)
+
+
+def test_the_reaper_gives_tasks_only_to_queued_jobs_that_can_run(kb, settings) -> None:
+    from django_q.models import OrmQ
+
+    waiting = upload(kb, [("a.txt", text(5))]).job
+    old = timezone.now() - timedelta(minutes=5)
+    IngestionJob.objects.filter(pk=waiting.pk).update(created_at=old)
+    assert jobs_reap_stale()["enqueued"] == 1  # a lost task: enqueued again
+    running = job_claim(job_id=waiting.pk)
+    behind = upload(kb, [("b.txt", text(6))]).job
+    IngestionJob.objects.filter(pk=behind.pk).update(created_at=old)
+    assert running is not None
+    # The generation is busy with a live job: that worker drains the queue, no new task.
+    assert jobs_reap_stale()["enqueued"] == 0
+    assert OrmQ.objects.count() == 1
