@@ -73,10 +73,13 @@ def job_claim(*, job_id: int, worker: str | None = None) -> IngestionJob | None:
     elsewhere with a live heartbeat, or its generation is busy with another job."""
     worker = worker or worker_name()
     with transaction.atomic():
-        job = IngestionJob.objects.filter(pk=job_id).first()
-        if job is None:
+        generation_id = (
+            IngestionJob.objects.filter(pk=job_id).values_list("generation_id", flat=True).first()
+        )
+        if generation_id is None:
             return None
-        Generation.objects.select_for_update().filter(pk=job.generation_id).first()
+        # The generation's row first: two jobs of one generation claim one after the other.
+        Generation.objects.select_for_update().filter(pk=generation_id).first()
         job = IngestionJob.objects.select_for_update().get(pk=job_id)
         cutoff = _stale_cutoff()
         if job.status not in (IngestionJob.Status.QUEUED, IngestionJob.Status.RUNNING):

@@ -92,6 +92,12 @@ def _confirm(
     )
 
 
+def _selected_kbs(queryset: QuerySet[Generation]) -> list[KnowledgeBase]:
+    """The knowledge bases of the selected generations, each once, by slug."""
+    kbs = {g.knowledge_base for g in queryset.select_related("knowledge_base")}
+    return sorted(kbs, key=lambda kb: kb.slug)
+
+
 @admin.register(Generation)
 class GenerationAdmin(admin.ModelAdmin):
     list_display = [
@@ -151,13 +157,13 @@ class GenerationAdmin(admin.ModelAdmin):
     def rollback(
         self, request: HttpRequest, queryset: QuerySet[Generation]
     ) -> TemplateResponse | None:
-        kbs = {g.knowledge_base for g in queryset.select_related("knowledge_base")}
+        kbs = _selected_kbs(queryset)
         page = _confirm(
             request,
             queryset,
             action="rollback",
             title="Roll back",
-            verb="roll back " + ", ".join(sorted(kb.slug for kb in kbs)),
+            verb="roll back " + ", ".join(kb.slug for kb in kbs),
             lines=[f"{kb.slug}: active {kb.active_generation}" for kb in kbs],
         )
         if page is not None:
@@ -174,13 +180,13 @@ class GenerationAdmin(admin.ModelAdmin):
     def collect(
         self, request: HttpRequest, queryset: QuerySet[Generation]
     ) -> TemplateResponse | None:
-        kbs = {g.knowledge_base for g in queryset.select_related("knowledge_base")}
+        kbs = _selected_kbs(queryset)
         page = _confirm(
             request,
             queryset,
             action="collect",
             title="Collect old generations",
-            verb="delete generations past retention for " + ", ".join(sorted(k.slug for k in kbs)),
+            verb="delete generations past retention for " + ", ".join(kb.slug for kb in kbs),
             lines=[
                 f"{kb.slug}: keeps the active one and the newest {kb.retention} archived"
                 for kb in kbs

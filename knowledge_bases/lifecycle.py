@@ -11,11 +11,9 @@ GC deletes.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from django.db import transaction
@@ -111,7 +109,7 @@ def generation_check(*, generation: Generation) -> list[CheckItem]:
             f"{generation.embedder or 'no embedder'})",
         )
     )
-    sample = store.vectors.rows(columns=["id", "text", "vector"])[:1]
+    sample = store.vectors.sample(1, columns=["id", "text", "vector"])
     if sample:
         row = sample[0]
         dims_ok = len(row["vector"]) == generation.dimensions
@@ -186,20 +184,25 @@ def _sync_documents(kb: KnowledgeBase, target: Generation, actor: Any) -> None:
     counts = Counter(
         r["document_id"] for r in generation_store(target).vectors.rows(columns=["document_id"])
     )
-    missing = []
-    for doc in Document.objects.filter(knowledge_base=kb):
+    changed: list[Document] = []
+    missing: list[Document] = []
+    for doc in Document.objects.filter(knowledge_base=kb).only(
+        "pk", "status", "chunk_count", "error_message"
+    ):
         if counts.get(doc.pk):
-            fields = {
-                "status": Document.Status.INDEXED,
-                "chunk_count": counts[doc.pk],
-                "error_message": "",
-            }
+            new = (Document.Status.INDEXED, counts[doc.pk], "")
         elif doc.status == Document.Status.FAILED:
             continue
         else:
-            fields = {"status": Document.Status.PENDING, "chunk_count": 0}
+            new = (Document.Status.PENDING, 0, doc.error_message)
             missing.append(doc)
-        Document.objects.filter(pk=doc.pk).update(**fields)
+        if (doc.status, doc.chunk_count, doc.error_message) != new:
+            doc.status, doc.chunk_count, doc.error_message = new
+            changed.append(doc)
+    # One statement per batch, and only for what changed: this runs with the KB row locked.
+    Document.objects.bulk_update(
+        changed, ["status", "chunk_count", "error_message"], batch_size=500
+    )
     if missing:
         ingestion_job_create(kb=kb, documents=missing, user=actor)
 
@@ -280,9 +283,7 @@ def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> 
         knowledge_base=kb, status=S.COLLECTED, files_deleted_at__isnull=True
     )
     for generation in pending:
-        store = generation_store(generation)
-        store.drop()
-        shutil.rmtree(Path(generation.bm25_path), ignore_errors=True)
+        generation_store(generation).drop()  # the LanceDB table and the tantivy directory
         Generation.objects.filter(pk=generation.pk).update(files_deleted_at=timezone.now())
         deleted.append(generation.number)
     compacted = None
