@@ -6,6 +6,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from ragstudio.env import env_bool, env_float, env_int, env_list, env_path, env_str
+from tests.conftest import subprocess_env
 
 
 def test_defaults_apply_when_unset() -> None:
@@ -49,21 +50,14 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_settings_refuse_bad_environment_at_startup(tmp_path: Path) -> None:
-    import os
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "RAGSTUDIO_DATA_DIR": str(tmp_path),
-        "RAGSTUDIO_STORE_BATCH_SIZE": "0",
-        "DJANGO_SETTINGS_MODULE": "ragstudio.settings",
-    }
     proc = subprocess.run(
         [sys.executable, "manage.py", "check"],
         cwd=root,
-        env=env,
+        env=subprocess_env(tmp_path, RAGSTUDIO_STORE_BATCH_SIZE="0"),
         capture_output=True,
         text=True,
         timeout=60,
