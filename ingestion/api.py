@@ -7,9 +7,10 @@ from ingestion.schemas import JobOut
 from ingestion.selectors import job_get
 from ingestion.services import ingestion_job_cancel
 from knowledge_bases.schemas import ErrorOut
+from knowledge_bases.selectors import knowledge_base_get
 
 router = Router(tags=["ingestion jobs"])
-ERRORS = {401: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
+ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
 
 @router.get("/{int:job_id}", response={200: JobOut, **ERRORS})
@@ -21,4 +22,6 @@ def get_job(request: HttpRequest, job_id: int):  # type: ignore[no-untyped-def]
 
 @router.post("/{int:job_id}/cancel", response={200: JobOut, **ERRORS})
 def cancel_job(request: HttpRequest, job_id: int):  # type: ignore[no-untyped-def]
-    return ingestion_job_cancel(job=job_get(job_id=job_id, user=request.user))
+    job = job_get(job_id=job_id, user=request.user)
+    knowledge_base_get(slug=job.knowledge_base.slug, user=request.user, change=True)
+    return ingestion_job_cancel(job=job)

@@ -360,6 +360,8 @@ def job_execute(
             if not late:
                 break
             documents = _source_documents(late)
+        if result is not None and not result.cancelled:
+            _index_vectors(job, store)
     except Exception as exc:
         log.exception("ingestion job %s failed", job.pk)
         error = str(exc) or type(exc).__name__
@@ -373,6 +375,19 @@ def job_execute(
         job.refresh_from_db()
         return job
     return _finish(job, generation, result, error)
+
+
+def _index_vectors(job: IngestionJob, store: GenerationStore) -> None:
+    """Build (or bring up to date) the ANN index once the table is past the threshold,
+    while this job still holds the generation. A failure here leaves exact search, which
+    is slower but right, so it does not fail the job."""
+    try:
+        outcome = store.vectors.ensure_vector_index(min_rows=rag_settings()["ANN_MIN_ROWS"])
+    except Exception:
+        log.exception("job %s: building the vector index failed; searches stay exact", job.pk)
+        return
+    if outcome in ("built", "updated"):
+        log.info("job %s: vector index %s (%d rows)", job.pk, outcome, store.vectors.count())
 
 
 def _finish(

@@ -26,6 +26,7 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
         "created_at",
     ]
     search_fields = ["name", "slug"]
+    filter_horizontal = ["shared_with"]
     readonly_fields = ["active_generation", "embedding_dimensions", "created_at", "updated_at"]
     prepopulated_fields = {"slug": ["name"]}
 

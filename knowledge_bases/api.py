@@ -21,7 +21,7 @@ from knowledge_bases.services import knowledge_base_create
 from ragstudio.errors import ValidationError
 
 router = Router(tags=["knowledge bases"])
-ERRORS = {401: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
+ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
 
 @router.post("", response={201: KnowledgeBaseOut, **ERRORS})
@@ -56,7 +56,7 @@ def upload_documents(  # type: ignore[no-untyped-def]
 ):
     """Upload one or many files (multipart field `files`). Accepted files are queued in
     one ingestion job (202); duplicates and rejected files are listed with reasons."""
-    kb = knowledge_base_get(slug=slug, user=request.user)
+    kb = knowledge_base_get(slug=slug, user=request.user, change=True)
     result = documents_upload(
         kb=kb,
         files=[IncomingFile(name=f.name or "upload", chunks=f.chunks()) for f in files],
@@ -89,7 +89,7 @@ def rebuild_generation(request: HttpRequest, slug: str, payload: RebuildIn):  # 
     """Build a new generation from all documents, with the KB's settings or new ones, while
     the active one keeps serving. With auto_promote it becomes active once it passes its
     check. 409 when a rebuild is already in progress."""
-    kb = knowledge_base_get(slug=slug, user=request.user)
+    kb = knowledge_base_get(slug=slug, user=request.user, change=True)
     job = generation_rebuild_start(kb=kb, user=request.user, **payload.dict())
     return Status(202, job)
 
@@ -98,18 +98,18 @@ def rebuild_generation(request: HttpRequest, slug: str, payload: RebuildIn):  # 
 def promote_generation(request: HttpRequest, slug: str, number: int):  # type: ignore[no-untyped-def]
     """Make a ready (checked) or archived generation the one searches use. 409 when the
     generation is building, failed, collected, already active, or failed its check."""
-    kb = knowledge_base_get(slug=slug, user=request.user)
+    kb = knowledge_base_get(slug=slug, user=request.user, change=True)
     return generation_promote(kb=kb, number=number, actor=request.user)
 
 
 @router.post("/{slug}/generations/rollback", response={200: GenerationOut, **ERRORS})
 def rollback_generation(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
     """One step back to the newest archived generation older than the active one."""
-    kb = knowledge_base_get(slug=slug, user=request.user)
+    kb = knowledge_base_get(slug=slug, user=request.user, change=True)
     return generation_rollback(kb=kb, actor=request.user)
 
 
 @router.post("/{slug}/generations/gc", response={200: GcOut, **ERRORS})
 def gc_generations(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
-    kb = knowledge_base_get(slug=slug, user=request.user)
+    kb = knowledge_base_get(slug=slug, user=request.user, change=True)
     return generations_gc(kb=kb, actor=request.user)

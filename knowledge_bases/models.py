@@ -20,6 +20,10 @@ class KnowledgeBase(models.Model):
         on_delete=models.SET_NULL,
         related_name="knowledge_bases",
     )
+    # Read-only access (search, documents, generations); changes stay with owner and staff.
+    shared_with = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="shared_knowledge_bases"
+    )
     embedder = models.CharField(max_length=255, default="local")
     embedding_dimensions = models.PositiveIntegerField()
     chunk_size = models.PositiveIntegerField(validators=[MinValueValidator(16)])

@@ -1,4 +1,5 @@
-"""Reads, with the access rule in one place: a KB is visible to its owner and to staff."""
+"""Reads, with the access rule in one place: a KB is readable by its owner, by the users it
+is shared with and by staff; only its owner and staff may change it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 
 from knowledge_bases.models import Document, KnowledgeBase
-from ragstudio.errors import NotFound
+from ragstudio.errors import Forbidden, NotFound
 
 
 def knowledge_bases_visible_to(user: Any) -> QuerySet[KnowledgeBase]:
@@ -16,14 +17,24 @@ def knowledge_bases_visible_to(user: Any) -> QuerySet[KnowledgeBase]:
         return qs.none()
     if user.is_staff:
         return qs
-    return qs.filter(owner=user)
+    shared = KnowledgeBase.shared_with.through.objects.filter(user=user).values("knowledgebase_id")
+    return qs.filter(Q(owner=user) | Q(pk__in=shared))
 
 
-def knowledge_base_get(*, slug: str, user: Any) -> KnowledgeBase:
+def knowledge_base_can_change(kb: KnowledgeBase, user: Any) -> bool:
+    return bool(getattr(user, "is_staff", False)) or (
+        kb.owner_id is not None and kb.owner_id == getattr(user, "pk", None)
+    )
+
+
+def knowledge_base_get(*, slug: str, user: Any, change: bool = False) -> KnowledgeBase:
+    """The KB if ``user`` may read it (and change it, with ``change=True``)."""
     kb = knowledge_bases_visible_to(user).filter(slug=slug).first()
     if kb is None:
         # The same answer whether it does not exist or belongs to someone else.
         raise NotFound(f"knowledge base {slug!r} not found")
+    if change and not knowledge_base_can_change(kb, user):
+        raise Forbidden(f"knowledge base {slug!r} is shared with you read-only")
     return kb
 
 

@@ -47,7 +47,7 @@ def kb_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
-    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
     form = UploadForm(request.POST, request.FILES)
     if not form.is_valid():
         messages.error(request, "Choose at least one file to upload.")

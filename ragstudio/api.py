@@ -13,8 +13,9 @@ from ragstudio.errors import RagStudioError
 api = NinjaAPI(
     title="RAG Studio API",
     version="1",
-    description="Knowledge bases, documents and ingestion jobs. Authenticate with "
-    "`Authorization: Bearer <token>` (create one with `manage.py api_token USER`).",
+    description="Knowledge bases, documents, ingestion jobs, generations and search. "
+    "Authenticate with `Authorization: Bearer <token>` "
+    "(create one with `manage.py api_token USER`).",
     auth=api_auth,
     urls_namespace="api",
 )
@@ -45,11 +46,13 @@ _LOCATIONS = {"body", "query", "path", "form", "file", "payload"}
 def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
     errors = []
     for err in exc.errors:
-        loc = [
-            str(p)
-            for p in err.get("loc", [])
-            if p not in ("body", "query", "path", "form", "payload")
-        ]
+        loc = [str(p) for p in err.get("loc", [])]
+        # ("body", "payload", "query") -> "query": drop where it came from and the name
+        # of the handler's body parameter, keep the field path (which may be "query").
+        if loc and loc[0] in _LOCATIONS:
+            loc = loc[1:]
+        if len(loc) > 1 and loc[0] == "payload":
+            loc = loc[1:]
         errors.append({"field": ".".join(loc) or None, "message": err.get("msg", "invalid")})
     first = errors[0] if errors else {"field": None, "message": "invalid request"}
     where = f"{first['field']}: " if first["field"] else ""
@@ -68,8 +71,10 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 def _register() -> None:
     from ingestion.api import router as jobs_router
     from knowledge_bases.api import router as kb_router
+    from search.api import router as search_router
 
     api.add_router("/kbs", kb_router)
+    api.add_router("/kbs", search_router)
     api.add_router("/jobs", jobs_router)
 
 

@@ -18,6 +18,10 @@ class ValidationError(RagStudioError):
     status_code = 422
 
 
+class Forbidden(RagStudioError):
+    status_code = 403
+
+
 class NotFound(RagStudioError):
     status_code = 404
 

@@ -168,6 +168,12 @@ RAGSTUDIO: RagStudioConfig = {
     "JOB_MAX_ATTEMPTS": env_int("RAGSTUDIO_JOB_MAX_ATTEMPTS", 3, minimum=1),
     # GC keeps archived generations younger than this whatever the retention says.
     "GC_MIN_AGE_SECONDS": env_int("RAGSTUDIO_GC_MIN_AGE_SECONDS", 3600, minimum=0),
+    # Vector search: exact below this many rows; an IVF_HNSW_SQ index from here up.
+    "ANN_MIN_ROWS": env_int("RAGSTUDIO_ANN_MIN_ROWS", 10_000, minimum=256),
+    "ANN_NPROBES": env_int("RAGSTUDIO_ANN_NPROBES", 20, minimum=1),
+    "ANN_REFINE_FACTOR": env_int("RAGSTUDIO_ANN_REFINE_FACTOR", 5, minimum=1, maximum=100),
+    # Query embeddings kept in memory per process (same text, same model: no model call).
+    "QUERY_CACHE_SIZE": env_int("RAGSTUDIO_QUERY_CACHE_SIZE", 2048, minimum=0),
 }
 
 _task_timeout = env_int("RAGSTUDIO_TASK_TIMEOUT", 6 * 3600, minimum=10)

@@ -3,16 +3,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from ragstudio.errors import NotFound
+from ragstudio.errors import Forbidden, NotFound
 
 T = TypeVar("T")
 
 
 def get_or_404(selector: Callable[..., T], **kwargs: Any) -> T:
-    """Call a selector; its NotFound (someone else's object, or none) becomes a 404 page."""
+    """Call a selector; its NotFound (someone else's object, or none) becomes a 404 page,
+    its Forbidden (read-only access to a change) a 403 page."""
     try:
         return selector(**kwargs)
     except NotFound as exc:
         raise Http404(exc.message) from None
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from None

@@ -3,12 +3,14 @@ raw-tokenized field, so upserts can delete by exact term)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ingestion.pipeline.types import EmbeddedChunk
+from search.filters import SearchFilter, metadata_tokens
 
 WRITER_HEAP_BYTES = 64 * 1024 * 1024
 
@@ -21,7 +23,18 @@ def bm25_schema() -> Any:
     builder.add_integer_field("document_id", stored=True, indexed=True, fast=True)
     builder.add_text_field("title", stored=True, tokenizer_name="en_stem")
     builder.add_text_field("text", stored=True, tokenizer_name="en_stem")
+    # Hashed metadata tokens for filters (search/filters.py), one value per token.
+    builder.add_text_field("meta_kv", stored=False, tokenizer_name="raw", index_option="basic")
     return builder.build()
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def plain_text_query(text: str) -> str:
+    """The words of ``text`` only, lower-cased: tantivy's query syntax (fields, quotes,
+    ranges, AND/OR/NOT, +/-) cannot appear, so no user text is interpreted as syntax."""
+    return " ".join(_WORD.findall(text.lower()))
 
 
 class Bm25Index:
@@ -59,6 +72,7 @@ class Bm25Index:
                         document_id=chunk.document_id,
                         title=chunk.title or "",
                         text=chunk.text,
+                        meta_kv=metadata_tokens(chunk.metadata),
                     )
                 )
             writer.commit()
@@ -103,14 +117,88 @@ class Bm25Index:
 
     def search(self, text: str, k: int = 10) -> list[str]:
         """Ids of the best BM25 matches for plain text (query syntax is not interpreted)."""
-        if not self.exists() or not text.strip():
+        return [chunk_id for chunk_id, _ in self.search_scored(text, k)]
+
+    def text_query(self, text: str) -> Any | None:
+        words = plain_text_query(text)
+        if not words:
+            return None
+        return self.index().parse_query(words, ["title", "text"])
+
+    def search_scored(
+        self, text: str, k: int = 10, *, where: SearchFilter | None = None
+    ) -> list[tuple[str, float]]:
+        """(id, BM25 score) of the best matches for plain text, title and text fields,
+        English stemming; ``where`` narrows them with term queries."""
+        import tantivy
+
+        if not self.exists() or k <= 0:
+            return []
+        query = self.text_query(text)
+        if query is None:
             return []
         index = self.index()
         index.reload()
-        query, _errors = index.parse_query_lenient(text, ["title", "text"])
+        if where is not None and not where.empty:
+            if where.impossible():
+                return []
+            narrowing = where.tantivy_query(bm25_schema())
+            assert narrowing is not None  # a non-empty filter has clauses
+            query = tantivy.Query.boolean_query(
+                [(tantivy.Occur.Must, query), (tantivy.Occur.Must, narrowing)]
+            )
         searcher = index.searcher()
-        return [searcher.doc(address)["id"][0] for _, address in searcher.search(query, k).hits]
+        return [
+            (searcher.doc(address)["id"][0], float(score))
+            for score, address in searcher.search(query, k).hits
+        ]
+
+    def snippets(self, text: str, contents: dict[str, str], max_chars: int = 240) -> dict[str, str]:
+        """An HTML-escaped fragment of each content with the query's (stemmed) terms in
+        ``<mark>``; the start of the text when no term occurs in it."""
+        import html
+
+        import tantivy
+
+        query = self.text_query(text) if self.exists() else None
+        out: dict[str, str] = {}
+        generator = None
+        if query is not None:
+            generator = tantivy.SnippetGenerator.create(
+                self.index().searcher(), query, bm25_schema(), "text"
+            )
+            generator.set_max_num_chars(max_chars)
+        for key, content in contents.items():
+            fragment = ""
+            if generator is not None:
+                snippet = generator.snippet_from_doc(tantivy.Document(text=content))
+                if snippet.highlighted():
+                    fragment = _mark(snippet.fragment(), snippet.highlighted())
+            if not fragment:
+                head = content[:max_chars]
+                fragment = html.escape(head) + ("…" if len(content) > max_chars else "")
+            out[key] = fragment
+        return out
 
     def drop(self) -> None:
         self._index = None
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _mark(fragment: str, ranges: Any) -> str:
+    """Wrap the highlighted ranges (tantivy gives UTF-8 byte offsets) in <mark>."""
+    import html
+
+    raw = fragment.encode("utf-8")
+
+    def piece(start: int, end: int) -> str:
+        return html.escape(raw[start:end].decode("utf-8", errors="ignore"))
+
+    parts: list[str] = []
+    pos = 0
+    for r in sorted(ranges, key=lambda r: r.start):
+        parts.append(piece(pos, r.start))
+        parts.append("<mark>" + piece(r.start, r.end) + "</mark>")
+        pos = r.end
+    parts.append(piece(pos, len(raw)))
+    return "".join(parts)

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ingestion.pipeline.types import EmbeddedChunk, Vector
+from search.filters import metadata_tokens
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # chunk ids are ours (hex digests); checked anyway
 
 
 def chunk_schema(dimensions: int) -> pa.Schema:
@@ -34,6 +36,8 @@ def chunk_schema(dimensions: int) -> pa.Schema:
             pa.field("page", pa.int32()),
             pa.field("token_count", pa.int32()),
             pa.field("metadata", pa.string()),
+            # Hashed (key, value) tokens of the metadata, for filters (search/filters.py).
+            pa.field("meta_kv", pa.list_(pa.string())),
             pa.field("vector", pa.list_(pa.float32(), dimensions), nullable=False),
         ]
     )
@@ -58,6 +62,7 @@ def rows_to_arrow(rows: Sequence[EmbeddedChunk], dimensions: int) -> pa.Table:
             pa.array([c.page for c in chunks], pa.int32()),
             pa.array([c.token_count for c in chunks], pa.int32()),
             pa.array([c.metadata_json() for c in chunks], pa.string()),
+            pa.array([metadata_tokens(c.metadata) for c in chunks], pa.list_(pa.string())),
             pa.FixedSizeListArray.from_arrays(pa.array(vectors, pa.float32()), dimensions),
         ],
         schema=chunk_schema(dimensions),
@@ -160,6 +165,81 @@ class LanceChunkTable:
             return []
         query = table.search(np.asarray(vector, dtype=np.float32)).distance_type("cosine")
         return list(query.select(["id", "_distance"]).limit(k).to_list())
+
+    def vector_search(
+        self,
+        vector: Vector | Sequence[float],
+        k: int,
+        *,
+        where: str | None = None,
+        exact: bool = False,
+        nprobes: int = 20,
+        refine_factor: int = 5,
+    ) -> list[tuple[str, float]]:
+        """(id, cosine similarity) of the k nearest rows meeting ``where`` (a predicate
+        built by search/filters.py). Uses the ANN index when there is one, unless
+        ``exact``; rows written after the index was built are searched exactly by LanceDB
+        and merged in."""
+        table = self.table()
+        if table is None or k <= 0:
+            return []
+        query = table.search(np.asarray(vector, dtype=np.float32)).distance_type("cosine")
+        if where:
+            query = query.where(where, prefilter=True)
+        if exact:
+            query = query.bypass_vector_index()
+        elif self.has_vector_index():
+            query = query.nprobes(nprobes).refine_factor(refine_factor)
+        rows = query.select(["id", "_distance"]).limit(k).to_arrow()
+        ids = rows.column("id").to_pylist()
+        distances = rows.column("_distance").to_pylist()
+        return [(i, 1.0 - float(d)) for i, d in zip(ids, distances, strict=True)]
+
+    def count_where(self, where: str | None) -> int:
+        table = self.table()
+        return 0 if table is None else int(table.count_rows(where))
+
+    def has_vector_index(self) -> bool:
+        table = self.table()
+        return table is not None and any(
+            "vector" in index.columns for index in table.list_indices()
+        )
+
+    def ensure_vector_index(self, *, min_rows: int) -> str:
+        """Build the IVF_HNSW_SQ index once the table has ``min_rows`` rows; fold rows
+        added since into it when they pass a tenth of the indexed ones. Returns what it did:
+        "built", "updated", "current" or "below-threshold"."""
+        from lancedb.index import IvfHnswSq
+
+        table = self.table()
+        rows = self.count()
+        if table is None or rows < min_rows:
+            return "below-threshold"
+        indices = [i for i in table.list_indices() if "vector" in i.columns]
+        if not indices:
+            table.create_index("vector", config=IvfHnswSq(distance_type="cosine"), replace=True)
+            return "built"
+        stats = table.index_stats(indices[0].name)
+        if stats is not None and stats.num_unindexed_rows * 10 > max(stats.num_indexed_rows, 1):
+            table.optimize()
+            return "updated"
+        return "current"
+
+    def fetch(self, ids: Sequence[str], columns: list[str]) -> dict[str, dict[str, Any]]:
+        """Rows by chunk id (ids are our own hex digests, checked)."""
+        table = self.table()
+        wanted = sorted({i for i in ids if _ID.match(i)})
+        if table is None or not wanted:
+            return {}
+        quoted = ", ".join(f"'{i}'" for i in wanted)
+        data = (
+            table.search()
+            .where(f"id IN ({quoted})")
+            .select(sorted({"id", *columns}))
+            .limit(len(wanted))
+            .to_arrow()
+        )
+        return {row["id"]: row for row in data.to_pylist()}
 
     def optimize(self, *, keep_versions_for: timedelta) -> None:
         """Compact small fragments and prune versions older than ``keep_versions_for``

@@ -1,0 +1,136 @@
+"""Fusing a vector ranking and a BM25 ranking into one (pure functions, no I/O).
+
+- ``rrf``: reciprocal rank fusion, sum of 1 / (k + rank); scale-free, the default.
+- ``weighted``: each engine's scores min-max scaled over its candidates, then
+  ``vector_weight * v + bm25_weight * b`` (a hit missing from one engine gets 0 there).
+- ``adaptive``: like weighted, but each query's weights follow how confident each engine
+  is (how far its best score stands above the rest of its top candidates), and a hit
+  found by one engine only is multiplied by ``single_mode_penalty``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Ranked = Sequence[tuple[str, float]]  # (chunk id, engine score), best first
+
+CONFIDENCE_DEPTH = 10
+
+
+@dataclass
+class Fused:
+    chunk_id: str
+    score: float
+    vector_score: float | None = None
+    vector_rank: int | None = None  # 1-based
+    bm25_score: float | None = None
+    bm25_rank: int | None = None
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    method: str = "rrf"
+    k: int = 60
+    vector_weight: float = 0.5
+    bm25_weight: float = 0.5
+    single_mode_penalty: float = 0.8
+
+
+def _collect(vector: Ranked, lexical: Ranked) -> dict[str, Fused]:
+    hits: dict[str, Fused] = {}
+    for rank, (chunk_id, score) in enumerate(vector, start=1):
+        hits.setdefault(chunk_id, Fused(chunk_id, 0.0))
+        hit = hits[chunk_id]
+        if hit.vector_rank is None:
+            hit.vector_score, hit.vector_rank = score, rank
+    for rank, (chunk_id, score) in enumerate(lexical, start=1):
+        hits.setdefault(chunk_id, Fused(chunk_id, 0.0))
+        hit = hits[chunk_id]
+        if hit.bm25_rank is None:
+            hit.bm25_score, hit.bm25_rank = score, rank
+    return hits
+
+
+def _sorted(hits: dict[str, Fused]) -> list[Fused]:
+    # Ties broken by the better single rank, then the id: the order is deterministic.
+    def key(h: Fused) -> tuple[float, int, str]:
+        best = min(r for r in (h.vector_rank, h.bm25_rank) if r is not None)
+        return (-h.score, best, h.chunk_id)
+
+    return sorted(hits.values(), key=key)
+
+
+def minmax(scores: Sequence[float]) -> list[float]:
+    if not scores:
+        return []
+    low, high = min(scores), max(scores)
+    if high - low <= 1e-12:
+        return [1.0 for _ in scores]
+    return [(s - low) / (high - low) for s in scores]
+
+
+def confidence(scores: Sequence[float], depth: int = CONFIDENCE_DEPTH) -> float:
+    """How far the best score stands above the mean of the top ``depth``, relative to
+    their range: near 1 for one clear winner, near 0 for a flat list (or none)."""
+    top = list(scores[:depth])
+    if len(top) < 2:
+        return 1.0 if top else 0.0
+    spread = top[0] - min(top)
+    if spread <= 1e-12:
+        return 0.0
+    return (top[0] - sum(top) / len(top)) / spread
+
+
+def rrf(vector: Ranked, lexical: Ranked, *, k: int = 60) -> list[Fused]:
+    hits = _collect(vector, lexical)
+    for hit in hits.values():
+        hit.score = sum(1.0 / (k + r) for r in (hit.vector_rank, hit.bm25_rank) if r is not None)
+    return _sorted(hits)
+
+
+def _scaled(ranked: Ranked) -> dict[str, float]:
+    ids = [chunk_id for chunk_id, _ in ranked]
+    return dict(zip(ids, minmax([score for _, score in ranked]), strict=True))
+
+
+def weighted(
+    vector: Ranked, lexical: Ranked, *, vector_weight: float, bm25_weight: float
+) -> list[Fused]:
+    hits = _collect(vector, lexical)
+    v, b = _scaled(vector), _scaled(lexical)
+    for hit in hits.values():
+        hit.score = vector_weight * v.get(hit.chunk_id, 0.0) + bm25_weight * b.get(
+            hit.chunk_id, 0.0
+        )
+    return _sorted(hits)
+
+
+def adaptive(vector: Ranked, lexical: Ranked, *, single_mode_penalty: float = 0.8) -> list[Fused]:
+    cv = confidence([s for _, s in vector])
+    cb = confidence([s for _, s in lexical])
+    total = cv + cb
+    wv, wb = (cv / total, cb / total) if total > 0 else (0.5, 0.5)
+    hits = weighted(vector, lexical, vector_weight=wv, bm25_weight=wb)
+    for hit in hits:
+        if hit.vector_rank is None or hit.bm25_rank is None:
+            hit.score *= single_mode_penalty
+    return _sorted({h.chunk_id: h for h in hits})
+
+
+def fuse(vector: Ranked, lexical: Ranked, params: FusionParams) -> list[Fused]:
+    if params.method == "rrf":
+        return rrf(vector, lexical, k=params.k)
+    if params.method == "weighted":
+        return weighted(
+            vector, lexical, vector_weight=params.vector_weight, bm25_weight=params.bm25_weight
+        )
+    if params.method == "adaptive":
+        return adaptive(vector, lexical, single_mode_penalty=params.single_mode_penalty)
+    raise ValueError(f"unknown fusion method {params.method!r}")
+
+
+def single(ranked: Ranked, *, engine: str) -> list[Fused]:
+    """One engine's ranking as fused hits (its own score, its own ranks)."""
+    if engine == "vector":
+        return [Fused(i, s, vector_score=s, vector_rank=r) for r, (i, s) in enumerate(ranked, 1)]
+    return [Fused(i, s, bm25_score=s, bm25_rank=r) for r, (i, s) in enumerate(ranked, 1)]

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+
+from search.fusion import FusionParams, adaptive, confidence, fuse, minmax, rrf, weighted
+
+VECTOR = [("a", 0.9), ("b", 0.8), ("c", 0.7)]
+LEXICAL = [("c", 12.0), ("d", 6.0), ("a", 3.0)]
+
+
+def test_rrf_sums_reciprocal_ranks_of_both_engines() -> None:
+    fused = {h.chunk_id: h for h in rrf(VECTOR, LEXICAL, k=60)}
+    assert fused["a"].score == pytest.approx(1 / 61 + 1 / 63)
+    assert fused["c"].score == pytest.approx(1 / 63 + 1 / 61)
+    assert fused["b"].score == pytest.approx(1 / 62)
+    assert fused["d"].score == pytest.approx(1 / 62)
+    assert (fused["a"].vector_rank, fused["a"].bm25_rank) == (1, 3)
+    assert fused["d"].vector_rank is None and fused["d"].bm25_score == 6.0
+
+
+def test_rrf_orders_hits_found_by_both_first_and_breaks_ties_by_best_rank() -> None:
+    order = [h.chunk_id for h in rrf(VECTOR, LEXICAL, k=60)]
+    assert order[:2] == ["a", "c"]  # equal scores: both have a rank-1 hit; id decides
+    assert set(order[2:]) == {"b", "d"}
+
+
+def test_weighted_scales_each_engine_then_weighs_them() -> None:
+    fused = {
+        h.chunk_id: h.score for h in weighted(VECTOR, LEXICAL, vector_weight=0.3, bm25_weight=0.7)
+    }
+    # vector scaled: a=1, b=0.5, c=0; bm25 scaled: c=1, d=1/3, a=0
+    assert fused["a"] == pytest.approx(0.3)
+    assert fused["c"] == pytest.approx(0.7)
+    assert fused["d"] == pytest.approx(0.7 / 3)
+    only_bm25 = [h.chunk_id for h in weighted(VECTOR, LEXICAL, vector_weight=0, bm25_weight=1)]
+    assert only_bm25[0] == "c"
+
+
+def test_adaptive_trusts_the_engine_with_a_clear_winner_and_penalises_single_mode_hits() -> None:
+    flat_vector = [("a", 0.50), ("b", 0.49), ("c", 0.48), ("d", 0.47)]
+    peaked_bm25 = [("d", 20.0), ("c", 2.0), ("b", 1.9), ("a", 1.8)]
+    assert confidence([s for _, s in peaked_bm25]) > confidence([s for _, s in flat_vector])
+    order = [h.chunk_id for h in adaptive(flat_vector, peaked_bm25)]
+    assert order[0] == "d"  # BM25's clear winner beats the vector engine's flat top
+    hits = {
+        h.chunk_id: h
+        for h in adaptive(
+            [("x", 0.9), ("y", 0.1)], [("y", 5.0), ("z", 4.0)], single_mode_penalty=0.5
+        )
+    }
+    no_penalty = {
+        h.chunk_id: h
+        for h in adaptive(
+            [("x", 0.9), ("y", 0.1)], [("y", 5.0), ("z", 4.0)], single_mode_penalty=1.0
+        )
+    }
+    assert hits["x"].score == pytest.approx(no_penalty["x"].score * 0.5)
+    assert hits["y"].score == pytest.approx(no_penalty["y"].score)
+
+
+def test_minmax_and_confidence_edge_cases() -> None:
+    assert minmax([]) == []
+    assert minmax([3.0, 3.0]) == [1.0, 1.0]
+    assert confidence([]) == 0.0 and confidence([1.0]) == 1.0 and confidence([2.0, 2.0]) == 0.0
+
+
+def test_fuse_dispatches_and_rejects_unknown_methods() -> None:
+    assert fuse(VECTOR, LEXICAL, FusionParams("rrf", k=1))[0].score == pytest.approx(1 / 2 + 1 / 4)
+    with pytest.raises(ValueError, match="unknown fusion"):
+        fuse(VECTOR, LEXICAL, FusionParams("magic"))

@@ -1,0 +1,397 @@
+"""The search API end to end: real jobs into real LanceDB + tantivy, the bundled model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from ingestion.jobs import run_job_and_queue
+from knowledge_bases.models import ApiToken, Generation, KnowledgeBase
+from search.services import generation_store, query_cache
+from tests.conftest import make_pdf
+from tests.factories import make_kb, make_user, upload
+from tests.generations import make_generation
+
+pytestmark = pytest.mark.django_db
+
+RECORDS = [
+    (
+        "photo",
+        "Photosynthesis",
+        "Plants convert sunlight into chemical energy through "
+        "photosynthesis. Chlorophyll in the chloroplasts absorbs light.",
+        {"topic": "biology", "year": 2020, "tags": ["plants", "energy"]},
+    ),
+    (
+        "neuro",
+        "Neurons",
+        "Neurons transmit electrical signals across synapses using "
+        "neurotransmitters such as dopamine.",
+        {"topic": "biology", "year": 2021},
+    ),
+    (
+        "volcano",
+        "Volcanoes",
+        "Volcanic eruptions release magma, ash and gases from beneath the crust of the earth.",
+        {"topic": "geology", "year": 2019},
+    ),
+    (
+        "hostile",
+        "Odd values",
+        "A record whose topic looks like an injection attempt, stored as plain data.",
+        {"topic": "' OR 1=1 --", "year": 2022},
+    ),
+    (
+        "tides",
+        "Tides",
+        "Ocean tides rise and fall with the gravitational pull of the moon "
+        "and the sun <b>bold</b> & more.",
+        {"topic": "geology", "year": 2020},
+    ),
+]
+
+
+def _jsonl() -> bytes:
+    lines = [
+        json.dumps({"id": rid, "title": title, "text": text, "metadata": meta})
+        for rid, title, text, meta in RECORDS
+    ]
+    return "\n".join(lines).encode()
+
+
+def _ingest(kb: KnowledgeBase, files: list[tuple[str, bytes]]) -> None:
+    result = upload(kb, files)
+    assert result.job is not None
+    run_job_and_queue(result.job.pk)
+    kb.refresh_from_db()
+
+
+@pytest.fixture
+def alice():  # type: ignore[no-untyped-def]
+    return make_user("alice")
+
+
+@pytest.fixture
+def kb(alice) -> KnowledgeBase:  # type: ignore[no-untyped-def]
+    kb = make_kb(alice, "science", chunk_size=128, chunk_overlap=0)
+    _ingest(
+        kb,
+        [
+            ("records.jsonl", _jsonl()),
+            (
+                "paper.pdf",
+                make_pdf(["Intro page.", "Mitochondria are the powerhouse of the cell."]),
+            ),
+        ],
+    )
+    assert kb.active_generation is not None
+    return kb
+
+
+def client_for(user: Any) -> Client:
+    _row, token = ApiToken.issue(user=user)
+    return Client(headers={"Authorization": f"Bearer {token}"})
+
+
+def search(client: Client, slug: str = "science", **body: Any):  # type: ignore[no-untyped-def]
+    return client.post(f"/api/kbs/{slug}/search", body, content_type="application/json")
+
+
+def titles(response) -> list[str]:  # type: ignore[no-untyped-def]
+    assert response.status_code == 200, response.content
+    return [r["citation"]["title"] for r in response.json()["results"]]
+
+
+def test_each_mode_finds_the_passage_it_should(alice, kb) -> None:
+    client = client_for(alice)
+    # Paraphrase with no shared keyword: only the vector engine can get it.
+    assert (
+        titles(search(client, query="how do green leaves turn light into food", mode="vector"))[0]
+        == "Photosynthesis"
+    )
+    assert titles(search(client, query="volcanic magma", mode="lexical"))[0] == "Volcanoes"
+    # Stemming: "eruption" finds "eruptions".
+    assert titles(search(client, query="eruption", mode="lexical")) == ["Volcanoes"]
+    for fusion in ("rrf", "weighted", "adaptive"):
+        assert (
+            titles(search(client, query="moon gravity and ocean tides", fusion=fusion))[0]
+            == "Tides"
+        )
+
+
+def test_response_carries_generation_timing_scores_and_citations(alice, kb) -> None:
+    body = search(client_for(alice), query="mitochondria powerhouse", mode="lexical").json()
+    assert body["generation"] == kb.active_generation.number and body["mode"] == "lexical"
+    assert body["took_ms"] > 0 and body["fusion"] is None
+    hit = body["results"][0]
+    assert "Mitochondria" in hit["content"]
+    assert hit["citation"]["filename"] == "paper.pdf" and hit["citation"]["page"] == 2
+    assert hit["citation"]["chunk"] >= 1 and hit["citation"]["chunks"] >= hit["citation"]["chunk"]
+    assert (
+        hit["score"] > 0
+        and hit["chunk_id"]
+        and hit["document_id"] == hit["citation"]["document_id"]
+    )
+
+
+def test_snippets_mark_stemmed_query_terms_and_escape_html(alice, kb) -> None:
+    hit = search(client_for(alice), query="tide", mode="lexical").json()["results"][0]
+    assert "<mark>tides</mark>" in hit["snippet"]
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; more" in hit["snippet"]
+    assert "<b>" not in hit["snippet"]
+    assert hit["content"].endswith("<b>bold</b> & more.")  # content stays raw
+
+
+def test_explain_reports_both_engines_and_rrf_adds_reciprocal_ranks(alice, kb) -> None:
+    body = search(
+        client_for(alice),
+        query="neurons dopamine signals",
+        explain=True,
+        fusion={"method": "rrf", "k": 10},
+    ).json()
+    top = body["results"][0]
+    assert top["citation"]["title"] == "Neurons"
+    e = top["explain"]
+    assert e["rank"] == 1 and e["vector_rank"] and e["bm25_rank"]
+    assert -1 <= e["vector_score"] <= 1 and e["bm25_score"] > 0
+    assert top["score"] == pytest.approx(1 / (10 + e["vector_rank"]) + 1 / (10 + e["bm25_rank"]))
+    scores = [r["score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_weighted_fusion_follows_its_weights(alice, kb) -> None:
+    client = client_for(alice)
+    query = "how do green leaves turn light into food"  # vector knows, BM25 barely
+    vector_only = search(
+        client,
+        query=query,
+        fusion={"method": "weighted", "vector_weight": 1, "bm25_weight": 0},
+        explain=True,
+    ).json()
+    assert vector_only["results"][0]["citation"]["title"] == "Photosynthesis"
+    for r in vector_only["results"]:
+        assert r["explain"]["vector_rank"] is not None or r["score"] == 0
+
+
+def test_pagination_pages_join_into_the_full_list(alice, kb) -> None:
+    client = client_for(alice)
+    for mode in ("vector", "lexical", "hybrid"):
+        full = [
+            r["chunk_id"]
+            for r in search(client, query="energy earth cell", mode=mode, limit=6).json()["results"]
+        ]
+        pages = []
+        for offset in (0, 2, 4):
+            pages += [
+                r["chunk_id"]
+                for r in search(
+                    client, query="energy earth cell", mode=mode, limit=2, offset=offset
+                ).json()["results"]
+            ]
+        assert pages == full, mode
+    beyond = search(client, query="energy", offset=500).json()
+    assert beyond["results"] == []
+
+
+def test_filters_by_document_and_metadata(alice, kb) -> None:
+    client = client_for(alice)
+    pdf_id = kb.documents.get(original_filename="paper.pdf").pk
+    jsonl_id = kb.documents.get(original_filename="records.jsonl").pk
+    for mode in ("vector", "lexical", "hybrid"):
+        only_pdf = search(
+            client, query="energy cell", mode=mode, filters={"document_ids": [pdf_id]}
+        ).json()["results"]
+        assert only_pdf and {r["document_id"] for r in only_pdf} == {pdf_id}, mode
+        geology = titles(
+            search(
+                client,
+                query="earth moon magma energy",
+                mode=mode,
+                filters={"metadata": {"topic": "geology"}},
+            )
+        )
+        assert set(geology) == {"Volcanoes", "Tides"}, mode
+        years = titles(
+            search(
+                client,
+                query="energy signals eruptions",
+                mode=mode,
+                filters={"metadata": {"year": {"in": [2021, 2019]}}},
+            )
+        )
+        assert set(years) == {"Neurons", "Volcanoes"}, mode
+        both = titles(
+            search(
+                client,
+                query="energy",
+                mode=mode,
+                filters={
+                    "document_ids": [jsonl_id],
+                    "metadata": {"topic": "biology", "year": 2020},
+                },
+            )
+        )
+        assert both == ["Photosynthesis"], mode
+        tagged = titles(
+            search(client, query="energy", mode=mode, filters={"metadata": {"tags": "plants"}})
+        )
+        assert tagged == ["Photosynthesis"], mode
+
+
+@pytest.mark.parametrize("value", ["' OR 1=1 --", "biology' OR '1'='1", 'x") OR true --', "%", "*"])
+def test_hostile_filter_values_match_only_themselves(alice, kb, value: str) -> None:
+    client = client_for(alice)
+    store = generation_store(kb.active_generation)
+    before = store.vectors.count(), store.bm25.count()
+    for mode in ("vector", "lexical", "hybrid"):
+        response = search(
+            client,
+            query="record injection attempt data",
+            mode=mode,
+            filters={"metadata": {"topic": value}},
+        )
+        assert response.status_code == 200, response.content
+        found = titles(response)
+        assert found == (["Odd values"] if value == "' OR 1=1 --" else []), (mode, value)
+    assert (store.vectors.count(), store.bm25.count()) == before
+
+
+@pytest.mark.parametrize("query", ['title:"unclosed AND (', "NOT OR AND", "+-~^*", "a:b:c [1 TO"])
+def test_query_syntax_is_never_interpreted(alice, kb, query: str) -> None:
+    response = search(client_for(alice), query=query, mode="lexical")
+    assert response.status_code == 200, response.content
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "query"),
+        ({"query": ""}, "query"),
+        ({"query": "x" * 2001}, "query"),
+        ({"query": "   "}, None),
+        ({"query": "x", "mode": "fuzzy"}, "mode"),
+        ({"query": "x", "limit": 0}, "limit"),
+        ({"query": "x", "limit": 101}, "limit"),
+        ({"query": "x", "offset": -1}, "offset"),
+        ({"query": "x", "generation": 0}, "generation"),
+        ({"query": "x", "generation": "latest"}, "generation"),
+        (
+            {"query": "x", "fusion": {"method": "weighted", "vector_weight": 0, "bm25_weight": 0}},
+            "fusion",
+        ),
+        ({"query": "x", "fusion": {"method": "rrf", "k": 0}}, "fusion"),
+        ({"query": "x", "filters": {"metadata": {"bad key!": 1}}}, "filters"),
+        ({"query": "x", "filters": {"metadata": {"k": {"in": []}}}}, "filters"),
+        ({"query": "x", "filters": {"metadata": {"k": {"nested": 1}}}}, "filters"),
+        ({"query": "x", "filters": {"document_ids": ["one"]}}, "filters"),
+        ({"query": "x", "filters": {"where": "1=1"}}, "filters"),
+        ({"query": "x", "lmit": 5}, "lmit"),
+    ],
+)
+def test_bad_bodies_are_422_naming_the_field(alice, kb, body, field) -> None:
+    response = search(client_for(alice), **body)
+    assert response.status_code == 422, response.content
+    detail = response.json()
+    if field:
+        assert detail["extra"]["errors"][0]["field"].startswith(field), detail
+        assert field in detail["message"]
+
+
+def test_sharing_and_tokens_decide_who_may_search(alice, kb) -> None:
+    bob, carol = make_user("bob"), make_user("carol")
+    staff = make_user("root", is_staff=True)
+    assert (
+        Client()
+        .post("/api/kbs/science/search", {"query": "x"}, content_type="application/json")
+        .status_code
+        == 401
+    )
+    bad = Client(headers={"Authorization": "Bearer rs_nope"})
+    assert search(bad, query="x").status_code == 401
+    assert search(client_for(bob), query="x").status_code == 404
+    kb.shared_with.add(bob)
+    assert search(client_for(bob), query="tides").status_code == 200
+    assert search(client_for(staff), query="tides").status_code == 200
+    assert search(client_for(carol), query="tides").status_code == 404
+    # Shared means read-only: bob can list documents, not change anything.
+    assert client_for(bob).get("/api/kbs/science/documents").status_code == 200
+    forbidden = client_for(bob).post("/api/kbs/science/generations/gc")
+    assert forbidden.status_code == 403 and "read-only" in forbidden.json()["message"]
+    assert [k["slug"] for k in client_for(bob).get("/api/kbs").json()] == ["science"]
+    # A revoked token stops working at once.
+    row, token = ApiToken.issue(user=bob)
+    row.revoked_at = row.created_at
+    row.save()
+    assert (
+        search(Client(headers={"Authorization": f"Bearer {token}"}), query="x").status_code == 401
+    )
+
+
+def test_a_kb_with_no_active_generation_is_409(alice) -> None:
+    make_kb(alice, "empty")
+    response = search(client_for(alice), "empty", query="anything")
+    assert response.status_code == 409
+    assert "no active generation" in response.json()["message"]
+
+
+def test_an_empty_generation_gives_no_results(alice) -> None:
+    kb = make_kb(alice, "hollow")
+    make_generation(kb, Generation.Status.ACTIVE, rows=0)
+    for mode in ("vector", "lexical", "hybrid"):
+        response = search(client_for(alice), "hollow", query="anything", mode=mode)
+        assert response.status_code == 200 and response.json()["results"] == [], mode
+
+
+def test_search_a_numbered_generation_side_by_side(alice, kb) -> None:
+    client = client_for(alice)
+    other = make_generation(kb, Generation.Status.READY, rows=6)
+    staged = search(client, query="protein kinase", mode="lexical", generation=other.number).json()
+    assert staged["generation"] == other.number
+    assert staged["results"] and all(
+        r["chunk_id"].startswith(f"g{other.number}c") for r in staged["results"]
+    )
+    active = search(client, query="protein kinase", mode="lexical").json()
+    assert active["generation"] == kb.active_generation.number
+    assert search(client, query="x", generation=99).status_code == 404
+    Generation.objects.filter(pk=other.pk).update(status=Generation.Status.COLLECTED)
+    gone = search(client, query="x", generation=other.number)
+    assert gone.status_code == 409 and "collected" in gone.json()["message"]
+
+
+def test_repeated_queries_skip_the_model(alice, kb) -> None:
+    client = client_for(alice)
+    cache = query_cache()
+    cache.clear()
+    first = search(client, query="chlorophyll absorbs light", mode="vector").json()
+    assert (cache.hits, cache.misses) == (0, 1)
+    again = search(client, query="chlorophyll absorbs light", mode="vector").json()
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert "embed_ms" in again["timings"]
+    assert [r["chunk_id"] for r in again["results"]] == [r["chunk_id"] for r in first["results"]]
+
+
+def test_the_search_command_prints_results_and_json(alice, kb, capsys) -> None:
+    call_command("search", "volcanic magma", kb="science", mode="lexical", limit=2)
+    out = capsys.readouterr().out
+    assert "generation 1 (lexical)" in out and "Volcanoes (records.jsonl" in out
+    assert "**Volcanic**" in out and "**magma**" in out
+    call_command("search", "volcanic magma", kb="science", json=True, limit=1)
+    body = json.loads(capsys.readouterr().out)
+    assert body["mode"] == "hybrid" and body["fusion"] == "rrf" and len(body["results"]) == 1
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no knowledge base"):
+        call_command("search", "x", kb="nope")
+    with pytest.raises(CommandError, match="query"):
+        call_command("search", "x" * 2001, kb="science")
+
+
+def test_openapi_documents_the_search_route(alice) -> None:
+    schema = client_for(alice).get("/api/openapi.json").json()
+    operation = schema["paths"]["/api/kbs/{slug}/search"]["post"]
+    assert "hybrid" in operation["description"]
+    assert {"200", "401", "404", "409", "422"} <= set(operation["responses"])
