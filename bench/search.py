@@ -1,0 +1,314 @@
+"""Search latency at 100,000 chunks through the HTTP API on a real server, and the ANN
+index's recall@10 against exact search.
+
+    .venv/bin/python bench/search.py [--chunks 100000] [--queries 200]
+
+Chunks: the SciFact chunks built by bench/quality.py (real MiniLM vectors; built first if
+its cache is missing), repeated with a little noise on the vectors until there are
+--chunks rows. They go into one active generation; the IVF_HNSW_SQ index is built as a
+job would build it. Then `manage.py runserver` serves the API and each mode is timed
+from this process over HTTP (a fresh connection per request, one request at a time), on
+SciFact claims not seen before (the server embeds them) and again (embedding cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._django import setup  # noqa: E402
+
+CACHE = ROOT / "bench" / ".cache"
+QUERIES = ROOT.parent / "shared" / "datasets" / "scifact" / "queries.jsonl"
+
+
+def source_chunks() -> object:
+    """The arrow table of bench/quality.py's chunks (built on first use)."""
+    import lancedb
+
+    dirs = sorted(CACHE.glob("quality-*-c200/data/lancedb"))
+    if not dirs:
+        print("building the SciFact index first (bench/quality.py, ~5 min)...", file=sys.stderr)
+        subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "quality.py"), "--queries", "1"], check=True
+        )
+        dirs = sorted(CACHE.glob("quality-*-c200/data/lancedb"))
+    db = lancedb.connect(str(dirs[0]))
+    name = db.list_tables().tables[0]
+    return (
+        db.open_table(name)
+        .search()
+        .select(["id", "text", "title", "vector"])
+        .limit(None)
+        .to_arrow()
+    )
+
+
+def fill(generation, source, n: int) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash
+    from knowledge_bases.models import Document
+    from search.services import generation_store
+
+    ids = source.column("id").to_pylist()
+    texts = source.column("text").to_pylist()
+    titles = source.column("title").to_pylist()
+    vectors = np.asarray(source.column("vector").to_pylist(), dtype=np.float32)
+    per_doc = 100
+    docs = Document.objects.bulk_create(
+        Document(
+            knowledge_base=generation.knowledge_base,
+            title=f"Batch {d}",
+            original_filename=f"scifact-{d:04d}.jsonl",
+            sha256=f"{d:064x}",
+            size=1,
+            content_type="application/jsonl",
+            storage_path="",
+            status=Document.Status.INDEXED,
+            chunk_count=per_doc,
+        )
+        for d in range((n + per_doc - 1) // per_doc)
+    )
+    rng = np.random.default_rng(0)
+    store = generation_store(generation)
+    batch = []
+    for i in range(n):
+        src = i % len(ids)
+        copy = i // len(ids)
+        vec = vectors[src]
+        text = texts[src]
+        if copy:
+            noise = rng.normal(size=vec.shape).astype(np.float32)
+            vec = vec + 0.3 * noise / np.linalg.norm(noise)
+            vec = vec / np.linalg.norm(vec)
+            text = f"{text} (copy {copy})"
+        chunk = Chunk(
+            id=f"c{copy}-{ids[src]}",
+            document_id=docs[i // per_doc].pk,
+            ordinal=i % per_doc,
+            text=text,
+            content_hash=content_hash(text),
+            token_count=0,
+            title=titles[src] or "",
+        )
+        batch.append(EmbeddedChunk(chunk, vec, new=True))
+        if len(batch) == 5000:
+            store.write(batch)
+            batch = []
+    store.write(batch)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def post(port: int, token: str, body: dict) -> tuple[float, dict]:
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request(
+        "POST",
+        "/api/kbs/bench/search",
+        json.dumps(body),
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status != 200:
+        raise SystemExit(f"error: HTTP {response.status}: {data[:300]!r}")
+    return elapsed, json.loads(data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    args = parser.parse_args()
+    if args.chunks < 1000 or not 10 <= args.queries <= 250:
+        parser.error("--chunks must be >= 1000 and --queries within 10..250")
+    source = source_chunks()
+    work = setup("ragstudio-bench-search-")
+    from django.contrib.auth import get_user_model
+
+    from ingestion.jobs import get_embedder
+    from knowledge_bases.models import ApiToken, Generation, KnowledgeBase
+    from knowledge_bases.services import generation_create, knowledge_base_create
+    from ragstudio.env import rag_settings
+    from search.services import generation_store
+
+    user = get_user_model().objects.create_user("bench")
+    _row, token = ApiToken.issue(user=user)
+    kb = knowledge_base_create(slug="bench", name="Bench", owner=user)
+    generation = generation_create(kb=kb)
+    started = time.perf_counter()
+    fill(generation, source, args.chunks)
+    write_s = time.perf_counter() - started
+    store = generation_store(generation)
+    started = time.perf_counter()
+    outcome = store.vectors.ensure_vector_index(min_rows=rag_settings()["ANN_MIN_ROWS"])
+    index_s = time.perf_counter() - started
+    embedder = get_embedder(kb.embedder)
+    Generation.objects.filter(pk=generation.pk).update(
+        status=Generation.Status.ACTIVE,
+        chunk_count=args.chunks,
+        embedder_fingerprint=embedder.fingerprint,
+    )
+    KnowledgeBase.objects.filter(pk=kb.pk).update(active_generation=generation)
+    print(
+        f"{args.chunks} chunks written in {write_s:.1f} s; vector index {outcome} in {index_s:.1f} s",
+        file=sys.stderr,
+    )
+
+    with open(QUERIES, encoding="utf-8") as fh:
+        claims = [json.loads(line)["text"] for line in fh][: 4 * args.queries + 20]
+    recall_rows = ann_recall(store, embedder, claims[: args.queries])
+
+    env = {**os.environ, "RAGSTUDIO_LOG_LEVEL": "WARNING"}
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{args.port}", "--noreload"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                post(args.port, token, {"query": "warm up", "mode": "hybrid"})
+                break
+            except (OSError, SystemExit):
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("error: the server did not start") from None
+                time.sleep(0.25)
+        for claim in claims[-20:]:  # warm the model and the index cache
+            post(args.port, token, {"query": claim, "mode": "hybrid"})
+        q = args.queries
+        plan = [
+            ("vector", "new queries", claims[0:q], {"mode": "vector"}),
+            ("lexical", "new queries", claims[q : 2 * q], {"mode": "lexical"}),
+            ("hybrid (rrf)", "new queries", claims[2 * q : 3 * q], {"mode": "hybrid"}),
+            ("hybrid (rrf)", "repeated", claims[2 * q : 3 * q], {"mode": "hybrid"}),
+            (
+                "hybrid (adaptive)",
+                "repeated",
+                claims[2 * q : 3 * q],
+                {"mode": "hybrid", "fusion": "adaptive"},
+            ),
+            ("vector", "repeated", claims[0:q], {"mode": "vector"}),
+        ]
+        latency_rows = []
+        for label, kind, texts, extra in plan:
+            times, server_ms, exact = [], [], False
+            parts: dict[str, list[float]] = {}
+            for text in texts:
+                elapsed, body = post(args.port, token, {"query": text, "limit": 10, **extra})
+                times.append(elapsed)
+                server_ms.append(body["took_ms"])
+                exact = exact or body["exact_vector_search"]
+                for key, value in body["timings"].items():
+                    parts.setdefault(key, []).append(value)
+            breakdown = ", ".join(
+                f"{k.removesuffix('_ms')} {statistics.median(v):.1f}" for k, v in parts.items()
+            )
+            latency_rows.append((label, kind, len(texts), times, server_ms, exact, breakdown))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        import shutil
+
+        if args.keep:
+            print(f"data directory kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\n{args.chunks:,} chunks x 384 dims, limit 10, HTTP on 127.0.0.1 (Django runserver)\n")
+    print(
+        "| mode | queries | n | p50 ms | p95 ms | server p50 ms | server p95 ms "
+        "| exact vectors | server p50 by stage (ms) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, kind, n, times, server_ms, exact, breakdown in latency_rows:
+        print(
+            f"| {label} | {kind} | {n} | {statistics.median(times):.1f} | {percentile(times, 0.95):.1f} "
+            f"| {statistics.median(server_ms):.1f} | {percentile(server_ms, 0.95):.1f} | {'yes' if exact else 'no'} | {breakdown} |"
+        )
+    print("\nANN (IVF_HNSW_SQ) against exact search, same query vectors, in process\n")
+    print("| nprobes | refine_factor | recall@10 | p50 ms | p95 ms |")
+    print("|---|---|---|---|---|")
+    for row in recall_rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def ann_recall(store, embedder, claims: list[str]) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    from ragstudio.env import rag_settings
+
+    vectors = embedder.embed_batch(claims)
+    exact_ids, exact_ms = [], []
+    for v in vectors:
+        started = time.perf_counter()
+        exact_ids.append({i for i, _ in store.vectors.vector_search(v, 10, exact=True)})
+        exact_ms.append((time.perf_counter() - started) * 1000)
+    rows = [
+        [
+            "exact",
+            "-",
+            "1.000",
+            f"{statistics.median(exact_ms):.1f}",
+            f"{percentile(exact_ms, 0.95):.1f}",
+        ]
+    ]
+    cfg = rag_settings()
+    settings = [
+        (cfg["ANN_NPROBES"], 1),
+        (cfg["ANN_NPROBES"], cfg["ANN_REFINE_FACTOR"]),
+        (cfg["ANN_NPROBES"], 10),
+    ]
+    for nprobes, refine in dict.fromkeys(settings):
+        recalls, times = [], []
+        for v, truth in zip(vectors, exact_ids, strict=True):
+            started = time.perf_counter()
+            found = {
+                i
+                for i, _ in store.vectors.vector_search(
+                    v, 10, nprobes=nprobes, refine_factor=refine
+                )
+            }
+            times.append((time.perf_counter() - started) * 1000)
+            recalls.append(len(found & truth) / 10)
+        marker = (
+            " (default)"
+            if (nprobes, refine) == (cfg["ANN_NPROBES"], cfg["ANN_REFINE_FACTOR"])
+            else ""
+        )
+        rows.append(
+            [
+                str(nprobes),
+                f"{refine}{marker}",
+                f"{statistics.mean(recalls):.3f}",
+                f"{statistics.median(times):.1f}",
+                f"{percentile(times, 0.95):.1f}",
+            ]
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    main()
