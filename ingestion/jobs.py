@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -172,6 +173,16 @@ class _Reporter(threading.Thread):
         # Set when another worker took the job over (our heartbeat was judged stale): we
         # stop at once and leave the row alone.
         self.lost = threading.Event()
+        self.started = time.monotonic()
+        self.samples: list[list[float]] = list(job.samples or [])
+        self.offset = self.samples[-1][0] if self.samples else 0.0  # a resumed job
+
+    def _sample(self, snap: ProgressSnapshot) -> None:
+        at = round(self.offset + time.monotonic() - self.started, 1)
+        self.samples.append([at, snap.embedded + snap.skipped, snap.persisted])
+        if len(self.samples) > IngestionJob.MAX_SAMPLES:
+            # Keep the whole run at half the resolution (the newest sample always stays).
+            self.samples = self.samples[-1::-2][::-1]
 
     def run(self) -> None:
         try:
@@ -208,9 +219,11 @@ class _Reporter(threading.Thread):
     @transaction.atomic
     def _write(self, snap: ProgressSnapshot, outcomes: list[DocumentOutcome]) -> tuple[bool, bool]:
         now = timezone.now()
+        self._sample(snap)
         updated = IngestionJob.objects.filter(
             pk=self.job.pk, worker=self.job.worker, status=IngestionJob.Status.RUNNING
         ).update(
+            samples=self.samples,
             total=snap.total,
             embedded=snap.embedded,
             persisted=snap.persisted,

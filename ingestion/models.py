@@ -20,6 +20,7 @@ class IngestionJob(models.Model):
         CANCELLED = "cancelled"
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    MAX_SAMPLES = 240
 
     knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="jobs")
     generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="jobs")
@@ -41,6 +42,9 @@ class IngestionJob(models.Model):
     documents_failed = models.PositiveIntegerField(default=0)
     rate = models.FloatField(default=0.0, help_text="chunks per second, recent window")
     eta_seconds = models.FloatField(null=True, blank=True)
+    # [seconds since start, embedded + skipped, persisted], one per report (thinned to at
+    # most MAX_SAMPLES over the whole run): the throughput chart on the job page.
+    samples = models.JSONField(default=list, blank=True)
 
     store_batch_size = models.PositiveIntegerField(
         validators=[MinValueValidator(1), MaxValueValidator(100_000)]

@@ -20,7 +20,7 @@ from ingestion.pipeline.types import DocumentError
 from knowledge_bases.models import Document, Generation, KnowledgeBase
 from knowledge_bases.services import generation_create, generation_for_ingest
 from ragstudio.env import rag_settings
-from ragstudio.errors import Conflict, ValidationError
+from ragstudio.errors import Conflict, NotFound, ValidationError
 
 SNIFF_BYTES = 65536
 
@@ -290,3 +290,40 @@ def generation_rebuild_start(
     if enqueue:
         transaction.on_commit(lambda: enqueue_job(job.pk))
     return job
+
+
+def document_delete(*, kb: KnowledgeBase, document_id: int) -> Document:
+    """Remove a document: its rows from the active generation's stores, its stored file,
+    its row. Refused (409) while a job of the KB is queued or running, since a job may be
+    writing to the same stores (tantivy allows one writer) or be about to read the file.
+    Archived generations keep their copy of its chunks: they are snapshots."""
+    with transaction.atomic():
+        KnowledgeBase.objects.select_for_update().filter(pk=kb.pk).first()
+        document = Document.objects.filter(knowledge_base=kb, pk=document_id).first()
+        if document is None:
+            raise NotFound(f"document {document_id} not found in {kb.slug!r}")
+        busy = IngestionJob.objects.filter(
+            knowledge_base=kb,
+            status__in=[IngestionJob.Status.QUEUED, IngestionJob.Status.RUNNING],
+        ).first()
+        if busy is not None:
+            raise Conflict(
+                f"job {busy.pk} is {busy.status}: delete documents when it has finished",
+                {"job": busy.pk},
+            )
+        kb.refresh_from_db()
+        if kb.active_generation is not None:
+            from search.services import generation_store
+
+            generation_store(kb.active_generation).delete_documents([document.pk])
+            remaining = generation_store(kb.active_generation).vectors.count()
+            Generation.objects.filter(pk=kb.active_generation.pk).update(
+                chunk_count=remaining, vector_count=remaining
+            )
+        path = document_path(document)
+        deleted_id = document.pk
+        document.delete()
+        document.pk = deleted_id
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    return document

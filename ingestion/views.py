@@ -6,26 +6,41 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from ingestion.charts import throughput_chart
+from ingestion.models import IngestionJob
 from ingestion.selectors import job_get
 from ingestion.services import ingestion_job_cancel
+from knowledge_bases.selectors import knowledge_base_can_change, knowledge_base_get
 from ragstudio.errors import Conflict
 from ragstudio.views import get_or_404
 
 
-@login_required
-def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
-    job = get_or_404(job_get, job_id=job_id, user=request.user)
+def _render(request: HttpRequest, job: IngestionJob) -> HttpResponse:
     is_htmx = bool(getattr(request, "htmx", False))  # django-htmx middleware
     template = "ingestion/_progress.html" if is_htmx else "ingestion/job.html"
-    return render(request, template, {"job": job})
+    context = {
+        "job": job,
+        "chart": throughput_chart(job.samples),
+        "can_change": knowledge_base_can_change(job.knowledge_base, request.user),
+    }
+    return render(request, template, context)
+
+
+@login_required
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    """The job page; its progress fragment for htmx polls (every second until it ends)."""
+    return _render(request, get_or_404(job_get, job_id=job_id, user=request.user))
 
 
 @login_required
 @require_POST
 def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_or_404(job_get, job_id=job_id, user=request.user)
+    get_or_404(knowledge_base_get, slug=job.knowledge_base.slug, user=request.user, change=True)
     try:
-        ingestion_job_cancel(job=job)
+        job = ingestion_job_cancel(job=job)
     except Conflict as exc:
         messages.error(request, exc.message)
+    if getattr(request, "htmx", False):
+        return _render(request, job_get(job_id=job.pk, user=request.user))
     return redirect("job-detail", job_id=job.pk)

@@ -5,7 +5,12 @@ from ninja import File, Form, Router, Status
 from ninja.files import UploadedFile
 
 from ingestion.schemas import JobOut, UploadOut
-from ingestion.services import IncomingFile, documents_upload, generation_rebuild_start
+from ingestion.services import (
+    IncomingFile,
+    document_delete,
+    documents_upload,
+    generation_rebuild_start,
+)
 from knowledge_bases.lifecycle import generation_promote, generation_rollback, generations_gc
 from knowledge_bases.schemas import (
     DocumentOut,
@@ -76,6 +81,15 @@ def upload_documents(  # type: ignore[no-untyped-def]
     if not result.accepted and not result.duplicates:
         raise ValidationError("no file was accepted", {"rejected": body["rejected"]})
     return Status(202 if result.job else 200, body)
+
+
+@router.delete("/{slug}/documents/{int:document_id}", response={204: None, **ERRORS})
+def delete_document(request: HttpRequest, slug: str, document_id: int):  # type: ignore[no-untyped-def]
+    """Delete a document and its chunks from the active generation. 409 while a job of
+    the KB is queued or running."""
+    kb = knowledge_base_get(slug=slug, user=request.user, change=True)
+    document_delete(kb=kb, document_id=document_id)
+    return Status(204, None)
 
 
 @router.get("/{slug}/generations", response={200: list[GenerationOut], **ERRORS})

@@ -36,3 +36,14 @@ class UploadForm(forms.Form):
     # Django's form metaclass moves declared fields into base_fields, so this does not
     # shadow Form.files at run time.
     files = MultipleFileField()  # type: ignore[assignment]
+
+
+class RebuildForm(forms.Form):
+    embedder = forms.CharField(
+        max_length=255, required=False, help_text="empty: the knowledge base's model"
+    )
+    chunk_size = forms.IntegerField(min_value=16, max_value=8000, required=False)
+    chunk_overlap = forms.IntegerField(min_value=0, max_value=4000, required=False)
+    auto_promote = forms.BooleanField(
+        required=False, initial=True, label="Promote when it passes its check"
+    )

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
-from knowledge_bases.models import Document, KnowledgeBase
+from knowledge_bases.models import Document, Generation, KnowledgeBase
 from ragstudio.errors import Forbidden, NotFound
 
 
@@ -39,9 +39,56 @@ def knowledge_base_get(*, slug: str, user: Any, change: bool = False) -> Knowled
 
 
 def knowledge_bases_with_stats(user: Any) -> QuerySet[KnowledgeBase]:
+    from ingestion.models import IngestionJob
+
+    last_job = IngestionJob.objects.filter(knowledge_base=OuterRef("pk")).order_by(
+        "-created_at", "-id"
+    )
     return knowledge_bases_visible_to(user).annotate(
         document_count=Count("documents", distinct=True),
         indexed_count=Count(
             "documents", filter=Q(documents__status=Document.Status.INDEXED), distinct=True
         ),
+        last_job_status=Subquery(last_job.values("status")[:1]),
+        last_job_id=Subquery(last_job.values("pk")[:1]),
+    )
+
+
+def generation_get(*, kb: KnowledgeBase, number: int) -> Generation:
+    generation = kb.generations.filter(number=number).first()
+    if generation is None:
+        raise NotFound(f"knowledge base {kb.slug!r} has no generation {number}")
+    return generation
+
+
+def generation_promote_blocker(kb: KnowledgeBase, generation: Generation) -> str:
+    """Why this generation cannot be promoted now ("" when it can): the page disables
+    the button with this reason; the service enforces the same rules."""
+    S = Generation.Status
+    if generation.status == S.ACTIVE:
+        return "already active"
+    if generation.status == S.BUILDING:
+        return "still building"
+    if generation.status == S.FAILED:
+        return "its build failed"
+    if generation.status == S.COLLECTED:
+        return "collected: its files are deleted"
+    if generation.status == S.READY and generation.check_passed is None:
+        return "not checked yet"
+    if generation.check_passed is False:
+        return "it failed its check"
+    return ""
+
+
+def generation_rollback_target(kb: KnowledgeBase) -> Generation | None:
+    """The generation a rollback would activate: the newest archived one numbered below
+    the active one."""
+    if kb.active_generation is None:
+        return None
+    return (
+        kb.generations.filter(
+            status=Generation.Status.ARCHIVED, number__lt=kb.active_generation.number
+        )
+        .order_by("-number")
+        .first()
     )

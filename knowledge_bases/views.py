@@ -1,4 +1,9 @@
+"""HTMX pages for knowledge bases, their documents and generations. Each view renders the
+whole page for a normal request and only its fragment for an htmx request."""
+
 from __future__ import annotations
+
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -6,12 +11,34 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from ingestion.services import IncomingFile, documents_upload
-from knowledge_bases.forms import KnowledgeBaseForm, UploadForm
-from knowledge_bases.selectors import knowledge_base_get, knowledge_bases_with_stats
+from ingestion.services import (
+    IncomingFile,
+    document_delete,
+    documents_upload,
+    generation_rebuild_start,
+)
+from knowledge_bases.forms import KnowledgeBaseForm, RebuildForm, UploadForm
+from knowledge_bases.lifecycle import generation_promote, generation_rollback, generations_gc
+from knowledge_bases.models import KnowledgeBase
+from knowledge_bases.selectors import (
+    generation_promote_blocker,
+    generation_rollback_target,
+    knowledge_base_can_change,
+    knowledge_base_get,
+    knowledge_bases_with_stats,
+)
 from knowledge_bases.services import knowledge_base_create
 from ragstudio.errors import RagStudioError
 from ragstudio.views import get_or_404
+
+
+def _htmx(request: HttpRequest) -> bool:
+    return bool(getattr(request, "htmx", False))
+
+
+def _form_error(form: Any, exc: RagStudioError) -> None:
+    field = exc.extra.get("field")
+    form.add_error(field if field in form.fields else None, exc.message)
 
 
 @login_required
@@ -21,26 +48,41 @@ def kb_list(request: HttpRequest) -> HttpResponse:
         try:
             kb = knowledge_base_create(owner=request.user, **form.cleaned_data)
         except RagStudioError as exc:
-            form.add_error(
-                exc.extra.get("field") if exc.extra.get("field") in form.fields else None,
-                exc.message,
-            )
+            _form_error(form, exc)
         else:
             messages.success(request, f"Created {kb.name}.")
             return redirect("kb-detail", slug=kb.slug)
+    status = 422 if request.method == "POST" else 200
     kbs = knowledge_bases_with_stats(request.user)
-    return render(request, "knowledge_bases/list.html", {"kbs": kbs, "form": form})
+    return render(request, "knowledge_bases/list.html", {"kbs": kbs, "form": form}, status=status)
+
+
+def _detail_context(request: HttpRequest, kb: KnowledgeBase) -> dict[str, Any]:
+    jobs = list(kb.jobs.select_related("generation")[:10])
+    return {
+        "kb": kb,
+        "documents": kb.documents.all()[:1000],
+        "jobs": jobs,
+        "jobs_live": any(not j.is_finished for j in jobs),
+        "can_change": knowledge_base_can_change(kb, request.user),
+        "max_upload_bytes": _max_upload_bytes(),
+    }
+
+
+def _max_upload_bytes() -> int:
+    from django.conf import settings
+
+    return int(settings.RAGSTUDIO_MAX_UPLOAD_BYTES)
 
 
 @login_required
 def kb_detail(request: HttpRequest, slug: str) -> HttpResponse:
     kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
-    context = {
-        "kb": kb,
-        "documents": kb.documents.all()[:500],
-        "jobs": kb.jobs.select_related("generation")[:20],
-        "form": UploadForm(),
-    }
+    context = _detail_context(request, kb)
+    context["form"] = UploadForm()
+    if _htmx(request):
+        # The jobs and documents fragments refresh together while a job runs.
+        return render(request, "knowledge_bases/_live.html", context)
     return render(request, "knowledge_bases/detail.html", context)
 
 
@@ -49,20 +91,25 @@ def kb_detail(request: HttpRequest, slug: str) -> HttpResponse:
 def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
     kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
     form = UploadForm(request.POST, request.FILES)
+    result = None
+    error = ""
     if not form.is_valid():
-        messages.error(request, "Choose at least one file to upload.")
-        return redirect("kb-detail", slug=kb.slug)
-    try:
-        result = documents_upload(
-            kb=kb,
-            files=[
-                IncomingFile(name=f.name, chunks=f.chunks()) for f in form.cleaned_data["files"]
-            ],
-            user=request.user,
+        error = "Choose at least one file to upload."
+    else:
+        files = [IncomingFile(name=f.name, chunks=f.chunks()) for f in form.cleaned_data["files"]]
+        try:
+            result = documents_upload(kb=kb, files=files, user=request.user)
+        except RagStudioError as exc:
+            error = exc.message
+    if _htmx(request):
+        context = {**_detail_context(request, kb), "result": result, "error": error}
+        return render(
+            request, "knowledge_bases/_upload_result.html", context, status=422 if error else 200
         )
-    except RagStudioError as exc:
-        messages.error(request, exc.message)
+    if error:
+        messages.error(request, error)
         return redirect("kb-detail", slug=kb.slug)
+    assert result is not None
     for doc in result.accepted:
         messages.success(request, f"Accepted {doc.original_filename}.")
     for name, existing in result.duplicates:
@@ -74,3 +121,123 @@ def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
     if result.job is not None:
         return redirect("job-detail", job_id=result.job.pk)
     return redirect("kb-detail", slug=kb.slug)
+
+
+@login_required
+@require_POST
+def kb_document_delete(request: HttpRequest, slug: str, document_id: int) -> HttpResponse:
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
+    try:
+        document = get_or_404(document_delete, kb=kb, document_id=document_id)
+    except RagStudioError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Deleted {document.original_filename}.")
+    if _htmx(request):
+        kb.refresh_from_db()
+        return render(request, "knowledge_bases/_live.html", _detail_context(request, kb))
+    return redirect("kb-detail", slug=kb.slug)
+
+
+# --- generations ---------------------------------------------------------------------
+
+
+def _generations_context(
+    request: HttpRequest, kb: KnowledgeBase, form: RebuildForm | None = None
+) -> dict[str, Any]:
+    kb.refresh_from_db()
+    generations = list(kb.generations.order_by("-number"))
+    rows = [{"g": g, "blocker": generation_promote_blocker(kb, g)} for g in generations]
+    target = generation_rollback_target(kb)
+    rebuilding = kb.jobs.filter(kind="rebuild", status__in=["queued", "running"]).first()
+    return {
+        "kb": kb,
+        "rows": rows,
+        "rollback_target": target,
+        "rollback_blocker": ""
+        if target
+        else (
+            "no active generation"
+            if kb.active_generation is None
+            else f"no archived generation older than #{kb.active_generation.number}"
+        ),
+        "rebuilding": rebuilding,
+        "can_change": knowledge_base_can_change(kb, request.user),
+        "form": form or RebuildForm(initial={"auto_promote": True}),
+        "live": rebuilding is not None or any(g.status == "building" for g in generations),
+    }
+
+
+def _generations_response(
+    request: HttpRequest, kb: KnowledgeBase, form: RebuildForm | None = None, status: int = 200
+) -> HttpResponse:
+    context = _generations_context(request, kb, form)
+    template = (
+        "knowledge_bases/_generations.html"
+        if _htmx(request)
+        else "knowledge_bases/generations.html"
+    )
+    return render(request, template, context, status=status)
+
+
+@login_required
+def kb_generations(request: HttpRequest, slug: str) -> HttpResponse:
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
+    return _generations_response(request, kb)
+
+
+@login_required
+@require_POST
+def kb_generation_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
+    """promote (with `number`), rollback, gc: the result is a message above the table."""
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
+    try:
+        if action == "promote":
+            number = request.POST.get("number", "")
+            if not number.isdigit():
+                raise RagStudioError("choose a generation to promote")
+            generation = generation_promote(kb=kb, number=int(number), actor=request.user)
+            messages.success(request, f"Generation #{generation.number} is active.")
+        elif action == "rollback":
+            generation = generation_rollback(kb=kb, actor=request.user)
+            messages.success(request, f"Rolled back: generation #{generation.number} is active.")
+        elif action == "gc":
+            result = generations_gc(kb=kb, actor=request.user)
+            collected = ", ".join(f"#{n}" for n in result["collected"]) or "nothing"
+            messages.success(request, f"Garbage collection: collected {collected}.")
+        else:
+            raise RagStudioError(f"unknown action {action!r}")
+    except RagStudioError as exc:
+        messages.error(request, exc.message)
+    if _htmx(request):
+        return _generations_response(request, kb)
+    return redirect("kb-generations", slug=kb.slug)
+
+
+@login_required
+@require_POST
+def kb_rebuild(request: HttpRequest, slug: str) -> HttpResponse:
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
+    form = RebuildForm(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            job = generation_rebuild_start(
+                kb=kb,
+                user=request.user,
+                embedder=data["embedder"] or None,
+                chunk_size=data["chunk_size"],
+                chunk_overlap=data["chunk_overlap"],
+                auto_promote=data["auto_promote"],
+            )
+        except RagStudioError as exc:
+            _form_error(form, exc)
+        else:
+            messages.success(
+                request,
+                f"Rebuild started: job #{job.pk} builds generation #{job.generation.number}.",
+            )
+            if _htmx(request):
+                return _generations_response(request, kb)
+            return redirect("kb-generations", slug=kb.slug)
+    return _generations_response(request, kb, form, status=422)

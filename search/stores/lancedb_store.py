@@ -209,7 +209,7 @@ class LanceChunkTable:
         """Build the IVF_HNSW_SQ index once the table has ``min_rows`` rows; fold rows
         added since into it when they pass a tenth of the indexed ones. Returns what it did:
         "built", "updated", "current" or "below-threshold"."""
-        from lancedb.index import IvfHnswSq
+        from lancedb.index import BTree, IvfHnswSq
 
         table = self.table()
         rows = self.count()
@@ -219,7 +219,7 @@ class LanceChunkTable:
         if not any("id" in i.columns for i in all_indices):
             # Fetching a page of results by id is a scan of the id column without it
             # (~40 ms at 100k rows); with it, a lookup.
-            table.create_scalar_index("id", index_type="BTREE", replace=True)
+            table.create_index("id", config=BTree(), replace=True)
         indices = [i for i in all_indices if "vector" in i.columns]
         if not indices:
             table.create_index("vector", config=IvfHnswSq(distance_type="cosine"), replace=True)

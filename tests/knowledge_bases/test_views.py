@@ -36,7 +36,7 @@ def test_create_a_kb_from_the_list_page(alice_client) -> None:
 def test_the_create_form_shows_validation_errors(alice_client) -> None:
     _user, client = alice_client
     response = client.post("/", {"name": "X", "slug": "x", "embedder": "nonsense"})
-    assert response.status_code == 200
+    assert response.status_code == 422
     assert "unknown embedder" in response.content.decode()
     response = client.post(
         "/", {"name": "X", "slug": "x", "chunk_size": "100", "chunk_overlap": "90"}
