@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from django.contrib import admin, messages
@@ -10,7 +9,7 @@ from django.template.response import TemplateResponse
 
 from knowledge_bases.lifecycle import generation_promote, generation_rollback, generations_gc
 from knowledge_bases.models import ApiToken, Document, Generation, GenerationEvent, KnowledgeBase
-from ragstudio.env import rag_settings
+from knowledge_bases.selectors import generation_size_on_disk
 from ragstudio.errors import RagStudioError
 
 
@@ -55,16 +54,6 @@ class GenerationEventInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
-
-
-def _size_on_disk(generation: Generation) -> int:
-    paths = [Path(generation.bm25_path)]
-    uri = rag_settings()["LANCEDB_URI"]
-    if "://" not in uri:
-        paths.append(Path(uri) / f"{generation.table_name}.lance")
-    return sum(
-        p.stat().st_size for root in paths if root.exists() for p in root.rglob("*") if p.is_file()
-    )
 
 
 def _confirm(
@@ -125,7 +114,7 @@ class GenerationAdmin(admin.ModelAdmin):
     def size_on_disk(self, obj: Generation) -> str:
         if obj.files_deleted_at:
             return "deleted"
-        return f"{_size_on_disk(obj) / 1e6:.1f} MB"
+        return f"{generation_size_on_disk(obj) / 1e6:.1f} MB"
 
     @admin.action(description="Promote the selected generation")
     def promote(

@@ -92,3 +92,21 @@ def generation_rollback_target(kb: KnowledgeBase) -> Generation | None:
         .order_by("-number")
         .first()
     )
+
+
+def generation_size_on_disk(generation: Generation) -> int:
+    """Bytes of the generation's tantivy directory and (local) LanceDB table; 0 when its
+    files are deleted or LanceDB is remote."""
+    from pathlib import Path
+
+    from ragstudio.env import rag_settings
+
+    if generation.files_deleted_at:
+        return 0
+    paths = [Path(generation.bm25_path)]
+    uri = rag_settings()["LANCEDB_URI"]
+    if "://" not in uri:
+        paths.append(Path(uri) / f"{generation.table_name}.lance")
+    return sum(
+        p.stat().st_size for root in paths if root.exists() for p in root.rglob("*") if p.is_file()
+    )

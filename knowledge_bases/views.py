@@ -23,6 +23,7 @@ from knowledge_bases.models import KnowledgeBase
 from knowledge_bases.selectors import (
     generation_promote_blocker,
     generation_rollback_target,
+    generation_size_on_disk,
     knowledge_base_can_change,
     knowledge_base_get,
     knowledge_bases_with_stats,
@@ -147,7 +148,14 @@ def _generations_context(
 ) -> dict[str, Any]:
     kb.refresh_from_db()
     generations = list(kb.generations.order_by("-number"))
-    rows = [{"g": g, "blocker": generation_promote_blocker(kb, g)} for g in generations]
+    rows = [
+        {
+            "g": g,
+            "blocker": generation_promote_blocker(kb, g),
+            "size": generation_size_on_disk(g),
+        }
+        for g in generations
+    ]
     target = generation_rollback_target(kb)
     rebuilding = kb.jobs.filter(kind="rebuild", status__in=["queued", "running"]).first()
     return {

@@ -261,7 +261,7 @@ def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchO
         fused = fuse(ranked, lexical, params.fusion)
     page = fused[params.offset : depth]
     fetch_started = time.perf_counter()
-    hits = _hits(kb, store, params, page)
+    hits = _hits(kb, generation, store, params, page)
     timings["fetch_ms"] = (time.perf_counter() - fetch_started) * 1000
     return SearchOutcome(
         knowledge_base=kb.slug,
@@ -279,12 +279,17 @@ ROW_COLUMNS = ["document_id", "ordinal", "text", "title", "page", "metadata"]
 
 
 def _hits(
-    kb: KnowledgeBase, store: GenerationStore, params: SearchParams, page: list[Fused]
+    kb: KnowledgeBase,
+    generation: Generation,
+    store: GenerationStore,
+    params: SearchParams,
+    page: list[Fused],
 ) -> list[SearchHit]:
     if not page:
         return []
     rows = store.vectors.fetch([h.chunk_id for h in page], ROW_COLUMNS)
     doc_ids = {int(r["document_id"]) for r in rows.values()}
+    active = kb.active_generation_id == generation.pk
     documents = {
         d.pk: d
         for d in Document.objects.filter(knowledge_base=kb, pk__in=doc_ids).only(
@@ -305,7 +310,8 @@ def _hits(
             title=(row.get("title") or (document.title if document else "")),
             filename=document.original_filename if document else "",
             chunk=int(row["ordinal"]) + 1,
-            chunks=document.chunk_count if document else 0,
+            # Document rows count the active generation's chunks only.
+            chunks=document.chunk_count if document and active else 0,
             page=row.get("page"),
         )
         explain = None

@@ -3,11 +3,6 @@ uploads against real LanceDB/tantivy directories with the real bundled model."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,53 +10,12 @@ import pytest
 from ingestion.jobs import generation_store
 from ingestion.models import IngestionJob
 from knowledge_bases.models import Document
-from tests.conftest import subprocess_env
+from tests.cluster import start_cluster as _start
+from tests.cluster import stop_cluster as _stop
+from tests.cluster import wait_for as _wait_for
 from tests.factories import make_kb, make_user, text, upload
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)  # polling database state, bounded by the deadline
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def _cluster_env(tmp_path: Path) -> dict[str, str]:
-    # The same directories the test process uses (see the autouse storage fixture).
-    return subprocess_env(
-        tmp_path / "data", RAGSTUDIO_WORKERS="2", RAGSTUDIO_HEARTBEAT_STALE_SECONDS="5"
-    )
-
-
-def _start(tmp_path: Path, name: str = "qcluster") -> subprocess.Popen:
-    log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
-        cwd=ROOT,
-        env=_cluster_env(tmp_path),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # so the whole cluster (all its processes) can be killed
-    )
-
-
-def _stop(proc: subprocess.Popen, *, kill: bool = False) -> None:
-    if proc.poll() is not None:
-        return
-    if kill:
-        os.killpg(proc.pid, signal.SIGKILL)
-    else:
-        proc.send_signal(signal.SIGTERM)  # the cluster stops its own workers
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 @pytest.fixture

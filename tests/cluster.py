@@ -1,0 +1,57 @@
+"""A real django-q2 cluster (`manage.py qcluster`) in its own process, sharing the test's
+database file, data directory and secret key."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import subprocess_env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)  # polling database state, bounded by the deadline
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def cluster_env(tmp_path: Path) -> dict[str, str]:
+    # The same directories the test process uses (see the autouse storage fixture).
+    return subprocess_env(
+        tmp_path / "data", RAGSTUDIO_WORKERS="2", RAGSTUDIO_HEARTBEAT_STALE_SECONDS="5"
+    )
+
+
+def start_cluster(tmp_path: Path, name: str = "qcluster") -> subprocess.Popen:
+    log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT,
+        env=cluster_env(tmp_path),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # so the whole cluster (all its processes) can be killed
+    )
+
+
+def stop_cluster(proc: subprocess.Popen, *, kill: bool = False) -> None:
+    if proc.poll() is not None:
+        return
+    if kill:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.send_signal(signal.SIGTERM)  # the cluster stops its own workers
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

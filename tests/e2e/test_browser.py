@@ -1,0 +1,255 @@
+"""The pages in a real headless Chromium (Debian's package, driven by Playwright), served
+by a live server, with a real django-q2 cluster running the jobs and the bundled model.
+
+Screenshots of every page go to test-artifacts/screenshots/ (CI keeps them)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+
+from knowledge_bases.models import Generation, KnowledgeBase
+from tests.cluster import start_cluster, stop_cluster, wait_for
+from tests.factories import make_user
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration, pytest.mark.e2e]
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+# Chromium as root needs --no-sandbox; the rest keeps it from reaching the internet.
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail("/usr/bin/chromium is missing: .ci/run installs Debian's chromium")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; Django's ORM, called by the
+    # test between browser steps, refuses to run beside one unless told it is safe (it is:
+    # nothing here is async, the loop only talks to the browser).
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+            yield browser
+            browser.close()
+    finally:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+@pytest.fixture
+def page(browser: Any, live_server: Any) -> Iterator[Any]:
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # hx-confirm: say yes
+    yield page
+    context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def paper(topic: str, n: int) -> bytes:
+    sentences = [
+        f"Study {i} of {topic} measured effect number {i * 7} in controlled trials."
+        for i in range(n)
+    ]
+    return " ".join(sentences).encode()
+
+
+def login(page: Any, username: str) -> None:
+    page.goto("/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "pw-" + username)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/")
+
+
+def counter(page: Any, name: str) -> int:
+    return int(page.locator(f"[data-testid={name}]").inner_text())
+
+
+def test_a_user_builds_searches_and_manages_a_knowledge_base(page: Any, tmp_path: Path) -> None:
+    # Small flushes so "persisted" visibly trails "embedded"; GC may collect at once.
+    django_settings.RAGSTUDIO = {
+        **django_settings.RAGSTUDIO,
+        "STORE_BATCH_SIZE": 16,
+        "GC_MIN_AGE_SECONDS": 0,
+    }
+    make_user("alice")
+    cluster = start_cluster(tmp_path)
+    try:
+        login(page, "alice")
+        shot(page, "01-kb-list-empty")
+
+        # Create: the form's own validation first, then a valid KB.
+        page.fill("#id_name", "Papers")
+        page.fill("#id_slug", "papers")
+        page.fill("#id_chunk_size", "64")
+        page.fill("#id_chunk_overlap", "60")
+        page.click("form.card button[type=submit]")
+        assert "chunk overlap must be between 0 and half" in page.inner_text("main")
+        shot(page, "02-kb-create-error")
+        page.fill("#id_chunk_overlap", "8")
+        page.click("form.card button[type=submit]")
+        page.wait_for_url("**/kbs/papers/")
+
+        # Upload by the picker: two papers, an in-upload duplicate and an image.
+        page.set_input_files(
+            "#id_files",
+            files=[
+                {
+                    "name": "insulin.txt",
+                    "mimeType": "text/plain",
+                    "buffer": paper("insulin resistance", 1500),
+                },
+                {
+                    "name": "sleep.txt",
+                    "mimeType": "text/plain",
+                    "buffer": paper("sleep deprivation", 600)
+                    + b" The zebrafish circadian clock was reset by blue light.",
+                },
+                {
+                    "name": "copy.txt",
+                    "mimeType": "text/plain",
+                    "buffer": paper("insulin resistance", 1500),
+                },
+                {
+                    "name": "figure.png",
+                    "mimeType": "image/png",
+                    "buffer": b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,
+                },
+            ],
+        )
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_selector("[data-testid=upload-results]")
+        results = page.inner_text("[data-testid=upload-results]")
+        assert "insulin.txt accepted" in results and "sleep.txt accepted" in results
+        assert re.search(r"copy\.txt: duplicate of 'insulin\.txt' in this upload", results)
+        assert "figure.png: unsupported file type: PNG image" in results
+        assert page.locator("[data-testid='doc-insulin.txt']").count() == 1
+        shot(page, "03-kb-uploaded")
+
+        # The job page: both counters rise live, then meet at the total.
+        page.click("[data-testid=job-link]")
+        page.wait_for_selector("#job-progress")
+        seen: list[tuple[int, int, int, str]] = []
+
+        def finished() -> bool:
+            status = page.inner_text("[data-testid=job-status]")
+            seen.append(
+                (
+                    counter(page, "embedded"),
+                    counter(page, "persisted"),
+                    counter(page, "total"),
+                    status,
+                )
+            )
+            if len(seen) == 3:
+                shot(page, "04-job-running")
+            return status in ("succeeded", "failed", "cancelled")
+
+        wait_for(finished, 180, "the job page to show the job finished")
+        embedded, persisted, total, status = seen[-1]
+        assert status == "succeeded" and embedded == persisted == total > 150
+        # Both counters were seen part-way, then at the total.
+        running = [(e, p, t) for e, p, t, s in seen if s == "running"]
+        assert any(0 < e < t for e, _p, t in running), str(seen)
+        assert any(0 < p < t for _e, p, t in running), str(seen)
+        assert all(p <= e for e, p, _t in running), str(seen)  # never written before embedded
+        assert page.locator("#job-progress").get_attribute("hx-trigger") is None  # stopped
+        assert page.locator(".chart svg polyline.embedded").count() == 1
+        shot(page, "05-job-done")
+
+        # Search, with the keyboard: type and press Enter.
+        page.goto("/kbs/papers/search/")
+        page.focus("#id_q")
+        page.keyboard.type("zebrafish circadian clock")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("[data-testid=result]")
+        first = page.locator("[data-testid=result]").first
+        assert "sleep.txt" in first.inner_text()
+        assert first.locator("mark").count() >= 2
+        shot(page, "06-search")
+
+        # Rebuild with smaller chunks; it is promoted when it passes its check.
+        page.goto("/kbs/papers/generations/")
+        assert page.locator("[data-testid=rollback]").is_disabled()
+        page.fill("#id_chunk_size", "48")
+        page.fill("#id_chunk_overlap", "4")
+        page.click("[data-testid=rebuild]")
+        page.wait_for_selector("text=Rebuild started")
+        shot(page, "07-rebuild-running")
+        kb = KnowledgeBase.objects.get(slug="papers")
+        wait_for(
+            lambda: kb.generations.filter(number=2, status="active").exists(),
+            240,
+            "generation 2 to be promoted",
+        )
+        page.reload()
+        assert page.inner_text("[data-testid=generation-2-status]") == "active"
+        assert page.inner_text("[data-testid=generation-1-status]") == "archived"
+        assert "passed" in page.inner_text("[data-testid=generation-2]")
+        shot(page, "08-generations-promoted")
+
+        # Compare the two generations side by side.
+        page.goto("/kbs/papers/search/?q=insulin+resistance+trials&mode=hybrid&compare=1")
+        assert "generation #2 and #1" in page.inner_text("[data-testid=overlap]")
+        assert page.locator("[data-testid=results-1] [data-testid=result]").count() > 0
+        shot(page, "09-search-compare")
+
+        # Roll back, promote again, then collect.
+        page.goto("/kbs/papers/generations/")
+        page.click("[data-testid=rollback]")
+        page.wait_for_selector("text=Rolled back: generation #1 is active.")
+        assert page.inner_text("[data-testid=generation-1-status]") == "active"
+        assert page.locator("[data-testid=promote-1]").is_disabled()
+        page.click("[data-testid=promote-2]")
+        page.wait_for_selector("text=Generation #2 is active.")
+        KnowledgeBase.objects.filter(slug="papers").update(retention=0)
+        page.click("[data-testid=gc]")
+        page.wait_for_selector("text=Garbage collection: collected #1.")
+        assert page.inner_text("[data-testid=generation-1-status]") == "collected"
+        assert Generation.objects.get(knowledge_base=kb, number=1).files_deleted_at is not None
+        shot(page, "10-generations-after-gc")
+
+        # A phone's width: no sideways scrolling of the page itself.
+        page.set_viewport_size({"width": 390, "height": 844})
+        for url, name in [
+            ("/kbs/papers/", "11-phone-kb"),
+            ("/kbs/papers/generations/", "12-phone-generations"),
+            ("/kbs/papers/search/?q=insulin", "13-phone-search"),
+        ]:
+            page.goto(url)
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, (url, overflow)
+            shot(page, name)
+
+        # The app's own error page.
+        page.set_viewport_size({"width": 1280, "height": 900})
+        response = page.goto("/kbs/nope/")
+        assert response.status == 404 and "404 · Not found" in page.inner_text("main")
+        shot(page, "14-not-found")
+    finally:
+        stop_cluster(cluster)
