@@ -253,3 +253,29 @@ def test_a_user_builds_searches_and_manages_a_knowledge_base(page: Any, tmp_path
         shot(page, "14-not-found")
     finally:
         stop_cluster(cluster)
+
+
+def test_files_dropped_on_the_upload_zone_are_uploaded(page: Any) -> None:
+    from tests.factories import make_kb
+
+    make_kb(make_user("dora"), "dropbox")
+    login(page, "dora")
+    page.goto("/kbs/dropbox/")
+    drop = """([text, png]) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([text], "glacier.txt", {type: "text/plain"}));
+        dt.items.add(new File([new Uint8Array(png)], "photo.png", {type: "image/png"}));
+        const zone = document.querySelector("[data-dropzone]");
+        const init = {dataTransfer: dt, bubbles: true, cancelable: true};
+        zone.dispatchEvent(new DragEvent("dragover", init));
+        zone.dispatchEvent(new DragEvent("drop", init));
+    }"""
+    png = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0, 0]
+    page.evaluate(drop, ["Glaciers carve valleys over many millennia.", png])
+    page.wait_for_selector("[data-testid=upload-results]")
+    results = page.inner_text("[data-testid=upload-results]")
+    assert "glacier.txt accepted" in results
+    assert "photo.png: unsupported file type: PNG image" in results
+    assert page.locator("[data-testid='doc-glacier.txt']").count() == 1
+    assert page.input_value("#id_files") == ""  # the picker was cleared after the upload
+    shot(page, "15-dropped-files")

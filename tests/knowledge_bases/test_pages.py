@@ -1,0 +1,250 @@
+"""The HTMX pages: each fragment for htmx requests and the whole page otherwise, forms'
+validation errors, and who may see or change what."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from ingestion.jobs import run_job_and_queue
+from ingestion.models import IngestionJob
+from knowledge_bases.models import Document, Generation, KnowledgeBase
+from search.services import generation_store
+from tests.factories import make_kb, make_user, text, upload
+from tests.generations import make_generation
+
+pytestmark = pytest.mark.django_db
+HX = {"HX-Request": "true"}
+S = Generation.Status
+
+
+def login(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def alice():  # type: ignore[no-untyped-def]
+    return make_user("alice")
+
+
+@pytest.fixture
+def indexed(alice) -> KnowledgeBase:  # type: ignore[no-untyped-def]
+    kb = make_kb(alice, "docs")
+    job = upload(kb, [("a.txt", text(12, "enzymes")), ("b.txt", text(12, "volcanoes"))]).job
+    run_job_and_queue(job.pk)
+    kb.refresh_from_db()
+    return kb
+
+
+def is_fragment(html: str, start: str) -> bool:
+    return html.lstrip().startswith(start) and "<html" not in html
+
+
+def test_kb_list_shows_counts_generation_and_last_job(alice, indexed) -> None:
+    page = login(alice).get("/").content.decode()
+    assert ">2 <small>(2 indexed)</small>" in page
+    assert f"<td>{indexed.active_generation.chunk_count}</td>" in page
+    assert "<td>#1</td>" in page and 'class="status succeeded">succeeded' in page
+
+
+def test_create_form_errors_are_shown_by_field(alice) -> None:
+    client = login(alice)
+    response = client.post("/", {"name": "", "slug": "Bad Slug!"})
+    page = response.content.decode()
+    assert response.status_code == 422
+    assert 'data-testid="error-name"' in page and 'data-testid="error-slug"' in page
+    make_kb(alice, "taken")
+    page = client.post("/", {"name": "T", "slug": "taken"}).content.decode()
+    assert "already" in page and KnowledgeBase.objects.count() == 1
+
+
+def test_kb_page_and_its_live_fragment(alice, indexed) -> None:
+    client = login(alice)
+    full = client.get("/kbs/docs/").content.decode()
+    assert "<html" in full and 'id="upload-form"' in full and 'id="kb-live"' in full
+    fragment = client.get("/kbs/docs/", headers=HX).content.decode()
+    assert is_fragment(fragment, '<div id="kb-live"') and "a.txt" in fragment
+    assert "every 2s" not in fragment  # no job running: no polling
+    upload(indexed, [("c.txt", text(5, "comets"))])  # a queued job
+    assert "every 2s" in client.get("/kbs/docs/", headers=HX).content.decode()
+
+
+def test_upload_fragment_reports_each_file(alice, indexed) -> None:
+    client = login(alice)
+    big = SimpleUploadedFile("big.txt", text(200, "everything"))
+    files = [
+        SimpleUploadedFile("new.txt", text(6, "glaciers")),
+        SimpleUploadedFile("again.txt", text(12, "enzymes")),  # same bytes as a.txt
+        SimpleUploadedFile("pic.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20),
+        big,
+    ]
+    from django.conf import settings
+
+    limit = settings.RAGSTUDIO_MAX_UPLOAD_BYTES
+    settings.RAGSTUDIO_MAX_UPLOAD_BYTES = 2000
+    try:
+        response = client.post("/kbs/docs/upload/", {"files": files}, headers=HX)
+    finally:
+        settings.RAGSTUDIO_MAX_UPLOAD_BYTES = limit
+    html = response.content.decode()
+    assert response.status_code == 200 and "<html" not in html
+    assert html.count('data-testid="accepted"') == 1 and "new.txt</strong> accepted" in html
+    assert 'data-testid="duplicate"' in html and "again.txt</strong>: duplicate of a.txt" in html
+    assert "pic.png</strong>: unsupported file type: PNG image" in html
+    assert "big.txt</strong>:" in html and "limit" in html
+    assert 'id="kb-live" hx-swap-oob="true"' in html  # the tables refresh too
+    none = client.post("/kbs/docs/upload/", {}, headers=HX)
+    assert none.status_code == 422 and "no files were uploaded" in none.content.decode()
+
+
+def test_delete_a_document_removes_its_chunks_unless_a_job_runs(alice, indexed) -> None:
+    client = login(alice)
+    doc = indexed.documents.get(original_filename="a.txt")
+    store = generation_store(indexed.active_generation)
+    before = store.vectors.count()
+    upload(indexed, [("c.txt", text(5, "comets"))])  # queued: deleting must wait
+    busy = client.post(f"/kbs/docs/documents/{doc.pk}/delete/", headers=HX).content.decode()
+    assert (
+        "delete documents when it has finished" in busy
+        and Document.objects.filter(pk=doc.pk).exists()
+    )
+    IngestionJob.objects.filter(status="queued").update(status="cancelled")
+    html = client.post(f"/kbs/docs/documents/{doc.pk}/delete/", headers=HX).content.decode()
+    assert is_fragment(html, '<div id="kb-live"') and "Deleted a.txt." in html
+    assert not Document.objects.filter(pk=doc.pk).exists()
+    assert store.vectors.count() == before - doc.chunk_count
+    assert str(doc.pk) not in {
+        str(r["document_id"]) for r in store.vectors.rows(columns=["document_id"])
+    }
+
+
+def test_generations_page_fragment_and_disabled_reasons(alice) -> None:
+    kb = make_kb(alice, "gens")
+    make_generation(kb, S.ARCHIVED)
+    make_generation(kb, S.ACTIVE)
+    make_generation(kb, S.BUILDING)
+    make_generation(kb, S.READY, checked=False)
+    client = login(alice)
+    full = client.get("/kbs/gens/generations/").content.decode()
+    assert "<html" in full and 'id="generations"' in full
+    html = client.get("/kbs/gens/generations/", headers=HX).content.decode()
+    assert is_fragment(html, '<div id="generations"')
+    assert 'title="Cannot promote: already active"' in html
+    assert 'title="Cannot promote: still building"' in html
+    assert 'title="Cannot promote: not checked yet"' in html
+    assert 'data-testid="promote-1">' in html  # archived: enabled
+    assert "Roll back to #1" in html
+    assert "every 2s" in html  # a building generation: the table polls
+
+
+def test_generation_actions_report_success_and_refusals(alice) -> None:
+    kb = make_kb(alice, "gens")
+    make_generation(kb, S.ARCHIVED)
+    make_generation(kb, S.ACTIVE)
+    client = login(alice)
+    html = client.post("/kbs/gens/generations/rollback/", headers=HX).content.decode()
+    assert "Rolled back: generation #1 is active." in html
+    html = client.post("/kbs/gens/generations/rollback/", headers=HX).content.decode()
+    assert "nothing to roll back to" in html
+    assert 'title="Cannot roll back: no archived generation older than #1"' in html
+    html = client.post(
+        "/kbs/gens/generations/promote/", {"number": "2"}, headers=HX
+    ).content.decode()
+    assert "Generation #2 is active." in html
+    html = client.post(
+        "/kbs/gens/generations/promote/", {"number": "x"}, headers=HX
+    ).content.decode()
+    assert "choose a generation to promote" in html
+    html = client.post("/kbs/gens/generations/gc/", headers=HX).content.decode()
+    assert "Garbage collection: collected nothing." in html
+    assert client.post("/kbs/gens/generations/explode/", headers=HX).status_code == 200
+    redirect = client.post("/kbs/gens/generations/rollback/")
+    assert redirect.status_code == 302 and redirect["Location"] == "/kbs/gens/generations/"
+
+
+def test_rebuild_form_validates_and_starts_a_rebuild(alice, indexed) -> None:
+    client = login(alice)
+    bad = client.post("/kbs/docs/generations/rebuild/", {"chunk_size": "5"}, headers=HX)
+    assert bad.status_code == 422 and 'data-testid="error-chunk_size"' in bad.content.decode()
+    bad = client.post(
+        "/kbs/docs/generations/rebuild/", {"chunk_size": "64", "chunk_overlap": "60"}, headers=HX
+    )
+    assert (
+        bad.status_code == 422
+        and "chunk overlap must be between 0 and half" in bad.content.decode()
+    )
+    bad = client.post("/kbs/docs/generations/rebuild/", {"embedder": "nope"}, headers=HX)
+    assert bad.status_code == 422 and "unknown embedder" in bad.content.decode()
+    ok = client.post(
+        "/kbs/docs/generations/rebuild/",
+        {"chunk_size": "48", "chunk_overlap": "4", "auto_promote": "on"},
+        headers=HX,
+    )
+    html = ok.content.decode()
+    job = IngestionJob.objects.get(kind="rebuild")
+    assert ok.status_code == 200 and f"Rebuild started: job #{job.pk} builds generation #2." in html
+    assert job.auto_promote and job.generation.chunk_size == 48
+    assert 'title="A rebuild is already running"' in html and "every 2s" in html
+
+
+def test_job_page_chart_and_htmx_cancel(alice) -> None:
+    kb = make_kb(alice, "docs")
+    job = upload(kb, [("a.txt", b"words here")]).job
+    IngestionJob.objects.filter(pk=job.pk).update(
+        status="running",
+        total=100,
+        embedded=60,
+        persisted=40,
+        buffered=20,
+        samples=[[0, 0, 0], [1, 20, 0], [2, 40, 20], [3, 60, 40]],
+    )
+    client = login(alice)
+    html = client.get(f"/jobs/{job.pk}/", headers=HX).content.decode()
+    assert 'class="fill embedded" style="width:60.00%"' in html
+    assert 'class="fill persisted" style="width:40.00%"' in html
+    assert 'class="fill buffered"' in html and 'style="width:20.00%"' in html
+    assert '<polyline class="embedded"' in html and "every 1s" in html
+    cancelled = client.post(f"/jobs/{job.pk}/cancel/", headers=HX).content.decode()
+    assert is_fragment(cancelled, '<section id="job-progress"') and "cancelling" in cancelled
+
+
+def test_other_users_get_404_and_shared_users_read_only(alice, indexed) -> None:
+    bob, carol = make_user("bob"), make_user("carol")
+    indexed.shared_with.add(bob)
+    job = indexed.jobs.first()
+    doc = indexed.documents.first()
+    reads = [
+        "/kbs/docs/",
+        "/kbs/docs/generations/",
+        "/kbs/docs/search/?q=enzymes",
+        f"/jobs/{job.pk}/",
+    ]
+    writes = [
+        "/kbs/docs/upload/",
+        f"/kbs/docs/documents/{doc.pk}/delete/",
+        "/kbs/docs/generations/rollback/",
+        "/kbs/docs/generations/gc/",
+        "/kbs/docs/generations/rebuild/",
+        f"/jobs/{job.pk}/cancel/",
+    ]
+    stranger, reader = login(carol), login(bob)
+    for url in reads + writes:
+        method = stranger.get if url in reads else stranger.post
+        response = method(url)
+        assert response.status_code == 404, url
+        assert "404 · Not found" in response.content.decode()
+    for url in reads:
+        assert reader.get(url).status_code == 200, url
+    page = reader.get("/kbs/docs/").content.decode()
+    assert 'id="upload-form"' not in page and "Delete" not in page
+    assert "Promote</button>" not in reader.get("/kbs/docs/generations/").content.decode()
+    for url in writes:
+        response = reader.post(url)
+        assert response.status_code == 403, url
+        assert "403 · Not allowed" in response.content.decode()
+    assert Document.objects.filter(pk=doc.pk).exists()
