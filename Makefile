@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install run test lint typecheck bench bench-quality bench-search clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ typecheck: install
 
 bench: install
 	$(PY) bench/ingest.py
+
+bench-quality: install
+	$(PY) bench/quality.py
+
+bench-search: install
+	$(PY) bench/search.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -63,3 +63,25 @@ def test_filtered_vector_search_returns_only_matching_rows(tmp_path: Path, where
     hits = table.vector_search(data[3].vector, 10, where=where)
     allowed = {f"r{d}" for d in (3, 5, 2400)}
     assert hits and {i for i, _ in hits} <= allowed
+
+
+@pytest.mark.django_db
+def test_a_job_that_takes_the_table_past_the_threshold_builds_the_index() -> None:
+    import json
+
+    from django.conf import settings as django_settings
+
+    from ingestion.jobs import run_job_and_queue
+    from search.services import generation_store
+    from tests.factories import make_kb, make_user, upload
+
+    django_settings.RAGSTUDIO = {**django_settings.RAGSTUDIO, "ANN_MIN_ROWS": 256}
+    kb = make_kb(make_user(), "ann")
+    small = "\n".join(json.dumps({"id": str(i), "text": f"note {i}"}) for i in range(100))
+    run_job_and_queue(upload(kb, [("a.jsonl", small.encode())]).job.pk)
+    kb.refresh_from_db()
+    store = generation_store(kb.active_generation)
+    assert store.vectors.count() == 100 and not store.vectors.has_vector_index()
+    more = "\n".join(json.dumps({"id": str(i), "text": f"entry {i}"}) for i in range(200))
+    run_job_and_queue(upload(kb, [("b.jsonl", more.encode())]).job.pk)
+    assert store.vectors.count() == 300 and store.vectors.has_vector_index()
