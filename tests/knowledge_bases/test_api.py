@@ -172,3 +172,23 @@ def test_jobs_of_other_users_are_404_and_finished_jobs_cannot_be_cancelled(
 def test_openapi_schema_documents_the_routes(alice, client_for) -> None:
     schema = client_for(alice).get("/api/openapi.json").json()
     assert {"/api/kbs", "/api/kbs/{slug}/documents", "/api/jobs/{job_id}"} <= set(schema["paths"])
+
+
+def test_delete_a_document_through_the_api(alice, client_for) -> None:
+    kb = make_kb(alice, "docs")
+    client = client_for(alice)
+    response = client.post(
+        "/api/kbs/docs/documents",
+        {"files": [SimpleUploadedFile("a.txt", text(20)), SimpleUploadedFile("b.txt", text(9))]},
+    )
+    run_job_and_queue(response.json()["job"]["id"])
+    doc_id = response.json()["accepted"][0]["id"]
+    bob = make_user("bob")
+    kb.shared_with.add(bob)
+    assert client_for(bob).delete(f"/api/kbs/docs/documents/{doc_id}").status_code == 403
+    assert client.delete(f"/api/kbs/docs/documents/{doc_id}").status_code == 204
+    assert client.delete(f"/api/kbs/docs/documents/{doc_id}").status_code == 404
+    remaining = client.get("/api/kbs/docs/documents").json()
+    assert [d["original_filename"] for d in remaining] == ["b.txt"]
+    kb.refresh_from_db()
+    assert kb.active_generation.chunk_count == remaining[0]["chunk_count"]
