@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
 from django.core.management import call_command
@@ -14,6 +16,18 @@ from django.core.management.base import BaseCommand
 
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _warm_model() -> None:
+    from ingestion.jobs import get_embedder
+    from ragstudio.env import rag_settings
+
+    spec = rag_settings()["EMBEDDER"]
+    if spec == "local":  # others may need a network or a key: leave them to first use
+        try:
+            get_embedder(spec)
+        except Exception:  # a broken model shows up in the first search's error instead
+            logging.getLogger(__name__).warning("could not preload the model", exc_info=True)
 
 
 class Command(BaseCommand):
@@ -28,6 +42,9 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _interrupt)
         worker = subprocess.Popen([sys.executable, "manage.py", "qcluster"])
+        # Load the default model in the background, so the first search does not wait for
+        # it (about 2 s); searches that come first load it themselves.
+        threading.Thread(target=_warm_model, name="warm-model", daemon=True).start()
         try:
             # Static files come from static/ through runserver (no CDN, nothing to collect).
             call_command(
