@@ -248,7 +248,7 @@ def main() -> None:
     for label, kind, n, times, server_ms, exact, breakdown in latency_rows:
         print(
             f"| {label} | {kind} | {n} | {statistics.median(times):.1f} | {percentile(times, 0.95):.1f} "
-            f"| {statistics.median(server_ms):.1f} | {percentile(server_ms, 0.95):.1f} | {'yes' if exact else 'no'} | {breakdown} |"
+            f"| {statistics.median(server_ms):.1f} | {percentile(server_ms, 0.95):.1f} | {'-' if label == 'lexical' else ('yes' if exact else 'no')} | {breakdown} |"
         )
     print("\nANN (IVF_HNSW_SQ) against exact search, same query vectors, in process\n")
     print("| nprobes | refine_factor | recall@10 | p50 ms | p95 ms |")

@@ -243,6 +243,14 @@ def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchO
     started = time.perf_counter()
     generation = search_generation_get(kb, params.generation)
     store = reader_store(generation)
+    if params.filter.metadata and not (
+        store.vectors.supports_metadata_filters() and store.bm25.supports_metadata_filters()
+    ):
+        raise Conflict(
+            f"generation {generation.number} was built before metadata filters existed: "
+            "rebuild it to filter on metadata (document filters work)",
+            {"generation": generation.number},
+        )
     depth = params.offset + params.limit
     timings: dict[str, float] = {}
     exact = True

@@ -3,6 +3,7 @@ raw-tokenized field, so upserts can delete by exact term)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Sequence
@@ -49,9 +50,21 @@ class Bm25Index:
         import tantivy
 
         if self._index is None:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._index = tantivy.Index(bm25_schema(), path=str(self.path))
+            if self.exists():
+                # Opened with the schema it was built with: an index from an older release
+                # (without the metadata field) keeps working for search and upserts.
+                self._index = tantivy.Index.open(str(self.path))
+            else:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._index = tantivy.Index(bm25_schema(), path=str(self.path))
         return self._index
+
+    def supports_metadata_filters(self) -> bool:
+        """False for an index built before metadata tokens were indexed."""
+        if not self.exists():
+            return True
+        meta = json.loads((self.path / "meta.json").read_text())
+        return any(f.get("name") == "meta_kv" for f in meta.get("schema", []))
 
     def upsert(self, rows: Sequence[EmbeddedChunk]) -> None:
         import tantivy
@@ -61,20 +74,21 @@ class Bm25Index:
         # One writer per flush: tantivy allows one writer per index across processes, and
         # holding it only for a flush lets other processes write between our flushes.
         writer = self.index().writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
+        with_metadata = self.supports_metadata_filters()
         try:
             for row in rows:
                 chunk = row.chunk
                 if not row.new:
                     writer.delete_documents_by_term("id", chunk.id)
-                writer.add_document(
-                    tantivy.Document(
-                        id=chunk.id,
-                        document_id=chunk.document_id,
-                        title=chunk.title or "",
-                        text=chunk.text,
-                        meta_kv=metadata_tokens(chunk.metadata),
-                    )
-                )
+                fields: dict[str, Any] = {
+                    "id": chunk.id,
+                    "document_id": chunk.document_id,
+                    "title": chunk.title or "",
+                    "text": chunk.text,
+                }
+                if with_metadata:
+                    fields["meta_kv"] = metadata_tokens(chunk.metadata)
+                writer.add_document(tantivy.Document(**fields))
             writer.commit()
         except BaseException:
             writer.rollback()
@@ -142,7 +156,7 @@ class Bm25Index:
         if where is not None and not where.empty:
             if where.impossible():
                 return []
-            narrowing = where.tantivy_query(bm25_schema())
+            narrowing = where.tantivy_query(index.schema)
             assert narrowing is not None  # a non-empty filter has clauses
             query = tantivy.Query.boolean_query(
                 [(tantivy.Occur.Must, query), (tantivy.Occur.Must, narrowing)]
@@ -165,7 +179,7 @@ class Bm25Index:
         generator = None
         if query is not None:
             generator = tantivy.SnippetGenerator.create(
-                self.index().searcher(), query, bm25_schema(), "text"
+                self.index().searcher(), query, self.index().schema, "text"
             )
             generator.set_max_num_chars(max_chars)
         for key, content in contents.items():

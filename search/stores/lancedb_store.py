@@ -106,15 +106,27 @@ class LanceChunkTable:
         if not rows:
             return
         if all(r.new for r in rows):
-            self.table(create=True).add(rows_to_arrow(rows, self.dimensions))
+            table = self.table(create=True)
+            table.add(self._fit(table, rows_to_arrow(rows, self.dimensions)))
         else:
             self.upsert(rows)
+
+    @staticmethod
+    def _fit(table: Any, data: pa.Table) -> pa.Table:
+        """Rows for a table from an older release lack the columns it does not have."""
+        names = set(table.schema.names)
+        extra = [name for name in data.column_names if name not in names]
+        return data.drop_columns(extra) if extra else data
+
+    def supports_metadata_filters(self) -> bool:
+        table = self.table()
+        return table is None or "meta_kv" in table.schema.names
 
     def upsert(self, rows: Sequence[EmbeddedChunk]) -> None:
         if not rows:
             return
-        data = rows_to_arrow(rows, self.dimensions)
         table = self.table(create=True)
+        data = self._fit(table, rows_to_arrow(rows, self.dimensions))
         (
             table.merge_insert("id")
             .when_matched_update_all()

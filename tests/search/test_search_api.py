@@ -395,3 +395,38 @@ def test_openapi_documents_the_search_route(alice) -> None:
     operation = schema["paths"]["/api/kbs/{slug}/search"]["post"]
     assert "hybrid" in operation["description"]
     assert {"200", "401", "404", "409", "422"} <= set(operation["responses"])
+
+
+def test_generations_from_before_metadata_tokens_keep_working(alice) -> None:
+    """Stores built by an older release (no meta_kv column or field) still take uploads
+    and answer searches; only metadata filters ask for a rebuild."""
+    import tantivy
+
+    from search.stores.lancedb_store import chunk_schema, connect
+
+    kb = make_kb(alice, "legacy")
+    generation = make_generation(kb, Generation.Status.ACTIVE, rows=0)
+    Generation.objects.filter(pk=generation.pk).update(embedder_fingerprint="")  # any model
+    schema = chunk_schema(generation.dimensions)
+    old = schema.remove(schema.get_field_index("meta_kv"))
+    connect(str(generation_store(generation).vectors.uri)).create_table(
+        generation.table_name, schema=old
+    )
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("id", stored=True, tokenizer_name="raw", index_option="basic")
+    builder.add_integer_field("document_id", stored=True, indexed=True, fast=True)
+    builder.add_text_field("title", stored=True, tokenizer_name="en_stem")
+    builder.add_text_field("text", stored=True, tokenizer_name="en_stem")
+    from pathlib import Path
+
+    Path(generation.bm25_path).mkdir(parents=True)
+    tantivy.Index(builder.build(), path=generation.bm25_path)
+
+    _ingest(kb, [("records.jsonl", _jsonl())])
+    client = client_for(alice)
+    for mode in ("vector", "lexical", "hybrid"):
+        assert "Volcanoes" in titles(search(client, "legacy", query="volcanic magma", mode=mode))
+    doc = kb.documents.get()
+    assert titles(search(client, "legacy", query="tides", filters={"document_ids": [doc.pk]}))
+    refused = search(client, "legacy", query="tides", filters={"metadata": {"topic": "geology"}})
+    assert refused.status_code == 409 and "rebuild it" in refused.json()["message"]
