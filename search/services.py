@@ -295,7 +295,11 @@ def _hits(
 ) -> list[SearchHit]:
     if not page:
         return []
-    rows = store.vectors.fetch([h.chunk_id for h in page], ROW_COLUMNS)
+    ids = [h.chunk_id for h in page]
+    rows = store.bm25.rows(ids)
+    missing = [i for i in ids if i not in rows]
+    if missing:  # an index from an older release, or a row tantivy has not got yet
+        rows.update(store.vectors.fetch(missing, ROW_COLUMNS))
     doc_ids = {int(r["document_id"]) for r in rows.values()}
     active = kb.active_generation_id == generation.pk
     documents = {

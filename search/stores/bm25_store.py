@@ -26,6 +26,11 @@ def bm25_schema() -> Any:
     builder.add_text_field("text", stored=True, tokenizer_name="en_stem")
     # Hashed metadata tokens for filters (search/filters.py), one value per token.
     builder.add_text_field("meta_kv", stored=False, tokenizer_name="raw", index_option="basic")
+    # Stored only: with them a page of results is read from here by id (sub-millisecond)
+    # instead of a LanceDB query (~5 ms at 100k rows).
+    builder.add_integer_field("ordinal", stored=True, indexed=False)
+    builder.add_integer_field("page", stored=True, indexed=False)
+    builder.add_bytes_field("metadata", stored=True, indexed=False)
     return builder.build()
 
 
@@ -59,12 +64,17 @@ class Bm25Index:
                 self._index = tantivy.Index(bm25_schema(), path=str(self.path))
         return self._index
 
+    def field_names(self) -> set[str]:
+        """The fields of the index on disk (older releases built fewer); all of today's
+        schema when there is no index yet."""
+        if not self.exists():
+            return {"meta_kv", "ordinal", "page", "metadata"}
+        meta = json.loads((self.path / "meta.json").read_text())
+        return {str(f.get("name")) for f in meta.get("schema", [])}
+
     def supports_metadata_filters(self) -> bool:
         """False for an index built before metadata tokens were indexed."""
-        if not self.exists():
-            return True
-        meta = json.loads((self.path / "meta.json").read_text())
-        return any(f.get("name") == "meta_kv" for f in meta.get("schema", []))
+        return "meta_kv" in self.field_names()
 
     def upsert(self, rows: Sequence[EmbeddedChunk]) -> None:
         import tantivy
@@ -74,7 +84,9 @@ class Bm25Index:
         # One writer per flush: tantivy allows one writer per index across processes, and
         # holding it only for a flush lets other processes write between our flushes.
         writer = self.index().writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
-        with_metadata = self.supports_metadata_filters()
+        names = self.field_names()
+        with_metadata = "meta_kv" in names
+        with_rows = "ordinal" in names
         try:
             for row in rows:
                 chunk = row.chunk
@@ -88,6 +100,11 @@ class Bm25Index:
                 }
                 if with_metadata:
                     fields["meta_kv"] = metadata_tokens(chunk.metadata)
+                if with_rows:
+                    fields["ordinal"] = chunk.ordinal
+                    if chunk.page is not None:
+                        fields["page"] = chunk.page
+                    fields["metadata"] = chunk.metadata_json().encode()
                 writer.add_document(tantivy.Document(**fields))
             writer.commit()
         except BaseException:
@@ -166,6 +183,33 @@ class Bm25Index:
             (searcher.doc(address)["id"][0], float(score))
             for score, address in searcher.search(query, k).hits
         ]
+
+    def rows(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored rows of these chunk ids (fields as in LanceDB, vectors aside); none
+        from an index of an older release that did not store them all."""
+        import tantivy
+
+        wanted = list(dict.fromkeys(ids))
+        if not wanted or not self.exists() or "ordinal" not in self.field_names():
+            return {}
+        index = self.index()
+        query = tantivy.Query.term_set_query(index.schema, "id", wanted)
+        searcher = index.searcher()
+        out: dict[str, dict[str, Any]] = {}
+        for _score, address in searcher.search(query, len(wanted) * 2, count=False).hits:
+            doc = searcher.doc(address).to_dict()
+            page = doc.get("page") or [None]
+            metadata = doc.get("metadata") or [b"{}"]
+            out[doc["id"][0]] = {
+                "id": doc["id"][0],
+                "document_id": doc["document_id"][0],
+                "ordinal": (doc.get("ordinal") or [0])[0],
+                "text": doc["text"][0],
+                "title": (doc.get("title") or [""])[0],
+                "page": page[0],
+                "metadata": bytes(metadata[0]).decode(),
+            }
+        return out
 
     def snippets(self, text: str, contents: dict[str, str], max_chars: int = 240) -> dict[str, str]:
         """An HTML-escaped fragment of each content with the query's (stemmed) terms in

@@ -69,3 +69,20 @@ def test_rows_known_to_be_new_are_appended_and_others_upserted(tmp_path) -> None
     store.write([_row(1, i, f"text {i}") for i in range(3)])
     assert store.vectors.count() == store.bm25.count() == 3
     assert store.vectors.ids() == store.bm25.ids()
+
+
+def test_tantivy_rows_by_id_match_lancedb_rows(tmp_path) -> None:
+    store = _store(tmp_path)
+    rows = [_row(1, 0, "alpha one"), _row(1, 1, "beta two"), _row(2, 3, "gamma three")]
+    paged = EmbeddedChunk(
+        Chunk("p-1", 9, 0, "on a page", content_hash("on a page"), 3, page=7, metadata={"a": [1]}),
+        np.ones(4, dtype=np.float32),
+    )
+    store.write([*rows, paged])
+    ids = ["2-3", "p-1", "1-0", "nope"]
+    columns = ["document_id", "ordinal", "text", "title", "page", "metadata"]
+    from_lance = store.vectors.fetch(ids, columns)
+    from_tantivy = store.bm25.rows(ids)
+    assert set(from_tantivy) == set(from_lance) == {"2-3", "p-1", "1-0"}
+    for chunk_id, row in from_lance.items():
+        assert {k: from_tantivy[chunk_id][k] for k in row} == row
