@@ -63,6 +63,7 @@ def _detail_context(request: HttpRequest, kb: KnowledgeBase) -> dict[str, Any]:
     return {
         "kb": kb,
         "documents": kb.documents.all()[:1000],
+        "document_count": kb.documents.count(),
         "jobs": jobs,
         "jobs_live": any(not j.is_finished for j in jobs),
         "can_change": knowledge_base_can_change(kb, request.user),

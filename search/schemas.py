@@ -110,5 +110,8 @@ class SearchOut(Schema):
     fusion: str | None
     took_ms: float
     timings: dict[str, float]
-    exact_vector_search: bool
+    exact_vector_search: bool | None = Field(
+        description="Whether vectors were compared exactly (no ANN index, or a selective "
+        "filter); null when no vector search ran."
+    )
     results: list[SearchResultOut]

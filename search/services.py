@@ -133,7 +133,7 @@ class SearchOutcome:
     results: list[SearchHit]
     took_ms: float
     timings: dict[str, float]
-    exact_vector_search: bool
+    exact_vector_search: bool | None  # None: no vector search ran (lexical, or no hits)
 
 
 def search_generation_get(kb: KnowledgeBase, number: int | None) -> Generation:
@@ -253,7 +253,7 @@ def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchO
         )
     depth = params.offset + params.limit
     timings: dict[str, float] = {}
-    exact = True
+    exact: bool | None = None
     if params.filter.impossible():
         fused: list[Fused] = []
     elif params.mode == "vector":

@@ -126,7 +126,7 @@ def test_each_mode_finds_the_passage_it_should(alice, kb) -> None:
 def test_response_carries_generation_timing_scores_and_citations(alice, kb) -> None:
     body = search(client_for(alice), query="mitochondria powerhouse", mode="lexical").json()
     assert body["generation"] == kb.active_generation.number and body["mode"] == "lexical"
-    assert body["took_ms"] > 0 and body["fusion"] is None
+    assert body["took_ms"] > 0 and body["fusion"] is None and body["exact_vector_search"] is None
     hit = body["results"][0]
     assert "Mitochondria" in hit["content"]
     assert hit["citation"]["filename"] == "paper.pdf" and hit["citation"]["page"] == 2
