@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
+from playwright.sync_api import expect
 
 from knowledge_bases.models import Generation, KnowledgeBase
 from tests.cluster import start_cluster, stop_cluster, wait_for
@@ -83,7 +84,8 @@ def login(page: Any, username: str) -> None:
     page.fill("#id_username", username)
     page.fill("#id_password", "pw-" + username)
     page.click("button[type=submit]")
-    page.wait_for_url("**/")
+    # Not wait_for_url("**/"): the login page's own URL ends with "/" too.
+    page.wait_for_selector("[data-testid=kb-table]")
 
 
 def counter(page: Any, name: str) -> int:
@@ -109,7 +111,8 @@ def test_a_user_builds_searches_and_manages_a_knowledge_base(page: Any, tmp_path
         page.fill("#id_chunk_size", "64")
         page.fill("#id_chunk_overlap", "60")
         page.click("form.card button[type=submit]")
-        assert "chunk overlap must be between 0 and half" in page.inner_text("main")
+        # expect() waits for the page the click loads; inner_text() could read the old one.
+        expect(page.locator("main")).to_contain_text("chunk overlap must be between 0 and half")
         shot(page, "02-kb-create-error")
         page.fill("#id_chunk_overlap", "8")
         page.click("form.card button[type=submit]")
@@ -279,5 +282,5 @@ def test_files_dropped_on_the_upload_zone_are_uploaded(page: Any) -> None:
     assert "glacier.txt accepted" in results
     assert "photo.png: unsupported file type: PNG image" in results
     assert page.locator("[data-testid='doc-glacier.txt']").count() == 1
-    assert page.input_value("#id_files") == ""  # the picker was cleared after the upload
+    expect(page.locator("#id_files")).to_have_value("")  # the picker was cleared after the upload
     shot(page, "15-dropped-files")
