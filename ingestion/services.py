@@ -315,8 +315,9 @@ def document_delete(*, kb: KnowledgeBase, document_id: int) -> Document:
         if kb.active_generation is not None:
             from search.services import generation_store
 
-            generation_store(kb.active_generation).delete_documents([document.pk])
-            remaining = generation_store(kb.active_generation).vectors.count()
+            store = generation_store(kb.active_generation)
+            store.delete_documents([document.pk])
+            remaining = store.vectors.count()
             Generation.objects.filter(pk=kb.active_generation.pk).update(
                 chunk_count=remaining, vector_count=remaining
             )

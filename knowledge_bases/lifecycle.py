@@ -118,8 +118,8 @@ def generation_check(*, generation: Generation) -> list[CheckItem]:
                 "dimensions", dims_ok, f"{len(row['vector'])} (expected {generation.dimensions})"
             )
         )
-        nearest = store.vectors.nearest(row["vector"], k=1)
-        vector_ok = bool(nearest) and nearest[0]["id"] == row["id"]
+        nearest = store.vectors.vector_search(row["vector"], 1)
+        vector_ok = bool(nearest) and nearest[0][0] == row["id"]
         # Does BM25 match the row at all? Its own words, deep enough that near-duplicate
         # chunks ranked above it do not hide it.
         words = [w for w in row["text"].split() if w.isalnum()][:30]

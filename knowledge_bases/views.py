@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -67,14 +68,8 @@ def _detail_context(request: HttpRequest, kb: KnowledgeBase) -> dict[str, Any]:
         "jobs": jobs,
         "jobs_live": any(not j.is_finished for j in jobs),
         "can_change": knowledge_base_can_change(kb, request.user),
-        "max_upload_bytes": _max_upload_bytes(),
+        "max_upload_bytes": settings.RAGSTUDIO_MAX_UPLOAD_BYTES,
     }
-
-
-def _max_upload_bytes() -> int:
-    from django.conf import settings
-
-    return int(settings.RAGSTUDIO_MAX_UPLOAD_BYTES)
 
 
 @login_required

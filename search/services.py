@@ -75,14 +75,14 @@ def generation_search(
     generation: Generation, *, vector: list[float] | None, text: str, k: int = 10
 ) -> GenerationHits:
     store = generation_store(generation)
-    vector_ids = [r["id"] for r in store.vectors.nearest(vector, k)] if vector is not None else []
+    vector_ids = []
+    if vector is not None:
+        vector_ids = [chunk_id for chunk_id, _ in store.vectors.vector_search(vector, k)]
     return GenerationHits(generation.number, vector_ids, store.bm25.search(text, k))
 
 
 # --- the search service -------------------------------------------------------------
 
-MODES = ("vector", "lexical", "hybrid")
-FUSIONS = ("rrf", "weighted", "adaptive")
 # Hybrid asks each engine for a deeper pool than the page, so fusion has something to
 # reorder: at least this many, or twice the depth of the page.
 HYBRID_MIN_POOL = 50
@@ -136,6 +136,15 @@ class SearchOutcome:
     exact_vector_search: bool | None  # None: no vector search ran (lexical, or no hits)
 
 
+# Generations that have their files: everything but failed and collected ones.
+SEARCHABLE_STATUSES = (
+    Generation.Status.ACTIVE,
+    Generation.Status.READY,
+    Generation.Status.ARCHIVED,
+    Generation.Status.BUILDING,
+)
+
+
 def search_generation_get(kb: KnowledgeBase, number: int | None) -> Generation:
     """The generation a search reads: the active one, or a numbered one that still has
     its files (building, ready, active or archived)."""
@@ -144,7 +153,7 @@ def search_generation_get(kb: KnowledgeBase, number: int | None) -> Generation:
     generation = Generation.objects.filter(knowledge_base=kb, number=number).first()
     if generation is None:
         raise NotFound(f"knowledge base {kb.slug!r} has no generation {number}")
-    if generation.status in (Generation.Status.COLLECTED, Generation.Status.FAILED):
+    if generation.status not in SEARCHABLE_STATUSES:
         raise Conflict(
             f"generation {number} is {generation.status}: it cannot be searched",
             {"generation": number, "status": generation.status},

@@ -8,27 +8,24 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from knowledge_bases.models import Generation
 from knowledge_bases.selectors import knowledge_base_get
 from ragstudio.errors import RagStudioError
 from ragstudio.views import get_or_404
 from search.forms import SearchForm
 from search.fusion import FusionParams
-from search.services import SearchOutcome, SearchParams, knowledge_base_search
-
-SEARCHABLE = [
-    Generation.Status.ACTIVE,
-    Generation.Status.READY,
-    Generation.Status.ARCHIVED,
-    Generation.Status.BUILDING,
-]
+from search.services import (
+    SEARCHABLE_STATUSES,
+    SearchOutcome,
+    SearchParams,
+    knowledge_base_search,
+)
 
 
 @login_required
 def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
     kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
     numbers = list(
-        kb.generations.filter(status__in=SEARCHABLE)
+        kb.generations.filter(status__in=SEARCHABLE_STATUSES)
         .order_by("-number")
         .values_list("number", flat=True)
     )

@@ -34,6 +34,9 @@ def bm25_schema() -> Any:
     return builder.build()
 
 
+# Fields added after the first release; an index built before lacks them (see field_names).
+LATER_FIELDS = frozenset({"meta_kv", "ordinal", "page", "metadata"})
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -47,6 +50,7 @@ class Bm25Index:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._index: Any = None
+        self._fields: frozenset[str] | None = None  # of the index on disk, once it exists
 
     def exists(self) -> bool:
         return (self.path / "meta.json").exists()
@@ -64,13 +68,15 @@ class Bm25Index:
                 self._index = tantivy.Index(bm25_schema(), path=str(self.path))
         return self._index
 
-    def field_names(self) -> set[str]:
-        """The fields of the index on disk (older releases built fewer); all of today's
-        schema when there is no index yet."""
-        if not self.exists():
-            return {"meta_kv", "ordinal", "page", "metadata"}
-        meta = json.loads((self.path / "meta.json").read_text())
-        return {str(f.get("name")) for f in meta.get("schema", [])}
+    def field_names(self) -> frozenset[str]:
+        """The fields of the index on disk (older releases built fewer; an index's schema
+        never changes, so it is read once); today's when there is no index yet."""
+        if self._fields is None:
+            if not self.exists():
+                return LATER_FIELDS
+            meta = json.loads((self.path / "meta.json").read_text())
+            self._fields = frozenset(str(f.get("name")) for f in meta.get("schema", []))
+        return self._fields
 
     def supports_metadata_filters(self) -> bool:
         """False for an index built before metadata tokens were indexed."""
@@ -240,6 +246,7 @@ class Bm25Index:
 
     def drop(self) -> None:
         self._index = None
+        self._fields = None
         shutil.rmtree(self.path, ignore_errors=True)
 
 

@@ -154,10 +154,9 @@ class LanceChunkTable:
         wanted = sorted({h for h in hashes if _HEX.match(h)})
         if table is None or not wanted:
             return {}
-        quoted = ", ".join(f"'{h}'" for h in wanted)
         result = (
             table.search()
-            .where(f"content_hash IN ({quoted})")
+            .where(f"content_hash IN ({_quoted(wanted)})")
             .select(["content_hash", "vector"])
             .limit(len(wanted) * 4 + 16)
             .to_arrow()
@@ -169,14 +168,6 @@ class LanceChunkTable:
             if h not in found:
                 found[h] = np.asarray(vectors[i].as_py(), dtype=np.float32)
         return found
-
-    def nearest(self, vector: Vector | Sequence[float], k: int = 10) -> list[dict[str, Any]]:
-        """Exact cosine search (no index yet): ids and distances of the k nearest rows."""
-        table = self.table()
-        if table is None:
-            return []
-        query = table.search(np.asarray(vector, dtype=np.float32)).distance_type("cosine")
-        return list(query.select(["id", "_distance"]).limit(k).to_list())
 
     def vector_search(
         self,
@@ -191,7 +182,7 @@ class LanceChunkTable:
         """(id, cosine similarity) of the k nearest rows meeting ``where`` (a predicate
         built by search/filters.py). Uses the ANN index when there is one, unless
         ``exact``; rows written after the index was built are searched exactly by LanceDB
-        and merged in."""
+        and merged in. (nprobes and refine_factor are ignored by a table with no index.)"""
         table = self.table()
         if table is None or k <= 0:
             return []
@@ -200,7 +191,7 @@ class LanceChunkTable:
             query = query.where(where, prefilter=True)
         if exact:
             query = query.bypass_vector_index()
-        elif self.has_vector_index():
+        else:
             query = query.nprobes(nprobes).refine_factor(refine_factor)
         rows = query.select(["id", "_distance"]).limit(k).to_arrow()
         ids = rows.column("id").to_pylist()
@@ -248,10 +239,9 @@ class LanceChunkTable:
         wanted = sorted({i for i in ids if _ID.match(i)})
         if table is None or not wanted:
             return {}
-        quoted = ", ".join(f"'{i}'" for i in wanted)
         data = (
             table.search()
-            .where(f"id IN ({quoted})")
+            .where(f"id IN ({_quoted(wanted)})")
             .select(sorted({"id", *columns}))
             .limit(len(wanted))
             .to_arrow()
@@ -290,6 +280,11 @@ class LanceChunkTable:
         self._table = None
         with contextlib.suppress(ValueError):  # already gone
             self._db.drop_table(self.table_name)
+
+
+def _quoted(values: Sequence[str]) -> str:
+    """A SQL list of values already checked against _HEX or _ID (nothing to escape)."""
+    return ", ".join(f"'{v}'" for v in values)
 
 
 def metadata_of(row: dict[str, Any]) -> dict[str, Any]:
