@@ -35,10 +35,10 @@ def main() -> None:
     try:
         from django.contrib.auth import get_user_model
 
-        from bench.swap import flip_generations, start_probe, stop_probe
         from knowledge_bases.models import Generation
         from knowledge_bases.services import knowledge_base_create
-        from tests.generations import make_generation
+        from ragstudio.testing.generations import make_generation
+        from ragstudio.testing.swap import flip_generations, start_probe, stop_probe
 
         S = Generation.Status
         user = get_user_model().objects.create_user("bench")

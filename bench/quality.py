@@ -158,9 +158,11 @@ def main() -> None:
 
 
 def evaluate(queries: dict[str, str], qrels: dict) -> dict:
+    from knowledge_bases.engines import generation_store
     from knowledge_bases.models import KnowledgeBase
     from search.fusion import FusionParams, fuse
-    from search.services import SearchParams, _lexical_ranking, _vector_ranking, generation_store
+    from search.results import SearchParams
+    from search.services import lexical_ranking, vector_ranking
 
     kb = KnowledgeBase.objects.get(slug="quality")
     generation = kb.active_generation
@@ -177,8 +179,8 @@ def evaluate(queries: dict[str, str], qrels: dict) -> dict:
     for qid, text in queries.items():
         params = SearchParams(query=text, limit=POOL)
         timings: dict[str, float] = {}
-        vector, _exact = _vector_ranking(generation, store, params, POOL, timings)
-        lexical = _lexical_ranking(store, params, POOL, timings)
+        vector, _exact = vector_ranking(generation, store, params, POOL, timings)
+        lexical = lexical_ranking(store, params, POOL, timings)
         rankings = {
             "vector": [i for i, _ in vector],
             "lexical": [i for i, _ in lexical],

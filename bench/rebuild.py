@@ -39,9 +39,10 @@ def main() -> None:
     try:
         from django.contrib.auth import get_user_model
 
-        from ingestion.jobs import get_embedder, run_job_and_queue
+        from ingestion.jobs import run_job_and_queue
         from ingestion.models import IngestionJob
         from ingestion.services import IncomingFile, documents_upload, generation_rebuild_start
+        from knowledge_bases.engines import embedder_get
         from knowledge_bases.services import knowledge_base_create
 
         with open(args.corpus) as fh:
@@ -57,7 +58,7 @@ def main() -> None:
         kb = knowledge_base_create(
             slug="bench", name="Bench", owner=user, chunk_size=args.chunk_size
         )
-        get_embedder(kb.embedder)  # load the model outside the timings
+        embedder_get(kb.embedder)  # load the model outside the timings
 
         job = documents_upload(kb=kb, files=files, user=user, enqueue=False).job
         assert job is not None

@@ -58,8 +58,8 @@ def fill(generation, source, n: int) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
 
     from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash
+    from knowledge_bases.engines import generation_store
     from knowledge_bases.models import Document
-    from search.services import generation_store
 
     ids = source.column("id").to_pylist()
     texts = source.column("text").to_pylist()
@@ -147,11 +147,11 @@ def main() -> None:
     work = setup("ragstudio-bench-search-")
     from django.contrib.auth import get_user_model
 
-    from ingestion.jobs import get_embedder
+    from knowledge_bases.engines import embedder_get, generation_store
+    from knowledge_bases.lifecycle import generation_create
     from knowledge_bases.models import ApiToken, Generation, KnowledgeBase
-    from knowledge_bases.services import generation_create, knowledge_base_create
+    from knowledge_bases.services import knowledge_base_create
     from ragstudio.env import rag_settings
-    from search.services import generation_store
 
     user = get_user_model().objects.create_user("bench")
     _row, token = ApiToken.issue(user=user)
@@ -164,7 +164,7 @@ def main() -> None:
     started = time.perf_counter()
     outcome = store.vectors.ensure_vector_index(min_rows=rag_settings()["ANN_MIN_ROWS"])
     index_s = time.perf_counter() - started
-    embedder = get_embedder(kb.embedder)
+    embedder = embedder_get(kb.embedder)
     Generation.objects.filter(pk=generation.pk).update(
         status=Generation.Status.ACTIVE,
         chunk_count=args.chunks,

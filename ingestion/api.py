@@ -6,8 +6,8 @@ from ninja import Router
 from ingestion.schemas import JobOut
 from ingestion.selectors import job_get
 from ingestion.services import ingestion_job_cancel
-from knowledge_bases.schemas import ErrorOut
 from knowledge_bases.selectors import knowledge_base_get
+from ragstudio.schemas import ErrorOut
 
 router = Router(tags=["ingestion jobs"])
 ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class IngestionConfig(AppConfig):
@@ -6,8 +7,6 @@ class IngestionConfig(AppConfig):
     verbose_name = "Ingestion"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_migrate
-
-        from ingestion.tasks import ensure_schedules
+        from ingestion.schedules import ensure_schedules  # app modules load after the registry
 
         post_migrate.connect(ensure_schedules, sender=self)

@@ -11,9 +11,26 @@ from typing import Any
 
 from ingestion.jobs import job_claim, job_execute
 from ingestion.models import IngestionJob
-from ingestion.progress_line import progress_line
 from ingestion.services import ingestion_job_cancel
 from ragstudio.errors import RagStudioError
+from ragstudio.formatting import clock
+
+
+def progress_line(job: IngestionJob) -> str:
+    parts = [
+        f"embedded {job.ready}/{job.total}",
+        f"persisted {job.persisted}",
+        f"buffer {job.buffered}",
+        f"{job.rate:.0f} chunks/s",
+        f"ETA {clock(job.eta_seconds)}",
+    ]
+    if job.skipped:
+        parts.insert(3, f"reused {job.skipped}")
+    if job.retries:
+        parts.append(f"retries {job.retries}")
+    if job.errors:
+        parts.append(f"errors {job.errors}")
+    return " | ".join(parts)
 
 
 class ProgressPrinter:

@@ -5,6 +5,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from knowledge_bases.models import Document, Generation, KnowledgeBase
+from ragstudio.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
 
 
 class IngestionJob(models.Model):
@@ -19,6 +20,8 @@ class IngestionJob(models.Model):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
+    # The statuses of a job that holds its documents and may still write to its generation.
+    LIVE = (Status.QUEUED, Status.RUNNING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
     MAX_SAMPLES = 240
 
@@ -47,10 +50,16 @@ class IngestionJob(models.Model):
     samples = models.JSONField(default=list, blank=True)
 
     store_batch_size = models.PositiveIntegerField(
-        validators=[MinValueValidator(1), MaxValueValidator(100_000)]
+        validators=[
+            MinValueValidator(STORE_BATCH_SIZE.low),
+            MaxValueValidator(STORE_BATCH_SIZE.high),
+        ]
     )
     embed_batch_size = models.PositiveIntegerField(
-        validators=[MinValueValidator(1), MaxValueValidator(2048)]
+        validators=[
+            MinValueValidator(EMBED_BATCH_SIZE.low),
+            MaxValueValidator(EMBED_BATCH_SIZE.high),
+        ]
     )
 
     auto_promote = models.BooleanField(

@@ -12,12 +12,11 @@ from ingestion.selectors import job_get
 from ingestion.services import ingestion_job_cancel
 from knowledge_bases.selectors import knowledge_base_can_change, knowledge_base_get
 from ragstudio.errors import Conflict
-from ragstudio.views import get_or_404
+from ragstudio.views import get_or_404, is_htmx
 
 
 def _render(request: HttpRequest, job: IngestionJob) -> HttpResponse:
-    is_htmx = bool(getattr(request, "htmx", False))  # django-htmx middleware
-    template = "ingestion/_progress.html" if is_htmx else "ingestion/job.html"
+    template = "ingestion/_progress.html" if is_htmx(request) else "ingestion/job.html"
     context = {
         "job": job,
         "chart": throughput_chart(job.samples),
@@ -41,6 +40,6 @@ def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
         job = ingestion_job_cancel(job=job)
     except Conflict as exc:
         messages.error(request, exc.message)
-    if getattr(request, "htmx", False):
+    if is_htmx(request):
         return _render(request, job_get(job_id=job.pk, user=request.user))
     return redirect("job-detail", job_id=job.pk)

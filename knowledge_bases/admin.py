@@ -7,7 +7,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from knowledge_bases.lifecycle import generation_promote, generation_rollback, generations_gc
+from ingestion.services import generation_promote, generation_rollback, generations_gc
+from knowledge_bases.lifecycle import promote_verdict, rollback_verdict
 from knowledge_bases.models import ApiToken, Document, Generation, GenerationEvent, KnowledgeBase
 from knowledge_bases.selectors import generation_size_on_disk
 from ragstudio.errors import RagStudioError
@@ -95,6 +96,7 @@ class GenerationAdmin(admin.ModelAdmin):
         "number",
         "status",
         "chunk_count",
+        "promotable",
         "size_on_disk",
         "check_passed",
         "embedder_fingerprint",
@@ -109,6 +111,10 @@ class GenerationAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description="promote")
+    def promotable(self, obj: Generation) -> str:
+        return promote_verdict(obj.knowledge_base, obj).blocker or "allowed"
 
     @admin.display(description="size on disk")
     def size_on_disk(self, obj: Generation) -> str:
@@ -125,6 +131,15 @@ class GenerationAdmin(admin.ModelAdmin):
             return None
         generation = queryset.select_related("knowledge_base").get()
         kb = generation.knowledge_base
+        verdict = promote_verdict(kb, generation)
+        if not verdict.allowed:  # say why now, not after a confirmation page
+            self.message_user(
+                request,
+                f"Generation {generation.number} of {kb.slug} cannot be promoted: "
+                f"{verdict.blocker}",
+                messages.ERROR,
+            )
+            return None
         page = _confirm(
             request,
             queryset,
@@ -154,7 +169,7 @@ class GenerationAdmin(admin.ModelAdmin):
             action="rollback",
             title="Roll back",
             verb="roll back " + ", ".join(kb.slug for kb in kbs),
-            lines=[f"{kb.slug}: active {kb.active_generation}" for kb in kbs],
+            lines=[_rollback_line(kb) for kb in kbs],
         )
         if page is not None:
             return page
@@ -188,6 +203,13 @@ class GenerationAdmin(admin.ModelAdmin):
             result = generations_gc(kb=kb, actor=request.user)
             self.message_user(request, f"{kb.slug}: collected {result['collected'] or 'nothing'}.")
         return None
+
+
+def _rollback_line(kb: KnowledgeBase) -> str:
+    verdict = rollback_verdict(kb)
+    if verdict.target is None:
+        return f"{kb.slug}: {verdict.blocker}"
+    return f"{kb.slug}: active {kb.active_generation}, back to #{verdict.target.number}"
 
 
 @admin.register(ApiToken)

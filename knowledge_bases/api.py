@@ -9,12 +9,13 @@ from ingestion.services import (
     IncomingFile,
     document_delete,
     documents_upload,
+    generation_promote,
     generation_rebuild_start,
+    generation_rollback,
+    generations_gc,
 )
-from knowledge_bases.lifecycle import generation_promote, generation_rollback, generations_gc
 from knowledge_bases.schemas import (
     DocumentOut,
-    ErrorOut,
     GcOut,
     GenerationOut,
     KnowledgeBaseIn,
@@ -24,6 +25,7 @@ from knowledge_bases.schemas import (
 from knowledge_bases.selectors import knowledge_base_get, knowledge_bases_visible_to
 from knowledge_bases.services import knowledge_base_create
 from ragstudio.errors import ValidationError
+from ragstudio.schemas import ErrorOut
 
 router = Router(tags=["knowledge bases"])
 ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
+from ragstudio.bounds import CHUNK_OVERLAP, CHUNK_SIZE
 from ragstudio.env import rag_settings
 
 
@@ -12,8 +13,12 @@ class KnowledgeBaseForm(forms.Form):
     embedder = forms.CharField(
         max_length=255, required=False, initial=lambda: rag_settings()["EMBEDDER"]
     )
-    chunk_size = forms.IntegerField(min_value=16, max_value=8000, required=False)
-    chunk_overlap = forms.IntegerField(min_value=0, max_value=4000, required=False)
+    chunk_size = forms.IntegerField(
+        min_value=CHUNK_SIZE.low, max_value=CHUNK_SIZE.high, required=False
+    )
+    chunk_overlap = forms.IntegerField(
+        min_value=CHUNK_OVERLAP.low, max_value=CHUNK_OVERLAP.high, required=False
+    )
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -42,8 +47,12 @@ class RebuildForm(forms.Form):
     embedder = forms.CharField(
         max_length=255, required=False, help_text="empty: the knowledge base's model"
     )
-    chunk_size = forms.IntegerField(min_value=16, max_value=8000, required=False)
-    chunk_overlap = forms.IntegerField(min_value=0, max_value=4000, required=False)
+    chunk_size = forms.IntegerField(
+        min_value=CHUNK_SIZE.low, max_value=CHUNK_SIZE.high, required=False
+    )
+    chunk_overlap = forms.IntegerField(
+        min_value=CHUNK_OVERLAP.low, max_value=CHUNK_OVERLAP.high, required=False
+    )
     auto_promote = forms.BooleanField(
         required=False, initial=True, label="Promote when it passes its check"
     )

@@ -8,6 +8,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from ragstudio.bounds import CHUNK_SIZE
+
 
 class KnowledgeBase(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
@@ -26,7 +28,7 @@ class KnowledgeBase(models.Model):
     )
     embedder = models.CharField(max_length=255, default="local")
     embedding_dimensions = models.PositiveIntegerField()
-    chunk_size = models.PositiveIntegerField(validators=[MinValueValidator(16)])
+    chunk_size = models.PositiveIntegerField(validators=[MinValueValidator(CHUNK_SIZE.low)])
     chunk_overlap = models.PositiveIntegerField()
     retention = models.PositiveIntegerField(default=2, validators=[MaxValueValidator(100)])
     active_generation = models.ForeignKey(
@@ -93,6 +95,9 @@ class Generation(models.Model):
         FAILED = "failed"
         # Past retention: the row stays for history, the files are deleted after it.
         COLLECTED = "collected"
+
+    # Generations whose files exist and can be searched: all but failed and collected ones.
+    SEARCHABLE = (Status.ACTIVE, Status.READY, Status.ARCHIVED, Status.BUILDING)
 
     knowledge_base = models.ForeignKey(
         KnowledgeBase, on_delete=models.CASCADE, related_name="generations"

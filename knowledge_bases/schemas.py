@@ -5,10 +5,7 @@ from datetime import datetime
 from ninja import Schema
 from pydantic import Field
 
-
-class ErrorOut(Schema):
-    message: str
-    extra: dict
+from ragstudio.bounds import CHUNK_OVERLAP, CHUNK_SIZE, EMBED_BATCH_SIZE, STORE_BATCH_SIZE
 
 
 class KnowledgeBaseIn(Schema):
@@ -16,8 +13,8 @@ class KnowledgeBaseIn(Schema):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=10_000)
     embedder: str | None = Field(default=None, max_length=255)
-    chunk_size: int | None = Field(default=None, ge=16, le=8000)
-    chunk_overlap: int | None = Field(default=None, ge=0, le=4000)
+    chunk_size: int | None = Field(default=None, ge=CHUNK_SIZE.low, le=CHUNK_SIZE.high)
+    chunk_overlap: int | None = Field(default=None, ge=CHUNK_OVERLAP.low, le=CHUNK_OVERLAP.high)
 
 
 class GenerationOut(Schema):
@@ -97,8 +94,12 @@ class RejectedOut(Schema):
 
 class RebuildIn(Schema):
     embedder: str | None = Field(default=None, max_length=255)
-    chunk_size: int | None = Field(default=None, ge=16, le=8000)
-    chunk_overlap: int | None = Field(default=None, ge=0, le=4000)
+    chunk_size: int | None = Field(default=None, ge=CHUNK_SIZE.low, le=CHUNK_SIZE.high)
+    chunk_overlap: int | None = Field(default=None, ge=CHUNK_OVERLAP.low, le=CHUNK_OVERLAP.high)
     auto_promote: bool = False
-    store_batch_size: int | None = Field(default=None, ge=1, le=100_000)
-    embed_batch_size: int | None = Field(default=None, ge=1, le=2048)
+    store_batch_size: int | None = Field(
+        default=None, ge=STORE_BATCH_SIZE.low, le=STORE_BATCH_SIZE.high
+    )
+    embed_batch_size: int | None = Field(
+        default=None, ge=EMBED_BATCH_SIZE.low, le=EMBED_BATCH_SIZE.high
+    )

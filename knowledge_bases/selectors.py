@@ -3,12 +3,15 @@ is shared with and by staff; only its owner and staff may change it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
+from ingestion.models import IngestionJob
 from knowledge_bases.models import Document, Generation, KnowledgeBase
-from ragstudio.errors import Forbidden, NotFound
+from ragstudio.env import rag_settings
+from ragstudio.errors import Conflict, Forbidden, NotFound
 
 
 def knowledge_bases_visible_to(user: Any) -> QuerySet[KnowledgeBase]:
@@ -39,8 +42,6 @@ def knowledge_base_get(*, slug: str, user: Any, change: bool = False) -> Knowled
 
 
 def knowledge_bases_with_stats(user: Any) -> QuerySet[KnowledgeBase]:
-    from ingestion.models import IngestionJob
-
     last_job = IngestionJob.objects.filter(knowledge_base=OuterRef("pk")).order_by(
         "-created_at", "-id"
     )
@@ -61,46 +62,32 @@ def generation_get(*, kb: KnowledgeBase, number: int) -> Generation:
     return generation
 
 
-def generation_promote_blocker(kb: KnowledgeBase, generation: Generation) -> str:
-    """Why this generation cannot be promoted now ("" when it can): the page disables
-    the button with this reason; the service enforces the same rules."""
-    S = Generation.Status
-    if generation.status == S.ACTIVE:
-        return "already active"
-    if generation.status == S.BUILDING:
-        return "still building"
-    if generation.status == S.FAILED:
-        return "its build failed"
-    if generation.status == S.COLLECTED:
-        return "collected: its files are deleted"
-    if generation.status == S.READY and generation.check_passed is None:
-        return "not checked yet"
-    if generation.check_passed is False:
-        return "it failed its check"
-    return ""
-
-
-def generation_rollback_target(kb: KnowledgeBase) -> Generation | None:
-    """The generation a rollback would activate: the newest archived one numbered below
-    the active one."""
+def active_generation(kb_id: int) -> Generation:
+    kb = KnowledgeBase.objects.select_related("active_generation").get(pk=kb_id)
     if kb.active_generation is None:
-        return None
-    return (
-        kb.generations.filter(
-            status=Generation.Status.ARCHIVED, number__lt=kb.active_generation.number
+        raise Conflict(f"knowledge base {kb.slug!r} has no active generation yet")
+    return kb.active_generation
+
+
+def generation_searchable_get(kb: KnowledgeBase, number: int | None) -> Generation:
+    """The generation a search reads: the active one (None), or a numbered one that still
+    has its files (building, ready, active or archived)."""
+    if number is None:
+        return active_generation(kb.pk)
+    generation = Generation.objects.filter(knowledge_base=kb, number=number).first()
+    if generation is None:
+        raise NotFound(f"knowledge base {kb.slug!r} has no generation {number}")
+    if generation.status not in Generation.SEARCHABLE:
+        raise Conflict(
+            f"generation {number} is {generation.status}: it cannot be searched",
+            {"generation": number, "status": generation.status},
         )
-        .order_by("-number")
-        .first()
-    )
+    return generation
 
 
 def generation_size_on_disk(generation: Generation) -> int:
     """Bytes of the generation's tantivy directory and (local) LanceDB table; 0 when its
     files are deleted or LanceDB is remote."""
-    from pathlib import Path
-
-    from ragstudio.env import rag_settings
-
     if generation.files_deleted_at:
         return 0
     paths = [Path(generation.bm25_path)]
@@ -110,3 +97,8 @@ def generation_size_on_disk(generation: Generation) -> int:
     return sum(
         p.stat().st_size for root in paths if root.exists() for p in root.rglob("*") if p.is_file()
     )
+
+
+def document_path(document: Document) -> Path:
+    """Where the document's uploaded file is stored."""
+    return Path(rag_settings()["UPLOAD_DIR"]) / document.storage_path

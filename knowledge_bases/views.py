@@ -8,34 +8,32 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from ingestion.models import IngestionJob
 from ingestion.services import (
     IncomingFile,
     document_delete,
     documents_upload,
+    generation_promote,
     generation_rebuild_start,
+    generation_rollback,
+    generations_gc,
 )
 from knowledge_bases.forms import KnowledgeBaseForm, RebuildForm, UploadForm
-from knowledge_bases.lifecycle import generation_promote, generation_rollback, generations_gc
-from knowledge_bases.models import KnowledgeBase
+from knowledge_bases.lifecycle import promote_verdict, rollback_verdict
+from knowledge_bases.models import Generation, KnowledgeBase
 from knowledge_bases.selectors import (
-    generation_promote_blocker,
-    generation_rollback_target,
     generation_size_on_disk,
     knowledge_base_can_change,
     knowledge_base_get,
     knowledge_bases_with_stats,
 )
 from knowledge_bases.services import knowledge_base_create
-from ragstudio.errors import RagStudioError
-from ragstudio.views import get_or_404
-
-
-def _htmx(request: HttpRequest) -> bool:
-    return bool(getattr(request, "htmx", False))
+from ragstudio.errors import RagStudioError, ValidationError
+from ragstudio.views import get_or_404, is_htmx
 
 
 def _form_error(form: Any, exc: RagStudioError) -> None:
@@ -77,7 +75,7 @@ def kb_detail(request: HttpRequest, slug: str) -> HttpResponse:
     kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
     context = _detail_context(request, kb)
     context["form"] = UploadForm()
-    if _htmx(request):
+    if is_htmx(request):
         # The jobs and documents fragments refresh together while a job runs.
         return render(request, "knowledge_bases/_live.html", context)
     return render(request, "knowledge_bases/detail.html", context)
@@ -98,7 +96,7 @@ def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
             result = documents_upload(kb=kb, files=files, user=request.user)
         except RagStudioError as exc:
             error = exc.message
-    if _htmx(request):
+    if is_htmx(request):
         context = {**_detail_context(request, kb), "result": result, "error": error}
         return render(
             request, "knowledge_bases/_upload_result.html", context, status=422 if error else 200
@@ -130,7 +128,7 @@ def kb_document_delete(request: HttpRequest, slug: str, document_id: int) -> Htt
         messages.error(request, exc.message)
     else:
         messages.success(request, f"Deleted {document.original_filename}.")
-    if _htmx(request):
+    if is_htmx(request):
         kb.refresh_from_db()
         return render(request, "knowledge_bases/_live.html", _detail_context(request, kb))
     return redirect("kb-detail", slug=kb.slug)
@@ -147,28 +145,25 @@ def _generations_context(
     rows = [
         {
             "g": g,
-            "blocker": generation_promote_blocker(kb, g),
+            "blocker": promote_verdict(kb, g).blocker,
             "size": generation_size_on_disk(g),
         }
         for g in generations
     ]
-    target = generation_rollback_target(kb)
-    rebuilding = kb.jobs.filter(kind="rebuild", status__in=["queued", "running"]).first()
+    rollback = rollback_verdict(kb)
+    rebuilding = kb.jobs.filter(
+        kind=IngestionJob.Kind.REBUILD, status__in=IngestionJob.LIVE
+    ).first()
     return {
         "kb": kb,
         "rows": rows,
-        "rollback_target": target,
-        "rollback_blocker": ""
-        if target
-        else (
-            "no active generation"
-            if kb.active_generation is None
-            else f"no archived generation older than #{kb.active_generation.number}"
-        ),
+        "rollback_target": rollback.target,
+        "rollback_blocker": rollback.blocker,
         "rebuilding": rebuilding,
         "can_change": knowledge_base_can_change(kb, request.user),
         "form": form or RebuildForm(initial={"auto_promote": True}),
-        "live": rebuilding is not None or any(g.status == "building" for g in generations),
+        "live": rebuilding is not None
+        or any(g.status == Generation.Status.BUILDING for g in generations),
     }
 
 
@@ -178,7 +173,7 @@ def _generations_response(
     context = _generations_context(request, kb, form)
     template = (
         "knowledge_bases/_generations.html"
-        if _htmx(request)
+        if is_htmx(request)
         else "knowledge_bases/generations.html"
     )
     return render(request, template, context, status=status)
@@ -190,30 +185,33 @@ def kb_generations(request: HttpRequest, slug: str) -> HttpResponse:
     return _generations_response(request, kb)
 
 
+GENERATION_ACTIONS = ("promote", "rollback", "gc")
+
+
 @login_required
 @require_POST
 def kb_generation_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
     """promote (with `number`), rollback, gc: the result is a message above the table."""
     kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
+    if action not in GENERATION_ACTIONS:
+        raise Http404(f"no generation action {action!r}")
     try:
         if action == "promote":
             number = request.POST.get("number", "")
             if not number.isdigit():
-                raise RagStudioError("choose a generation to promote")
+                raise ValidationError("choose a generation to promote", {"field": "number"})
             generation = generation_promote(kb=kb, number=int(number), actor=request.user)
             messages.success(request, f"Generation #{generation.number} is active.")
         elif action == "rollback":
             generation = generation_rollback(kb=kb, actor=request.user)
             messages.success(request, f"Rolled back: generation #{generation.number} is active.")
-        elif action == "gc":
+        else:
             result = generations_gc(kb=kb, actor=request.user)
             collected = ", ".join(f"#{n}" for n in result["collected"]) or "nothing"
             messages.success(request, f"Garbage collection: collected {collected}.")
-        else:
-            raise RagStudioError(f"unknown action {action!r}")
     except RagStudioError as exc:
         messages.error(request, exc.message)
-    if _htmx(request):
+    if is_htmx(request):
         return _generations_response(request, kb)
     return redirect("kb-generations", slug=kb.slug)
 
@@ -241,7 +239,7 @@ def kb_rebuild(request: HttpRequest, slug: str) -> HttpResponse:
                 request,
                 f"Rebuild started: job #{job.pk} builds generation #{job.generation.number}.",
             )
-            if _htmx(request):
+            if is_htmx(request):
                 return _generations_response(request, kb)
             return redirect("kb-generations", slug=kb.slug)
     return _generations_response(request, kb, form, status=422)

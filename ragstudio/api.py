@@ -7,8 +7,11 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
+from ingestion.api import router as jobs_router
+from knowledge_bases.api import router as kb_router
 from ragstudio.auth import api_auth
 from ragstudio.errors import RagStudioError
+from search.api import router as search_router
 
 api = NinjaAPI(
     title="RAG Studio API",
@@ -68,14 +71,6 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return api.create_response(request, {"message": str(exc), "extra": {}}, status=exc.status_code)
 
 
-def _register() -> None:
-    from ingestion.api import router as jobs_router
-    from knowledge_bases.api import router as kb_router
-    from search.api import router as search_router
-
-    api.add_router("/kbs", kb_router)
-    api.add_router("/kbs", search_router)
-    api.add_router("/jobs", jobs_router)
-
-
-_register()
+api.add_router("/kbs", kb_router)
+api.add_router("/kbs", search_router)
+api.add_router("/jobs", jobs_router)

@@ -9,11 +9,11 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import HttpBearer, SessionAuth
 
+from knowledge_bases.models import ApiToken
+
 
 class ApiTokenAuth(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Any:
-        from knowledge_bases.models import ApiToken
-
         if not token or len(token) > 200:
             return None
         row = (

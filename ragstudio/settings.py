@@ -16,6 +16,7 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from ragstudio import bounds
 from ragstudio.env import (
     RagStudioConfig,
     env_bool,
@@ -159,10 +160,30 @@ RAGSTUDIO: RagStudioConfig = {
     "OPENAI_DIMENSIONS": env_int("RAGSTUDIO_OPENAI_DIMENSIONS", 0, minimum=0),
     "OPENAI_TIMEOUT": env_float("RAGSTUDIO_OPENAI_TIMEOUT", 60.0, minimum=0.1),
     "OPENAI_MAX_RETRIES": env_int("RAGSTUDIO_OPENAI_MAX_RETRIES", 6, minimum=0),
-    "STORE_BATCH_SIZE": env_int("RAGSTUDIO_STORE_BATCH_SIZE", 5000, minimum=1, maximum=100_000),
-    "EMBED_BATCH_SIZE": env_int("RAGSTUDIO_EMBED_BATCH_SIZE", 32, minimum=1, maximum=2048),
-    "CHUNK_SIZE": env_int("RAGSTUDIO_CHUNK_SIZE", 200, minimum=16),
-    "CHUNK_OVERLAP": env_int("RAGSTUDIO_CHUNK_OVERLAP", 32, minimum=0),
+    "STORE_BATCH_SIZE": env_int(
+        "RAGSTUDIO_STORE_BATCH_SIZE",
+        5000,
+        minimum=bounds.STORE_BATCH_SIZE.low,
+        maximum=bounds.STORE_BATCH_SIZE.high,
+    ),
+    "EMBED_BATCH_SIZE": env_int(
+        "RAGSTUDIO_EMBED_BATCH_SIZE",
+        32,
+        minimum=bounds.EMBED_BATCH_SIZE.low,
+        maximum=bounds.EMBED_BATCH_SIZE.high,
+    ),
+    "CHUNK_SIZE": env_int(
+        "RAGSTUDIO_CHUNK_SIZE",
+        200,
+        minimum=bounds.CHUNK_SIZE.low,
+        maximum=bounds.CHUNK_SIZE.high,
+    ),
+    "CHUNK_OVERLAP": env_int(
+        "RAGSTUDIO_CHUNK_OVERLAP",
+        32,
+        minimum=bounds.CHUNK_OVERLAP.low,
+        maximum=bounds.CHUNK_OVERLAP.high,
+    ),
     # A running job whose heartbeat is older than this is taken over (or failed).
     "HEARTBEAT_STALE_SECONDS": env_int("RAGSTUDIO_HEARTBEAT_STALE_SECONDS", 60, minimum=5),
     "JOB_MAX_ATTEMPTS": env_int("RAGSTUDIO_JOB_MAX_ATTEMPTS", 3, minimum=1),

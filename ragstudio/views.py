@@ -4,7 +4,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpRequest
 
 from ragstudio.errors import Forbidden, NotFound
 
@@ -20,3 +20,8 @@ def get_or_404(selector: Callable[..., T], **kwargs: Any) -> T:
         raise Http404(exc.message) from None
     except Forbidden as exc:
         raise PermissionDenied(exc.message) from None
+
+
+def is_htmx(request: HttpRequest) -> bool:
+    """A request made by htmx (django-htmx's middleware): answer with the fragment."""
+    return bool(getattr(request, "htmx", False))

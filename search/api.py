@@ -3,10 +3,10 @@ from __future__ import annotations
 from django.http import HttpRequest
 from ninja import Router
 
-from knowledge_bases.schemas import ErrorOut
 from knowledge_bases.selectors import knowledge_base_get
+from ragstudio.schemas import ErrorOut
 from search.schemas import SearchIn, SearchOut
-from search.services import knowledge_base_search, search_params
+from search.services import knowledge_base_search
 
 router = Router(tags=["search"])
 ERRORS = {401: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
@@ -18,4 +18,4 @@ def search(request: HttpRequest, slug: str, payload: SearchIn):  # type: ignore[
     (BM25 with English stemming) or `hybrid` (both at once, fused: RRF by default). 409
     when the KB has no active generation yet or the generation asked for was collected."""
     kb = knowledge_base_get(slug=slug, user=request.user)
-    return knowledge_base_search(kb=kb, params=search_params(payload))
+    return knowledge_base_search(kb=kb, params=payload.to_params())

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from search.vocabulary import DEFAULT_FUSION, FusionMethod
+
 Ranked = Sequence[tuple[str, float]]  # (chunk id, engine score), best first
 
 CONFIDENCE_DEPTH = 10
@@ -29,7 +31,7 @@ class Fused:
 
 @dataclass(frozen=True)
 class FusionParams:
-    method: str = "rrf"
+    method: FusionMethod = DEFAULT_FUSION
     k: int = 60
     vector_weight: float = 0.5
     bm25_weight: float = 0.5

@@ -12,6 +12,12 @@ from pydantic import (
     model_validator,
 )
 
+from ragstudio.bounds import GENERATION_NUMBER, QUERY_MAX_CHARS, SEARCH_LIMIT, SEARCH_OFFSET
+from search.filters import SearchFilter
+from search.fusion import FusionParams
+from search.results import SearchParams
+from search.vocabulary import DEFAULT_FUSION, DEFAULT_MODE, FusionMethod, SearchMode
+
 MetaKey = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$", max_length=64)
 ]
@@ -41,7 +47,7 @@ class FiltersIn(Schema):
 
 class FusionIn(Schema):
     model_config = ConfigDict(extra="forbid")
-    method: Literal["rrf", "weighted", "adaptive"] = "rrf"
+    method: FusionMethod = DEFAULT_FUSION
     k: int = Field(60, ge=1, le=10_000, description="RRF constant: 1 / (k + rank).")
     vector_weight: float = Field(0.5, ge=0, le=1, description="weighted: vector share.")
     bm25_weight: float = Field(0.5, ge=0, le=1, description="weighted: BM25 share.")
@@ -55,16 +61,17 @@ class FusionIn(Schema):
 
 class SearchIn(Schema):
     model_config = ConfigDict(extra="forbid")
-    query: str = Field(min_length=1, max_length=2000)
-    mode: Literal["vector", "lexical", "hybrid"] = "hybrid"
-    limit: int = Field(10, ge=1, le=100)
-    offset: int = Field(0, ge=0, le=10_000)
-    generation: Literal["active"] | Annotated[int, Field(ge=1)] = Field(
-        "active", description='"active", or a generation number (staging or archived).'
-    )
+    query: str = Field(min_length=1, max_length=QUERY_MAX_CHARS)
+    mode: SearchMode = DEFAULT_MODE
+    limit: int = Field(10, ge=SEARCH_LIMIT.low, le=SEARCH_LIMIT.high)
+    offset: int = Field(0, ge=SEARCH_OFFSET.low, le=SEARCH_OFFSET.high)
+    generation: (
+        Literal["active"]
+        | Annotated[int, Field(ge=GENERATION_NUMBER.low, le=GENERATION_NUMBER.high)]
+    ) = Field("active", description='"active", or a generation number (staging or archived).')
     filters: FiltersIn | None = None
-    fusion: Literal["rrf", "weighted", "adaptive"] | FusionIn = Field(
-        default="rrf", description="Hybrid only: a method name or its parameters."
+    fusion: FusionMethod | FusionIn = Field(
+        default=DEFAULT_FUSION, description="Hybrid only: a method name or its parameters."
     )
     explain: bool = False
 
@@ -73,6 +80,39 @@ class SearchIn(Schema):
         if not self.query.strip():
             raise ValueError("query must contain more than white space")
         return self
+
+    def to_params(self) -> SearchParams:
+        """The service's parameters: the API, the CLI and the playground all search
+        through this one conversion."""
+        fusion = self.fusion
+        if isinstance(fusion, FusionIn):
+            fusion_params = FusionParams(
+                method=fusion.method,
+                k=fusion.k,
+                vector_weight=fusion.vector_weight,
+                bm25_weight=fusion.bm25_weight,
+            )
+        else:
+            fusion_params = FusionParams(method=fusion)
+        search_filter = SearchFilter()
+        if self.filters is not None:
+            metadata = {
+                key: value.values if isinstance(value, InFilter) else value
+                for key, value in self.filters.metadata.items()
+            }
+            search_filter = SearchFilter.build(
+                document_ids=self.filters.document_ids, metadata=metadata
+            )
+        return SearchParams(
+            query=self.query,
+            mode=self.mode,
+            limit=self.limit,
+            offset=self.offset,
+            generation=None if self.generation == "active" else int(self.generation),
+            filter=search_filter,
+            fusion=fusion_params,
+            explain=self.explain,
+        )
 
 
 class CitationOut(Schema):

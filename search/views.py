@@ -7,25 +7,24 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from pydantic import ValidationError as PydanticError
 
+from knowledge_bases.models import Generation
 from knowledge_bases.selectors import knowledge_base_get
 from ragstudio.errors import RagStudioError
-from ragstudio.views import get_or_404
+from ragstudio.views import get_or_404, is_htmx
 from search.forms import SearchForm
-from search.fusion import FusionParams
-from search.services import (
-    SEARCHABLE_STATUSES,
-    SearchOutcome,
-    SearchParams,
-    knowledge_base_search,
-)
+from search.results import SearchOutcome
+from search.schemas import SearchIn
+from search.services import knowledge_base_search
+from search.vocabulary import DEFAULT_FUSION, DEFAULT_MODE
 
 
 @login_required
 def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
     kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
     numbers = list(
-        kb.generations.filter(status__in=SEARCHABLE_STATUSES)
+        kb.generations.filter(status__in=Generation.SEARCHABLE)
         .order_by("-number")
         .values_list("number", flat=True)
     )
@@ -36,9 +35,9 @@ def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
         data = form.cleaned_data
         base = {
             "query": data["q"],
-            "mode": data["mode"] or "hybrid",
+            "mode": data["mode"] or DEFAULT_MODE,
             "limit": data["limit"] or 10,
-            "fusion": FusionParams(method=data["fusion"] or "rrf"),
+            "fusion": data["fusion"] or DEFAULT_FUSION,
             "explain": True,
         }
         targets = [data["generation"]]
@@ -46,9 +45,14 @@ def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
             targets.append(data["compare"])
         try:
             outcomes = [
-                knowledge_base_search(kb=kb, params=SearchParams(**base, generation=number))
+                knowledge_base_search(
+                    kb=kb, params=SearchIn(**base, generation=number or "active").to_params()
+                )
                 for number in targets
             ]
+        except PydanticError as exc:
+            form.add_error(None, exc.errors()[0]["msg"])
+            status = 422
         except RagStudioError as exc:
             form.add_error(None, exc.message)
             status = exc.status_code
@@ -58,7 +62,7 @@ def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
                 context["overlap"] = _overlap(outcomes[0], outcomes[1])
     elif request.GET:
         status = 422
-    template = "search/_results.html" if getattr(request, "htmx", False) else "search/page.html"
+    template = "search/_results.html" if is_htmx(request) else "search/page.html"
     return render(request, template, context, status=status)
 
 

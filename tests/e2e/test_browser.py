@@ -79,7 +79,7 @@ def paper(topic: str, n: int) -> bytes:
     return " ".join(sentences).encode()
 
 
-def login(page: Any, username: str) -> None:
+def sign_in(page: Any, username: str) -> None:
     page.goto("/accounts/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", "pw-" + username)
@@ -88,8 +88,20 @@ def login(page: Any, username: str) -> None:
     page.wait_for_selector("[data-testid=kb-table]")
 
 
-def counter(page: Any, name: str) -> int:
-    return int(page.locator(f"[data-testid={name}]").inner_text())
+# One synchronous script reads every counter of the progress fragment: htmx swaps the
+# fragment between two separate reads, which once paired embedded from one second with
+# persisted from the next (160 embedded, 384 persisted: a page that never existed).
+PROGRESS_SNAPSHOT = """() => {
+    const section = document.querySelector("#job-progress");
+    const read = (id) => section.querySelector(`[data-testid=${id}]`).textContent.trim();
+    return [Number(read("embedded")), Number(read("persisted")), Number(read("total")),
+            read("job-status")];
+}"""
+
+
+def progress_snapshot(page: Any) -> tuple[int, int, int, str]:
+    embedded, persisted, total, status = page.evaluate(PROGRESS_SNAPSHOT)
+    return int(embedded), int(persisted), int(total), str(status)
 
 
 def test_a_user_builds_searches_and_manages_a_knowledge_base(page: Any, tmp_path: Path) -> None:
@@ -102,7 +114,7 @@ def test_a_user_builds_searches_and_manages_a_knowledge_base(page: Any, tmp_path
     make_user("alice")
     cluster = start_cluster(tmp_path)
     try:
-        login(page, "alice")
+        sign_in(page, "alice")
         shot(page, "01-kb-list-empty")
 
         # Create: the form's own validation first, then a valid KB.
@@ -161,15 +173,8 @@ def test_a_user_builds_searches_and_manages_a_knowledge_base(page: Any, tmp_path
         shots: list[int] = []
 
         def finished() -> bool:
-            status = page.inner_text("[data-testid=job-status]")
-            seen.append(
-                (
-                    counter(page, "embedded"),
-                    counter(page, "persisted"),
-                    counter(page, "total"),
-                    status,
-                )
-            )
+            seen.append(progress_snapshot(page))
+            status = seen[-1][3]
             if status == "running" and 0 < seen[-1][0] < seen[-1][2] and not shots:
                 shots.append(1)
                 shot(page, "04-job-running")
@@ -264,7 +269,7 @@ def test_files_dropped_on_the_upload_zone_are_uploaded(page: Any) -> None:
     from tests.factories import make_kb
 
     make_kb(make_user("dora"), "dropbox")
-    login(page, "dora")
+    sign_in(page, "dora")
     page.goto("/kbs/dropbox/")
     drop = """([text, png]) => {
         const dt = new DataTransfer();

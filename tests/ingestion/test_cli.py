@@ -95,12 +95,12 @@ def test_bad_arguments_are_clear_errors(corpus: Path, args: list[str], message: 
 
 
 def test_a_failed_job_is_a_nonzero_exit_with_its_reason(corpus: Path, monkeypatch) -> None:
-    from ingestion import jobs
+    from ingestion.jobs import run as job_run
 
     def broken(spec: str):  # type: ignore[no-untyped-def]
         raise RuntimeError("cannot load the embedding model")
 
-    monkeypatch.setattr(jobs, "get_embedder", broken)
+    monkeypatch.setattr(job_run, "embedder_get", broken)
     with pytest.raises(CommandError, match=r"job \d+ failed: cannot load the embedding model"):
         _ingest("--kb", "cli", "--create", str(corpus))
 

@@ -8,14 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from ingestion.jobs import (
-    generation_store,
-    job_claim,
-    job_execute,
-    jobs_reap_stale,
-    run_job_and_queue,
-)
+from ingestion.jobs import job_claim, job_execute, jobs_reap_stale, run_job_and_queue
 from ingestion.models import IngestionJob
+from knowledge_bases.engines import generation_store
 from knowledge_bases.models import Document, Generation
 from tests.factories import make_kb, make_user, text, upload
 
@@ -176,12 +171,12 @@ def test_counters_reach_the_job_row_while_it_runs(kb) -> None:
 
 
 def test_a_broken_embedder_fails_the_job_with_its_reason(kb, monkeypatch) -> None:
-    from ingestion import jobs
+    from ingestion.jobs import run as job_run
 
     def broken(spec: str):  # type: ignore[no-untyped-def]
         raise RuntimeError("model file is corrupt")
 
-    monkeypatch.setattr(jobs, "get_embedder", broken)
+    monkeypatch.setattr(job_run, "embedder_get", broken)
     job = _run(upload(kb, [("a.txt", text(5))]).job.pk)
     assert job.status == IngestionJob.Status.FAILED
     assert job.error_message == "model file is corrupt"
@@ -206,7 +201,7 @@ def test_a_worker_whose_job_was_taken_over_stops_and_leaves_the_row_alone(kb) ->
 
 def test_a_job_through_an_openai_compatible_api_counts_its_retries(kb, settings) -> None:
     """The whole job against a real HTTP server on 127.0.0.1 that rate-limits and fails."""
-    from ingestion import jobs
+    from ingestion.embedders import get_embedder
     from knowledge_bases.services import knowledge_base_create
     from tests.embedding_server import EmbeddingServer, Reply
 
@@ -216,7 +211,7 @@ def test_a_job_through_an_openai_compatible_api_counts_its_retries(kb, settings)
             "OPENAI_BASE_URL": server.url,
             "OPENAI_API_KEY": "sk-local",
         }
-        jobs.get_embedder.cache_clear()
+        get_embedder.cache_clear()
         api_kb = knowledge_base_create(
             slug="remote",
             name="Remote",
@@ -227,7 +222,7 @@ def test_a_job_through_an_openai_compatible_api_counts_its_retries(kb, settings)
         assert api_kb.embedding_dimensions == 16
         server.script.extend([Reply(429, {"Retry-After": "0"}), Reply(503, {"Retry-After": "0"})])
         job = _run(upload(api_kb, [("a.txt", text(20)), ("b.txt", text(20, "art"))]).job.pk)
-        jobs.get_embedder.cache_clear()
+        get_embedder.cache_clear()
     assert job.status == IngestionJob.Status.SUCCEEDED, job.error_message
     assert job.retries == 2
     assert job.total == job.embedded == job.persisted > 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from ingestion.jobs import generation_store, run_job_and_queue
+from ingestion.jobs import run_job_and_queue
 from ingestion.models import IngestionJob
-from ingestion.services import generation_rebuild_start
-from knowledge_bases.lifecycle import generation_promote, generation_rollback
+from ingestion.services import generation_promote, generation_rebuild_start, generation_rollback
+from knowledge_bases.engines import generation_store
 from knowledge_bases.models import Document, Generation
 from ragstudio.errors import Conflict, ValidationError
 from tests.factories import make_kb, make_user, text, upload
@@ -116,12 +116,12 @@ def test_rebuild_conflicts_and_bad_settings(kb) -> None:
 
 
 def test_a_failed_rebuild_fails_its_generation_and_leaves_the_active_one(kb, monkeypatch) -> None:
-    from ingestion import jobs
+    from ingestion.jobs import run as job_run
 
     def broken(spec: str):  # type: ignore[no-untyped-def]
         raise RuntimeError("model missing")
 
-    monkeypatch.setattr(jobs, "get_embedder", broken)
+    monkeypatch.setattr(job_run, "embedder_get", broken)
     job = _run(generation_rebuild_start(kb=kb, auto_promote=True, enqueue=False))
     assert job.status == "failed"
     generation = job.generation
@@ -129,7 +129,7 @@ def test_a_failed_rebuild_fails_its_generation_and_leaves_the_active_one(kb, mon
     assert generation.status == S.FAILED and "model missing" in generation.error_message
     kb.refresh_from_db()
     assert kb.active_generation.number == 1
-    with pytest.raises(Conflict, match="is failed"):
+    with pytest.raises(Conflict, match="cannot be promoted: its build failed"):
         generation_promote(kb=kb, number=generation.number)
 
 

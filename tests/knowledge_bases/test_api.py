@@ -11,20 +11,6 @@ from tests.factories import make_kb, make_user, text
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alice():  # type: ignore[no-untyped-def]
-    return make_user("alice")
-
-
-@pytest.fixture
-def client_for():  # type: ignore[no-untyped-def]
-    def build(user) -> Client:  # type: ignore[no-untyped-def]
-        _row, token = ApiToken.issue(user=user)
-        return Client(headers={"Authorization": f"Bearer {token}"})
-
-    return build
-
-
 def test_requests_without_a_valid_token_are_401(alice) -> None:
     anonymous = Client()
     for client in (anonymous, Client(headers={"Authorization": "Bearer rs_wrong"})):

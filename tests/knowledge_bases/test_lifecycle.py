@@ -10,17 +10,13 @@ from django.db import connection
 from django.utils import timezone
 
 from ingestion.models import IngestionJob
-from knowledge_bases.lifecycle import (
-    generation_check,
-    generation_promote,
-    generation_rollback,
-    generations_gc,
-)
+from ingestion.services import generation_promote, generation_rollback, generations_gc
+from knowledge_bases.engines import generation_store
+from knowledge_bases.lifecycle import generation_check
 from knowledge_bases.models import Generation
 from ragstudio.errors import Conflict, NotFound
-from search.services import generation_store
+from ragstudio.testing.generations import make_generation, make_rows
 from tests.factories import make_kb, make_user
-from tests.generations import make_generation, make_rows
 
 pytestmark = pytest.mark.django_db
 S = Generation.Status
@@ -72,7 +68,11 @@ def test_promote_flips_the_pointer_archives_the_old_and_records_who(kb) -> None:
 
 @pytest.mark.parametrize(
     ("status", "message"),
-    [(S.BUILDING, "is building"), (S.FAILED, "is failed"), (S.COLLECTED, "is collected")],
+    [
+        (S.BUILDING, "cannot be promoted: it is still building"),
+        (S.FAILED, "cannot be promoted: its build failed"),
+        (S.COLLECTED, "cannot be promoted: it was collected"),
+    ],
 )
 def test_only_ready_or_archived_generations_can_be_promoted(kb, status, message) -> None:
     make_generation(kb, S.ACTIVE)
@@ -213,7 +213,8 @@ def test_concurrent_promotes_of_the_same_generation_have_exactly_one_winner(kb) 
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert sorted(outcomes) == [f"generation {target.number} is already active"] * 3 + ["won"]
+    refused = f"generation {target.number} cannot be promoted: it is already active"
+    assert sorted(outcomes) == [refused] * 3 + ["won"]
     assert Generation.objects.filter(knowledge_base=kb, status=S.ACTIVE).count() == 1
 
 

@@ -3,33 +3,20 @@ validation errors, and who may see or change what."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from ingestion.jobs import run_job_and_queue
 from ingestion.models import IngestionJob
+from knowledge_bases.engines import generation_store
 from knowledge_bases.models import Document, Generation, KnowledgeBase
-from search.services import generation_store
+from ragstudio.testing.generations import make_generation
 from tests.factories import make_kb, make_user, text, upload
-from tests.generations import make_generation
 
 pytestmark = pytest.mark.django_db
 HX = {"HX-Request": "true"}
 S = Generation.Status
-
-
-def login(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def alice():  # type: ignore[no-untyped-def]
-    return make_user("alice")
 
 
 @pytest.fixture
@@ -45,14 +32,14 @@ def is_fragment(html: str, start: str) -> bool:
     return html.lstrip().startswith(start) and "<html" not in html
 
 
-def test_kb_list_shows_counts_generation_and_last_job(alice, indexed) -> None:
+def test_kb_list_shows_counts_generation_and_last_job(alice, indexed, login) -> None:
     page = login(alice).get("/").content.decode()
     assert ">2 <small>(2 indexed)</small>" in page
     assert f"<td>{indexed.active_generation.chunk_count}</td>" in page
     assert "<td>#1</td>" in page and 'class="status succeeded">succeeded' in page
 
 
-def test_create_form_errors_are_shown_by_field(alice) -> None:
+def test_create_form_errors_are_shown_by_field(alice, login) -> None:
     client = login(alice)
     response = client.post("/", {"name": "", "slug": "Bad Slug!"})
     page = response.content.decode()
@@ -63,7 +50,7 @@ def test_create_form_errors_are_shown_by_field(alice) -> None:
     assert "already" in page and KnowledgeBase.objects.count() == 1
 
 
-def test_kb_page_and_its_live_fragment(alice, indexed) -> None:
+def test_kb_page_and_its_live_fragment(alice, indexed, login) -> None:
     client = login(alice)
     full = client.get("/kbs/docs/").content.decode()
     assert "<html" in full and 'id="upload-form"' in full and 'id="kb-live"' in full
@@ -74,7 +61,7 @@ def test_kb_page_and_its_live_fragment(alice, indexed) -> None:
     assert "every 2s" in client.get("/kbs/docs/", headers=HX).content.decode()
 
 
-def test_upload_fragment_reports_each_file(alice, indexed) -> None:
+def test_upload_fragment_reports_each_file(alice, indexed, login) -> None:
     client = login(alice)
     big = SimpleUploadedFile("big.txt", text(200, "everything"))
     files = [
@@ -102,7 +89,7 @@ def test_upload_fragment_reports_each_file(alice, indexed) -> None:
     assert none.status_code == 422 and "no files were uploaded" in none.content.decode()
 
 
-def test_delete_a_document_removes_its_chunks_unless_a_job_runs(alice, indexed) -> None:
+def test_delete_a_document_removes_its_chunks_unless_a_job_runs(alice, indexed, login) -> None:
     client = login(alice)
     doc = indexed.documents.get(original_filename="a.txt")
     store = generation_store(indexed.active_generation)
@@ -123,7 +110,7 @@ def test_delete_a_document_removes_its_chunks_unless_a_job_runs(alice, indexed) 
     }
 
 
-def test_generations_page_fragment_and_disabled_reasons(alice) -> None:
+def test_generations_page_fragment_and_disabled_reasons(alice, login) -> None:
     kb = make_kb(alice, "gens")
     make_generation(kb, S.ARCHIVED)
     make_generation(kb, S.ACTIVE)
@@ -134,15 +121,15 @@ def test_generations_page_fragment_and_disabled_reasons(alice) -> None:
     assert "<html" in full and 'id="generations"' in full
     html = client.get("/kbs/gens/generations/", headers=HX).content.decode()
     assert is_fragment(html, '<div id="generations"')
-    assert 'title="Cannot promote: already active"' in html
-    assert 'title="Cannot promote: still building"' in html
-    assert 'title="Cannot promote: not checked yet"' in html
+    assert 'title="Cannot promote: it is already active"' in html
+    assert 'title="Cannot promote: it is still building"' in html
+    assert 'title="Cannot promote: it has not been checked yet"' in html
     assert 'data-testid="promote-1">' in html  # archived: enabled
     assert "Roll back to #1" in html
     assert "every 2s" in html  # a building generation: the table polls
 
 
-def test_generation_actions_report_success_and_refusals(alice) -> None:
+def test_generation_actions_report_success_and_refusals(alice, login) -> None:
     kb = make_kb(alice, "gens")
     make_generation(kb, S.ARCHIVED)
     make_generation(kb, S.ACTIVE)
@@ -162,12 +149,15 @@ def test_generation_actions_report_success_and_refusals(alice) -> None:
     assert "choose a generation to promote" in html
     html = client.post("/kbs/gens/generations/gc/", headers=HX).content.decode()
     assert "Garbage collection: collected nothing." in html
-    assert client.post("/kbs/gens/generations/explode/", headers=HX).status_code == 200
+    unknown = client.post("/kbs/gens/generations/explode/", headers=HX)
+    assert unknown.status_code == 404 and "Not found" in unknown.text
+    kb.refresh_from_db()
+    assert kb.active_generation.number == 2  # nothing happened
     redirect = client.post("/kbs/gens/generations/rollback/")
     assert redirect.status_code == 302 and redirect["Location"] == "/kbs/gens/generations/"
 
 
-def test_rebuild_form_validates_and_starts_a_rebuild(alice, indexed) -> None:
+def test_rebuild_form_validates_and_starts_a_rebuild(alice, indexed, login) -> None:
     client = login(alice)
     bad = client.post("/kbs/docs/generations/rebuild/", {"chunk_size": "5"}, headers=HX)
     assert bad.status_code == 422 and 'data-testid="error-chunk_size"' in bad.content.decode()
@@ -192,7 +182,7 @@ def test_rebuild_form_validates_and_starts_a_rebuild(alice, indexed) -> None:
     assert 'title="A rebuild is already running"' in html and "every 2s" in html
 
 
-def test_job_page_chart_and_htmx_cancel(alice) -> None:
+def test_job_page_chart_and_htmx_cancel(alice, login) -> None:
     kb = make_kb(alice, "docs")
     job = upload(kb, [("a.txt", b"words here")]).job
     IngestionJob.objects.filter(pk=job.pk).update(
@@ -213,7 +203,7 @@ def test_job_page_chart_and_htmx_cancel(alice) -> None:
     assert is_fragment(cancelled, '<section id="job-progress"') and "cancelling" in cancelled
 
 
-def test_other_users_get_404_and_shared_users_read_only(alice, indexed) -> None:
+def test_other_users_get_404_and_shared_users_read_only(alice, indexed, login) -> None:
     bob, carol = make_user("bob"), make_user("carol")
     indexed.shared_with.add(bob)
     job = indexed.jobs.first()
@@ -248,3 +238,87 @@ def test_other_users_get_404_and_shared_users_read_only(alice, indexed) -> None:
         assert response.status_code == 403, url
         assert "403 · Not allowed" in response.content.decode()
     assert Document.objects.filter(pk=doc.pk).exists()
+
+
+def test_pages_require_login() -> None:
+    for url in ("/", "/kbs/x/", "/jobs/1/"):
+        response = Client().get(url)
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_create_a_kb_from_the_list_page(alice, login) -> None:
+    client = login(alice)
+    response = client.post("/", {"name": "Papers", "slug": "papers", "embedder": "local"})
+    assert response.status_code == 302 and response["Location"] == "/kbs/papers/"
+    page = client.get("/").content.decode()
+    assert "Papers" in page and "none yet" in page
+
+
+def test_the_create_form_shows_validation_errors(alice, login) -> None:
+    client = login(alice)
+    response = client.post("/", {"name": "X", "slug": "x", "embedder": "nonsense"})
+    assert response.status_code == 422
+    assert "unknown embedder" in response.content.decode()
+    response = client.post(
+        "/", {"name": "X", "slug": "x", "chunk_size": "100", "chunk_overlap": "90"}
+    )
+    assert "chunk overlap must be between 0 and half" in response.content.decode()
+    assert not KnowledgeBase.objects.exists()
+
+
+def test_upload_form_queues_a_job_and_reports_each_file(alice, login) -> None:
+    user, client = alice, login(alice)
+    kb = make_kb(user, "docs")
+    response = client.post(
+        "/kbs/docs/upload/",
+        {
+            "files": [
+                SimpleUploadedFile("a.txt", text(5)),
+                SimpleUploadedFile("x.png", b"\x89PNG\r\n\x1a\n"),
+            ]
+        },
+        follow=True,
+    )
+    job = IngestionJob.objects.get(knowledge_base=kb)
+    assert response.redirect_chain[-1][0] == f"/jobs/{job.pk}/"
+    page = response.content.decode()
+    assert (
+        "Accepted a.txt." in page and "x.png: rejected (unsupported file type: PNG image)." in page
+    )
+    assert 'hx-trigger="every 1s"' in page  # a queued job polls
+
+
+def test_the_progress_partial_is_returned_to_htmx_and_stops_polling_when_done(alice, login) -> None:
+    user, client = alice, login(alice)
+    kb = make_kb(user, "docs")
+    job = upload(kb, [("a.txt", b"words")]).job
+    partial = client.get(f"/jobs/{job.pk}/", headers={"HX-Request": "true"}).content.decode()
+    assert partial.lstrip().startswith('<section id="job-progress"') and "<html" not in partial
+    full = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert "<html" in full and 'id="job-progress"' in full
+    IngestionJob.objects.filter(pk=job.pk).update(
+        status="succeeded", total=10, embedded=10, persisted=10
+    )
+    done = client.get(f"/jobs/{job.pk}/", headers={"HX-Request": "true"}).content.decode()
+    assert "hx-trigger" not in done and 'data-testid="persisted">10<' in done
+
+
+def test_another_users_kb_and_job_are_404(alice, login) -> None:
+    client = login(alice)
+    bob = make_user("bob")
+    kb = make_kb(bob, "bobs")
+    job = upload(kb, [("a.txt", b"words")]).job
+    assert client.get("/kbs/bobs/").status_code == 404
+    assert (
+        client.post("/kbs/bobs/upload/", {"files": [SimpleUploadedFile("a.txt", b"x")]}).status_code
+        == 404
+    )
+    assert client.get(f"/jobs/{job.pk}/").status_code == 404
+    assert client.post(f"/jobs/{job.pk}/cancel/").status_code == 404
+
+
+def test_cancel_button_cancels_a_queued_job(alice, login) -> None:
+    user, client = alice, login(alice)
+    job = upload(make_kb(user, "docs"), [("a.txt", b"words")]).job
+    client.post(f"/jobs/{job.pk}/cancel/")
+    assert IngestionJob.objects.get(pk=job.pk).status == "cancelled"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.swap import flip_generations, start_probe, stop_probe
 from knowledge_bases.models import Generation
+from ragstudio.testing.generations import make_generation
+from ragstudio.testing.swap import flip_generations, start_probe, stop_probe
 from tests.conftest import subprocess_env
 from tests.factories import make_kb, make_user
-from tests.generations import make_generation
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 S = Generation.Status

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from ingestion.embedders import EmbedderSpec, EmbedderSpecError, parse_spec
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
 
 def test_bundled_model_matches_the_reference_vectors(embedder) -> None:
-    reference = json.loads((SHARED / "datasets" / "minilm-reference.json").read_text())
+    reference = json.loads((DATA / "minilm-reference.json").read_text())
     vectors = embedder.embed_batch(reference["sentences"])
     expected = np.asarray(reference["embeddings"], dtype=np.float32)
     cosine = (vectors * expected).sum(1) / (

@@ -5,8 +5,8 @@ from django.test import Client
 
 from ingestion.jobs import run_job_and_queue
 from knowledge_bases.models import Generation
+from ragstudio.testing.generations import make_generation
 from tests.factories import make_kb, make_user, upload
-from tests.generations import make_generation
 
 pytestmark = pytest.mark.django_db
 HX = {"HX-Request": "true"}

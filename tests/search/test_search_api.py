@@ -10,11 +10,11 @@ from django.core.management import call_command
 from django.test import Client
 
 from ingestion.jobs import run_job_and_queue
+from knowledge_bases.engines import generation_store, query_cache
 from knowledge_bases.models import ApiToken, Generation, KnowledgeBase
-from search.services import generation_store, query_cache
+from ragstudio.testing.generations import make_generation
 from tests.conftest import make_pdf
 from tests.factories import make_kb, make_user, upload
-from tests.generations import make_generation
 
 pytestmark = pytest.mark.django_db
 
@@ -71,11 +71,6 @@ def _ingest(kb: KnowledgeBase, files: list[tuple[str, bytes]]) -> None:
 
 
 @pytest.fixture
-def alice():  # type: ignore[no-untyped-def]
-    return make_user("alice")
-
-
-@pytest.fixture
 def kb(alice) -> KnowledgeBase:  # type: ignore[no-untyped-def]
     kb = make_kb(alice, "science", chunk_size=128, chunk_overlap=0)
     _ingest(
@@ -92,11 +87,6 @@ def kb(alice) -> KnowledgeBase:  # type: ignore[no-untyped-def]
     return kb
 
 
-def client_for(user: Any) -> Client:
-    _row, token = ApiToken.issue(user=user)
-    return Client(headers={"Authorization": f"Bearer {token}"})
-
-
 def search(client: Client, slug: str = "science", **body: Any):  # type: ignore[no-untyped-def]
     return client.post(f"/api/kbs/{slug}/search", body, content_type="application/json")
 
@@ -106,7 +96,7 @@ def titles(response) -> list[str]:  # type: ignore[no-untyped-def]
     return [r["citation"]["title"] for r in response.json()["results"]]
 
 
-def test_each_mode_finds_the_passage_it_should(alice, kb) -> None:
+def test_each_mode_finds_the_passage_it_should(alice, kb, client_for) -> None:
     client = client_for(alice)
     # Paraphrase with no shared keyword: only the vector engine can get it.
     assert (
@@ -123,7 +113,7 @@ def test_each_mode_finds_the_passage_it_should(alice, kb) -> None:
         )
 
 
-def test_response_carries_generation_timing_scores_and_citations(alice, kb) -> None:
+def test_response_carries_generation_timing_scores_and_citations(alice, kb, client_for) -> None:
     body = search(client_for(alice), query="mitochondria powerhouse", mode="lexical").json()
     assert body["generation"] == kb.active_generation.number and body["mode"] == "lexical"
     assert body["took_ms"] > 0 and body["fusion"] is None and body["exact_vector_search"] is None
@@ -138,7 +128,7 @@ def test_response_carries_generation_timing_scores_and_citations(alice, kb) -> N
     )
 
 
-def test_snippets_mark_stemmed_query_terms_and_escape_html(alice, kb) -> None:
+def test_snippets_mark_stemmed_query_terms_and_escape_html(alice, kb, client_for) -> None:
     hit = search(client_for(alice), query="tide", mode="lexical").json()["results"][0]
     assert "<mark>tides</mark>" in hit["snippet"]
     assert "&lt;b&gt;bold&lt;/b&gt; &amp; more" in hit["snippet"]
@@ -146,7 +136,7 @@ def test_snippets_mark_stemmed_query_terms_and_escape_html(alice, kb) -> None:
     assert hit["content"].endswith("<b>bold</b> & more.")  # content stays raw
 
 
-def test_explain_reports_both_engines_and_rrf_adds_reciprocal_ranks(alice, kb) -> None:
+def test_explain_reports_both_engines_and_rrf_adds_reciprocal_ranks(alice, kb, client_for) -> None:
     body = search(
         client_for(alice),
         query="neurons dopamine signals",
@@ -163,7 +153,7 @@ def test_explain_reports_both_engines_and_rrf_adds_reciprocal_ranks(alice, kb) -
     assert scores == sorted(scores, reverse=True)
 
 
-def test_weighted_fusion_follows_its_weights(alice, kb) -> None:
+def test_weighted_fusion_follows_its_weights(alice, kb, client_for) -> None:
     client = client_for(alice)
     query = "how do green leaves turn light into food"  # vector knows, BM25 barely
     vector_only = search(
@@ -177,7 +167,7 @@ def test_weighted_fusion_follows_its_weights(alice, kb) -> None:
         assert r["explain"]["vector_rank"] is not None or r["score"] == 0
 
 
-def test_pagination_pages_join_into_the_full_list(alice, kb) -> None:
+def test_pagination_pages_join_into_the_full_list(alice, kb, client_for) -> None:
     client = client_for(alice)
     for mode in ("vector", "lexical", "hybrid"):
         full = [
@@ -197,7 +187,7 @@ def test_pagination_pages_join_into_the_full_list(alice, kb) -> None:
     assert beyond["results"] == []
 
 
-def test_filters_by_document_and_metadata(alice, kb) -> None:
+def test_filters_by_document_and_metadata(alice, kb, client_for) -> None:
     client = client_for(alice)
     pdf_id = kb.documents.get(original_filename="paper.pdf").pk
     jsonl_id = kb.documents.get(original_filename="records.jsonl").pk
@@ -243,7 +233,7 @@ def test_filters_by_document_and_metadata(alice, kb) -> None:
 
 
 @pytest.mark.parametrize("value", ["' OR 1=1 --", "biology' OR '1'='1", 'x") OR true --', "%", "*"])
-def test_hostile_filter_values_match_only_themselves(alice, kb, value: str) -> None:
+def test_hostile_filter_values_match_only_themselves(alice, kb, value: str, client_for) -> None:
     client = client_for(alice)
     store = generation_store(kb.active_generation)
     before = store.vectors.count(), store.bm25.count()
@@ -261,7 +251,7 @@ def test_hostile_filter_values_match_only_themselves(alice, kb, value: str) -> N
 
 
 @pytest.mark.parametrize("query", ['title:"unclosed AND (', "NOT OR AND", "+-~^*", "a:b:c [1 TO"])
-def test_query_syntax_is_never_interpreted(alice, kb, query: str) -> None:
+def test_query_syntax_is_never_interpreted(alice, kb, query: str, client_for) -> None:
     response = search(client_for(alice), query=query, mode="lexical")
     assert response.status_code == 200, response.content
 
@@ -292,7 +282,7 @@ def test_query_syntax_is_never_interpreted(alice, kb, query: str) -> None:
         ({"query": "x", "lmit": 5}, "lmit"),
     ],
 )
-def test_bad_bodies_are_422_naming_the_field(alice, kb, body, field) -> None:
+def test_bad_bodies_are_422_naming_the_field(alice, kb, body, field, client_for) -> None:
     response = search(client_for(alice), **body)
     assert response.status_code == 422, response.content
     detail = response.json()
@@ -301,7 +291,7 @@ def test_bad_bodies_are_422_naming_the_field(alice, kb, body, field) -> None:
         assert field in detail["message"]
 
 
-def test_sharing_and_tokens_decide_who_may_search(alice, kb) -> None:
+def test_sharing_and_tokens_decide_who_may_search(alice, kb, client_for) -> None:
     bob, carol = make_user("bob"), make_user("carol")
     staff = make_user("root", is_staff=True)
     assert (
@@ -331,14 +321,14 @@ def test_sharing_and_tokens_decide_who_may_search(alice, kb) -> None:
     )
 
 
-def test_a_kb_with_no_active_generation_is_409(alice) -> None:
+def test_a_kb_with_no_active_generation_is_409(alice, client_for) -> None:
     make_kb(alice, "empty")
     response = search(client_for(alice), "empty", query="anything")
     assert response.status_code == 409
     assert "no active generation" in response.json()["message"]
 
 
-def test_an_empty_generation_gives_no_results(alice) -> None:
+def test_an_empty_generation_gives_no_results(alice, client_for) -> None:
     kb = make_kb(alice, "hollow")
     make_generation(kb, Generation.Status.ACTIVE, rows=0)
     for mode in ("vector", "lexical", "hybrid"):
@@ -346,7 +336,7 @@ def test_an_empty_generation_gives_no_results(alice) -> None:
         assert response.status_code == 200 and response.json()["results"] == [], mode
 
 
-def test_search_a_numbered_generation_side_by_side(alice, kb) -> None:
+def test_search_a_numbered_generation_side_by_side(alice, kb, client_for) -> None:
     client = client_for(alice)
     other = make_generation(kb, Generation.Status.READY, rows=6)
     staged = search(client, query="protein kinase", mode="lexical", generation=other.number).json()
@@ -362,7 +352,7 @@ def test_search_a_numbered_generation_side_by_side(alice, kb) -> None:
     assert gone.status_code == 409 and "collected" in gone.json()["message"]
 
 
-def test_repeated_queries_skip_the_model(alice, kb) -> None:
+def test_repeated_queries_skip_the_model(alice, kb, client_for) -> None:
     client = client_for(alice)
     cache = query_cache()
     cache.clear()
@@ -390,14 +380,14 @@ def test_the_search_command_prints_results_and_json(alice, kb, capsys) -> None:
         call_command("search", "x" * 2001, kb="science")
 
 
-def test_openapi_documents_the_search_route(alice) -> None:
+def test_openapi_documents_the_search_route(alice, client_for) -> None:
     schema = client_for(alice).get("/api/openapi.json").json()
     operation = schema["paths"]["/api/kbs/{slug}/search"]["post"]
     assert "hybrid" in operation["description"]
     assert {"200", "401", "404", "409", "422"} <= set(operation["responses"])
 
 
-def test_generations_from_before_metadata_tokens_keep_working(alice) -> None:
+def test_generations_from_before_metadata_tokens_keep_working(alice, client_for) -> None:
     """Stores built by an older release (no meta_kv column or field) still take uploads
     and answer searches; only metadata filters ask for a rebuild."""
     import tantivy

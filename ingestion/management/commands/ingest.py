@@ -17,22 +17,11 @@ from ingestion.models import IngestionJob
 from ingestion.services import IncomingFile, documents_upload
 from knowledge_bases.models import Document, KnowledgeBase
 from knowledge_bases.services import knowledge_base_create
+from ragstudio.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
+from ragstudio.cli import bounded_int
 from ragstudio.errors import RagStudioError
 
 READ_PIECE = 1024 * 1024
-
-
-def bounded_int(low: int, high: int):  # type: ignore[no-untyped-def]
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-        if not low <= number <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {number}")
-        return number
-
-    return parse
 
 
 def collect_files(paths: list[str]) -> list[Path]:
@@ -68,8 +57,8 @@ class Command(BaseCommand):
         parser.add_argument("--kb", required=True, help="knowledge base slug")
         parser.add_argument("--create", action="store_true", help="create the KB if missing")
         parser.add_argument("paths", nargs="+", help="files or directories (recursive)")
-        parser.add_argument("--store-batch-size", type=bounded_int(1, 100_000), default=None)
-        parser.add_argument("--embed-batch-size", type=bounded_int(1, 2048), default=None)
+        parser.add_argument("--store-batch-size", type=bounded_int(STORE_BATCH_SIZE), default=None)
+        parser.add_argument("--embed-batch-size", type=bounded_int(EMBED_BATCH_SIZE), default=None)
 
     def handle(self, *args: Any, **options: Any) -> None:
         started = time.monotonic()

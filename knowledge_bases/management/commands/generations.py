@@ -9,10 +9,21 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from ingestion.foreground import run_in_foreground
-from ingestion.management.commands.ingest import bounded_int
-from ingestion.services import generation_rebuild_start
-from knowledge_bases.lifecycle import generation_promote, generation_rollback, generations_gc
+from ingestion.services import (
+    generation_promote,
+    generation_rebuild_start,
+    generation_rollback,
+    generations_gc,
+)
 from knowledge_bases.models import KnowledgeBase
+from ragstudio.bounds import (
+    CHUNK_OVERLAP,
+    CHUNK_SIZE,
+    EMBED_BATCH_SIZE,
+    GENERATION_NUMBER,
+    STORE_BATCH_SIZE,
+)
+from ragstudio.cli import bounded_int
 from ragstudio.errors import RagStudioError
 
 
@@ -25,16 +36,16 @@ class Command(BaseCommand):
         listing = sub.add_parser("list")
         listing.add_argument("--json", action="store_true")
         promote = sub.add_parser("promote")
-        promote.add_argument("number", type=int)
+        promote.add_argument("number", type=bounded_int(GENERATION_NUMBER))
         rebuild = sub.add_parser("rebuild", help="build a new generation in the foreground")
         rebuild.add_argument("--embedder", default=None)
-        rebuild.add_argument("--chunk-size", type=bounded_int(16, 8000), default=None)
-        rebuild.add_argument("--chunk-overlap", type=bounded_int(0, 4000), default=None)
+        rebuild.add_argument("--chunk-size", type=bounded_int(CHUNK_SIZE), default=None)
+        rebuild.add_argument("--chunk-overlap", type=bounded_int(CHUNK_OVERLAP), default=None)
         rebuild.add_argument(
             "--promote", action="store_true", help="promote it if it passes its check"
         )
-        rebuild.add_argument("--store-batch-size", type=bounded_int(1, 100_000), default=None)
-        rebuild.add_argument("--embed-batch-size", type=bounded_int(1, 2048), default=None)
+        rebuild.add_argument("--store-batch-size", type=bounded_int(STORE_BATCH_SIZE), default=None)
+        rebuild.add_argument("--embed-batch-size", type=bounded_int(EMBED_BATCH_SIZE), default=None)
         sub.add_parser("rollback")
         sub.add_parser("gc")
 

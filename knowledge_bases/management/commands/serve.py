@@ -13,19 +13,19 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from knowledge_bases.engines import embedder_get
+from ragstudio.env import rag_settings
+
 
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
 def _warm_model() -> None:
-    from ingestion.jobs import get_embedder
-    from ragstudio.env import rag_settings
-
     spec = rag_settings()["EMBEDDER"]
     if spec == "local":  # others may need a network or a key: leave them to first use
         try:
-            get_embedder(spec)
+            embedder_get(spec)
         except Exception:  # a broken model shows up in the first search's error instead
             logging.getLogger(__name__).warning("could not preload the model", exc_info=True)
 

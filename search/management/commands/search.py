@@ -12,11 +12,13 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from pydantic import ValidationError as PydanticError
 
-from ingestion.management.commands.ingest import bounded_int
 from knowledge_bases.models import KnowledgeBase
+from ragstudio.bounds import GENERATION_NUMBER, SEARCH_LIMIT, SEARCH_OFFSET
+from ragstudio.cli import bounded_int
 from ragstudio.errors import RagStudioError
 from search.schemas import SearchIn, SearchOut
-from search.services import knowledge_base_search, search_params
+from search.services import knowledge_base_search
+from search.vocabulary import DEFAULT_FUSION, DEFAULT_MODE, FUSION_METHODS, SEARCH_MODES
 
 _MARK = re.compile(r"</?mark>")
 
@@ -27,13 +29,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("query")
         parser.add_argument("--kb", required=True, metavar="SLUG")
-        parser.add_argument("--mode", choices=["vector", "lexical", "hybrid"], default="hybrid")
-        parser.add_argument("--limit", type=bounded_int(1, 100), default=10)
-        parser.add_argument("--offset", type=bounded_int(0, 10_000), default=0)
+        parser.add_argument("--mode", choices=SEARCH_MODES, default=DEFAULT_MODE)
+        parser.add_argument("--limit", type=bounded_int(SEARCH_LIMIT), default=10)
+        parser.add_argument("--offset", type=bounded_int(SEARCH_OFFSET), default=0)
         parser.add_argument(
-            "--generation", type=bounded_int(1, 10**9), default=None, help="default: active"
+            "--generation",
+            type=bounded_int(GENERATION_NUMBER),
+            default=None,
+            help="default: active",
         )
-        parser.add_argument("--fusion", choices=["rrf", "weighted", "adaptive"], default="rrf")
+        parser.add_argument("--fusion", choices=FUSION_METHODS, default=DEFAULT_FUSION)
         parser.add_argument("--json", action="store_true", help="print the API's JSON body")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -54,7 +59,7 @@ class Command(BaseCommand):
             field = ".".join(str(p) for p in first["loc"]) or "query"
             raise CommandError(f"invalid {field}: {first['msg']}") from None
         try:
-            outcome = knowledge_base_search(kb=kb, params=search_params(payload))
+            outcome = knowledge_base_search(kb=kb, params=payload.to_params())
         except RagStudioError as exc:
             raise CommandError(exc.message) from None
         body = SearchOut.from_orm(outcome).dict()

@@ -1,4 +1,4 @@
-"""Uploads and ingestion jobs: the writes the web, the API and the CLI share."""
+"""Uploads and deletes of documents: the writes the web, the API and the CLI share."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ from django.db import transaction
 from ingestion.models import IngestionJob
 from ingestion.pipeline.parse import CONTENT_TYPES, detect_format
 from ingestion.pipeline.types import DocumentError
-from knowledge_bases.models import Document, Generation, KnowledgeBase
-from knowledge_bases.services import generation_create, generation_for_ingest
+from ingestion.services.queue import batch_sizes_validate, ingestion_job_create
+from knowledge_bases.engines import generation_store
+from knowledge_bases.lifecycle import generation_counts_record
+from knowledge_bases.models import Document, KnowledgeBase
+from knowledge_bases.selectors import document_path
 from ragstudio.env import rag_settings
 from ragstudio.errors import Conflict, NotFound, ValidationError
 
@@ -89,7 +92,7 @@ def documents_upload(
     reason; the same content twice is reported as a duplicate, not stored twice."""
     if not files:
         raise ValidationError("no files were uploaded", {"field": "files"})
-    _validate_batch_sizes(store_batch_size, embed_batch_size)
+    batch_sizes_validate(store_batch_size, embed_batch_size)
     upload_root = Path(rag_settings()["UPLOAD_DIR"]) / f"kb{kb.pk}"
     max_bytes = settings.RAGSTUDIO_MAX_UPLOAD_BYTES
     result = UploadResult()
@@ -159,139 +162,6 @@ def documents_upload(
     return result
 
 
-def document_path(document: Document) -> Path:
-    return Path(rag_settings()["UPLOAD_DIR"]) / document.storage_path
-
-
-def _validate_batch_sizes(store_batch_size: int | None, embed_batch_size: int | None) -> None:
-    if store_batch_size is not None and not 1 <= store_batch_size <= 100_000:
-        raise ValidationError(
-            "store_batch_size must be between 1 and 100000", {"field": "store_batch_size"}
-        )
-    if embed_batch_size is not None and not 1 <= embed_batch_size <= 2048:
-        raise ValidationError(
-            "embed_batch_size must be between 1 and 2048", {"field": "embed_batch_size"}
-        )
-
-
-def enqueue_job(job_id: int) -> None:
-    from django_q.tasks import async_task
-
-    async_task(
-        "ingestion.tasks.run_ingestion_job",
-        job_id,
-        task_name=f"ingestion-job-{job_id}",
-        group="ingestion",
-    )
-
-
-@transaction.atomic
-def ingestion_job_create(
-    *,
-    kb: KnowledgeBase,
-    documents: Sequence[Document],
-    user: Any = None,
-    enqueue: bool = True,
-    store_batch_size: int | None = None,
-    embed_batch_size: int | None = None,
-) -> IngestionJob:
-    """Queue a job for these documents, plus any of the KB's pending documents that no
-    queued or running job holds (left behind by a cancelled or failed job)."""
-    _validate_batch_sizes(store_batch_size, embed_batch_size)
-    generation = generation_for_ingest(kb=kb, actor=user)
-    held = Document.objects.filter(
-        knowledge_base=kb,
-        jobs__kind=IngestionJob.Kind.INGEST,  # a rebuild does not index into the active one
-        jobs__status__in=[IngestionJob.Status.QUEUED, IngestionJob.Status.RUNNING],
-    ).values("pk")
-    orphans = Document.objects.filter(knowledge_base=kb, status=Document.Status.PENDING).exclude(
-        pk__in=held
-    )
-    job = IngestionJob.objects.create(
-        knowledge_base=kb,
-        generation=generation,
-        kind=IngestionJob.Kind.INGEST,
-        store_batch_size=store_batch_size or rag_settings()["STORE_BATCH_SIZE"],
-        embed_batch_size=embed_batch_size or rag_settings()["EMBED_BATCH_SIZE"],
-        created_by=user if getattr(user, "pk", None) else None,
-    )
-    job.documents.set({d.pk for d in documents} | set(orphans.values_list("pk", flat=True)))
-    job.documents_total = job.documents.count()
-    job.save(update_fields=["documents_total"])
-    if enqueue:
-        transaction.on_commit(lambda: enqueue_job(job.pk))
-    return job
-
-
-@transaction.atomic
-def ingestion_job_cancel(*, job: IngestionJob) -> IngestionJob:
-    """A queued job is cancelled at once; a running one stops after flushing what it has
-    embedded (the worker sees the request within a second)."""
-    from django.utils import timezone
-
-    job = IngestionJob.objects.select_for_update().get(pk=job.pk)
-    if job.is_finished:
-        raise Conflict(f"job {job.pk} has already finished ({job.status})")
-    if job.status == IngestionJob.Status.QUEUED:
-        job.status = IngestionJob.Status.CANCELLED
-        job.finished_at = timezone.now()
-    job.cancel_requested = True
-    job.save(update_fields=["status", "finished_at", "cancel_requested"])
-    return job
-
-
-@transaction.atomic
-def generation_rebuild_start(
-    *,
-    kb: KnowledgeBase,
-    user: Any = None,
-    embedder: str | None = None,
-    chunk_size: int | None = None,
-    chunk_overlap: int | None = None,
-    auto_promote: bool = False,
-    enqueue: bool = True,
-    store_batch_size: int | None = None,
-    embed_batch_size: int | None = None,
-) -> IngestionJob:
-    """Build a new generation from all the KB's documents (with its settings or new ones)
-    while the active one keeps serving and taking uploads."""
-    _validate_batch_sizes(store_batch_size, embed_batch_size)
-    kb = KnowledgeBase.objects.select_for_update().get(pk=kb.pk)
-    running = IngestionJob.objects.filter(
-        knowledge_base=kb,
-        kind=IngestionJob.Kind.REBUILD,
-        status__in=[IngestionJob.Status.QUEUED, IngestionJob.Status.RUNNING],
-    ).first()
-    if running is not None:
-        raise Conflict(f"a rebuild is already in progress (job {running.pk})")
-    if kb.active_generation_id is None:
-        raise Conflict("this knowledge base has no active generation yet: ingest documents first")
-    generation = generation_create(
-        kb=kb,
-        actor=user,
-        note="rebuild",
-        embedder=embedder,
-        chunk_size=chunk_size,
-        chunk_overlap=chunk_overlap,
-    )
-    assert generation.status == Generation.Status.BUILDING
-    job = IngestionJob.objects.create(
-        knowledge_base=kb,
-        generation=generation,
-        kind=IngestionJob.Kind.REBUILD,
-        auto_promote=auto_promote,
-        store_batch_size=store_batch_size or rag_settings()["STORE_BATCH_SIZE"],
-        embed_batch_size=embed_batch_size or rag_settings()["EMBED_BATCH_SIZE"],
-        created_by=user if getattr(user, "pk", None) else None,
-    )
-    job.documents.set(Document.objects.filter(knowledge_base=kb))
-    job.documents_total = job.documents.count()
-    job.save(update_fields=["documents_total"])
-    if enqueue:
-        transaction.on_commit(lambda: enqueue_job(job.pk))
-    return job
-
-
 def document_delete(*, kb: KnowledgeBase, document_id: int) -> Document:
     """Remove a document: its rows from the active generation's stores, its stored file,
     its row. Refused (409) while a job of the KB is queued or running, since a job may be
@@ -302,10 +172,7 @@ def document_delete(*, kb: KnowledgeBase, document_id: int) -> Document:
         document = Document.objects.filter(knowledge_base=kb, pk=document_id).first()
         if document is None:
             raise NotFound(f"document {document_id} not found in {kb.slug!r}")
-        busy = IngestionJob.objects.filter(
-            knowledge_base=kb,
-            status__in=[IngestionJob.Status.QUEUED, IngestionJob.Status.RUNNING],
-        ).first()
+        busy = IngestionJob.objects.filter(knowledge_base=kb, status__in=IngestionJob.LIVE).first()
         if busy is not None:
             raise Conflict(
                 f"job {busy.pk} is {busy.status}: delete documents when it has finished",
@@ -313,13 +180,11 @@ def document_delete(*, kb: KnowledgeBase, document_id: int) -> Document:
             )
         kb.refresh_from_db()
         if kb.active_generation is not None:
-            from search.services import generation_store
-
             store = generation_store(kb.active_generation)
             store.delete_documents([document.pk])
             remaining = store.vectors.count()
-            Generation.objects.filter(pk=kb.active_generation.pk).update(
-                chunk_count=remaining, vector_count=remaining
+            generation_counts_record(
+                generation=kb.active_generation, chunks=remaining, vectors=remaining
             )
         path = document_path(document)
         deleted_id = document.pk

@@ -11,10 +11,9 @@ import numpy as np
 from django.utils import timezone
 
 from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash
-from knowledge_bases.lifecycle import generation_check
+from knowledge_bases.engines import generation_store
+from knowledge_bases.lifecycle import generation_check, generation_create
 from knowledge_bases.models import Generation, KnowledgeBase
-from knowledge_bases.services import generation_create
-from search.services import generation_store
 
 S = Generation.Status
 WORDS = [

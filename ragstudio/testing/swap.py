@@ -1,6 +1,6 @@
 """The promotion workload shared by bench/promote.py and its test: one process flips the
-active generation (promote, rollback) and runs GC, while `python -m search.probe` searches
-in another process."""
+active generation (promote, rollback) and runs GC, while `python -m
+ragstudio.testing.probe` searches in another process."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from knowledge_bases.lifecycle import generation_promote, generation_rollback, generations_gc
+from ingestion.services import generation_promote, generation_rollback, generations_gc
 from knowledge_bases.models import KnowledgeBase
 from ragstudio.errors import Conflict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 
 def start_probe(
@@ -26,7 +26,7 @@ def start_probe(
         [
             sys.executable,
             "-m",
-            "search.probe",
+            "ragstudio.testing.probe",
             "--kb-id",
             str(kb.pk),
             "--stop-file",

@@ -2,7 +2,7 @@
 count failures and results that mix generations. Used by the promotion test and by
 bench/promote.py:
 
-    python -m search.probe --kb-id N --stop-file PATH --out PATH
+    python -m ragstudio.testing.probe --kb-id N --stop-file PATH --out PATH
 
 Chunk ids in the probe's generations start with "g<number>c", so a result set is mixed
 when any id names another generation than the one the query resolved.
@@ -14,7 +14,15 @@ import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class GenerationHits:
+    generation: int
+    vector_ids: list[str]
+    lexical_ids: list[str]
 
 
 def main() -> None:
@@ -32,7 +40,17 @@ def main() -> None:
     django.setup()
     import numpy as np
 
-    from search.services import active_generation, generation_search
+    from knowledge_bases.engines import generation_store
+    from knowledge_bases.models import Generation
+    from knowledge_bases.selectors import active_generation
+
+    def generation_search(
+        generation: Generation, *, vector: list[float], text: str, k: int
+    ) -> GenerationHits:
+        # A fresh store per query, as a cold reader would: the swap must hold even then.
+        store = generation_store(generation)
+        vector_ids = [chunk_id for chunk_id, _ in store.vectors.vector_search(vector, k)]
+        return GenerationHits(generation.number, vector_ids, store.bm25.search(text, k))
 
     rng = np.random.default_rng(7)
     vector = rng.normal(size=args.dims).astype(np.float32)

@@ -1,0 +1,128 @@
+"""The reporter thread: a running job's counters, outcomes and heartbeat reach its row
+every second, and a cancel request reaches the pipeline."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from django.db import DatabaseError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ingestion.models import IngestionJob
+from ingestion.pipeline.progress import DocumentOutcome, Progress, ProgressSnapshot
+from knowledge_bases.models import Document
+
+log = logging.getLogger(__name__)
+
+REPORT_INTERVAL = 1.0  # seconds: counters reach the job row at least this often
+ProgressCallback = Callable[[IngestionJob, ProgressSnapshot], None]
+
+
+class Reporter(threading.Thread):
+    """Writes the pipeline's counters and document outcomes to the database every second,
+    and relays a cancel request to the pipeline."""
+
+    def __init__(
+        self,
+        job: IngestionJob,
+        progress: Progress,
+        cancel: threading.Event,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        super().__init__(name=f"job-{job.pk}-reporter", daemon=True)
+        self.job = job
+        # Document rows describe the active generation; a rebuild only counts outcomes.
+        self.write_documents = job.kind == IngestionJob.Kind.INGEST
+        self.progress = progress
+        self.cancel = cancel
+        self.on_progress = on_progress
+        self.stop_event = threading.Event()
+        # Set when another worker took the job over (our heartbeat was judged stale): we
+        # stop at once and leave the row alone.
+        self.lost = threading.Event()
+        self.started = time.monotonic()
+        self.samples: list[list[float]] = list(job.samples or [])
+        self.offset = self.samples[-1][0] if self.samples else 0.0  # a resumed job
+
+    def _sample(self, snap: ProgressSnapshot) -> None:
+        at = round(self.offset + time.monotonic() - self.started, 1)
+        self.samples.append([at, snap.embedded + snap.skipped, snap.persisted])
+        if len(self.samples) > IngestionJob.MAX_SAMPLES:
+            # Keep the whole run at half the resolution (the newest sample always stays).
+            self.samples = self.samples[-1::-2][::-1]
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.wait(REPORT_INTERVAL):
+                try:
+                    self.flush()
+                except DatabaseError:
+                    # A busy database must not stop the heartbeat for good: try again
+                    # next tick (outcomes not written yet are still queued).
+                    log.warning(
+                        "job %s: progress write failed, retrying", self.job.pk, exc_info=True
+                    )
+        finally:
+            connection.close()
+
+    def flush(self) -> None:
+        snap = self.progress.snapshot()
+        outcomes = self.progress.drain_outcomes()
+        try:
+            updated, cancel = self._write(snap, outcomes)
+        except BaseException:
+            self.progress.restore_outcomes(outcomes)
+            raise
+        if not updated:
+            self.lost.set()
+            self.cancel.set()
+            return
+        if cancel:
+            self.cancel.set()
+        if self.on_progress is not None:
+            self.job.refresh_from_db()
+            self.on_progress(self.job, snap)
+
+    @transaction.atomic
+    def _write(self, snap: ProgressSnapshot, outcomes: list[DocumentOutcome]) -> tuple[bool, bool]:
+        now = timezone.now()
+        self._sample(snap)
+        updated = IngestionJob.objects.filter(
+            pk=self.job.pk, worker=self.job.worker, status=IngestionJob.Status.RUNNING
+        ).update(
+            samples=self.samples,
+            total=snap.total,
+            embedded=snap.embedded,
+            persisted=snap.persisted,
+            buffered=snap.buffered,
+            skipped=snap.skipped,
+            errors=snap.errors,
+            retries=snap.retries,
+            rate=round(snap.rate, 3),
+            eta_seconds=None if snap.eta_seconds is None else round(snap.eta_seconds, 1),
+            documents_done=F("documents_done") + sum(1 for o in outcomes if o.ok),
+            documents_failed=F("documents_failed") + sum(1 for o in outcomes if not o.ok),
+            heartbeat_at=now,
+        )
+        if not updated:
+            return False, False  # taken over: outcomes belong to the new owner now
+        for outcome in outcomes if self.write_documents else []:
+            if outcome.ok:
+                fields = {
+                    "status": Document.Status.INDEXED,
+                    "chunk_count": outcome.chunk_count,
+                    "error_message": "",
+                }
+            else:
+                fields = {
+                    "status": Document.Status.FAILED,
+                    "chunk_count": 0,
+                    "error_message": outcome.error[:2000],
+                }
+            Document.objects.filter(pk=outcome.document_id).update(updated_at=now, **fields)
+        cancel = IngestionJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+        return True, cancel

@@ -1,0 +1,28 @@
+"""The periodic tasks, created once after migrations (kept apart from the tasks, so
+start-up does not import the job machinery)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCHEDULES = [
+    # (name, function, minutes)
+    ("ragstudio: reap stale ingestion jobs", "ingestion.tasks.reap_stale_jobs", 1),
+    ("ragstudio: collect old generations", "ingestion.tasks.collect_generations", 60),
+]
+
+
+def ensure_schedules(**_kwargs: Any) -> None:
+    """Create the periodic tasks once (post_migrate), idempotently."""
+    from django_q.models import Schedule  # needs the app registry: imported when run
+
+    for name, func, minutes in SCHEDULES:
+        Schedule.objects.update_or_create(
+            name=name,
+            defaults={
+                "func": func,
+                "schedule_type": Schedule.MINUTES,
+                "minutes": minutes,
+                "repeats": -1,
+            },
+        )

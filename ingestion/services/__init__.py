@@ -1,0 +1,37 @@
+"""Ingestion services: uploads and deletes, the job queue, and generation actions."""
+
+from ingestion.services.generations import (
+    generation_promote,
+    generation_rebuild_start,
+    generation_rollback,
+    generations_gc,
+    generations_gc_all,
+)
+from ingestion.services.queue import (
+    batch_sizes_validate,
+    enqueue_job,
+    ingestion_job_cancel,
+    ingestion_job_create,
+)
+from ingestion.services.uploads import (
+    IncomingFile,
+    UploadResult,
+    document_delete,
+    documents_upload,
+)
+
+__all__ = [
+    "IncomingFile",
+    "UploadResult",
+    "batch_sizes_validate",
+    "document_delete",
+    "documents_upload",
+    "enqueue_job",
+    "generation_promote",
+    "generation_rebuild_start",
+    "generation_rollback",
+    "generations_gc",
+    "generations_gc_all",
+    "ingestion_job_cancel",
+    "ingestion_job_create",
+]

@@ -1,0 +1,89 @@
+"""Ingestion jobs: queued, enqueued on the worker broker, cancelled."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from ingestion.models import IngestionJob
+from knowledge_bases.lifecycle import generation_for_ingest
+from knowledge_bases.models import Document, KnowledgeBase
+from ragstudio.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
+from ragstudio.env import rag_settings
+from ragstudio.errors import Conflict, ValidationError
+
+
+def batch_sizes_validate(store_batch_size: int | None, embed_batch_size: int | None) -> None:
+    for bound, value in (
+        (STORE_BATCH_SIZE, store_batch_size),
+        (EMBED_BATCH_SIZE, embed_batch_size),
+    ):
+        if value is not None and value not in bound:
+            raise ValidationError(bound.describe(), {"field": bound.name})
+
+
+def enqueue_job(job_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task(
+        "ingestion.tasks.run_ingestion_job",
+        job_id,
+        task_name=f"ingestion-job-{job_id}",
+        group="ingestion",
+    )
+
+
+@transaction.atomic
+def ingestion_job_create(
+    *,
+    kb: KnowledgeBase,
+    documents: Sequence[Document],
+    user: Any = None,
+    enqueue: bool = True,
+    store_batch_size: int | None = None,
+    embed_batch_size: int | None = None,
+) -> IngestionJob:
+    """Queue a job for these documents, plus any of the KB's pending documents that no
+    queued or running job holds (left behind by a cancelled or failed job)."""
+    batch_sizes_validate(store_batch_size, embed_batch_size)
+    generation = generation_for_ingest(kb=kb, actor=user)
+    held = Document.objects.filter(
+        knowledge_base=kb,
+        jobs__kind=IngestionJob.Kind.INGEST,  # a rebuild does not index into the active one
+        jobs__status__in=IngestionJob.LIVE,
+    ).values("pk")
+    orphans = Document.objects.filter(knowledge_base=kb, status=Document.Status.PENDING).exclude(
+        pk__in=held
+    )
+    job = IngestionJob.objects.create(
+        knowledge_base=kb,
+        generation=generation,
+        kind=IngestionJob.Kind.INGEST,
+        store_batch_size=store_batch_size or rag_settings()["STORE_BATCH_SIZE"],
+        embed_batch_size=embed_batch_size or rag_settings()["EMBED_BATCH_SIZE"],
+        created_by=user if getattr(user, "pk", None) else None,
+    )
+    job.documents.set({d.pk for d in documents} | set(orphans.values_list("pk", flat=True)))
+    job.documents_total = job.documents.count()
+    job.save(update_fields=["documents_total"])
+    if enqueue:
+        transaction.on_commit(lambda: enqueue_job(job.pk))
+    return job
+
+
+@transaction.atomic
+def ingestion_job_cancel(*, job: IngestionJob) -> IngestionJob:
+    """A queued job is cancelled at once; a running one stops after flushing what it has
+    embedded (the worker sees the request within a second)."""
+    job = IngestionJob.objects.select_for_update().get(pk=job.pk)
+    if job.is_finished:
+        raise Conflict(f"job {job.pk} has already finished ({job.status})")
+    if job.status == IngestionJob.Status.QUEUED:
+        job.status = IngestionJob.Status.CANCELLED
+        job.finished_at = timezone.now()
+    job.cancel_requested = True
+    job.save(update_fields=["status", "finished_at", "cancel_requested"])
+    return job

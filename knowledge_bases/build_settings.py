@@ -1,0 +1,61 @@
+"""The settings a generation is built with (embedder, chunking), resolved and validated in
+one place for new knowledge bases and for rebuilds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ingestion.embedders import EmbedderSpecError, describe
+from ragstudio.bounds import CHUNK_OVERLAP, CHUNK_SIZE
+from ragstudio.env import rag_settings
+from ragstudio.errors import ValidationError
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    embedder: str  # normalized spec
+    dimensions: int
+    chunk_size: int
+    chunk_overlap: int
+
+
+def build_settings_resolve(
+    *,
+    embedder: str | None,
+    chunk_size: int | None,
+    chunk_overlap: int | None,
+    defaults: BuildSettings | None = None,
+) -> BuildSettings:
+    """The given settings, the rest from ``defaults`` (a KB's, for a rebuild) or from
+    settings (a new KB); ValidationError naming the field when they do not fit."""
+    default_embedder = defaults.embedder if defaults else rag_settings()["EMBEDDER"]
+    try:
+        info = describe(
+            embedder or default_embedder,
+            openai_dimensions=rag_settings()["OPENAI_DIMENSIONS"] or None,
+        )
+    except EmbedderSpecError as exc:
+        raise ValidationError(str(exc), {"field": "embedder"}) from None
+    max_chunk = info.max_chunk_tokens
+    size = chunk_size
+    if size is None:
+        size = defaults.chunk_size if defaults else rag_settings()["CHUNK_SIZE"]
+        if max_chunk is not None:
+            size = min(size, max_chunk)  # a default never exceeds what the model sees whole
+    overlap = chunk_overlap
+    if overlap is None:
+        overlap = defaults.chunk_overlap if defaults else rag_settings()["CHUNK_OVERLAP"]
+        overlap = min(overlap, size // 2)
+    if size not in CHUNK_SIZE:
+        raise ValidationError(CHUNK_SIZE.describe() + " tokens", {"field": "chunk_size"})
+    if max_chunk is not None and size > max_chunk:
+        raise ValidationError(
+            f"chunk size must be at most {max_chunk} tokens for this embedder",
+            {"field": "chunk_size"},
+        )
+    if overlap not in CHUNK_OVERLAP or overlap > size // 2:
+        raise ValidationError(
+            f"chunk overlap must be between 0 and half the chunk size ({size // 2})",
+            {"field": "chunk_overlap"},
+        )
+    return BuildSettings(info.spec, info.dimensions, size, overlap)

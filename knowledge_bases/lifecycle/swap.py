@@ -1,0 +1,161 @@
+"""Promote and roll back: which generation serves. One rule decides whether an action is
+allowed and why not (``promote_verdict``, ``rollback_verdict``); the services enforce it
+and the pages, the admin and the CLI show the same reason."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from knowledge_bases.engines import generation_store
+from knowledge_bases.lifecycle.events import generation_event_record
+from knowledge_bases.models import Document, Generation, KnowledgeBase
+from ragstudio.errors import Conflict, NotFound
+
+S = Generation.Status
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a promote or rollback may happen: the generation it would activate, or
+    why it cannot (``blocker``, a phrase for people)."""
+
+    target: Generation | None
+    blocker: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return not self.blocker
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A generation that now serves, and the documents it lacks: the caller indexes them
+    into it (a job), so nothing uploaded is lost by a swap."""
+
+    generation: Generation
+    requeue: list[Document] = field(default_factory=list)
+
+
+def promote_verdict(kb: KnowledgeBase, generation: Generation) -> Verdict:
+    if generation.status == S.ACTIVE:
+        return Verdict(None, "it is already active")
+    if generation.status == S.BUILDING:
+        return Verdict(None, "it is still building")
+    if generation.status == S.FAILED:
+        return Verdict(None, "its build failed")
+    if generation.status == S.COLLECTED:
+        return Verdict(None, "it was collected: its files are deleted")
+    if generation.check_passed is False:
+        failed = [i["detail"] for i in generation.check_report if not i["ok"]]
+        return Verdict(None, "it did not pass its check: " + ("; ".join(failed) or "see report"))
+    if generation.status == S.READY and generation.check_passed is None:
+        return Verdict(None, "it has not been checked yet")
+    return Verdict(generation)
+
+
+def rollback_verdict(kb: KnowledgeBase) -> Verdict:
+    """One step back: the newest archived generation older than the active one."""
+    active = kb.active_generation
+    if active is None:
+        return Verdict(None, "there is no active generation")
+    target = (
+        kb.generations.filter(status=S.ARCHIVED, number__lt=active.number)
+        .order_by("-number")
+        .first()
+    )
+    if target is None:
+        return Verdict(None, f"no archived generation older than #{active.number}")
+    return Verdict(target)
+
+
+def locked_kb(kb: KnowledgeBase) -> KnowledgeBase:
+    return KnowledgeBase.objects.select_for_update().get(pk=kb.pk)
+
+
+@transaction.atomic
+def generation_promote(*, kb: KnowledgeBase, number: int, actor: Any = None) -> Activation:
+    kb = locked_kb(kb)
+    generation = (
+        Generation.objects.select_for_update().filter(knowledge_base=kb, number=number).first()
+    )
+    if generation is None:
+        raise NotFound(f"knowledge base {kb.slug!r} has no generation {number}")
+    verdict = promote_verdict(kb, generation)
+    if verdict.target is None:
+        raise Conflict(f"generation {number} cannot be promoted: {verdict.blocker}")
+    return _activate(kb, verdict.target, actor, "promote")
+
+
+@transaction.atomic
+def generation_rollback(*, kb: KnowledgeBase, actor: Any = None) -> Activation:
+    kb = locked_kb(kb)
+    verdict = rollback_verdict(kb)
+    if verdict.target is None:
+        raise Conflict(f"nothing to roll back to: {verdict.blocker}")
+    target = Generation.objects.select_for_update().get(pk=verdict.target.pk)
+    return _activate(kb, target, actor, f"rollback from {kb.active_generation.number}")  # type: ignore[union-attr]
+
+
+def _activate(kb: KnowledgeBase, target: Generation, actor: Any, note: str) -> Activation:
+    now = timezone.now()
+    current = kb.active_generation
+    if current is not None:
+        # Archive first: the database allows one active generation per KB.
+        Generation.objects.filter(pk=current.pk).update(status=S.ARCHIVED, archived_at=now)
+        generation_event_record(current, S.ACTIVE, S.ARCHIVED, actor, note)
+    previous = target.status
+    target.status = S.ACTIVE
+    target.activated_at = now
+    target.save(update_fields=["status", "activated_at"])
+    generation_event_record(target, previous, S.ACTIVE, actor, note)
+    kb.active_generation = target
+    # The KB's settings follow what it serves (a rebuild may have changed them).
+    kb.embedder = target.embedder
+    kb.embedding_dimensions = target.dimensions
+    kb.chunk_size = target.chunk_size
+    kb.chunk_overlap = target.chunk_overlap
+    kb.save(
+        update_fields=[
+            "active_generation",
+            "embedder",
+            "embedding_dimensions",
+            "chunk_size",
+            "chunk_overlap",
+            "updated_at",
+        ]
+    )
+    return Activation(target, _sync_documents(kb, target))
+
+
+def _sync_documents(kb: KnowledgeBase, target: Generation) -> list[Document]:
+    """Document rows describe the active generation: take the chunk counts from the one now
+    serving. Documents it lacks (uploaded after it was built, or rolled back past) go back
+    to pending; they are returned for the caller to index into it."""
+    counts = Counter(
+        r["document_id"] for r in generation_store(target).vectors.rows(columns=["document_id"])
+    )
+    changed: list[Document] = []
+    missing: list[Document] = []
+    for doc in Document.objects.filter(knowledge_base=kb).only(
+        "pk", "status", "chunk_count", "error_message"
+    ):
+        if counts.get(doc.pk):
+            new = (Document.Status.INDEXED, counts[doc.pk], "")
+        elif doc.status == Document.Status.FAILED:
+            continue
+        else:
+            new = (Document.Status.PENDING, 0, doc.error_message)
+            missing.append(doc)
+        if (doc.status, doc.chunk_count, doc.error_message) != new:
+            doc.status, doc.chunk_count, doc.error_message = new
+            changed.append(doc)
+    # One statement per batch, and only for what changed: this runs with the KB row locked.
+    Document.objects.bulk_update(
+        changed, ["status", "chunk_count", "error_message"], batch_size=500
+    )
+    return missing

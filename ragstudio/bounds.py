@@ -1,0 +1,31 @@
+"""Numeric bounds on what users may ask for, defined once: the API schemas, the forms, the
+services, the CLI and the settings all take their limits from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Bound:
+    """An inclusive integer range for one named value."""
+
+    name: str
+    low: int
+    high: int
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, int) and self.low <= value <= self.high
+
+    def describe(self) -> str:
+        return f"{self.name} must be between {self.low} and {self.high}"
+
+
+STORE_BATCH_SIZE = Bound("store_batch_size", 1, 100_000)  # rows per LanceDB/tantivy write
+EMBED_BATCH_SIZE = Bound("embed_batch_size", 1, 2048)  # texts per model call
+CHUNK_SIZE = Bound("chunk_size", 16, 8000)  # tokens; an embedder may allow fewer
+CHUNK_OVERLAP = Bound("chunk_overlap", 0, 4000)  # tokens; at most half the chunk size
+SEARCH_LIMIT = Bound("limit", 1, 100)
+SEARCH_OFFSET = Bound("offset", 0, 10_000)
+GENERATION_NUMBER = Bound("generation", 1, 10**9)
+QUERY_MAX_CHARS = 2000

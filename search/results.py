@@ -1,0 +1,56 @@
+"""What a search asks and answers: plain data, shared by the service and its surfaces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from search.filters import SearchFilter
+from search.fusion import FusionParams
+from search.vocabulary import DEFAULT_MODE, SearchMode
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    query: str
+    mode: SearchMode = DEFAULT_MODE
+    limit: int = 10
+    offset: int = 0
+    generation: int | None = None  # None: the active one
+    filter: SearchFilter = field(default_factory=SearchFilter)
+    fusion: FusionParams = field(default_factory=FusionParams)
+    explain: bool = False
+
+
+@dataclass(frozen=True)
+class Citation:
+    document_id: int
+    title: str
+    filename: str
+    chunk: int  # 1-based position of the chunk in its document
+    chunks: int  # how many chunks the document has (0: unknown)
+    page: int | None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chunk_id: str
+    document_id: int
+    score: float
+    content: str
+    snippet: str
+    metadata: dict[str, Any]
+    citation: Citation
+    explain: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    knowledge_base: str
+    generation: int
+    mode: str
+    fusion: str | None
+    results: list[SearchHit]
+    took_ms: float
+    timings: dict[str, float]
+    exact_vector_search: bool | None  # None: no vector search ran (lexical, or no hits)
