@@ -218,7 +218,7 @@ def test_concurrent_promotes_of_the_same_generation_have_exactly_one_winner(kb) 
     assert Generation.objects.filter(knowledge_base=kb, status=S.ACTIVE).count() == 1
 
 
-def test_generations_through_the_api_and_the_cli(kb) -> None:
+def test_generations_through_the_api_and_the_cli(kb, settings) -> None:
     import io
     import json
 
@@ -244,7 +244,6 @@ def test_generations_through_the_api_and_the_cli(kb) -> None:
     again = client.post(f"/api/kbs/life/generations/{ready.number}/promote")
     assert again.status_code == 409 and "already active" in again.json()["message"]
     assert client.post("/api/kbs/life/generations/rollback").json()["number"] == 2
-    assert client.post("/api/kbs/life/generations/gc").status_code == 200
 
     out = io.StringIO()
     call_command("generations", "life", "list", "--json", stdout=out)
@@ -261,6 +260,18 @@ def test_generations_through_the_api_and_the_cli(kb) -> None:
         call_command("generations", "life", "rollback", stdout=io.StringIO())
     with pytest.raises(CommandError, match="no generation 42"):
         call_command("generations", "life", "promote", "42", stdout=io.StringIO())
+    kb.retention = 0
+    kb.save(update_fields=["retention"])
+    settings.RAGSTUDIO = {**settings.RAGSTUDIO, "GC_MIN_AGE_SECONDS": 0}
+    gc = client.post("/api/kbs/life/generations/gc")
+    assert gc.status_code == 200, gc.content
+    body = gc.json()
+    # Retention 0 and no minimum age: every archived generation goes, the active one stays.
+    assert (body["collected"], body["files_deleted"]) == ([2, 3], [2, 3])
+    assert body["compacted"]["generation"] == 1
+    assert body["compacted"]["fragments_after"] <= body["compacted"]["fragments_before"]
+    statuses = dict(Generation.objects.filter(knowledge_base=kb).values_list("number", "status"))
+    assert statuses == {1: S.ACTIVE, 2: S.COLLECTED, 3: S.COLLECTED}
 
 
 def test_admin_promote_asks_for_confirmation_then_promotes(kb) -> None:

@@ -315,6 +315,10 @@ def test_another_users_kb_and_job_are_404(alice, login) -> None:
     )
     assert client.get(f"/jobs/{job.pk}/").status_code == 404
     assert client.post(f"/jobs/{job.pk}/cancel/").status_code == 404
+    # Refused, not just answered so: bob's KB and job are as they were.
+    assert list(kb.documents.values_list("original_filename", flat=True)) == ["a.txt"]
+    job.refresh_from_db()
+    assert (job.status, job.cancel_requested) == ("queued", False)
 
 
 def test_cancel_button_cancels_a_queued_job(alice, login) -> None:

@@ -13,7 +13,7 @@ import pytest
 from ingestion.pipeline.chunk import Chunker
 from ingestion.pipeline.progress import Progress
 from ingestion.pipeline.runner import PipelineConfig, run_pipeline
-from ingestion.pipeline.types import EmbeddingError, Matrix, SourceDocument
+from ingestion.pipeline.types import EmbeddingError, Matrix, PipelineError, SourceDocument
 from search.stores.generation import GenerationStore
 
 TEXTS = [
@@ -170,7 +170,7 @@ def test_a_store_failure_fails_the_job(tmp_path, embedder) -> None:
         def lookup(self, hashes):  # type: ignore[no-untyped-def]
             return {}
 
-    with pytest.raises(Exception, match="No space left on device"):
+    with pytest.raises(PipelineError, match="writing to the store failed: No space left on device"):
         _run(embedder, BrokenStore(), _docs(TEXTS[:2]), store_batch_size=2)
 
 

@@ -163,8 +163,24 @@ def test_weighted_fusion_follows_its_weights(alice, kb, client_for) -> None:
         explain=True,
     ).json()
     assert vector_only["results"][0]["citation"]["title"] == "Photosynthesis"
-    for r in vector_only["results"]:
-        assert r["explain"]["vector_rank"] is not None or r["score"] == 0
+    for weights, engine in (((1, 0), "vector"), ((0, 1), "bm25")):
+        body = search(
+            client,
+            query="energy from light in plants",
+            fusion={"method": "weighted", "vector_weight": weights[0], "bm25_weight": weights[1]},
+            explain=True,
+        ).json()
+        ranks = [r["explain"][f"{engine}_rank"] for r in body["results"]]
+        found = [rank for rank in ranks if rank is not None]
+        # The page follows the weighted engine's own order, best first at full weight...
+        assert found and found[0] == 1 and found == sorted(found), (engine, ranks)
+        assert body["results"][0]["score"] == pytest.approx(1.0)
+        # ...and a hit only the zero-weighted engine found scores nothing, so ranks last.
+        unranked = [
+            r["score"] for r, rank in zip(body["results"], ranks, strict=True) if rank is None
+        ]
+        assert all(score == 0 for score in unranked), (engine, ranks, unranked)
+        assert ranks[: len(found)] == found
 
 
 def test_pagination_pages_join_into_the_full_list(alice, kb, client_for) -> None:
@@ -250,10 +266,26 @@ def test_hostile_filter_values_match_only_themselves(alice, kb, value: str, clie
     assert (store.vectors.count(), store.bm25.count()) == before
 
 
-@pytest.mark.parametrize("query", ['title:"unclosed AND (', "NOT OR AND", "+-~^*", "a:b:c [1 TO"])
-def test_query_syntax_is_never_interpreted(alice, kb, query: str, client_for) -> None:
+@pytest.mark.parametrize(
+    ("query", "title"),
+    [
+        ('title:"neurons AND (', "Neurons"),
+        ("NOT volcanic OR AND", "Volcanoes"),
+        ("+chlorophyll~ ^* -", "Photosynthesis"),
+        ("text:magma [1 TO", "Volcanoes"),
+        ("+-~^*", None),
+    ],
+)
+def test_query_syntax_is_never_interpreted(alice, kb, query: str, title, client_for) -> None:
+    """Operators and field names are words to BM25, never syntax: the word in the query
+    finds its record (NOT does not exclude it), and punctuation alone finds nothing."""
     response = search(client_for(alice), query=query, mode="lexical")
     assert response.status_code == 200, response.content
+    results = response.json()["results"]
+    if title is None:
+        assert results == []
+    else:
+        assert results and results[0]["citation"]["title"] == title, results
 
 
 @pytest.mark.parametrize(
