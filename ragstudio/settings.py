@@ -146,6 +146,11 @@ RAGSTUDIO_MAX_UPLOAD_BYTES = env_int("RAGSTUDIO_MAX_UPLOAD_BYTES", 50 * 1024 * 1
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("RAGSTUDIO_MAX_UPLOAD_FILES", 1000, minimum=1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
+
+def env_bounded(name: str, default: int, bound: bounds.Bound) -> int:
+    return env_int(name, default, minimum=bound.low, maximum=bound.high)
+
+
 RAGSTUDIO: RagStudioConfig = {
     "UPLOAD_DIR": DATA_DIR / "uploads",
     "LANCEDB_URI": env_str("RAGSTUDIO_LANCEDB_URI", str(DATA_DIR / "lancedb")),
@@ -160,30 +165,10 @@ RAGSTUDIO: RagStudioConfig = {
     "OPENAI_DIMENSIONS": env_int("RAGSTUDIO_OPENAI_DIMENSIONS", 0, minimum=0),
     "OPENAI_TIMEOUT": env_float("RAGSTUDIO_OPENAI_TIMEOUT", 60.0, minimum=0.1),
     "OPENAI_MAX_RETRIES": env_int("RAGSTUDIO_OPENAI_MAX_RETRIES", 6, minimum=0),
-    "STORE_BATCH_SIZE": env_int(
-        "RAGSTUDIO_STORE_BATCH_SIZE",
-        5000,
-        minimum=bounds.STORE_BATCH_SIZE.low,
-        maximum=bounds.STORE_BATCH_SIZE.high,
-    ),
-    "EMBED_BATCH_SIZE": env_int(
-        "RAGSTUDIO_EMBED_BATCH_SIZE",
-        32,
-        minimum=bounds.EMBED_BATCH_SIZE.low,
-        maximum=bounds.EMBED_BATCH_SIZE.high,
-    ),
-    "CHUNK_SIZE": env_int(
-        "RAGSTUDIO_CHUNK_SIZE",
-        200,
-        minimum=bounds.CHUNK_SIZE.low,
-        maximum=bounds.CHUNK_SIZE.high,
-    ),
-    "CHUNK_OVERLAP": env_int(
-        "RAGSTUDIO_CHUNK_OVERLAP",
-        32,
-        minimum=bounds.CHUNK_OVERLAP.low,
-        maximum=bounds.CHUNK_OVERLAP.high,
-    ),
+    "STORE_BATCH_SIZE": env_bounded("RAGSTUDIO_STORE_BATCH_SIZE", 5000, bounds.STORE_BATCH_SIZE),
+    "EMBED_BATCH_SIZE": env_bounded("RAGSTUDIO_EMBED_BATCH_SIZE", 32, bounds.EMBED_BATCH_SIZE),
+    "CHUNK_SIZE": env_bounded("RAGSTUDIO_CHUNK_SIZE", 200, bounds.CHUNK_SIZE),
+    "CHUNK_OVERLAP": env_bounded("RAGSTUDIO_CHUNK_OVERLAP", 32, bounds.CHUNK_OVERLAP),
     # A running job whose heartbeat is older than this is taken over (or failed).
     "HEARTBEAT_STALE_SECONDS": env_int("RAGSTUDIO_HEARTBEAT_STALE_SECONDS", 60, minimum=5),
     "JOB_MAX_ATTEMPTS": env_int("RAGSTUDIO_JOB_MAX_ATTEMPTS", 3, minimum=1),
