@@ -149,24 +149,45 @@ class LanceChunkTable:
         table.delete(f"document_id IN ({ids})")
 
     def lookup(self, hashes: Sequence[str]) -> dict[str, Vector]:
-        """Vectors already stored for these content hashes (hex only, checked)."""
+        """Vectors already stored for these content hashes (hex only, checked): one for
+        every distinct hash the table holds, however often some hash repeats (a cap on
+        the rows read let a repeated hash crowd the others out, and their chunks were
+        then taken as new and stored twice)."""
         table = self.table()
         wanted = sorted({h for h in hashes if _HEX.match(h)})
         if table is None or not wanted:
             return {}
+        where = f"content_hash IN ({_quoted(wanted)})"
+        # First the (small) ids of every matching row, to pick one row per hash; then
+        # the vectors of those rows only, so repeats never cost a vector read.
+        matches = (
+            table.search()
+            .where(where)
+            .select(["id", "content_hash"])
+            .limit(max(1, table.count_rows(where)))
+            .to_arrow()
+        )
+        first: dict[str, str] = {}
+        for row_id, digest in zip(
+            matches.column("id").to_pylist(),
+            matches.column("content_hash").to_pylist(),
+            strict=True,
+        ):
+            first.setdefault(digest, row_id)
+        if not first:
+            return {}
+        ids = sorted(first.values())
         result = (
             table.search()
-            .where(f"content_hash IN ({_quoted(wanted)})")
+            .where(f"id IN ({_quoted(ids)})")
             .select(["content_hash", "vector"])
-            .limit(len(wanted) * 4 + 16)
+            .limit(len(ids))
             .to_arrow()
         )
         found: dict[str, Vector] = {}
-        hashes_col = result.column("content_hash").to_pylist()
         vectors = result.column("vector")
-        for i, h in enumerate(hashes_col):
-            if h not in found:
-                found[h] = np.asarray(vectors[i].as_py(), dtype=np.float32)
+        for i, digest in enumerate(result.column("content_hash").to_pylist()):
+            found.setdefault(digest, np.asarray(vectors[i].as_py(), dtype=np.float32))
         return found
 
     def vector_search(

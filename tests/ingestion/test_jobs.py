@@ -244,3 +244,41 @@ def test_the_reaper_gives_tasks_only_to_queued_jobs_that_can_run(kb, settings) -
     # The generation is busy with a live job: that worker drains the queue, no new task.
     assert jobs_reap_stale()["enqueued"] == 0
     assert OrmQ.objects.count() == 1
+
+
+def _crash_mid_job(job: IngestionJob) -> None:
+    """What a worker killed after its last flush but before its last report leaves: rows
+    in the stores, the documents still pending, the job running with a dead heartbeat."""
+    job.documents.update(status=Document.Status.PENDING, chunk_count=0)
+    IngestionJob.objects.filter(pk=job.pk).update(
+        status=IngestionJob.Status.RUNNING,
+        worker="dead-worker",
+        heartbeat_at=timezone.now() - timedelta(hours=1),
+        finished_at=None,
+    )
+
+
+def test_a_resumed_job_with_repeated_text_stores_each_chunk_once(kb) -> None:
+    """Issue 10, case 2: a content hash repeated many times must not crowd the others out
+    of the vector-cache lookup (they were appended again: 11 ids twice in both stores)."""
+    import json
+
+    records = [{"id": f"same{i}", "text": "The same sentence again."} for i in range(200)]
+    records += [
+        {"id": f"own{i}", "text": f"Distinct record {i} about {i * 7} rivers."} for i in range(11)
+    ]
+    body = "\n".join(json.dumps(r) for r in records).encode()
+    job = _run(upload(kb, [("repeats.jsonl", body)]).job.pk)
+    assert job.status == IngestionJob.Status.SUCCEEDED and job.total == 211
+    store = generation_store(job.generation)
+    first_ids = store.vectors.ids()
+
+    _crash_mid_job(job)
+    assert jobs_reap_stale()["requeued"] == 1
+    job = _run(job.pk)
+
+    assert job.status == IngestionJob.Status.SUCCEEDED, job.error_message
+    assert store.vectors.ids() == store.bm25.ids() == first_ids
+    assert store.vectors.count() == store.bm25.count() == len(first_ids) == 211
+    # Nothing was embedded again: every vector came from the target itself.
+    assert job.skipped == 211
