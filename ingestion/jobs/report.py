@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from ingestion.models import IngestionJob
@@ -123,6 +123,10 @@ class Reporter(threading.Thread):
                     "chunk_count": 0,
                     "error_message": outcome.error[:2000],
                 }
-            Document.objects.filter(pk=outcome.document_id).update(updated_at=now, **fields)
+            # Document rows describe the generation that serves (or the first build).
+            Document.objects.filter(pk=outcome.document_id).filter(
+                Q(knowledge_base__active_generation_id=self.job.generation_id)
+                | Q(knowledge_base__active_generation__isnull=True)
+            ).update(updated_at=now, **fields)
         cancel = IngestionJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
         return True, cancel

@@ -67,11 +67,18 @@ def _source_documents(documents: Iterable[Document]) -> list[SourceDocument]:
     ]
 
 
-def _job_documents(job: IngestionJob) -> QuerySet[Document]:
+def _job_documents(job: IngestionJob, store: GenerationStore) -> QuerySet[Document]:
+    """What the job still has to index: for a rebuild all of its documents (a resumed
+    rebuild reuses what it already wrote); for an ingest those not yet complete in the
+    generation it writes to. A document counts as done only when it is there and marked
+    indexed: marked but absent (indexed into another generation) is done again, and so
+    is present but not marked (a crash mid-document; its rows are reused)."""
     documents = job.documents.order_by("pk")
     if job.kind == IngestionJob.Kind.REBUILD:
-        return documents  # all of them: a resumed rebuild reuses what it already wrote
-    return documents.exclude(status=Document.Status.INDEXED)
+        return documents
+    indexed = list(documents.filter(status=Document.Status.INDEXED).values_list("pk", flat=True))
+    done = store.vectors.documents_present(indexed)
+    return documents.exclude(pk__in=done)
 
 
 def _late_documents(job: IngestionJob) -> list[Document]:
@@ -152,7 +159,7 @@ def job_execute(
             max_document_bytes=settings.RAGSTUDIO_MAX_UPLOAD_BYTES,
         )
         cache = _vector_cache(job, store, embedder.fingerprint)
-        documents = _source_documents(_job_documents(job))
+        documents = _source_documents(_job_documents(job, store))
         while True:
             part = run_pipeline(
                 documents=documents,

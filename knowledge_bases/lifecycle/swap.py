@@ -11,12 +11,35 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from ingestion.models import IngestionJob
 from knowledge_bases.engines import generation_store
 from knowledge_bases.lifecycle.events import generation_event_record
 from knowledge_bases.models import Document, Generation, KnowledgeBase
 from ragstudio.errors import Conflict, NotFound
 
 S = Generation.Status
+
+
+def _writer_blocker(kb: KnowledgeBase) -> str:
+    """The rule between swaps and ingestion: a generation stops serving only when no job
+    writes to it. A job queued or running on the active generation would index its
+    documents into a generation that no longer serves (and mark them indexed), so a swap
+    waits for it; uploads made after the swap go to the new generation."""
+    if kb.active_generation_id is None:
+        return ""
+    job = (
+        IngestionJob.objects.filter(
+            generation_id=kb.active_generation_id, status__in=IngestionJob.LIVE
+        )
+        .order_by("pk")
+        .first()
+    )
+    if job is None:
+        return ""
+    return (
+        f"job {job.pk} is {job.status} and still writes into the active generation "
+        f"#{kb.active_generation.number}: try again when it has finished"  # type: ignore[union-attr]
+    )
 
 
 @dataclass(frozen=True)
@@ -55,6 +78,8 @@ def promote_verdict(kb: KnowledgeBase, generation: Generation) -> Verdict:
         return Verdict(None, "it did not pass its check: " + ("; ".join(failed) or "see report"))
     if generation.status == S.READY and generation.check_passed is None:
         return Verdict(None, "it has not been checked yet")
+    if blocker := _writer_blocker(kb):
+        return Verdict(None, blocker)
     return Verdict(generation)
 
 
@@ -62,14 +87,18 @@ def rollback_verdict(kb: KnowledgeBase) -> Verdict:
     """One step back: the newest archived generation older than the active one."""
     active = kb.active_generation
     if active is None:
-        return Verdict(None, "there is no active generation")
+        return Verdict(None, "nothing to roll back: there is no active generation")
     target = (
         kb.generations.filter(status=S.ARCHIVED, number__lt=active.number)
         .order_by("-number")
         .first()
     )
     if target is None:
-        return Verdict(None, f"no archived generation older than #{active.number}")
+        return Verdict(
+            None, f"nothing to roll back to: no archived generation older than #{active.number}"
+        )
+    if blocker := _writer_blocker(kb):
+        return Verdict(None, blocker)
     return Verdict(target)
 
 
@@ -96,7 +125,7 @@ def generation_rollback(*, kb: KnowledgeBase, actor: Any = None) -> Activation:
     kb = locked_kb(kb)
     verdict = rollback_verdict(kb)
     if verdict.target is None:
-        raise Conflict(f"nothing to roll back to: {verdict.blocker}")
+        raise Conflict(verdict.blocker)
     target = Generation.objects.select_for_update().get(pk=verdict.target.pk)
     return _activate(kb, target, actor, f"rollback from {kb.active_generation.number}")  # type: ignore[union-attr]
 

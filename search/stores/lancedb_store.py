@@ -141,6 +141,25 @@ class LanceChunkTable:
     def ids(self) -> set[str]:
         return set(self._project(["id"]).column("id").to_pylist()) if self.exists() else set()
 
+    def documents_present(self, document_ids: Sequence[int]) -> set[int]:
+        """Which of these documents have at least one row here."""
+        table = self.table()
+        if table is None or not document_ids:
+            return set()
+        found: set[int] = set()
+        for start in range(0, len(document_ids), 1000):
+            ids = ", ".join(str(int(d)) for d in document_ids[start : start + 1000])
+            where = f"document_id IN ({ids})"  # ints only: nothing to escape
+            rows = (
+                table.search()
+                .where(where)
+                .select(["document_id"])
+                .limit(max(1, table.count_rows(where)))
+                .to_arrow()
+            )
+            found.update(rows.column("document_id").to_pylist())
+        return found
+
     def delete_documents(self, document_ids: Sequence[int]) -> None:
         table = self.table()
         if table is None or not document_ids:

@@ -7,7 +7,12 @@ import pytest
 
 from ingestion.jobs import run_job_and_queue
 from ingestion.models import IngestionJob
-from ingestion.services import generation_promote, generation_rebuild_start, generation_rollback
+from ingestion.services import (
+    generation_promote,
+    generation_rebuild_start,
+    generation_rollback,
+    ingestion_job_create,
+)
 from knowledge_bases.engines import generation_store
 from knowledge_bases.models import Document, Generation
 from ragstudio.errors import Conflict, ValidationError
@@ -169,3 +174,55 @@ def test_rebuild_from_the_cli_with_progress_and_from_the_api(kb) -> None:
     assert started.json()["generation"] == 3
     again = client.post("/api/kbs/rb/generations/rebuild", {}, content_type="application/json")
     assert again.status_code == 409 and "already in progress" in again.json()["message"]
+
+
+def test_a_promote_while_an_ingest_writes_to_the_active_generation_loses_nothing(kb) -> None:
+    """Issue 10, case 1: the old job indexed its document into the generation that had just
+    been archived and marked it indexed, and the follow-up job skipped it."""
+    _run(generation_rebuild_start(kb=kb, chunk_size=32, chunk_overlap=4, enqueue=False))
+    pending = upload(kb, [("during.txt", text(12, "glaciers"))]).job
+    assert pending.generation.number == 1
+
+    # The rule: no swap while a job still writes to the generation that would stop serving.
+    with pytest.raises(Conflict, match=rf"job {pending.pk} .* into the active generation #1"):
+        generation_promote(kb=kb, number=2)
+    kb.refresh_from_db()
+    assert kb.active_generation.number == 1
+
+    _run(pending)
+    generation_promote(kb=kb, number=2)
+    for job in IngestionJob.objects.filter(status="queued"):
+        _run(job)
+    doc = Document.objects.get(original_filename="during.txt")
+    kb.refresh_from_db()
+    assert kb.active_generation.number == 2
+    assert doc.status == Document.Status.INDEXED and doc.pk in _doc_ids(kb.active_generation)
+
+    # Rollback follows the same rule.
+    another = upload(kb, [("later.txt", text(12, "deserts"))]).job
+    with pytest.raises(Conflict, match=rf"job {another.pk} .* into the active generation #2"):
+        generation_rollback(kb=kb)
+    _run(another)
+    generation_rollback(kb=kb)
+    for job in IngestionJob.objects.filter(status="queued"):
+        _run(job)
+    kb.refresh_from_db()
+    assert kb.active_generation.number == 1
+    present = _doc_ids(kb.active_generation)
+    for document in Document.objects.filter(knowledge_base=kb):
+        assert document.status == Document.Status.INDEXED and document.pk in present
+
+
+def test_a_job_indexes_documents_absent_from_its_generation_whatever_their_status(kb) -> None:
+    """A job selects documents by their presence in its target generation: a document
+    marked indexed (by a job into another generation, say) but absent is indexed."""
+    doc = Document.objects.get(original_filename="b.txt")
+    store = generation_store(kb.active_generation)
+    store.delete_documents([doc.pk])  # as if it had gone into another generation
+    assert doc.status == Document.Status.INDEXED and doc.pk not in _doc_ids(kb.active_generation)
+    job = _run(ingestion_job_create(kb=kb, documents=[doc], enqueue=False))
+    assert job.status == "succeeded" and job.documents_done == 1
+    assert doc.pk in _doc_ids(kb.active_generation)
+    # Those present and indexed are not done again.
+    again = _run(ingestion_job_create(kb=kb, documents=[doc], enqueue=False))
+    assert (again.documents_done, again.embedded) == (0, 0)

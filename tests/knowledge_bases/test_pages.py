@@ -138,7 +138,7 @@ def test_generation_actions_report_success_and_refusals(alice, login) -> None:
     assert "Rolled back: generation #1 is active." in html
     html = client.post("/kbs/gens/generations/rollback/", headers=HX).content.decode()
     assert "nothing to roll back to" in html
-    assert 'title="Cannot roll back: no archived generation older than #1"' in html
+    assert 'title="Nothing to roll back to: no archived generation older than #1"' in html
     html = client.post(
         "/kbs/gens/generations/promote/", {"number": "2"}, headers=HX
     ).content.decode()
