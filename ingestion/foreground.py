@@ -30,6 +30,8 @@ def progress_line(job: IngestionJob) -> str:
         parts.append(f"retries {job.retries}")
     if job.errors:
         parts.append(f"errors {job.errors}")
+    if job.attempts > 1:
+        parts.append(f"attempt {job.attempts}")
     return " | ".join(parts)
 
 

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
@@ -44,6 +45,8 @@ class Reporter(threading.Thread):
         # Set when another worker took the job over (our heartbeat was judged stale): we
         # stop at once and leave the row alone.
         self.lost = threading.Event()
+        # Set once the progress holds the whole job's counters (see _count_finished_work).
+        self.counting = threading.Event()
         self.started = time.monotonic()
         self.samples: list[list[float]] = list(job.samples or [])
         self.offset = self.samples[-1][0] if self.samples else 0.0  # a resumed job
@@ -90,24 +93,28 @@ class Reporter(threading.Thread):
     @transaction.atomic
     def _write(self, snap: ProgressSnapshot, outcomes: list[DocumentOutcome]) -> tuple[bool, bool]:
         now = timezone.now()
-        self._sample(snap)
+        fields: dict[str, Any] = {"heartbeat_at": now}
+        # Until the job has counted what earlier attempts finished, the row keeps their
+        # counters (a resumed job would otherwise show zeros for a moment).
+        if self.counting.is_set():
+            self._sample(snap)
+            fields.update(
+                samples=self.samples,
+                total=snap.total,
+                embedded=snap.embedded,
+                persisted=snap.persisted,
+                buffered=snap.buffered,
+                skipped=snap.skipped,
+                errors=snap.errors,
+                retries=snap.retries,
+                rate=round(snap.rate, 3),
+                eta_seconds=None if snap.eta_seconds is None else round(snap.eta_seconds, 1),
+                documents_done=F("documents_done") + sum(1 for o in outcomes if o.ok),
+                documents_failed=F("documents_failed") + sum(1 for o in outcomes if not o.ok),
+            )
         updated = IngestionJob.objects.filter(
             pk=self.job.pk, worker=self.job.worker, status=IngestionJob.Status.RUNNING
-        ).update(
-            samples=self.samples,
-            total=snap.total,
-            embedded=snap.embedded,
-            persisted=snap.persisted,
-            buffered=snap.buffered,
-            skipped=snap.skipped,
-            errors=snap.errors,
-            retries=snap.retries,
-            rate=round(snap.rate, 3),
-            eta_seconds=None if snap.eta_seconds is None else round(snap.eta_seconds, 1),
-            documents_done=F("documents_done") + sum(1 for o in outcomes if o.ok),
-            documents_failed=F("documents_failed") + sum(1 for o in outcomes if not o.ok),
-            heartbeat_at=now,
-        )
+        ).update(**fields)
         if not updated:
             return False, False  # taken over: outcomes belong to the new owner now
         for outcome in outcomes if self.write_documents else []:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, QuerySet, Sum
 from django.utils import timezone
 
 from ingestion.jobs.claim import job_claim, next_queued_job
@@ -79,6 +79,22 @@ def _job_documents(job: IngestionJob, store: GenerationStore) -> QuerySet[Docume
     indexed = list(documents.filter(status=Document.Status.INDEXED).values_list("pk", flat=True))
     done = store.vectors.documents_present(indexed)
     return documents.exclude(pk__in=done)
+
+
+def _count_finished_work(job: IngestionJob, todo: QuerySet[Document], progress: Progress) -> None:
+    """Counters describe the whole job, not one attempt: documents an earlier attempt
+    finished start this one as done (total, persisted, and embedded or reused as the
+    earlier attempts counted them); what this attempt redoes is counted as it goes (a
+    vector stored before the crash counts as reused)."""
+    finished = job.documents.exclude(pk__in=todo.values("pk"))
+    chunks = int(finished.aggregate(n=Sum("chunk_count"))["n"] or 0)
+    embedded = min(job.embedded, chunks)
+    progress.add(
+        total=chunks, queued=chunks, persisted=chunks, embedded=embedded, skipped=chunks - embedded
+    )
+    IngestionJob.objects.filter(pk=job.pk).update(
+        documents_done=finished.count(), documents_failed=0
+    )
 
 
 def _late_documents(job: IngestionJob) -> list[Document]:
@@ -159,7 +175,10 @@ def job_execute(
             max_document_bytes=settings.RAGSTUDIO_MAX_UPLOAD_BYTES,
         )
         cache = _vector_cache(job, store, embedder.fingerprint)
-        documents = _source_documents(_job_documents(job, store))
+        todo = _job_documents(job, store)
+        _count_finished_work(job, todo, progress)
+        reporter.counting.set()
+        documents = _source_documents(todo)
         while True:
             part = run_pipeline(
                 documents=documents,

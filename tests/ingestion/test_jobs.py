@@ -282,3 +282,33 @@ def test_a_resumed_job_with_repeated_text_stores_each_chunk_once(kb) -> None:
     assert store.vectors.count() == store.bm25.count() == len(first_ids) == 211
     # Nothing was embedded again: every vector came from the target itself.
     assert job.skipped == 211
+
+
+def test_a_resumed_job_counts_the_whole_job_across_attempts(kb) -> None:
+    """Issue 10, case 3: after a takeover the counters described the last attempt only
+    (total 836 of 1,359 chunks, embedded 403, persisted 836, skipped 433)."""
+    files = [(f"d{i}.txt", text(20, f"topic{i}")) for i in range(6)]
+    job = _run(upload(kb, files).job.pk)
+    total = job.total
+    assert job.status == "succeeded" and total == job.embedded == job.persisted > 0
+
+    # The worker died when half the documents had been reported done.
+    _crash_mid_job(job)
+    rows = generation_store(job.generation).vectors.rows(columns=["document_id"])
+    per_doc = {
+        d: sum(1 for r in rows if r["document_id"] == d) for d in {r["document_id"] for r in rows}
+    }
+    done = list(job.documents.order_by("pk")[:3])
+    for doc in done:
+        Document.objects.filter(pk=doc.pk).update(
+            status=Document.Status.INDEXED, chunk_count=per_doc[doc.pk]
+        )
+    redo = total - sum(per_doc[d.pk] for d in done)
+    assert jobs_reap_stale()["requeued"] == 1
+    job = _run(job.pk)
+
+    assert job.status == "succeeded" and job.attempts == 2
+    assert job.total == job.persisted == total == generation_store(job.generation).vectors.count()
+    # The redone documents' vectors were stored already: reused, not embedded again.
+    assert (job.embedded, job.skipped) == (total - redo, redo)
+    assert (job.documents_done, job.documents_failed, job.documents_total) == (6, 0, 6)

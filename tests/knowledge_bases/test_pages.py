@@ -299,8 +299,10 @@ def test_the_progress_partial_is_returned_to_htmx_and_stops_polling_when_done(al
     IngestionJob.objects.filter(pk=job.pk).update(
         status="succeeded", total=10, embedded=10, persisted=10
     )
+    IngestionJob.objects.filter(pk=job.pk).update(attempts=3)
     done = client.get(f"/jobs/{job.pk}/", headers={"HX-Request": "true"}).content.decode()
     assert "hx-trigger" not in done and 'data-testid="persisted">10<' in done
+    assert 'data-testid="attempts">3<' in done
 
 
 def test_another_users_kb_and_job_are_404(alice, login) -> None:
