@@ -9,9 +9,10 @@ from django.views.decorators.http import require_POST
 from ingestion.charts import throughput_chart
 from ingestion.models import IngestionJob
 from ingestion.selectors import job_get
-from ingestion.services import ingestion_job_cancel
+from ingestion.services import ingestion_job_cancel, ingestion_job_retry
+from ingestion.services.queue import RETRYABLE
 from knowledge_bases.selectors import knowledge_base_can_change, knowledge_base_get
-from ragstudio.errors import Conflict
+from ragstudio.errors import Conflict, RagStudioError
 from ragstudio.views import get_or_404, is_htmx
 
 
@@ -21,6 +22,7 @@ def _render(request: HttpRequest, job: IngestionJob) -> HttpResponse:
         "job": job,
         "chart": throughput_chart(job.samples),
         "can_change": knowledge_base_can_change(job.knowledge_base, request.user),
+        "retryable": RETRYABLE,
     }
     return render(request, template, context)
 
@@ -42,4 +44,18 @@ def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
         messages.error(request, exc.message)
     if is_htmx(request):
         return _render(request, job_get(job_id=job.pk, user=request.user))
+    return redirect("job-detail", job_id=job.pk)
+
+
+@login_required
+@require_POST
+def job_retry(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = get_or_404(job_get, job_id=job_id, user=request.user)
+    get_or_404(knowledge_base_get, slug=job.knowledge_base.slug, user=request.user, change=True)
+    try:
+        job = ingestion_job_retry(job=job, user=request.user)
+    except RagStudioError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Job #{job.pk} is queued again.")
     return redirect("job-detail", job_id=job.pk)

@@ -12,6 +12,7 @@ from ingestion.services.queue import (
     enqueue_job,
     ingestion_job_cancel,
     ingestion_job_create,
+    ingestion_job_retry,
 )
 from ingestion.services.uploads import (
     IncomingFile,
@@ -34,4 +35,5 @@ __all__ = [
     "generations_gc_all",
     "ingestion_job_cancel",
     "ingestion_job_create",
+    "ingestion_job_retry",
 ]

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ingestion.models import IngestionJob
-from knowledge_bases.lifecycle import generation_for_ingest
+from knowledge_bases.lifecycle import generation_build_resume, generation_for_ingest
 from knowledge_bases.models import Document, KnowledgeBase
 from ragstudio.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
 from ragstudio.env import rag_settings
@@ -86,4 +86,44 @@ def ingestion_job_cancel(*, job: IngestionJob) -> IngestionJob:
         job.finished_at = timezone.now()
     job.cancel_requested = True
     job.save(update_fields=["status", "finished_at", "cancel_requested"])
+    return job
+
+
+RETRYABLE = (IngestionJob.Status.FAILED, IngestionJob.Status.CANCELLED)
+
+
+@transaction.atomic
+def ingestion_job_retry(*, job: IngestionJob, user: Any = None) -> IngestionJob:
+    """Run a failed or cancelled job again. It resumes: rows its earlier attempts wrote
+    are kept and reused, never embedded or stored twice. An ingest whose generation no
+    longer takes uploads (a swap since) becomes a new job for the generation that does."""
+    job = IngestionJob.objects.select_for_update().get(pk=job.pk)
+    if job.status not in RETRYABLE:
+        raise Conflict(
+            f"job {job.pk} is {job.status}: only a failed or cancelled job can be retried",
+            {"job": job.pk, "status": job.status},
+        )
+    if job.kind == IngestionJob.Kind.INGEST:
+        target = generation_for_ingest(kb=job.knowledge_base, actor=user)
+        if target.pk != job.generation_id:
+            return ingestion_job_create(
+                kb=job.knowledge_base, documents=list(job.documents.all()), user=user
+            )
+    else:
+        live = IngestionJob.objects.filter(
+            knowledge_base_id=job.knowledge_base_id,
+            kind=IngestionJob.Kind.REBUILD,
+            status__in=IngestionJob.LIVE,
+        ).first()
+        if live is not None:
+            raise Conflict(f"a rebuild is already in progress (job {live.pk})")
+        generation_build_resume(generation=job.generation, actor=user)
+    job.status = IngestionJob.Status.QUEUED
+    job.error_message = ""
+    job.finished_at = None
+    job.cancel_requested = False
+    job.worker = ""
+    job.attempts = 0  # a new round of attempts
+    job.save()
+    transaction.on_commit(lambda: enqueue_job(job.pk))
     return job

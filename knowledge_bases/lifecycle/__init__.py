@@ -16,6 +16,7 @@ the generation that now serves) returns it, and the caller above does it.
 from knowledge_bases.lifecycle.build import (
     generation_activate_first,
     generation_build_finished,
+    generation_build_resume,
     generation_counts_record,
     generation_create,
     generation_fingerprint_record,
@@ -41,6 +42,7 @@ __all__ = [
     "expected_chunks",
     "generation_activate_first",
     "generation_build_finished",
+    "generation_build_resume",
     "generation_check",
     "generation_counts_record",
     "generation_create",

@@ -128,3 +128,21 @@ def generation_build_finished(
         )
         generation_event_record(generation, S.BUILDING, S.READY, actor, note)
     generation.refresh_from_db()
+
+
+@transaction.atomic
+def generation_build_resume(*, generation: Generation, actor: Any = None) -> None:
+    """A failed build goes back to building, for its job to be retried (what it wrote
+    stays and is reused)."""
+    generation = Generation.objects.select_for_update().get(pk=generation.pk)
+    if generation.status == S.BUILDING:
+        return
+    if generation.status != S.FAILED or generation.files_deleted_at is not None:
+        raise Conflict(
+            f"generation {generation.number} is {generation.status}: only a failed build "
+            "whose files remain can be resumed"
+        )
+    generation.status = S.BUILDING
+    generation.error_message = ""
+    generation.save(update_fields=["status", "error_message"])
+    generation_event_record(generation, S.FAILED, S.BUILDING, actor, "retry")

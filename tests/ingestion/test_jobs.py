@@ -140,7 +140,7 @@ def test_the_reaper_requeues_stale_jobs_then_fails_them_after_max_attempts(kb, s
 def test_a_cancel_request_stops_a_running_job_and_keeps_what_was_embedded(kb) -> None:
     # Big enough to outlast the reporter's first tick (1 s), which relays the request.
     files = [(f"d{i}.txt", text(40, f"topic{i}")) for i in range(60)]
-    job = upload(kb, files, store_batch_size=10).job
+    job = upload(kb, files, store_batch_size=2).job
     claimed = job_claim(job_id=job.pk)
     IngestionJob.objects.filter(pk=job.pk).update(cancel_requested=True)
     done = job_execute(claimed)
@@ -187,7 +187,7 @@ def test_a_broken_embedder_fails_the_job_with_its_reason(kb, monkeypatch) -> Non
 
 def test_a_worker_whose_job_was_taken_over_stops_and_leaves_the_row_alone(kb) -> None:
     files = [(f"d{i}.txt", text(40, f"topic{i}")) for i in range(60)]
-    job = upload(kb, files, store_batch_size=10).job
+    job = upload(kb, files, store_batch_size=2).job
     claimed = job_claim(job_id=job.pk, worker="slow-worker")
 
     def taken_over(current: IngestionJob, _snapshot: object) -> None:
@@ -312,3 +312,62 @@ def test_a_resumed_job_counts_the_whole_job_across_attempts(kb) -> None:
     # The redone documents' vectors were stored already: reused, not embedded again.
     assert (job.embedded, job.skipped) == (total - redo, redo)
     assert (job.documents_done, job.documents_failed, job.documents_total) == (6, 0, 6)
+
+
+def test_a_failed_job_is_retried_from_the_api_page_and_admin_reusing_what_it_wrote(
+    kb, monkeypatch, client_for, login
+) -> None:
+    """Issue 10, case 5: a job that failed (disk full, a LanceDB error) was never retried;
+    its documents waited for an unrelated upload."""
+    from ingestion.jobs import run as job_run
+
+    files = [(f"d{i}.txt", text(20, f"topic{i}")) for i in range(4)]
+    job = upload(kb, files, store_batch_size=2).job
+    real_write = job_run.GenerationStore.write
+    calls = {"n": 0}
+
+    def disk_full_after_two_writes(self, rows):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise OSError(28, "No space left on device")
+        return real_write(self, rows)
+
+    monkeypatch.setattr(job_run.GenerationStore, "write", disk_full_after_two_writes)
+    job = _run(job.pk)
+    assert job.status == "failed" and "No space left on device" in job.error_message
+    written = generation_store(job.generation).vectors.count()
+    assert written == 4  # two writes of two rows: partial rows stay, the retry reuses them
+    monkeypatch.undo()
+
+    owner = kb.owner
+    api = client_for(owner)
+    retried = api.post(f"/api/jobs/{job.pk}/retry")
+    assert retried.status_code == 202, retried.content
+    assert retried.json()["status"] == "queued" and retried.json()["attempts"] == 0
+    again = api.post(f"/api/jobs/{job.pk}/retry")
+    assert again.status_code == 409 and "is queued" in again.json()["message"]
+
+    job = _run(job.pk)
+    assert job.status == "succeeded", job.error_message
+    store = generation_store(job.generation)
+    assert job.total == job.persisted == store.vectors.count() == store.bm25.count()
+    assert job.skipped >= written  # the rows the failed attempt wrote were reused
+    assert set(Document.objects.filter(knowledge_base=kb).values_list("status", flat=True)) == {
+        "indexed"
+    }
+
+    # The page's button and the admin action reach the same service.
+    job.status = "failed"
+    job.save(update_fields=["status"])
+    page = login(owner).get(f"/jobs/{job.pk}/").content.decode()
+    assert 'data-testid="retry"' in page
+    response = login(owner).post(f"/jobs/{job.pk}/retry/")
+    assert response.status_code == 302
+    assert IngestionJob.objects.get(pk=job.pk).status == "queued"
+    IngestionJob.objects.filter(pk=job.pk).update(status="failed")
+    staff = make_user("root", is_staff=True, is_superuser=True)
+    login(staff).post(
+        "/admin/ingestion/ingestionjob/",
+        {"action": "retry", "_selected_action": [job.pk]},
+    )
+    assert IngestionJob.objects.get(pk=job.pk).status == "queued"

@@ -12,6 +12,7 @@ from ingestion.services import (
     generation_rebuild_start,
     generation_rollback,
     ingestion_job_create,
+    ingestion_job_retry,
 )
 from knowledge_bases.engines import generation_store
 from knowledge_bases.models import Document, Generation
@@ -136,6 +137,19 @@ def test_a_failed_rebuild_fails_its_generation_and_leaves_the_active_one(kb, mon
     assert kb.active_generation.number == 1
     with pytest.raises(Conflict, match="cannot be promoted: its build failed"):
         generation_promote(kb=kb, number=generation.number)
+
+    # Retried once the model is back: the same generation builds, checks and is promoted.
+    monkeypatch.undo()
+    job = _run(ingestion_job_retry(job=job))
+    generation.refresh_from_db()
+    assert job.status == "succeeded" and generation.status == S.ACTIVE
+    assert [e.to_status for e in generation.events.order_by("id")] == [
+        "building",
+        "failed",
+        "building",
+        "ready",
+        "active",
+    ]
 
 
 def test_rebuild_from_the_cli_with_progress_and_from_the_api(kb) -> None:
