@@ -7,10 +7,16 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from ingestion.services import generation_promote, generation_rollback, generations_gc
+from ingestion.services import (
+    document_delete,
+    generation_promote,
+    generation_rollback,
+    generations_gc,
+)
 from knowledge_bases.lifecycle import promote_verdict, rollback_verdict
 from knowledge_bases.models import ApiToken, Document, Generation, GenerationEvent, KnowledgeBase
 from knowledge_bases.selectors import generation_size_on_disk
+from knowledge_bases.services import knowledge_base_delete
 from ragstudio.errors import RagStudioError
 
 
@@ -30,6 +36,19 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
     readonly_fields = ["active_generation", "embedding_dimensions", "created_at", "updated_at"]
     prepopulated_fields = {"slug": ["name"]}
 
+    # Deletes go through the service: files after the commit, refused while a job runs.
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        # The active-generation pointer PROTECTs its generation; the service clears it first.
+        deleted, counts, perms_needed, _protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, perms_needed, []
+
+    def delete_model(self, request: HttpRequest, obj: KnowledgeBase) -> None:
+        _service_delete(request, lambda: knowledge_base_delete(kb=obj))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[KnowledgeBase]) -> None:
+        for kb in queryset:
+            self.delete_model(request, kb)
+
 
 @admin.register(Document)
 class DocumentAdmin(admin.ModelAdmin):
@@ -45,6 +64,24 @@ class DocumentAdmin(admin.ModelAdmin):
     list_filter = ["status", "knowledge_base"]
     search_fields = ["title", "original_filename", "sha256"]
     readonly_fields = [f.name for f in Document._meta.fields]
+
+    # Deletes go through the service: chunks out of the serving generation, file off disk.
+    def delete_model(self, request: HttpRequest, obj: Document) -> None:
+        kb = obj.knowledge_base
+        _service_delete(request, lambda: document_delete(kb=kb, document_id=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Document]) -> None:
+        for document in queryset.select_related("knowledge_base"):
+            self.delete_model(request, document)
+
+
+def _service_delete(request: HttpRequest, delete: Any) -> None:
+    """Run a delete service; its refusal becomes an error message (Django's own success
+    message may still follow: the error says what was kept)."""
+    try:
+        delete()
+    except RagStudioError as exc:
+        messages.error(request, f"Not deleted: {exc.message}")
 
 
 class GenerationEventInline(admin.TabularInline):

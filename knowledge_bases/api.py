@@ -23,7 +23,7 @@ from knowledge_bases.schemas import (
     RebuildIn,
 )
 from knowledge_bases.selectors import knowledge_base_get, knowledge_bases_visible_to
-from knowledge_bases.services import knowledge_base_create
+from knowledge_bases.services import knowledge_base_create, knowledge_base_delete
 from ragstudio.errors import ValidationError
 from ragstudio.schemas import ErrorOut
 
@@ -45,6 +45,14 @@ def list_kbs(request: HttpRequest):  # type: ignore[no-untyped-def]
 @router.get("/{slug}", response={200: KnowledgeBaseOut, **ERRORS})
 def get_kb(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
     return knowledge_base_get(slug=slug, user=request.user)
+
+
+@router.delete("/{slug}", response={204: None, **ERRORS})
+def delete_kb(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
+    """Delete a knowledge base with its documents, generations, tables, indexes and
+    uploaded files. 409 while one of its jobs is queued or running."""
+    knowledge_base_delete(kb=knowledge_base_get(slug=slug, user=request.user, change=True))
+    return Status(204, None)
 
 
 @router.get("/{slug}/documents", response={200: list[DocumentOut], **ERRORS})

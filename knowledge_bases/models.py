@@ -198,3 +198,17 @@ class ApiToken(models.Model):
     @classmethod
     def hash(cls, token: str) -> str:
         return _hash_token(token)
+
+
+class StorageCleanup(models.Model):
+    """Files to delete after the rows that referenced them are gone (a deleted knowledge
+    base's tables, indexes and uploads). Written in the deleting transaction, removed once
+    the files are; GC finishes what a crash interrupted."""
+
+    lancedb_uri = models.CharField(max_length=1000, blank=True)
+    table_name = models.CharField(max_length=200, blank=True)
+    path = models.CharField(max_length=1000, blank=True)  # a directory, removed whole
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.table_name or self.path

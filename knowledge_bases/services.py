@@ -7,7 +7,9 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from ingestion.models import IngestionJob
 from knowledge_bases.build_settings import build_settings_resolve
+from knowledge_bases.lifecycle import knowledge_base_files_forget, storage_cleanup_run
 from knowledge_bases.models import KnowledgeBase
 from ragstudio.errors import Conflict, ValidationError
 
@@ -54,3 +56,23 @@ def knowledge_base_create(
             )
     except IntegrityError:
         raise Conflict(f"a knowledge base with slug {slug!r} already exists") from None
+
+
+def knowledge_base_delete(*, kb: KnowledgeBase) -> None:
+    """Delete a knowledge base with everything it has: its rows now, its LanceDB tables,
+    tantivy indexes and uploads after the commit (GC finishes a cleanup a crash cut
+    short). Refused (409) while one of its jobs is queued or running."""
+    with transaction.atomic():
+        kb = KnowledgeBase.objects.select_for_update().get(pk=kb.pk)
+        job = IngestionJob.objects.filter(knowledge_base=kb, status__in=IngestionJob.LIVE).first()
+        if job is not None:
+            raise Conflict(
+                f"job {job.pk} is {job.status}: cancel it, or wait for it, before deleting "
+                f"{kb.slug!r}",
+                {"job": job.pk},
+            )
+        ids = knowledge_base_files_forget(kb=kb)
+        kb.active_generation = None  # the pointer protects its generation from deletion
+        kb.save(update_fields=["active_generation"])
+        kb.delete()
+        transaction.on_commit(lambda: storage_cleanup_run(ids=ids))

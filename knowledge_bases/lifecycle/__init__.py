@@ -25,7 +25,12 @@ from knowledge_bases.lifecycle.build import (
 )
 from knowledge_bases.lifecycle.check import CheckItem, expected_chunks, generation_check
 from knowledge_bases.lifecycle.events import generation_event_record
-from knowledge_bases.lifecycle.gc import generations_gc, generations_gc_all
+from knowledge_bases.lifecycle.gc import (
+    generations_gc,
+    generations_gc_all,
+    knowledge_base_files_forget,
+    storage_cleanup_run,
+)
 from knowledge_bases.lifecycle.swap import (
     Activation,
     Verdict,
@@ -54,6 +59,8 @@ __all__ = [
     "generation_rollback",
     "generations_gc",
     "generations_gc_all",
+    "knowledge_base_files_forget",
     "promote_verdict",
     "rollback_verdict",
+    "storage_cleanup_run",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.db import transaction
@@ -14,8 +15,9 @@ from ingestion.models import IngestionJob
 from knowledge_bases.engines import generation_store
 from knowledge_bases.lifecycle.events import generation_event_record
 from knowledge_bases.lifecycle.swap import locked_kb
-from knowledge_bases.models import Generation, KnowledgeBase
+from knowledge_bases.models import Generation, KnowledgeBase, StorageCleanup
 from ragstudio.env import rag_settings
+from search.stores.generation import drop_files
 
 log = logging.getLogger(__name__)
 S = Generation.Status
@@ -83,12 +85,46 @@ def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> 
     }
 
 
+@transaction.atomic
+def knowledge_base_files_forget(*, kb: KnowledgeBase) -> list[int]:
+    """Record every file of a knowledge base for deletion (its generations' tables, its
+    tantivy and upload directories), in the transaction that deletes its rows; the files go
+    after the commit (``storage_cleanup_run``)."""
+    cfg = rag_settings()
+    rows = [
+        StorageCleanup(lancedb_uri=cfg["LANCEDB_URI"], table_name=g.table_name)
+        for g in kb.generations.filter(files_deleted_at__isnull=True)
+    ]
+    rows.append(StorageCleanup(path=str(Path(cfg["BM25_DIR"]) / f"kb{kb.pk}")))
+    rows.append(StorageCleanup(path=str(Path(cfg["UPLOAD_DIR"]) / f"kb{kb.pk}")))
+    return [row.pk for row in StorageCleanup.objects.bulk_create(rows)]
+
+
+def storage_cleanup_run(*, ids: list[int] | None = None) -> int:
+    """Delete recorded files, then their records (all of them, or these). Idempotent: a
+    crash half-way leaves records that the next run finishes."""
+    rows = StorageCleanup.objects.order_by("pk")
+    if ids is not None:
+        rows = rows.filter(pk__in=ids)
+    done = 0
+    for row in rows:
+        try:
+            drop_files(lancedb_uri=row.lancedb_uri, table_name=row.table_name, path=row.path)
+        except Exception:  # one stuck file must not keep the others
+            log.exception("could not delete %s", row)
+            continue
+        StorageCleanup.objects.filter(pk=row.pk).delete()
+        done += 1
+    return done
+
+
 def generations_gc_all() -> dict[str, Any]:
-    """The scheduled GC over every knowledge base."""
-    results = {}
+    """The scheduled GC over every knowledge base, then files left by deletes."""
+    results: dict[str, Any] = {}
     for kb in KnowledgeBase.objects.filter(~Q(generations=None)).distinct():
         try:
             results[kb.slug] = generations_gc(kb=kb)
         except Exception:  # one broken KB must not stop the others
             log.exception("GC failed for knowledge base %s", kb.slug)
+    results["files_of_deleted_knowledge_bases"] = storage_cleanup_run()
     return results

@@ -165,9 +165,18 @@ def _sync_documents(kb: KnowledgeBase, target: Generation) -> list[Document]:
     """Document rows describe the active generation: take the chunk counts from the one now
     serving. Documents it lacks (uploaded after it was built, or rolled back past) go back
     to pending; they are returned for the caller to index into it."""
-    counts = Counter(
-        r["document_id"] for r in generation_store(target).vectors.rows(columns=["document_id"])
+    store = generation_store(target)
+    counts = Counter(r["document_id"] for r in store.vectors.rows(columns=["document_id"]))
+    # A document deleted since this generation was built stays deleted: an archived
+    # generation still holds its chunks, which would answer with an empty citation.
+    existing = set(
+        Document.objects.filter(knowledge_base=kb, pk__in=list(counts)).values_list(
+            "pk", flat=True
+        )
     )
+    deleted = sorted(set(counts) - existing)
+    if deleted:
+        store.delete_documents(deleted)
     changed: list[Document] = []
     missing: list[Document] = []
     for doc in Document.objects.filter(knowledge_base=kb).only(

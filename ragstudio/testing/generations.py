@@ -13,7 +13,7 @@ from django.utils import timezone
 from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash
 from knowledge_bases.engines import generation_store
 from knowledge_bases.lifecycle import generation_check, generation_create
-from knowledge_bases.models import Generation, KnowledgeBase
+from knowledge_bases.models import Document, Generation, KnowledgeBase
 
 S = Generation.Status
 WORDS = [
@@ -22,15 +22,38 @@ WORDS = [
 ]
 
 
+def synthetic_documents(kb: KnowledgeBase, n: int) -> list[int]:
+    """Ids of n document rows the synthetic chunks belong to (shared by every generation
+    of the KB: a swap keeps only chunks whose document exists)."""
+    ids = []
+    for i in range(n):
+        doc, _ = Document.objects.get_or_create(
+            knowledge_base=kb,
+            original_filename=f"synthetic-{i}.txt",
+            defaults={
+                "title": f"Synthetic {i}",
+                "sha256": f"{i:064x}",
+                "size": 0,
+                "content_type": "text/plain",
+                "storage_path": f"synthetic/{i}",
+                "status": Document.Status.INDEXED,
+                "chunk_count": 1,
+            },
+        )
+        ids.append(doc.pk)
+    return ids
+
+
 def make_rows(generation: Generation, n: int) -> list[EmbeddedChunk]:
     rng = np.random.default_rng(generation.number)
     rows = []
+    document_ids = synthetic_documents(generation.knowledge_base, n)
     for i in range(n):
         text = " ".join(rng.choice(WORDS, 12)) + f" marker{generation.number}x{i}"
         vec = rng.normal(size=generation.dimensions).astype(np.float32)
         chunk = Chunk(
             id=f"g{generation.number}c{i}",
-            document_id=i,
+            document_id=document_ids[i],
             ordinal=0,
             text=text,
             content_hash=content_hash(text),

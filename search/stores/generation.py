@@ -3,6 +3,7 @@ a generation's files live; and the per-process cache of reader handles."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -98,3 +99,11 @@ def reader_store(location: StoreLocation) -> GenerationStore:
         while len(_READERS) > READER_CACHE_SIZE:
             _READERS.popitem(last=False)
     return store
+
+
+def drop_files(*, lancedb_uri: str = "", table_name: str = "", path: str = "") -> None:
+    """Remove a LanceDB table and/or a directory; what is already gone is no error."""
+    if table_name:
+        LanceChunkTable(lancedb_uri, table_name, dimensions=1).drop()
+    if path:
+        shutil.rmtree(path, ignore_errors=True)

@@ -15,7 +15,7 @@ from knowledge_bases.engines import generation_store
 from knowledge_bases.lifecycle import generation_check
 from knowledge_bases.models import Generation
 from ragstudio.errors import Conflict, NotFound
-from ragstudio.testing.generations import make_generation, make_rows
+from ragstudio.testing.generations import make_generation, make_rows, synthetic_documents
 from tests.factories import make_kb, make_user
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +41,7 @@ def test_a_good_ready_generation_passes_its_check(kb) -> None:
 
 def test_the_check_catches_stores_that_disagree(kb) -> None:
     broken = make_generation(kb, S.READY, checked=False)
-    generation_store(broken).bm25.delete_documents([0])  # one row missing from tantivy
+    generation_store(broken).bm25.delete_documents(synthetic_documents(kb, 1))  # one row missing
     items = {i.name: i for i in generation_check(generation=broken)}
     assert not items["counts"].ok and "tantivy 5" in items["counts"].detail
     assert not items["ids"].ok and "1 only in LanceDB" in items["ids"].detail
@@ -88,7 +88,7 @@ def test_a_generation_that_failed_or_skipped_its_check_cannot_be_promoted(kb) ->
     unchecked = make_generation(kb, S.READY, checked=False)
     with pytest.raises(Conflict, match="has not been checked"):
         generation_promote(kb=kb, number=unchecked.number)
-    generation_store(unchecked).bm25.delete_documents([0])
+    generation_store(unchecked).bm25.delete_documents(synthetic_documents(kb, 1))
     generation_check(generation=unchecked)
     with pytest.raises(Conflict, match="did not pass its check: database 6, LanceDB 6, tantivy 5"):
         generation_promote(kb=kb, number=unchecked.number)

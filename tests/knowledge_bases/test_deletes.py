@@ -1,0 +1,136 @@
+"""Deletes go through the services on every surface (issue 10, case 4): a document's chunks
+leave the serving generation and its file leaves the disk; a knowledge base's tables,
+indexes and uploads are removed after the commit, finished by GC if a crash interrupts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingestion.jobs import run_job_and_queue
+from ingestion.services import document_delete, generation_rollback
+from knowledge_bases.engines import generation_store
+from knowledge_bases.lifecycle import storage_cleanup_run
+from knowledge_bases.models import Document, Generation, KnowledgeBase, StorageCleanup
+from knowledge_bases.selectors import document_path
+from ragstudio.env import rag_settings
+from tests.factories import make_kb, make_user, text, upload
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def indexed(alice) -> KnowledgeBase:  # type: ignore[no-untyped-def]
+    kb = make_kb(alice, "docs")
+    run_job_and_queue(
+        upload(kb, [("a.txt", text(12, "enzymes")), ("b.txt", text(12, "volcanoes"))]).job.pk
+    )
+    kb.refresh_from_db()
+    return kb
+
+
+@pytest.fixture
+def staff(login):  # type: ignore[no-untyped-def]
+    return login(make_user("root", is_staff=True, is_superuser=True))
+
+
+def _chunk_docs(generation: Generation) -> set[int]:
+    rows = generation_store(generation).vectors.rows(columns=["document_id"])
+    return {r["document_id"] for r in rows}
+
+
+def test_deleting_a_document_in_the_admin_removes_its_chunks_and_file(indexed, staff) -> None:
+    doc = Document.objects.get(original_filename="a.txt")
+    path = document_path(doc)
+    assert path.exists() and doc.pk in _chunk_docs(indexed.active_generation)
+    response = staff.post(f"/admin/knowledge_bases/document/{doc.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Document.objects.filter(pk=doc.pk).exists() and not path.exists()
+    store = generation_store(indexed.active_generation)
+    assert doc.pk not in _chunk_docs(indexed.active_generation)
+    assert store.vectors.ids() == store.bm25.ids()
+
+    # The list's bulk action too.
+    other = Document.objects.get(original_filename="b.txt")
+    staff.post(
+        "/admin/knowledge_bases/document/",
+        {"action": "delete_selected", "_selected_action": [other.pk], "post": "yes"},
+    )
+    assert not Document.objects.filter(pk=other.pk).exists()
+    assert _chunk_docs(indexed.active_generation) == set()
+
+
+def test_a_deleted_document_stays_deleted_across_a_rollback(indexed) -> None:
+    from ingestion.services import generation_rebuild_start
+
+    run_job_and_queue(generation_rebuild_start(kb=indexed, auto_promote=True, enqueue=False).pk)
+    indexed.refresh_from_db()
+    assert indexed.active_generation.number == 2
+    doc = Document.objects.get(original_filename="a.txt")
+    document_delete(kb=indexed, document_id=doc.pk)
+    generation_rollback(kb=indexed)
+    indexed.refresh_from_db()
+    assert indexed.active_generation.number == 1
+    assert doc.pk not in _chunk_docs(indexed.active_generation)  # not back from the archive
+    store = generation_store(indexed.active_generation)
+    assert store.vectors.ids() == store.bm25.ids()
+
+
+def _kb_files(kb: KnowledgeBase) -> list[Path]:
+    cfg = rag_settings()
+    return [
+        Path(cfg["UPLOAD_DIR"]) / f"kb{kb.pk}",
+        Path(cfg["BM25_DIR"]) / f"kb{kb.pk}",
+        *(Path(cfg["LANCEDB_URI"]) / f"{g.table_name}.lance" for g in kb.generations.all()),
+    ]
+
+
+def test_deleting_a_kb_in_the_admin_or_the_api_removes_its_files(
+    indexed, staff, client_for
+) -> None:
+    files = _kb_files(indexed)
+    assert all(p.exists() for p in files)
+    response = staff.post(
+        f"/admin/knowledge_bases/knowledgebase/{indexed.pk}/delete/", {"post": "yes"}
+    )
+    assert response.status_code == 302
+    assert not KnowledgeBase.objects.filter(pk=indexed.pk).exists()
+    assert [p for p in files if p.exists()] == []
+    assert not StorageCleanup.objects.exists()
+
+    other = make_kb(indexed.owner, "other")
+    run_job_and_queue(upload(other, [("c.txt", text(8, "tides"))]).job.pk)
+    files = _kb_files(other)
+    response = client_for(other.owner).delete("/api/kbs/other")
+    assert response.status_code == 204
+    assert [p for p in files if p.exists()] == [] and not KnowledgeBase.objects.filter(
+        slug="other"
+    ).exists()
+
+
+def test_files_a_failed_cleanup_leaves_are_removed_by_gc(indexed, monkeypatch) -> None:
+    from ingestion.services import generations_gc_all
+    from knowledge_bases.lifecycle import gc
+    from knowledge_bases.services import knowledge_base_delete
+
+    files = _kb_files(indexed)
+
+    def killed(**_kwargs: object) -> None:
+        raise OSError("the process died here")
+
+    monkeypatch.setattr(gc, "drop_files", killed)
+    knowledge_base_delete(kb=indexed)
+    assert not KnowledgeBase.objects.filter(pk=indexed.pk).exists()
+    assert all(p.exists() for p in files) and StorageCleanup.objects.count() == 3
+    monkeypatch.undo()
+    assert generations_gc_all()["files_of_deleted_knowledge_bases"] == 3
+    assert [p for p in files if p.exists()] == [] and not StorageCleanup.objects.exists()
+    assert storage_cleanup_run() == 0  # nothing left
+
+
+def test_a_kb_with_a_live_job_is_not_deleted(indexed, client_for) -> None:
+    job = upload(indexed, [("late.txt", text(5, "late"))]).job
+    response = client_for(indexed.owner).delete("/api/kbs/docs")
+    assert response.status_code == 409 and f"job {job.pk}" in response.json()["message"]
+    assert KnowledgeBase.objects.filter(pk=indexed.pk).exists()
