@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -62,3 +63,74 @@ def test_serve_answers_and_ctrl_c_stops_server_and_worker(tmp_path: Path) -> Non
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below pid (from /proc: each process's parent)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "zombie" not in status
+
+
+def test_ctrl_c_to_the_process_group_during_a_job_stops_everything_in_10_s(
+    tmp_path: Path,
+) -> None:
+    """Issue 10, case 7: the terminal sends SIGINT to the whole foreground group; workers
+    of the cluster were still running a minute later. A job is running when it comes."""
+    from ingestion.models import IngestionJob
+    from tests.cluster import wait_for
+    from tests.factories import make_kb, make_user, text, upload
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env=subprocess_env(tmp_path / "data", RAGSTUDIO_HEARTBEAT_STALE_SECONDS="5"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, as a shell's foreground job
+    )
+    seen: set[int] = set()
+    try:
+        kb = make_kb(make_user(), "busy")
+        job = upload(kb, [("long.txt", text(3000, "tides"))], enqueue=True).job
+
+        def running() -> bool:
+            seen.update(_descendants(proc.pid))
+            return IngestionJob.objects.get(pk=job.pk).status == "running"
+
+        wait_for(running, 90, "the job to be running")
+        assert len(seen) >= 2, seen  # the cluster and its worker processes
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (_alive(proc.pid) or any(_alive(p) for p in seen)):
+            seen.update(_descendants(proc.pid))
+            time.sleep(0.2)  # polling process state, bounded by the deadline
+        assert not _alive(proc.pid)
+        assert [p for p in seen if _alive(p)] == []
+        # The job was cut short, not lost: it is resumable (running with a heartbeat that
+        # goes stale, or queued, or it had just finished).
+        assert IngestionJob.objects.get(pk=job.pk).status in ("running", "queued", "succeeded")
+    finally:
+        for pid in [proc.pid, *seen]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

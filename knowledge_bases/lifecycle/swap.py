@@ -170,9 +170,7 @@ def _sync_documents(kb: KnowledgeBase, target: Generation) -> list[Document]:
     # A document deleted since this generation was built stays deleted: an archived
     # generation still holds its chunks, which would answer with an empty citation.
     existing = set(
-        Document.objects.filter(knowledge_base=kb, pk__in=list(counts)).values_list(
-            "pk", flat=True
-        )
+        Document.objects.filter(knowledge_base=kb, pk__in=list(counts)).values_list("pk", flat=True)
     )
     deleted = sorted(set(counts) - existing)
     if deleted:

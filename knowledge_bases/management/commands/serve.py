@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -16,9 +19,43 @@ from django.core.management.base import BaseCommand
 from knowledge_bases.engines import embedder_get
 from ragstudio.env import rag_settings
 
+# The cluster gets this long to stop its workers after SIGTERM; then the whole group is
+# killed. A task cut short is resumable: its job's heartbeat goes stale and the reaper
+# queues it again (every write is an idempotent upsert).
+CLUSTER_STOP_GRACE = 5.0
+
 
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _die_with_parent() -> None:
+    """In the cluster's process, before exec: SIGTERM it if serve dies (even SIGKILLed)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_cluster() -> subprocess.Popen:
+    """qcluster in a session of its own: Ctrl-C reaches the terminal's whole foreground
+    group, and a cluster that got it too would restart workers it saw die while serve is
+    stopping it (seen: four qcluster processes alive a minute after Ctrl-C). serve alone
+    decides when and how the cluster stops."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+
+
+def stop_cluster(proc: subprocess.Popen, grace: float = CLUSTER_STOP_GRACE) -> None:
+    """SIGTERM to the cluster's group, then SIGKILL to whatever of it is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # workers the cluster did not stop in time
+    proc.wait()
 
 
 def _warm_model() -> None:
@@ -41,7 +78,7 @@ class Command(BaseCommand):
         # when started from a shell that ignores SIGINT in background jobs.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _interrupt)
-        worker = subprocess.Popen([sys.executable, "manage.py", "qcluster"])
+        worker = start_cluster()
         # Load the default model in the background, so the first search does not wait for
         # it (about 2 s); searches that come first load it themselves.
         threading.Thread(target=_warm_model, name="warm-model", daemon=True).start()
@@ -53,8 +90,4 @@ class Command(BaseCommand):
         except (KeyboardInterrupt, SystemExit):
             pass
         finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            stop_cluster(worker)
