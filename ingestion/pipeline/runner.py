@@ -1,13 +1,15 @@
-"""Runs the stages for one job: parse and chunk every document, reuse vectors the cache
-already has, embed the rest in token-aware batches, and stream rows into the buffered
-sink. One document's failure is recorded and the job goes on; a failure of the embedder
-or the store ends the job (after flushing what was already embedded)."""
+"""Runs the stages for one job: documents stream through in windows (parse and chunk a
+window's worth, reuse vectors the cache already has, embed the rest in token-aware
+batches, hand the rows to the buffered sink, then the next window), so memory depends on
+the window, not on the job. One document's failure is recorded and the job goes on; a
+failure of the embedder or the store ends the job (after flushing what was already
+embedded)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ingestion.pipeline.batching import make_batches
@@ -36,6 +38,9 @@ class PipelineConfig:
     max_batch_tokens: int | None = None  # None: the embedder's own limit
     max_document_bytes: int | None = None
     sink_queue_batches: int = 8
+    # Chunks parsed ahead of the model: whole documents are added to a window until it
+    # holds at least this many (so a window is this plus at most one document).
+    window_chunks: int = 2048
 
 
 @dataclass
@@ -114,36 +119,49 @@ class _Ledger:
             self.progress.document_done(DocumentOutcome(doc, ok=True, chunk_count=self.counts[doc]))
 
 
-def prepare_documents(
+def _chunk_document(
+    doc: SourceDocument, chunker: Chunker, ledger: _Ledger, *, max_bytes: int | None
+) -> list[Chunk]:
+    try:
+        sections = parse_document(doc.read(), doc.filename, max_bytes=max_bytes)
+        doc_chunks = chunker.chunk(doc.id, sections, title=doc.title)
+        if not doc_chunks:
+            raise DocumentError("no text found in the document")
+    except DocumentError as exc:
+        ledger.fail(doc.id, str(exc))
+        return []
+    except OSError as exc:
+        ledger.fail(doc.id, f"cannot read the stored file: {exc.strerror or exc}")
+        return []
+    except Exception as exc:  # a parser bug must not take the other documents down
+        ledger.fail(doc.id, f"unexpected error while parsing: {type(exc).__name__}: {exc}")
+        return []
+    ledger.expect(doc.id, len(doc_chunks))
+    ledger.progress.add(total=len(doc_chunks))
+    return doc_chunks
+
+
+def chunk_windows(
     documents: Sequence[SourceDocument],
     chunker: Chunker,
     ledger: _Ledger,
     *,
     max_bytes: int | None,
+    window_chunks: int,
     cancel: threading.Event,
-) -> list[Chunk]:
-    chunks: list[Chunk] = []
+) -> Iterator[list[Chunk]]:
+    """The documents' chunks, a window at a time: documents are read only when the
+    previous window has been handed on."""
+    window: list[Chunk] = []
     for doc in documents:
         if cancel.is_set():
             break
-        try:
-            sections = parse_document(doc.read(), doc.filename, max_bytes=max_bytes)
-            doc_chunks = chunker.chunk(doc.id, sections, title=doc.title)
-            if not doc_chunks:
-                raise DocumentError("no text found in the document")
-        except DocumentError as exc:
-            ledger.fail(doc.id, str(exc))
-            continue
-        except OSError as exc:
-            ledger.fail(doc.id, f"cannot read the stored file: {exc.strerror or exc}")
-            continue
-        except Exception as exc:  # a parser bug must not take the other documents down
-            ledger.fail(doc.id, f"unexpected error while parsing: {type(exc).__name__}: {exc}")
-            continue
-        ledger.expect(doc.id, len(doc_chunks))
-        ledger.progress.add(total=len(doc_chunks))
-        chunks.extend(doc_chunks)
-    return chunks
+        window.extend(_chunk_document(doc, chunker, ledger, max_bytes=max_bytes))
+        if len(window) >= window_chunks:
+            yield window
+            window = []
+    if window and not cancel.is_set():
+        yield window
 
 
 def run_pipeline(
@@ -164,10 +182,6 @@ def run_pipeline(
     ledger = _Ledger(progress)
     result = PipelineResult(documents=len(documents))
 
-    chunks = prepare_documents(
-        documents, chunker, ledger, max_bytes=config.max_document_bytes, cancel=cancel
-    )
-    result.chunks = len(chunks)
     max_items = min(config.embed_batch_size, embedder.max_batch_items)
     max_tokens = config.max_batch_tokens or embedder.max_batch_tokens
 
@@ -182,48 +196,35 @@ def run_pipeline(
         max_pending=config.sink_queue_batches,
         on_flush=ledger.persisted,
     )
+    windows = chunk_windows(
+        documents,
+        chunker,
+        ledger,
+        max_bytes=config.max_document_bytes,
+        window_chunks=max(1, config.window_chunks),
+        cancel=cancel,
+    )
     progress.start_rate_window()
     try:
         with sink:
-            to_embed = chunks
-            if vector_cache is not None and chunks:
-                to_embed = []
-                for start in range(0, len(chunks), CACHE_LOOKUP_SIZE):
-                    if cancel.is_set():
-                        break
-                    window = chunks[start : start + CACHE_LOOKUP_SIZE]
-                    found = vector_cache.lookup([c.content_hash for c in window])
-                    reused = [
-                        EmbeddedChunk(c, found[c.content_hash])
-                        for c in window
-                        if c.content_hash in found
-                    ]
-                    to_embed.extend(c for c in window if c.content_hash not in found)
-                    if reused:
-                        progress.add(skipped=len(reused), queued=len(reused))
-                        sink.put(reused)
-                        result.skipped += len(reused)
-            for batch in make_batches(to_embed, max_items=max_items, max_tokens=max_tokens):
+            for window in windows:
+                result.chunks += len(window)
+                to_embed = _reuse(window, vector_cache, sink, progress, result, cancel)
+                _embed(
+                    to_embed,
+                    embedder,
+                    sink,
+                    progress,
+                    result,
+                    ledger,
+                    cancel,
+                    max_items=max_items,
+                    max_tokens=max_tokens,
+                    known_new=known_new,
+                    on_retry=count_retry,
+                )
                 if cancel.is_set():
                     break
-                batch = [c for c in batch if not ledger.is_failed(c.document_id)]
-                if not batch:
-                    continue
-                try:
-                    vectors = embedder.embed_batch([c.text for c in batch], on_retry=count_retry)
-                except EmbeddingError as exc:
-                    if not exc.input_rejected:
-                        raise
-                    progress.add(errors=len(batch))
-                    for doc in {c.document_id for c in batch}:
-                        ledger.fail(doc, f"the embedder rejected this document's text: {exc}")
-                    continue
-                rows = [
-                    EmbeddedChunk(c, v, new=known_new) for c, v in zip(batch, vectors, strict=True)
-                ]
-                progress.add(embedded=len(rows), queued=len(rows))
-                result.embedded += len(rows)
-                sink.put(rows)
     finally:
         result.writes = sink.writes
         result.cancelled = cancel.is_set()
@@ -237,3 +238,64 @@ def run_pipeline(
     result.failed = dict(ledger.failed)
     result.indexed = dict(ledger.indexed)
     return result
+
+
+def _reuse(
+    window: list[Chunk],
+    vector_cache: VectorCache | None,
+    sink: BufferedSink,
+    progress: Progress,
+    result: PipelineResult,
+    cancel: threading.Event,
+) -> list[Chunk]:
+    """Hand the chunks whose vectors the cache has to the sink; return the others."""
+    if vector_cache is None:
+        return window
+    to_embed: list[Chunk] = []
+    for start in range(0, len(window), CACHE_LOOKUP_SIZE):
+        if cancel.is_set():
+            break
+        part = window[start : start + CACHE_LOOKUP_SIZE]
+        found = vector_cache.lookup([c.content_hash for c in part])
+        reused = [EmbeddedChunk(c, found[c.content_hash]) for c in part if c.content_hash in found]
+        to_embed.extend(c for c in part if c.content_hash not in found)
+        if reused:
+            progress.add(skipped=len(reused), queued=len(reused))
+            sink.put(reused)
+            result.skipped += len(reused)
+    return to_embed
+
+
+def _embed(
+    chunks: list[Chunk],
+    embedder: Embedder,
+    sink: BufferedSink,
+    progress: Progress,
+    result: PipelineResult,
+    ledger: _Ledger,
+    cancel: threading.Event,
+    *,
+    max_items: int,
+    max_tokens: int,
+    known_new: bool,
+    on_retry: Callable[[str], None],
+) -> None:
+    for batch in make_batches(chunks, max_items=max_items, max_tokens=max_tokens):
+        if cancel.is_set():
+            return
+        batch = [c for c in batch if not ledger.is_failed(c.document_id)]
+        if not batch:
+            continue
+        try:
+            vectors = embedder.embed_batch([c.text for c in batch], on_retry=on_retry)
+        except EmbeddingError as exc:
+            if not exc.input_rejected:
+                raise
+            progress.add(errors=len(batch))
+            for doc in {c.document_id for c in batch}:
+                ledger.fail(doc, f"the embedder rejected this document's text: {exc}")
+            continue
+        rows = [EmbeddedChunk(c, v, new=known_new) for c, v in zip(batch, vectors, strict=True)]
+        progress.add(embedded=len(rows), queued=len(rows))
+        result.embedded += len(rows)
+        sink.put(rows)

@@ -182,3 +182,55 @@ def test_vectors_persisted_equal_what_the_model_computes(tmp_path, embedder) -> 
     stored = np.asarray([r["vector"] for r in rows], dtype=np.float32)
     cosine = (direct * stored).sum(1)
     assert cosine.min() > 0.999
+
+
+def test_documents_stream_through_in_windows(tmp_path, embedder) -> None:
+    """Issue 10, case 6: every document was parsed and chunked before the first embedding,
+    so a job held all of its text and chunks at once. With a window, embedding starts
+    after the first window's documents, and no more than a window waits for the model."""
+    events: list[str] = []
+
+    class Recording:
+        def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+            self.inner = inner
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self.inner, name)
+
+        def embed_batch(self, texts, on_retry=None):  # type: ignore[no-untyped-def]
+            events.append(f"embed {len(texts)}")
+            return self.inner.embed_batch(texts, on_retry=on_retry)
+
+    def reader(i: int, text: str):  # type: ignore[no-untyped-def]
+        def read() -> bytes:
+            events.append(f"read {i}")
+            return text.encode()
+
+        return read
+
+    docs = [
+        SourceDocument(id=i + 1, filename=f"d{i}.txt", read=reader(i, t))
+        for i, t in enumerate(TEXTS)
+    ]
+    store = _store(tmp_path)
+    result = run_pipeline(
+        documents=docs,
+        embedder=Recording(embedder),
+        store=store,
+        chunker=Chunker(embedder.tokenizer, size=64, overlap=8),
+        config=PipelineConfig(store_batch_size=50, window_chunks=20),
+        vector_cache=store,
+    )
+    assert result.failed == {} and store.vectors.count() == result.chunks > 40
+    first_embed = next(i for i, e in enumerate(events) if e.startswith("embed"))
+    assert events.index("read 5") > first_embed  # the last document is read later
+    # Between two reads, at most one window is embedded: documents are added to it until
+    # it holds 20 chunks, so it is under 20 plus the largest document.
+    largest = max(result.indexed.values())
+    pending = 0
+    for event in events:
+        if event.startswith("read"):
+            pending = 0
+        else:
+            pending += int(event.split()[1])
+            assert pending < 20 + largest, events
