@@ -24,19 +24,20 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def cluster_env(tmp_path: Path) -> dict[str, str]:
+def cluster_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     # The same directories the test process uses (see the autouse storage fixture).
     return subprocess_env(
-        tmp_path / "data", RAGSTUDIO_WORKERS="2", RAGSTUDIO_HEARTBEAT_STALE_SECONDS="5"
+        tmp_path / "data",
+        **{"RAGSTUDIO_WORKERS": "2", "RAGSTUDIO_HEARTBEAT_STALE_SECONDS": "5", **extra},
     )
 
 
-def start_cluster(tmp_path: Path, name: str = "qcluster") -> subprocess.Popen:
-    log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115
+def start_cluster(tmp_path: Path, name: str = "qcluster", **env: str) -> subprocess.Popen:
+    log = open(tmp_path / f"{name}.log", "a")  # noqa: SIM115
     return subprocess.Popen(
         [sys.executable, "manage.py", "qcluster"],
         cwd=ROOT,
-        env=cluster_env(tmp_path),
+        env=cluster_env(tmp_path, **env),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # so the whole cluster (all its processes) can be killed

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import close_old_connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from ingestion.jobs.claim import stale_cutoff
@@ -19,6 +20,7 @@ def jobs_reap_stale() -> dict[str, int]:
     are idempotent) or fail after too many attempts; queued jobs get a task again."""
     cutoff = stale_cutoff()
     requeued = failed = 0
+    requeued_ids: list[int] = []
     stale = IngestionJob.objects.filter(status=IngestionJob.Status.RUNNING, heartbeat_at__lt=cutoff)
     for job in stale:
         with transaction.atomic():
@@ -36,18 +38,19 @@ def jobs_reap_stale() -> dict[str, int]:
                         f"{job.attempts} attempts"
                     ),
                 )
-            else:
-                requeued += updated.update(status=IngestionJob.Status.QUEUED, worker="", buffered=0)
+            elif updated.update(status=IngestionJob.Status.QUEUED, worker="", buffered=0):
+                requeued += 1
+                requeued_ids.append(job.pk)
     # Queued jobs whose generation is free and whose own task should have started by now
     # (lost by a broker restart, or refused while the generation was busy) get a task.
     busy = IngestionJob.objects.filter(
         status=IngestionJob.Status.RUNNING, heartbeat_at__gte=cutoff
     ).values("generation_id")
+    # A job just requeued has no task at all (its worker died with it): it gets one now,
+    # whatever its age.
     queued = list(
-        IngestionJob.objects.filter(
-            status=IngestionJob.Status.QUEUED,
-            created_at__lt=timezone.now() - timedelta(seconds=30),
-        )
+        IngestionJob.objects.filter(status=IngestionJob.Status.QUEUED)
+        .filter(Q(created_at__lt=timezone.now() - timedelta(seconds=30)) | Q(pk__in=requeued_ids))
         .exclude(generation_id__in=busy)
         .values_list("pk", flat=True)
     )

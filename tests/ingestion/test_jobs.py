@@ -203,7 +203,7 @@ def test_a_job_through_an_openai_compatible_api_counts_its_retries(kb, settings)
     """The whole job against a real HTTP server on 127.0.0.1 that rate-limits and fails."""
     from ingestion.embedders import get_embedder
     from knowledge_bases.services import knowledge_base_create
-    from tests.embedding_server import EmbeddingServer, Reply
+    from ragstudio.testing.embedding_server import EmbeddingServer, Reply
 
     with EmbeddingServer(dims=16) as server:
         settings.RAGSTUDIO = {

@@ -5,7 +5,7 @@ import pytest
 
 from ingestion.embedders.openai_compat import OpenAICompatibleEmbedder
 from ingestion.pipeline.types import EmbeddingError
-from tests.embedding_server import EmbeddingServer, Reply, fake_vector
+from ragstudio.testing.embedding_server import EmbeddingServer, Reply, fake_vector
 
 
 @pytest.fixture

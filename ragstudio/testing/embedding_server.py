@@ -31,10 +31,12 @@ class Reply:
 
 
 class EmbeddingServer:
-    def __init__(self, dims: int = 8) -> None:
+    def __init__(self, dims: int = 8, *, keep_requests: bool = True) -> None:
         self.dims = dims
+        self.keep_requests = keep_requests  # off for long benchmarks: bodies add up
         self.script: deque[Reply] = deque()
         self.requests: list[dict] = []
+        self.count = 0
         self.headers: list[dict[str, str]] = []
         server = self
 
@@ -45,8 +47,10 @@ class EmbeddingServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                server.requests.append(body)
-                server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                server.count += 1
+                if server.keep_requests:
+                    server.requests.append(body)
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
                 reply = server.script.popleft() if server.script else Reply()
                 if reply.delay:
                     time.sleep(reply.delay)
