@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench bench-quality bench-search clean
+.PHONY: install run test lint typecheck bench bench-quality bench-search bench-memory clean
 
 install: $(STAMP)
 
@@ -39,6 +39,9 @@ bench-quality: install
 
 bench-search: install
 	$(PY) bench/search.py
+
+bench-memory: install
+	$(PY) bench/memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -40,8 +40,12 @@ def start_cluster() -> subprocess.Popen:
     group, and a cluster that got it too would restart workers it saw die while serve is
     stopping it (seen: four qcluster processes alive a minute after Ctrl-C). serve alone
     decides when and how the cluster stops."""
+    # Two malloc arenas: glibc's default (8 per core) let a long job's worker grow with the
+    # threads that allocate in it (measured: peak 572 MiB at 100k chunks vs 480 MiB).
+    env = {"MALLOC_ARENA_MAX": "2", **os.environ}
     return subprocess.Popen(
         [sys.executable, "manage.py", "qcluster"],
+        env=env,
         start_new_session=True,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
