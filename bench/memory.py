@@ -181,14 +181,16 @@ def main() -> None:
     mib = 1024 * 1024
     print(f"Worker peak memory per job (stand-in embeddings, {DIMS} dims, 127.0.0.1)\n")
     print(
-        "| chunks | documents | job status | stored | job s | chunks/s | RSS before job MiB | peak RSS MiB |"
+        "| chunks | documents | job status | stored | job s | chunks/s | RSS before job MiB "
+        "| peak RSS, pipeline MiB | vector index | index s | peak RSS with index MiB |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['chunks']:,} | {r['documents']:,} | {r['status']} | {r['persisted']:,} | "
             f"{r['seconds']:.1f} | {r['persisted'] / r['seconds']:,.0f} | "
-            f"{r['rss_before'] / mib:.0f} | {r['peak_rss'] / mib:.0f} |"
+            f"{r['rss_before'] / mib:.0f} | {r['peak_rss'] / mib:.0f} | {r['index']} | "
+            f"{r['index_seconds']:.1f} | {r['peak_with_index'] / mib:.0f} |"
         )
     if len(rows) >= 2:
         ratio = rows[-1]["peak_rss"] / rows[0]["peak_rss"]

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 
 from ingestion.models import IngestionJob
-from ingestion.pipeline.parse import CONTENT_TYPES, detect_format
+from ingestion.pipeline.parse import CONTENT_TYPES, SNIFF_BYTES, detect_format
 from ingestion.pipeline.types import DocumentError
 from ingestion.services.queue import batch_sizes_validate, ingestion_job_create
 from knowledge_bases.engines import generation_store
@@ -24,8 +24,6 @@ from knowledge_bases.models import Document, KnowledgeBase
 from knowledge_bases.selectors import document_path
 from ragstudio.env import rag_settings
 from ragstudio.errors import Conflict, NotFound, ValidationError
-
-SNIFF_BYTES = 65536
 
 
 @dataclass(frozen=True)
@@ -112,6 +110,10 @@ def documents_upload(
             except DocumentError as exc:
                 os.unlink(tmp)
                 result.rejected.append((name, str(exc)))
+                continue
+            except Exception as exc:  # a file no sniffing rule expected: its own verdict
+                os.unlink(tmp)
+                result.rejected.append((name, f"unreadable file ({type(exc).__name__})"))
                 continue
             if sha in seen:
                 os.unlink(tmp)

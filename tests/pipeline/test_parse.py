@@ -111,3 +111,61 @@ def test_utf16_and_latin1_text_are_decoded() -> None:
 def test_sniffing_a_long_utf8_file_cut_mid_character_still_detects_text() -> None:
     data = ("é" * 40000).encode()  # 80,000 bytes: the 64 KiB sniff window ends mid-character
     assert detect_format(data, "long.txt") == TEXT
+
+
+def _finishes(function, *args, seconds: float = 10.0):  # type: ignore[no-untyped-def]
+    """Run function(*args) in a thread; fail when it has not returned after ``seconds``.
+    The inputs below took minutes with the old quadratic patterns (measured 2.9 s for 16,000
+    newlines, growing with the square) and take milliseconds now: a 1000x margin."""
+    import threading
+
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = function(*args)
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{function.__name__} did not finish in {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]
+
+
+def test_sniffing_is_linear_on_hostile_text() -> None:
+    """Issue 11, case 1: `\\s*` after `^` crossed newlines (16,000 newlines + "x": 2.9 s
+    inside the upload request); an unclosed "[" per line scanned to the end each time."""
+    newlines = b"\n" * 400_000 + b"x"
+    assert _finishes(detect_format, newlines, "notes.rst") == TEXT
+    brackets = b"[" * 400_000
+    assert _finishes(detect_format, brackets, "notes.rst") == TEXT
+    # The request reads a few KB only; the worker parses the whole file.
+    assert len(newlines) > 8192
+
+
+def test_markdown_rules_are_linear_on_one_long_line() -> None:
+    """Issue 11, case 2: the emphasis rule was quadratic on one long line (" _a" * 8000,
+    24 KB: 1.9 s); a 1 MB line projected to an hour in the worker."""
+    for line in (" _a" * 400_000, "**a" * 300_000, "<" * 1_000_000, "x`" * 500_000):
+        sections = _finishes(parse_document, line.encode(), "long.md")
+        assert sections and sections[0].text.strip()
+    # The rules still do their job on ordinary Markdown.
+    text = parse_document(b"# Title\n\nSome *emphasis*, **bold** and [a link](http://x).", "a.md")
+    assert text[0].text == "Title\n\nSome emphasis, bold and a link."
+
+
+def test_deeply_nested_json_is_a_clear_rejection() -> None:
+    """Issue 11, case 3: 50,000 "[" on the first line of a .jsonl raised RecursionError."""
+    nested = b"[" * 50_000 + b"]" * 50_000
+    with pytest.raises(DocumentError, match="first record has no 'text' field"):
+        detect_format(nested, "deep.jsonl")
+    record = b'{"text": "fine", "metadata": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    with pytest.raises(DocumentError, match="the first line is JSON nested too deeply"):
+        detect_format(record, "deep.jsonl")
+    later = b'{"text": "fine"}\n{"text": "x", "metadata": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    with pytest.raises(DocumentError, match="line 2: JSON nested too deeply"):
+        parse_document(later, "deep.jsonl")
