@@ -28,4 +28,5 @@ CHUNK_OVERLAP = Bound("chunk_overlap", 0, 4000)  # tokens; at most half the chun
 SEARCH_LIMIT = Bound("limit", 1, 100)
 SEARCH_OFFSET = Bound("offset", 0, 10_000)
 GENERATION_NUMBER = Bound("generation", 1, 10**9)
+ROW_ID = Bound("id", 1, 2**63 - 1)  # database ids (BigAutoField) and LanceDB's int64
 QUERY_MAX_CHARS = 2000

@@ -12,7 +12,13 @@ from pydantic import (
     model_validator,
 )
 
-from ragstudio.bounds import GENERATION_NUMBER, QUERY_MAX_CHARS, SEARCH_LIMIT, SEARCH_OFFSET
+from ragstudio.bounds import (
+    GENERATION_NUMBER,
+    QUERY_MAX_CHARS,
+    ROW_ID,
+    SEARCH_LIMIT,
+    SEARCH_OFFSET,
+)
 from search.filters import SearchFilter
 from search.fusion import FusionParams
 from search.results import SearchParams
@@ -33,7 +39,7 @@ class InFilter(Schema):
 
 class FiltersIn(Schema):
     model_config = ConfigDict(extra="forbid")
-    document_ids: list[Annotated[int, Field(ge=1)]] = Field(
+    document_ids: list[Annotated[int, Field(ge=ROW_ID.low, le=ROW_ID.high)]] = Field(
         default_factory=list, max_length=1000, description="Only chunks of these documents."
     )
     metadata: dict[MetaKey, MetaValue | InFilter] = Field(

@@ -310,6 +310,9 @@ def test_query_syntax_is_never_interpreted(alice, kb, query: str, title, client_
         ({"query": "x", "filters": {"metadata": {"k": {"in": []}}}}, "filters"),
         ({"query": "x", "filters": {"metadata": {"k": {"nested": 1}}}}, "filters"),
         ({"query": "x", "filters": {"document_ids": ["one"]}}, "filters"),
+        # Issue 11, case 4: 2**63 was a 500 (2**64 failed inside LanceDB).
+        ({"query": "x", "filters": {"document_ids": [2**63]}}, "filters"),
+        ({"query": "x", "filters": {"document_ids": [2**64]}}, "filters"),
         ({"query": "x", "filters": {"where": "1=1"}}, "filters"),
         ({"query": "x", "lmit": 5}, "lmit"),
     ],
@@ -452,3 +455,12 @@ def test_generations_from_before_metadata_tokens_keep_working(alice, client_for)
     assert titles(search(client, "legacy", query="tides", filters={"document_ids": [doc.pk]}))
     refused = search(client, "legacy", query="tides", filters={"metadata": {"topic": "geology"}})
     assert refused.status_code == 409 and "rebuild it" in refused.json()["message"]
+
+
+def test_the_largest_document_id_is_searched_not_refused(alice, kb, client_for) -> None:
+    for mode in ("vector", "lexical", "hybrid"):
+        response = search(
+            client_for(alice), query="cell", mode=mode, filters={"document_ids": [2**63 - 1]}
+        )
+        assert response.status_code == 200, response.content
+        assert response.json()["results"] == []
