@@ -167,6 +167,7 @@ def _hash_token(token: str) -> str:
 
 
 class ApiToken(models.Model):
+    PREFIX_LENGTH = 10  # what the admin shows of a token, and what revoking it takes
     """A bearer token for the JSON API. Only its hash is stored; the token is shown once."""
 
     PREFIX = "rs_"
@@ -191,7 +192,7 @@ class ApiToken(models.Model):
     def issue(cls, *, user: object, name: str = "") -> tuple[ApiToken, str]:
         token = cls.PREFIX + secrets.token_urlsafe(32)
         row = cls.objects.create(
-            user=user, name=name, key_prefix=token[:10], key_hash=_hash_token(token)
+            user=user, name=name, key_prefix=token[: cls.PREFIX_LENGTH], key_hash=_hash_token(token)
         )
         return row, token
 

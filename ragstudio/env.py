@@ -6,7 +6,9 @@ typo in deployment fails at start-up instead of surfacing later as odd behaviour
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypedDict, cast
@@ -100,6 +102,24 @@ def env_path(name: str, default: Path, *, environ: Mapping[str, str] | None = No
     if path.exists() and not path.is_dir():
         raise ImproperlyConfigured(f"{name} must be a directory, {str(path)!r} is a file")
     return path.resolve()
+
+
+def secret_key_file(path: Path) -> str:
+    """The key stored at ``path``, created on first use: mode 0600 from the first byte
+    (never written with the umask and chmod-ed later), and published with a hard link,
+    which fails when the file exists, so processes starting together on a fresh data
+    directory all end up with the one key that won."""
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(50))
+            with contextlib.suppress(FileExistsError):  # another process won: use its key
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
 
 
 class RagStudioConfig(TypedDict):

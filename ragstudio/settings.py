@@ -8,8 +8,6 @@ RAGSTUDIO_LANCEDB_URI (e.g. s3://bucket/prefix).
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from ragstudio.env import (
     env_list,
     env_path,
     env_str,
+    secret_key_file,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -37,15 +36,8 @@ def _secret_key() -> str:
     configured = env_str("RAGSTUDIO_SECRET_KEY", "")
     if configured:
         return configured
-    # No key configured: keep one per data directory so sessions survive restarts,
-    # readable only by this user. Written atomically: several processes start at once.
-    path = DATA_DIR / "secret_key"
-    if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(secrets.token_urlsafe(50))
-        tmp.chmod(0o600)
-        os.replace(tmp, path)
-    return path.read_text().strip()
+    # No key configured: keep one per data directory so sessions survive restarts.
+    return secret_key_file(DATA_DIR / "secret_key")
 
 
 SECRET_KEY = _secret_key()
@@ -77,6 +69,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
+
+# Messages live in the server-side session: one of them shows a new API token once, and
+# the default storage would put it in a cookie the browser keeps.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 ROOT_URLCONF = "ragstudio.urls"
 WSGI_APPLICATION = "ragstudio.wsgi.application"

@@ -74,3 +74,31 @@ def test_sqlite_runs_in_wal_mode_with_immediate_transactions(db) -> None:  # typ
         assert cursor.fetchone()[0] == "wal"
     assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
     assert connection.settings_dict["OPTIONS"]["timeout"] >= 5
+
+
+def test_processes_starting_together_on_a_fresh_data_dir_share_one_private_key(
+    tmp_path: Path,
+) -> None:
+    """Issue 11, case 6: the key file was written with the umask and chmod-ed afterwards,
+    and two processes starting at once could end up with different keys."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from pathlib import Path; from ragstudio.env import secret_key_file; "
+        "print(secret_key_file(Path(sys.argv[1])))"
+    )
+    key = tmp_path / "secret_key"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(key)],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    keys = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+    assert len(keys) == 1 and len(keys.pop()) > 40
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]  # no temp file left

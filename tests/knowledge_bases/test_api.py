@@ -178,3 +178,36 @@ def test_delete_a_document_through_the_api(alice, client_for) -> None:
     assert [d["original_filename"] for d in remaining] == ["b.txt"]
     kb.refresh_from_db()
     assert kb.active_generation.chunk_count == remaining[0]["chunk_count"]
+
+
+def test_a_token_is_revoked_by_its_whole_prefix_only(alice) -> None:
+    """Issue 11, case 6: `api_token USER --revoke rs_` revoked every token."""
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    first, _ = ApiToken.issue(user=alice)
+    second, _ = ApiToken.issue(user=alice)
+    with pytest.raises(CommandError, match="the whole 10-character prefix"):
+        call_command("api_token", "alice", "--revoke", "rs_", stdout=io.StringIO())
+    assert ApiToken.objects.filter(revoked_at__isnull=True).count() == 2
+    call_command("api_token", "alice", "--revoke", first.key_prefix, stdout=io.StringIO())
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.revoked_at is not None and second.revoked_at is None
+
+
+def test_a_token_made_in_the_admin_never_travels_in_a_cookie(alice, login) -> None:
+    """Issue 11, case 6: the token was shown through the messages framework, which kept
+    it in the readable `messages` cookie."""
+    staff = login(make_user("root", is_staff=True, is_superuser=True))
+    saved = staff.post("/admin/knowledge_bases/apitoken/add/", {"user": alice.pk, "name": "ci"})
+    assert saved.status_code == 302
+    page = staff.get(saved["Location"]).content.decode()
+    token = ApiToken.objects.get(name="ci")
+    shown = page.split("copy it now): ")[1].split("<")[0]
+    assert shown.startswith(token.key_prefix) and ApiToken.hash(shown) == token.key_hash
+    # The messages travel in the server-side session, not in a cookie the browser keeps
+    # (Django's default stores them signed but readable, possibly compressed).
+    assert set(saved.cookies) <= {"sessionid", "csrftoken"}, saved.cookies

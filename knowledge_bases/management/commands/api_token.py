@@ -27,11 +27,17 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"no user {options['user']!r}")
         if options["revoke"]:
+            prefix = options["revoke"]
+            if len(prefix) != ApiToken.PREFIX_LENGTH:
+                raise CommandError(
+                    f"give the whole {ApiToken.PREFIX_LENGTH}-character prefix of the token to "
+                    "revoke (the admin lists them): a shorter one could match several"
+                )
             count = ApiToken.objects.filter(
-                user=user, key_prefix__startswith=options["revoke"][:10], revoked_at__isnull=True
+                user=user, key_prefix=prefix, revoked_at__isnull=True
             ).update(revoked_at=timezone.now())
             if not count:
-                raise CommandError(f"no active token starting with {options['revoke']!r}")
+                raise CommandError(f"no active token of {user} with the prefix {prefix!r}")
             self.stdout.write(f"revoked {count} token(s)")
             return
         _row, token = ApiToken.issue(user=user, name=options["name"][:100])
