@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import (
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -64,6 +71,22 @@ def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpRe
         {"message": f"invalid request: {where}{first['message']}", "extra": {"errors": errors}},
         status=422,
     )
+
+
+@api.exception_handler(SuspiciousOperation)
+def _request_refused(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+    """Django refuses some requests while reading them (too many files or fields, a body
+    over its limit); the API says so in JSON, like every other error, not an HTML page."""
+    if isinstance(exc, RequestDataTooBig):
+        status, message = 413, "the request body is too large"
+    elif isinstance(exc, TooManyFilesSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        status, message = 400, f"too many files in one request: at most {limit}"
+    elif isinstance(exc, TooManyFieldsSent):
+        status, message = 400, "too many form fields in one request"
+    else:
+        status, message = 400, "the request was refused as malformed"
+    return api.create_response(request, {"message": message, "extra": {}}, status=status)
 
 
 @api.exception_handler(HttpError)

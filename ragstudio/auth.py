@@ -30,4 +30,15 @@ class ApiTokenAuth(HttpBearer):
         return row.user
 
 
-api_auth = [ApiTokenAuth(), SessionAuth()]
+class BrowserSessionAuth(SessionAuth):
+    """The browser's session. Its CSRF check applies only to a request that a session
+    authenticates: one without a session (a script with a missing or wrong token) is 401
+    with `WWW-Authenticate: Bearer`, not 403 "CSRF check failed"."""
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        if not request.user.is_authenticated:
+            return None
+        return super()._get_key(request)
+
+
+api_auth = [ApiTokenAuth(), BrowserSessionAuth()]

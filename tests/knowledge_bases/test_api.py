@@ -12,11 +12,28 @@ pytestmark = pytest.mark.django_db
 
 
 def test_requests_without_a_valid_token_are_401(alice) -> None:
-    anonymous = Client()
-    for client in (anonymous, Client(headers={"Authorization": "Bearer rs_wrong"})):
+    anonymous = Client(enforce_csrf_checks=True)
+    wrong = Client(headers={"Authorization": "Bearer rs_wrong"}, enforce_csrf_checks=True)
+    for client in (anonymous, wrong):
         response = client.get("/api/kbs")
         assert response.status_code == 401
         assert response.json()["message"].startswith("authentication required")
+        # Issue 11, case 7: writes answered 403 "CSRF check failed" instead.
+        for call in (
+            lambda c=client: c.post("/api/kbs", {"slug": "x", "name": "X"}, "application/json"),
+            lambda c=client: c.delete("/api/kbs/x"),
+            lambda c=client: c.post("/api/jobs/1/cancel"),
+        ):
+            response = call()
+            assert response.status_code == 401, response.content
+            assert response["WWW-Authenticate"] == "Bearer"
+    assert not KnowledgeBase.objects.exists()
+    # A browser session still needs its CSRF token for a write.
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(alice)
+    refused = browser.post("/api/kbs", {"slug": "x", "name": "X"}, "application/json")
+    assert refused.status_code == 403 and "CSRF" in refused.json()["message"]
+    assert browser.get("/api/kbs").status_code == 200
     row, token = ApiToken.issue(user=alice)
     row.revoked_at = row.created_at
     row.save()
@@ -211,3 +228,15 @@ def test_a_token_made_in_the_admin_never_travels_in_a_cookie(alice, login) -> No
     # The messages travel in the server-side session, not in a cookie the browser keeps
     # (Django's default stores them signed but readable, possibly compressed).
     assert set(saved.cookies) <= {"sessionid", "csrftoken"}, saved.cookies
+
+
+def test_a_request_django_refuses_is_a_json_error(alice, client_for, settings) -> None:
+    """Issue 11, case 7: 1,001 files got Django's HTML 400 page from the JSON API."""
+    make_kb(alice, "docs")
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 3
+    files = [SimpleUploadedFile(f"f{i}.txt", b"words") for i in range(4)]
+    response = client_for(alice).post("/api/kbs/docs/documents", {"files": files})
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["message"] == "too many files in one request: at most 3"
+    assert not KnowledgeBase.objects.get(slug="docs").documents.exists()
