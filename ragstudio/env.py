@@ -147,6 +147,7 @@ class RagStudioConfig(TypedDict):
     ANN_NPROBES: int
     ANN_REFINE_FACTOR: int
     QUERY_CACHE_SIZE: int
+    PARSE_TIMEOUT_SECONDS: float
 
 
 def rag_settings() -> RagStudioConfig:

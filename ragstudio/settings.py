@@ -174,6 +174,9 @@ RAGSTUDIO: RagStudioConfig = {
     "ANN_MIN_ROWS": env_int("RAGSTUDIO_ANN_MIN_ROWS", 10_000, minimum=256),
     "ANN_NPROBES": env_int("RAGSTUDIO_ANN_NPROBES", 20, minimum=1),
     "ANN_REFINE_FACTOR": env_int("RAGSTUDIO_ANN_REFINE_FACTOR", 5, minimum=1, maximum=100),
+    # A document that takes longer than this to parse fails alone (0: no budget, parse in
+    # the worker's own process).
+    "PARSE_TIMEOUT_SECONDS": env_float("RAGSTUDIO_PARSE_TIMEOUT_SECONDS", 60.0, minimum=0.0),
     # Query embeddings kept in memory per process (same text, same model: no model call).
     "QUERY_CACHE_SIZE": env_int("RAGSTUDIO_QUERY_CACHE_SIZE", 2048, minimum=0),
 }

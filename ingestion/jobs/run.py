@@ -173,6 +173,7 @@ def job_execute(
             store_batch_size=job.store_batch_size,
             embed_batch_size=job.embed_batch_size,
             max_document_bytes=settings.RAGSTUDIO_MAX_UPLOAD_BYTES,
+            parse_timeout=rag_settings()["PARSE_TIMEOUT_SECONDS"] or None,
         )
         cache = _vector_cache(job, store, embedder.fingerprint)
         todo = _job_documents(job, store)

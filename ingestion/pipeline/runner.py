@@ -16,6 +16,7 @@ from ingestion.pipeline.batching import make_batches
 from ingestion.pipeline.chunk import Chunker
 from ingestion.pipeline.parse import parse_document
 from ingestion.pipeline.progress import DocumentOutcome, Progress
+from ingestion.pipeline.sandbox import ParseSandbox
 from ingestion.pipeline.sink import BufferedSink
 from ingestion.pipeline.types import (
     Chunk,
@@ -24,6 +25,7 @@ from ingestion.pipeline.types import (
     EmbeddedChunk,
     Embedder,
     EmbeddingError,
+    Section,
     SourceDocument,
     VectorCache,
 )
@@ -41,6 +43,9 @@ class PipelineConfig:
     # Chunks parsed ahead of the model: whole documents are added to a window until it
     # holds at least this many (so a window is this plus at most one document).
     window_chunks: int = 2048
+    # Seconds one document may take to parse, in a child process (None: in this process,
+    # no budget; for tests and trusted input).
+    parse_timeout: float | None = None
 
 
 @dataclass
@@ -119,11 +124,14 @@ class _Ledger:
             self.progress.document_done(DocumentOutcome(doc, ok=True, chunk_count=self.counts[doc]))
 
 
+Parse = Callable[..., list[Section]]
+
+
 def _chunk_document(
-    doc: SourceDocument, chunker: Chunker, ledger: _Ledger, *, max_bytes: int | None
+    doc: SourceDocument, chunker: Chunker, ledger: _Ledger, *, parse: Parse, max_bytes: int | None
 ) -> list[Chunk]:
     try:
-        sections = parse_document(doc.read(), doc.filename, max_bytes=max_bytes)
+        sections = parse(doc.read(), doc.filename, max_bytes=max_bytes)
         doc_chunks = chunker.chunk(doc.id, sections, title=doc.title)
         if not doc_chunks:
             raise DocumentError("no text found in the document")
@@ -146,6 +154,7 @@ def chunk_windows(
     chunker: Chunker,
     ledger: _Ledger,
     *,
+    parse: Parse,
     max_bytes: int | None,
     window_chunks: int,
     cancel: threading.Event,
@@ -156,7 +165,7 @@ def chunk_windows(
     for doc in documents:
         if cancel.is_set():
             break
-        window.extend(_chunk_document(doc, chunker, ledger, max_bytes=max_bytes))
+        window.extend(_chunk_document(doc, chunker, ledger, parse=parse, max_bytes=max_bytes))
         if len(window) >= window_chunks:
             yield window
             window = []
@@ -196,10 +205,12 @@ def run_pipeline(
         max_pending=config.sink_queue_batches,
         on_flush=ledger.persisted,
     )
+    sandbox = ParseSandbox(config.parse_timeout) if config.parse_timeout else None
     windows = chunk_windows(
         documents,
         chunker,
         ledger,
+        parse=sandbox.parse if sandbox else parse_document,
         max_bytes=config.max_document_bytes,
         window_chunks=max(1, config.window_chunks),
         cancel=cancel,
@@ -226,6 +237,8 @@ def run_pipeline(
                 if cancel.is_set():
                     break
     finally:
+        if sandbox is not None:
+            sandbox.close()
         result.writes = sink.writes
         result.cancelled = cancel.is_set()
         result.seconds = time.monotonic() - started

@@ -234,3 +234,26 @@ def test_documents_stream_through_in_windows(tmp_path, embedder) -> None:
         else:
             pending += int(event.split()[1])
             assert pending < 20 + largest, events
+
+
+def test_a_document_over_the_parse_budget_fails_alone(tmp_path, embedder) -> None:
+    """Issue 11, case 2: one document stalled the worker for hours. Parsed in a child
+    process with a budget, it fails with a clear reason and the others are indexed."""
+    hostile = (" _a" * 3_000_000).encode()  # ~8 s to parse with the linear rules, 9 MB
+    docs = [
+        *_docs(TEXTS[:1]),
+        SourceDocument(id=50, filename="slow.md", read=lambda: hostile),
+        *_docs(TEXTS[1:2], start=60),
+    ]
+    store = _store(tmp_path)
+    result = run_pipeline(
+        documents=docs,
+        embedder=embedder,
+        store=store,
+        chunker=Chunker(embedder.tokenizer, size=64, overlap=8),
+        config=PipelineConfig(store_batch_size=50, parse_timeout=2.0),
+        vector_cache=store,
+    )
+    assert result.failed == {50: "took longer than 2 s to parse (a pathological document?)"}
+    assert set(result.indexed) == {1, 60}
+    assert {r["document_id"] for r in store.vectors.rows(columns=["document_id"])} == {1, 60}
