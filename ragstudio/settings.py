@@ -8,6 +8,7 @@ RAGSTUDIO_LANCEDB_URI (e.g. s3://bucket/prefix).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "django_q",
+    "axes",
     "knowledge_bases",
     "ingestion",
     "search",
@@ -68,7 +70,21 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into a 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a login while it is locked out
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login throttling: after this many failed passwords for one username from one address,
+# logins for that pair are refused for the cool-off time (a success resets the count).
+AXES_FAILURE_LIMIT = env_int("RAGSTUDIO_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("RAGSTUDIO_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 
 # Messages live in the server-side session: one of them shows a new API token once, and
 # the default storage would put it in a cookie the browser keeps.
@@ -211,6 +227,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("RAGSTUDIO_LOG_LEVEL", "INFO")},
     "loggers": {
         "django_q": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
     },

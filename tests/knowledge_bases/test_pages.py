@@ -328,3 +328,21 @@ def test_cancel_button_cancels_a_queued_job(alice, login) -> None:
     job = upload(make_kb(user, "docs"), [("a.txt", b"words")]).job
     client.post(f"/jobs/{job.pk}/cancel/")
     assert IngestionJob.objects.get(pk=job.pk).status == "cancelled"
+
+
+def test_logins_are_throttled_after_repeated_wrong_passwords(alice, settings) -> None:
+    """Issue 11, case 5: ten wrong passwords were all answered normally."""
+    settings.AXES_FAILURE_LIMIT = 3
+    client = Client()
+    for _ in range(2):
+        wrong = client.post("/accounts/login/", {"username": "alice", "password": "nope"})
+        assert wrong.status_code == 200 and "correct username and password" in wrong.text
+    third = client.post("/accounts/login/", {"username": "alice", "password": "nope"})
+    assert third.status_code == 429 and "too many" in third.text.lower()
+    locked = client.post("/accounts/login/", {"username": "alice", "password": "pw-alice"})
+    assert locked.status_code == 429  # even the right password, until the cool-off ends
+    assert "_auth_user_id" not in client.session
+    # Another user from the same address is not locked out.
+    make_user("bob")
+    other = client.post("/accounts/login/", {"username": "bob", "password": "pw-bob"})
+    assert other.status_code == 302
