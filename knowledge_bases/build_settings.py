@@ -3,12 +3,14 @@ one place for new knowledge bases and for rebuilds."""
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
+from typing import Any
 
 from ingestion.embedders import EmbedderSpecError, describe
 from ragstudio.bounds import CHUNK_OVERLAP, CHUNK_SIZE
 from ragstudio.env import rag_settings
-from ragstudio.errors import ValidationError
+from ragstudio.errors import Forbidden, ValidationError
 
 
 @dataclass(frozen=True)
@@ -19,15 +21,27 @@ class BuildSettings:
     chunk_overlap: int
 
 
+def embedder_permitted(spec: str, actor: Any) -> bool:
+    """Whether ``actor`` may build with this embedder: staff and the operator (no actor:
+    the CLI) may use any; other users those RAGSTUDIO_EMBEDDERS_FOR_USERS lists (default
+    "local": another model may download gigabytes onto the workers or bill the operator's
+    API key)."""
+    if actor is None or getattr(actor, "is_staff", False):
+        return True
+    return any(fnmatch.fnmatchcase(spec, p) for p in rag_settings()["EMBEDDERS_FOR_USERS"])
+
+
 def build_settings_resolve(
     *,
     embedder: str | None,
     chunk_size: int | None,
     chunk_overlap: int | None,
     defaults: BuildSettings | None = None,
+    actor: Any = None,
 ) -> BuildSettings:
     """The given settings, the rest from ``defaults`` (a KB's, for a rebuild) or from
-    settings (a new KB); ValidationError naming the field when they do not fit."""
+    settings (a new KB); ValidationError naming the field when they do not fit, Forbidden
+    for an embedder the actor may not choose."""
     default_embedder = defaults.embedder if defaults else rag_settings()["EMBEDDER"]
     try:
         info = describe(
@@ -36,6 +50,15 @@ def build_settings_resolve(
         )
     except EmbedderSpecError as exc:
         raise ValidationError(str(exc), {"field": "embedder"}) from None
+    # What a KB already uses stays usable; a new choice must be permitted.
+    if info.spec != (defaults.embedder if defaults else None) and not embedder_permitted(
+        info.spec, actor
+    ):
+        allowed = ", ".join(rag_settings()["EMBEDDERS_FOR_USERS"]) or "none"
+        raise Forbidden(
+            f"the embedder {info.spec!r} is for staff only here (yours to choose: {allowed})",
+            {"field": "embedder"},
+        )
     max_chunk = info.max_chunk_tokens
     size = chunk_size
     if size is None:

@@ -11,7 +11,8 @@ from ingestion.models import IngestionJob
 from knowledge_bases.build_settings import build_settings_resolve
 from knowledge_bases.lifecycle import knowledge_base_files_forget, storage_cleanup_run
 from knowledge_bases.models import KnowledgeBase
-from ragstudio.errors import Conflict, ValidationError
+from ragstudio.env import rag_settings
+from ragstudio.errors import Conflict, Forbidden, ValidationError
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
@@ -38,8 +39,9 @@ def knowledge_base_create(
     if not name or len(name) > 200:
         raise ValidationError("name must be 1 to 200 characters", {"field": "name"})
     built = build_settings_resolve(
-        embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+        embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, actor=owner
     )
+    _quota_knowledge_bases(owner)
     if KnowledgeBase.objects.filter(slug=slug).exists():
         raise Conflict(f"a knowledge base with slug {slug!r} already exists", {"field": "slug"})
     try:
@@ -56,6 +58,19 @@ def knowledge_base_create(
             )
     except IntegrityError:
         raise Conflict(f"a knowledge base with slug {slug!r} already exists") from None
+
+
+def _quota_knowledge_bases(owner: Any) -> None:
+    limit = rag_settings()["QUOTA_KNOWLEDGE_BASES"]
+    if not limit or owner is None or getattr(owner, "is_staff", False):
+        return
+    owned = KnowledgeBase.objects.filter(owner=owner).count()
+    if owned >= limit:
+        raise Forbidden(
+            f"quota: you own {owned} knowledge bases, the most allowed here is {limit} "
+            "(delete one, or ask staff)",
+            {"quota": "knowledge_bases", "limit": limit},
+        )
 
 
 def knowledge_base_delete(*, kb: KnowledgeBase) -> None:

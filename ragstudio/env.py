@@ -130,6 +130,9 @@ class RagStudioConfig(TypedDict):
     BM25_DIR: Path
     MODEL_DIR: Path
     EMBEDDER: str
+    EMBEDDERS_FOR_USERS: list[str]
+    QUOTA_KNOWLEDGE_BASES: int
+    QUOTA_BYTES: int
     EMBED_THREADS: int
     OPENAI_BASE_URL: str
     OPENAI_API_KEY: str

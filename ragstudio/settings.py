@@ -171,6 +171,12 @@ RAGSTUDIO: RagStudioConfig = {
     # Embedder spec for new knowledge bases: "local" (bundled all-MiniLM-L6-v2),
     # "fastembed:<model name>" (needs a network once) or "openai:<model>".
     "EMBEDDER": env_str("RAGSTUDIO_EMBEDDER", "local"),
+    # Embedders users other than staff may choose (shell-style patterns, e.g. "openai:*").
+    "EMBEDDERS_FOR_USERS": env_list("RAGSTUDIO_EMBEDDERS_FOR_USERS", ["local"]),
+    # Per-user quotas (staff are exempt; 0: no limit): knowledge bases owned, and bytes
+    # of documents stored across them.
+    "QUOTA_KNOWLEDGE_BASES": env_int("RAGSTUDIO_QUOTA_KNOWLEDGE_BASES", 20, minimum=0),
+    "QUOTA_BYTES": env_int("RAGSTUDIO_QUOTA_BYTES", 2 * 1024**3, minimum=0),
     "EMBED_THREADS": env_int("RAGSTUDIO_EMBED_THREADS", 0, minimum=0),  # 0: all cores
     "OPENAI_BASE_URL": env_str("RAGSTUDIO_OPENAI_BASE_URL", "https://api.openai.com/v1"),
     "OPENAI_API_KEY": env_str("RAGSTUDIO_OPENAI_API_KEY", ""),

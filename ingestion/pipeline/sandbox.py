@@ -1,21 +1,57 @@
 """Parsing with a time budget: each document is parsed in a child process, and one that
 takes longer than the budget fails alone ("took longer than N s to parse") while the job
 goes on. The worker's own threads (the heartbeat among them) keep running meanwhile: the
-parent only waits, and a parser stuck in C code or a regular expression holds the GIL of
-the child, not ours."""
+parent only waits on a pipe, and a parser stuck in a regular expression or in C code holds
+the child's GIL, not ours.
+
+The child is a plain subprocess (`python -m ingestion.pipeline.sandbox`), not a
+multiprocessing one: django-q2 runs tasks in daemonic processes, which multiprocessing does
+not let have children. Messages are length-prefixed pickles over stdin and stdout; the
+child only ever unpickles what its parent sent."""
 
 from __future__ import annotations
 
-import multiprocessing
-from multiprocessing.pool import Pool
-from typing import Any
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
 
 from ingestion.pipeline.parse import parse_document
 from ingestion.pipeline.types import DocumentError, Section
 
+_HEADER = struct.Struct(">Q")
+_ROOT = Path(__file__).resolve().parents[2]  # so the child imports this project
 
-def _parse(data: bytes, filename: str, max_bytes: int | None) -> list[Section]:
-    return parse_document(data, filename, max_bytes=max_bytes)
+
+def _send(stream: IO[bytes], message: Any) -> None:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def _read_exactly(fd: int, n: int, deadline: float | None) -> bytes:
+    parts: list[bytes] = []
+    while n:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise TimeoutError
+        piece = os.read(fd, min(n, 1 << 20))
+        if not piece:
+            raise EOFError("the parser process ended")
+        parts.append(piece)
+        n -= len(piece)
+    return b"".join(parts)
+
+
+def _receive(fd: int, deadline: float | None) -> Any:
+    (size,) = _HEADER.unpack(_read_exactly(fd, _HEADER.size, deadline))
+    return pickle.loads(_read_exactly(fd, size, deadline))
 
 
 class ParseSandbox:
@@ -23,40 +59,82 @@ class ParseSandbox:
         if timeout <= 0:
             raise ValueError("the parse time budget must be positive")
         self.timeout = timeout
-        self._pool: Pool | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
 
-    def _ensure_pool(self) -> Pool:
-        if self._pool is None:
-            # forkserver: the worker has threads (heartbeat, writer, the model's), and a
-            # fork of a threaded process can inherit a lock held by one of them.
-            context: Any = multiprocessing.get_context("forkserver")
-            self._pool = context.Pool(processes=1)
-            # Started before any budget runs, so the start-up is not charged to a document.
-            self._pool.apply(_parse, (b"ready", "warm-up.txt", None))
-        return self._pool
+    def _child(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            env = {**os.environ, "PYTHONPATH": str(_ROOT)}
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "ingestion.pipeline.sandbox"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+                cwd=_ROOT,
+            )
+            # Started and imported before any budget runs: start-up is no document's cost.
+            self._call((b"ready", "warm-up.txt", None), deadline=None)
+        return self._proc
+
+    def _call(self, request: tuple[bytes, str, int | None], deadline: float | None) -> Any:
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        _send(proc.stdin, request)
+        return _receive(proc.stdout.fileno(), deadline)
 
     def parse(self, data: bytes, filename: str, *, max_bytes: int | None) -> list[Section]:
-        pool = self._ensure_pool()
-        pending = pool.apply_async(_parse, (data, filename, max_bytes))
+        self._child()
         try:
-            return pending.get(timeout=self.timeout)
-        except multiprocessing.TimeoutError:
-            self._kill()  # the child may be stuck for hours: a fresh one takes the next
+            kind, value = self._call(
+                (data, filename, max_bytes), deadline=time.monotonic() + self.timeout
+            )
+        except TimeoutError:
+            self.close()  # it may be stuck for hours: a fresh child takes the next one
             raise DocumentError(
                 f"took longer than {self.timeout:g} s to parse (a pathological document?)"
             ) from None
-
-    def _kill(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        except (EOFError, BrokenPipeError, OSError) as exc:
+            self.close()
+            raise DocumentError(f"the parser stopped on this document ({exc})") from None
+        if kind == "document-error":
+            raise DocumentError(value)
+        if kind == "error":
+            raise DocumentError(f"unexpected error while parsing: {value}")
+        return list(value)
 
     def close(self) -> None:
-        self._kill()
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc is not None:
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    stream.close()
 
     def __enter__(self) -> ParseSandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _serve() -> None:
+    """The child: parse what arrives on stdin, answer on stdout, until stdin closes."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must not corrupt the replies
+    while True:
+        try:
+            data, filename, max_bytes = _receive(stdin.fileno(), None)
+        except EOFError:
+            return
+        try:
+            reply: tuple[str, Any] = ("ok", parse_document(data, filename, max_bytes=max_bytes))
+        except DocumentError as exc:
+            reply = ("document-error", str(exc))
+        except Exception as exc:
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        _send(stdout, reply)
+
+
+if __name__ == "__main__":
+    _serve()

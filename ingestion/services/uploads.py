@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 
 from ingestion.models import IngestionJob
 from ingestion.pipeline.parse import CONTENT_TYPES, SNIFF_BYTES, detect_format
@@ -71,6 +72,17 @@ def _store_stream(
     return Path(tmp), digest.hexdigest(), size
 
 
+def _storage_quota(kb: KnowledgeBase) -> tuple[int, int] | None:
+    """(bytes the KB's owner stores across their KBs, their limit), or None: no limit
+    (staff, no owner, or RAGSTUDIO_QUOTA_BYTES=0)."""
+    limit = rag_settings()["QUOTA_BYTES"]
+    owner = kb.owner
+    if not limit or owner is None or owner.is_staff:
+        return None
+    used = Document.objects.filter(knowledge_base__owner=owner).aggregate(n=Sum("size"))["n"]
+    return int(used or 0), limit
+
+
 def _title_from(name: str) -> str:
     stem = PurePath(name).stem.replace("_", " ").replace("-", " ").strip()
     return (stem or name)[:500]
@@ -96,6 +108,7 @@ def documents_upload(
     result = UploadResult()
     staged: list[tuple[str, Path, str, int, str]] = []
     seen: dict[str, str] = {}
+    quota = _storage_quota(kb)
     try:
         for incoming in files:
             name = _clean_name(incoming.name)
@@ -104,6 +117,15 @@ def documents_upload(
             except DocumentError as exc:
                 result.rejected.append((name, str(exc)))
                 continue
+            if quota is not None:
+                used, limit = quota
+                if used + size > limit:
+                    os.unlink(tmp)
+                    result.rejected.append(
+                        (name, f"over the storage quota: {used:,} of {limit:,} bytes used")
+                    )
+                    continue
+                quota = (used + size, limit)
             try:
                 with open(tmp, "rb") as fh:
                     fmt = detect_format(fh.read(SNIFF_BYTES), name)

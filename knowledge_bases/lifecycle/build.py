@@ -42,6 +42,7 @@ def generation_create(
         defaults=BuildSettings(
             kb.embedder, kb.embedding_dimensions, kb.chunk_size, kb.chunk_overlap
         ),
+        actor=actor,
     )
     last = kb.generations.order_by("-number").values_list("number", flat=True).first() or 0
     number = last + 1

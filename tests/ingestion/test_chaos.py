@@ -46,6 +46,7 @@ def server(settings):  # type: ignore[no-untyped-def]
             "OPENAI_API_KEY": "sk-local",
             "HEARTBEAT_STALE_SECONDS": 5,
             "JOB_MAX_ATTEMPTS": 20,
+            "EMBEDDERS_FOR_USERS": ["local", "openai:*"],
         }
         yield server
 

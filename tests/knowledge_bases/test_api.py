@@ -240,3 +240,49 @@ def test_a_request_django_refuses_is_a_json_error(alice, client_for, settings) -
     assert response["Content-Type"].startswith("application/json")
     assert response.json()["message"] == "too many files in one request: at most 3"
     assert not KnowledgeBase.objects.get(slug="docs").documents.exists()
+
+
+def test_users_choose_only_allowed_embedders_and_stay_within_quotas(
+    alice, client_for, settings
+) -> None:
+    """Issue 11, case 5: any user could create a KB with a multi-GB model or one billed to
+    the operator's API key, and had no limit on knowledge bases or stored bytes."""
+    settings.RAGSTUDIO = {
+        **settings.RAGSTUDIO,
+        "QUOTA_KNOWLEDGE_BASES": 2,
+        "QUOTA_BYTES": 100,
+    }
+    client = client_for(alice)
+    for spec in ("openai:text-embedding-3-large", "fastembed:intfloat/multilingual-e5-large"):
+        refused = client.post(
+            "/api/kbs", {"slug": "big", "name": "Big", "embedder": spec}, "application/json"
+        )
+        assert refused.status_code == 403, refused.content
+        assert "is for staff only here (yours to choose: local)" in refused.json()["message"]
+    staff = client_for(make_user("root", is_staff=True))
+    made = staff.post(
+        "/api/kbs",
+        {"slug": "paid", "name": "Paid", "embedder": "openai:text-embedding-3-small"},
+        "application/json",
+    )
+    assert made.status_code == 201 and made.json()["embedder"] == "openai:text-embedding-3-small"
+
+    for slug in ("one", "two"):
+        assert (
+            client.post("/api/kbs", {"slug": slug, "name": slug}, "application/json").status_code
+            == 201
+        )
+    third = client.post("/api/kbs", {"slug": "three", "name": "Three"}, "application/json")
+    assert third.status_code == 403 and "you own 2 knowledge bases" in third.json()["message"]
+
+    files = [SimpleUploadedFile("a.txt", b"x" * 60), SimpleUploadedFile("b.txt", b"y" * 60)]
+    body = client.post("/api/kbs/one/documents", {"files": files}).json()
+    assert [d["original_filename"] for d in body["accepted"]] == ["a.txt"]
+    assert body["rejected"] == [
+        {"filename": "b.txt", "reason": "over the storage quota: 60 of 100 bytes used"}
+    ]
+    assert not list(
+        (settings.RAGSTUDIO["UPLOAD_DIR"] / f"kb{KnowledgeBase.objects.get(slug='one').pk}").glob(
+            ".upload-*"
+        )
+    )
