@@ -54,6 +54,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "ninja",  # /api/docs renders Swagger UI from ninja's own static files, not a CDN
+    "csp",
     "django_q",
     "axes",
     "knowledge_bases",
@@ -63,6 +65,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -73,6 +76,39 @@ MIDDLEWARE = [
     # Last, as django-axes asks: it turns a locked-out login into a 429 page.
     "axes.middleware.AxesMiddleware",
 ]
+
+# A strict Content-Security-Policy: scripts, styles and everything else from this origin
+# only; no inline scripts or style attributes (the templates have none; htmx is told not
+# to inject its indicator styles or to evaluate code).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# Behind TLS (directly or through a proxy), turn these on; `manage.py check --deploy` is
+# clean with them (see the README's deployment section).
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("RAGSTUDIO_SECURE_COOKIES", False)
+SECURE_SSL_REDIRECT = env_bool("RAGSTUDIO_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("RAGSTUDIO_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("RAGSTUDIO_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("RAGSTUDIO_HSTS_PRELOAD", False)
+if env_bool("RAGSTUDIO_BEHIND_TLS_PROXY", False):
+    # Trust the proxy's X-Forwarded-Proto: only when every request comes through it.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # refuses a login while it is locked out

@@ -27,3 +27,12 @@ document.addEventListener("htmx:afterRequest", (event) => {
   const form = event.detail.elt;
   if (form && form.id === "upload-form" && event.detail.successful) form.reset();
 });
+// Progress bars carry their width as data (the Content-Security-Policy allows no style
+// attributes in the markup); set it on every page load and after every htmx swap.
+function applyFills(root) {
+  for (const bar of root.querySelectorAll("[data-fill]")) {
+    bar.style.width = `${Number(bar.dataset.fill) || 0}%`;
+  }
+}
+document.addEventListener("DOMContentLoaded", () => applyFills(document));
+document.addEventListener("htmx:load", (event) => applyFills(event.detail.elt));

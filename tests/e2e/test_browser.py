@@ -62,8 +62,19 @@ def page(browser: Any, live_server: Any) -> Iterator[Any]:
     context.set_default_timeout(20_000)
     page = context.new_page()
     page.on("dialog", lambda dialog: dialog.accept())  # hx-confirm: say yes
+    # Anything the Content-Security-Policy blocked (an inline script or style, a CDN).
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            violations.append(f"{page.url} {message.location}: {message.text[:60]}")
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
     yield page
     context.close()
+    assert violations == [], violations
 
 
 def shot(page: Any, name: str) -> None:
@@ -256,6 +267,11 @@ def test_a_user_builds_searches_and_manages_a_knowledge_base(page: Any, tmp_path
             assert overflow <= 1, (url, overflow)
             shot(page, name)
 
+        # The API's docs: Swagger UI from the installed static files, under the CSP.
+        page.goto("/api/docs")
+        expect(page.locator("#swagger-ui .info .title")).to_contain_text("RAG Studio API")
+        shot(page, "15-api-docs")
+
         # The app's own error page.
         page.set_viewport_size({"width": 1280, "height": 900})
         response = page.goto("/kbs/nope/")
@@ -288,4 +304,4 @@ def test_files_dropped_on_the_upload_zone_are_uploaded(page: Any) -> None:
     assert "photo.png: unsupported file type: PNG image" in results
     assert page.locator("[data-testid='doc-glacier.txt']").count() == 1
     expect(page.locator("#id_files")).to_have_value("")  # the picker was cleared after the upload
-    shot(page, "15-dropped-files")
+    shot(page, "16-dropped-files")
