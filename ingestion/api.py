@@ -7,10 +7,9 @@ from ingestion.schemas import JobOut
 from ingestion.selectors import job_get
 from ingestion.services import ingestion_job_cancel, ingestion_job_retry
 from knowledge_bases.selectors import knowledge_base_get
-from ragstudio.schemas import ErrorOut
+from ragstudio.schemas import ERRORS
 
 router = Router(tags=["ingestion jobs"])
-ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
 
 @router.get("/{int:job_id}", response={200: JobOut, **ERRORS})

@@ -24,11 +24,11 @@ from knowledge_bases.schemas import (
 )
 from knowledge_bases.selectors import knowledge_base_get, knowledge_bases_visible_to
 from knowledge_bases.services import knowledge_base_create, knowledge_base_delete
+from ragstudio.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
 from ragstudio.errors import ValidationError
-from ragstudio.schemas import ErrorOut
+from ragstudio.schemas import ERRORS
 
 router = Router(tags=["knowledge bases"])
-ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
 
 @router.post("", response={201: KnowledgeBaseOut, **ERRORS})
@@ -66,8 +66,13 @@ def upload_documents(  # type: ignore[no-untyped-def]
     request: HttpRequest,
     slug: str,
     files: File[list[UploadedFile]],
-    store_batch_size: Form[int | None] = None,
-    embed_batch_size: Form[int | None] = None,
+    # Plain bounded integers in the schema (a form field has no null); left out: None.
+    store_batch_size: int = Form(  # type: ignore[assignment]
+        None, ge=STORE_BATCH_SIZE.low, le=STORE_BATCH_SIZE.high
+    ),
+    embed_batch_size: int = Form(  # type: ignore[assignment]
+        None, ge=EMBED_BATCH_SIZE.low, le=EMBED_BATCH_SIZE.high
+    ),
 ):
     """Upload one or many files (multipart field `files`). Accepted files are queued in
     one ingestion job (202); duplicates and rejected files are listed with reasons."""

@@ -3,18 +3,20 @@ from __future__ import annotations
 from datetime import datetime
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import ConfigDict, Field, StrictBool
 
 from ragstudio.bounds import CHUNK_OVERLAP, CHUNK_SIZE, EMBED_BATCH_SIZE, STORE_BATCH_SIZE
+from ragstudio.schemas import JsonInt
 
 
 class KnowledgeBaseIn(Schema):
+    model_config = ConfigDict(extra="forbid")  # a typo is an error, not a silent default
     slug: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=10_000)
     embedder: str | None = Field(default=None, max_length=255)
-    chunk_size: int | None = Field(default=None, ge=CHUNK_SIZE.low, le=CHUNK_SIZE.high)
-    chunk_overlap: int | None = Field(default=None, ge=CHUNK_OVERLAP.low, le=CHUNK_OVERLAP.high)
+    chunk_size: JsonInt | None = Field(default=None, ge=CHUNK_SIZE.low, le=CHUNK_SIZE.high)
+    chunk_overlap: JsonInt | None = Field(default=None, ge=CHUNK_OVERLAP.low, le=CHUNK_OVERLAP.high)
 
 
 class GenerationOut(Schema):
@@ -93,13 +95,14 @@ class RejectedOut(Schema):
 
 
 class RebuildIn(Schema):
+    model_config = ConfigDict(extra="forbid")
     embedder: str | None = Field(default=None, max_length=255)
-    chunk_size: int | None = Field(default=None, ge=CHUNK_SIZE.low, le=CHUNK_SIZE.high)
-    chunk_overlap: int | None = Field(default=None, ge=CHUNK_OVERLAP.low, le=CHUNK_OVERLAP.high)
-    auto_promote: bool = False
-    store_batch_size: int | None = Field(
+    chunk_size: JsonInt | None = Field(default=None, ge=CHUNK_SIZE.low, le=CHUNK_SIZE.high)
+    chunk_overlap: JsonInt | None = Field(default=None, ge=CHUNK_OVERLAP.low, le=CHUNK_OVERLAP.high)
+    auto_promote: StrictBool = False
+    store_batch_size: JsonInt | None = Field(
         default=None, ge=STORE_BATCH_SIZE.low, le=STORE_BATCH_SIZE.high
     )
-    embed_batch_size: int | None = Field(
+    embed_batch_size: JsonInt | None = Field(
         default=None, ge=EMBED_BATCH_SIZE.low, le=EMBED_BATCH_SIZE.high
     )

@@ -12,3 +12,5 @@ urlpatterns = [
     path("", include("knowledge_bases.urls")),
     path("jobs/", include("ingestion.urls")),
 ]
+
+handler404 = "ragstudio.views.not_found"

@@ -4,7 +4,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
 
 from ragstudio.errors import Forbidden, NotFound
 
@@ -25,3 +26,11 @@ def get_or_404(selector: Callable[..., T], **kwargs: Any) -> T:
 def is_htmx(request: HttpRequest) -> bool:
     """A request made by htmx (django-htmx's middleware): answer with the fragment."""
     return bool(getattr(request, "htmx", False))
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404s: JSON under /api/ (a path no route matches, such as /api/jobs/abc, is still
+    an API answer), the app's own page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"message": f"not found: {request.path}", "extra": {}}, status=404)
+    return page_not_found(request, exception)

@@ -4,12 +4,11 @@ from django.http import HttpRequest
 from ninja import Router
 
 from knowledge_bases.selectors import knowledge_base_get
-from ragstudio.schemas import ErrorOut
+from ragstudio.schemas import ERRORS
 from search.schemas import SearchIn, SearchOut
 from search.services import knowledge_base_search
 
 router = Router(tags=["search"])
-ERRORS = {401: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
 
 @router.post("/{slug}/search", response={200: SearchOut, **ERRORS})

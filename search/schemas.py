@@ -19,6 +19,7 @@ from ragstudio.bounds import (
     SEARCH_LIMIT,
     SEARCH_OFFSET,
 )
+from ragstudio.schemas import JsonInt
 from search.filters import SearchFilter
 from search.fusion import FusionParams
 from search.results import SearchParams
@@ -39,7 +40,7 @@ class InFilter(Schema):
 
 class FiltersIn(Schema):
     model_config = ConfigDict(extra="forbid")
-    document_ids: list[Annotated[int, Field(ge=ROW_ID.low, le=ROW_ID.high)]] = Field(
+    document_ids: list[Annotated[JsonInt, Field(ge=ROW_ID.low, le=ROW_ID.high)]] = Field(
         default_factory=list, max_length=1000, description="Only chunks of these documents."
     )
     metadata: dict[MetaKey, MetaValue | InFilter] = Field(
@@ -48,13 +49,15 @@ class FiltersIn(Schema):
         description='Metadata conditions, all of which must hold: `{"year": 2020}` '
         '(equality; on a list-valued key: contains) or `{"topic": {"in": ["a", "b"]}}`. '
         "Nested keys are dotted (`source.kind`).",
+        # Keys that miss the pattern are invalid, as the schema must say.
+        json_schema_extra={"additionalProperties": False},
     )
 
 
 class FusionIn(Schema):
     model_config = ConfigDict(extra="forbid")
     method: FusionMethod = DEFAULT_FUSION
-    k: int = Field(60, ge=1, le=10_000, description="RRF constant: 1 / (k + rank).")
+    k: JsonInt = Field(60, ge=1, le=10_000, description="RRF constant: 1 / (k + rank).")
     vector_weight: float = Field(0.5, ge=0, le=1, description="weighted: vector share.")
     bm25_weight: float = Field(0.5, ge=0, le=1, description="weighted: BM25 share.")
 
@@ -79,7 +82,7 @@ class SearchIn(Schema):
     fusion: FusionMethod | FusionIn = Field(
         default=DEFAULT_FUSION, description="Hybrid only: a method name or its parameters."
     )
-    explain: bool = False
+    explain: StrictBool = False
 
     @model_validator(mode="after")
     def _query_has_text(self) -> SearchIn:

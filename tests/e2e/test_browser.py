@@ -201,6 +201,9 @@ def test_a_user_builds_searches_and_manages_a_knowledge_base(page: Any, tmp_path
         assert all(p <= e for e, p, _t in running), str(seen)  # never written before embedded
         assert page.locator("#job-progress").get_attribute("hx-trigger") is None  # stopped
         assert page.locator(".chart svg polyline.embedded").count() == 1
+        # The bars' widths come from data attributes (the CSP allows no inline styles).
+        width = page.eval_on_selector("#job-progress .fill.embedded", "el => el.style.width")
+        assert width == "100%", width
         shot(page, "05-job-done")
 
         # Search, with the keyboard: type and press Enter.

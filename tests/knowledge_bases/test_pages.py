@@ -195,9 +195,9 @@ def test_job_page_chart_and_htmx_cancel(alice, login) -> None:
     )
     client = login(alice)
     html = client.get(f"/jobs/{job.pk}/", headers=HX).content.decode()
-    assert 'class="fill embedded" style="width:60.00%"' in html
-    assert 'class="fill persisted" style="width:40.00%"' in html
-    assert 'class="fill buffered"' in html and 'style="width:20.00%"' in html
+    assert 'class="fill embedded" data-fill="60.00"' in html
+    assert 'class="fill persisted" data-fill="40.00"' in html
+    assert 'class="fill buffered"' in html and 'data-fill="20.00"' in html
     assert '<polyline class="embedded"' in html and "every 1s" in html
     cancelled = client.post(f"/jobs/{job.pk}/cancel/", headers=HX).content.decode()
     assert is_fragment(cancelled, '<section id="job-progress"') and "cancelling" in cancelled
