@@ -10,6 +10,7 @@ from django.core.exceptions import (
     TooManyFilesSent,
 )
 from django.http import HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -87,6 +88,17 @@ def _request_refused(request: HttpRequest, exc: SuspiciousOperation) -> HttpResp
     else:
         status, message = 400, "the request was refused as malformed"
     return api.create_response(request, {"message": message, "extra": {}}, status=status)
+
+
+@api.exception_handler(MultiPartParserError)
+def _multipart_refused(request: HttpRequest, exc: MultiPartParserError) -> HttpResponse:
+    # Django reads part headers of at most 1,024 bytes: a file name of thousands of
+    # characters ends the request here, before any file is seen.
+    return api.create_response(
+        request,
+        {"message": f"the multipart body could not be read: {exc}", "extra": {}},
+        status=400,
+    )
 
 
 @api.exception_handler(HttpError)

@@ -179,7 +179,7 @@ def _normalize(text: str) -> str:
 
 def _parse_pdf(data: bytes) -> list[Section]:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import LimitReachedError, PdfReadError, PyPdfError
 
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -192,7 +192,11 @@ def _parse_pdf(data: bytes) -> list[Section]:
                 sections.append(Section(text=text, page=number))
     except DocumentError:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+    except LimitReachedError:
+        raise DocumentError(
+            "the PDF expands past the decompression limit (a decompression bomb?)"
+        ) from None
+    except (PdfReadError, PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
         raise DocumentError(f"unreadable PDF: {exc}") from None
     if not sections:
         raise DocumentError("the PDF has no text layer (a scan? OCR it first)")

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.db import transaction
@@ -72,6 +72,17 @@ def _store_stream(
     return Path(tmp), digest.hexdigest(), size
 
 
+def _sniff_head(fh: BinaryIO) -> bytes:
+    """A few KB to sniff the format from, starting at the first byte that is not white
+    space (a file may open with any amount of it, and is empty only if it is all that)."""
+    while block := fh.read(65536):
+        stripped = block.lstrip()
+        if stripped:
+            fh.seek(fh.tell() - len(stripped))
+            return fh.read(SNIFF_BYTES)
+    return b""
+
+
 def _storage_quota(kb: KnowledgeBase) -> tuple[int, int] | None:
     """(bytes the KB's owner stores across their KBs, their limit), or None: no limit
     (staff, no owner, or RAGSTUDIO_QUOTA_BYTES=0)."""
@@ -128,7 +139,7 @@ def documents_upload(
                 quota = (used + size, limit)
             try:
                 with open(tmp, "rb") as fh:
-                    fmt = detect_format(fh.read(SNIFF_BYTES), name)
+                    fmt = detect_format(_sniff_head(fh), name)
             except DocumentError as exc:
                 os.unlink(tmp)
                 result.rejected.append((name, str(exc)))
