@@ -81,6 +81,7 @@ def upload_documents(  # type: ignore[no-untyped-def]
         kb=kb,
         files=[IncomingFile(name=f.name or "upload", chunks=f.chunks()) for f in files],
         user=request.user,
+        oversized=getattr(request, "oversized_uploads", []),
         store_batch_size=store_batch_size,
         embed_batch_size=embed_batch_size,
     )

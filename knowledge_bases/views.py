@@ -93,7 +93,12 @@ def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
     else:
         files = [IncomingFile(name=f.name, chunks=f.chunks()) for f in form.cleaned_data["files"]]
         try:
-            result = documents_upload(kb=kb, files=files, user=request.user)
+            result = documents_upload(
+                kb=kb,
+                files=files,
+                user=request.user,
+                oversized=getattr(request, "oversized_uploads", []),
+            )
         except RagStudioError as exc:
             error = exc.message
     if is_htmx(request):

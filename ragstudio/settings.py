@@ -64,6 +64,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "ragstudio.middleware.RequestSizeLimitMiddleware",  # before anything reads the body
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -192,7 +193,14 @@ STATIC_ROOT = DATA_DIR / "staticfiles"
 # Uploads are streamed to disk past this size and hashed while they are stored.
 RAGSTUDIO_MAX_UPLOAD_BYTES = env_int("RAGSTUDIO_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1)
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("RAGSTUDIO_MAX_UPLOAD_FILES", 1000, minimum=1)
+# One request's whole body (many files at once): refused with 413 before it is read.
+RAGSTUDIO_MAX_REQUEST_BYTES = env_int("RAGSTUDIO_MAX_REQUEST_BYTES", 1024**3, minimum=1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "ragstudio.middleware.FileSizeLimitUploadHandler",  # stops a file over the limit early
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 
 def env_bounded(name: str, default: int, bound: bounds.Bound) -> int:

@@ -107,16 +107,22 @@ def documents_upload(
     enqueue: bool = True,
     store_batch_size: int | None = None,
     embed_batch_size: int | None = None,
+    oversized: Sequence[str] = (),
 ) -> UploadResult:
     """Store files, create Document rows (one per distinct content per KB) and queue one
     job for them. Empty, binary, unsupported and oversized files are rejected with a
-    reason; the same content twice is reported as a duplicate, not stored twice."""
-    if not files:
+    reason; the same content twice is reported as a duplicate, not stored twice.
+    ``oversized`` names files the request stopped reading at the size limit."""
+    if not files and not oversized:
         raise ValidationError("no files were uploaded", {"field": "files"})
     batch_sizes_validate(store_batch_size, embed_batch_size)
     upload_root = Path(rag_settings()["UPLOAD_DIR"]) / f"kb{kb.pk}"
     max_bytes = settings.RAGSTUDIO_MAX_UPLOAD_BYTES
     result = UploadResult()
+    for name in oversized:
+        result.rejected.append(
+            (_clean_name(name), f"file too large: over {max_bytes:,} bytes (the limit)")
+        )
     staged: list[tuple[str, Path, str, int, str]] = []
     seen: dict[str, str] = {}
     quota = _storage_quota(kb)

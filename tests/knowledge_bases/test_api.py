@@ -286,3 +286,40 @@ def test_users_choose_only_allowed_embedders_and_stay_within_quotas(
             ".upload-*"
         )
     )
+
+
+def test_a_request_over_the_total_limit_is_refused_before_it_is_read(
+    alice, client_for, settings
+) -> None:
+    """Issue 11, case 5: there was no total body limit; Django spooled the whole body."""
+    make_kb(alice, "docs")
+    settings.RAGSTUDIO_MAX_REQUEST_BYTES = 1000
+    files = [SimpleUploadedFile(f"f{i}.txt", b"w" * 400) for i in range(3)]
+    response = client_for(alice).post("/api/kbs/docs/documents", {"files": files})
+    assert response.status_code == 413
+    assert response.json()["message"].startswith("the request body is ")
+    assert response.json()["extra"] == {"limit": 1000}
+    assert not KnowledgeBase.objects.get(slug="docs").documents.exists()
+    one = SimpleUploadedFile("one.txt", b"w" * 400)
+    small = client_for(alice).post("/api/kbs/docs/documents", {"files": [one]})
+    assert small.status_code == 202, small.content
+
+
+def test_a_file_over_the_limit_is_cut_off_while_it_streams_in(alice, client_for, settings) -> None:
+    """Issue 11, case 5: the per-file limit was checked after Django spooled the whole
+    body; now the upload handler stops reading the file at the limit."""
+    make_kb(alice, "docs")
+    settings.RAGSTUDIO_MAX_UPLOAD_BYTES = 1000
+    files = [
+        SimpleUploadedFile("big.txt", b"b" * 5000),
+        SimpleUploadedFile("small.txt", b"small words"),
+    ]
+    response = client_for(alice).post("/api/kbs/docs/documents", {"files": files})
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert [d["original_filename"] for d in body["accepted"]] == ["small.txt"]
+    assert body["rejected"] == [
+        {"filename": "big.txt", "reason": "file too large: over 1,000 bytes (the limit)"}
+    ]
+    # Cut off by the upload handler while the body was read, not after it was stored.
+    assert response.wsgi_request.oversized_uploads == ["big.txt"]
