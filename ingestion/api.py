@@ -6,7 +6,6 @@ from ninja import Router, Status
 from ingestion.schemas import JobOut
 from ingestion.selectors import job_get
 from ingestion.services import ingestion_job_cancel, ingestion_job_retry
-from knowledge_bases.selectors import knowledge_base_get
 from ragstudio.schemas import ERRORS
 
 router = Router(tags=["ingestion jobs"])
@@ -21,8 +20,7 @@ def get_job(request: HttpRequest, job_id: int):  # type: ignore[no-untyped-def]
 
 @router.post("/{int:job_id}/cancel", response={200: JobOut, **ERRORS})
 def cancel_job(request: HttpRequest, job_id: int):  # type: ignore[no-untyped-def]
-    job = job_get(job_id=job_id, user=request.user)
-    knowledge_base_get(slug=job.knowledge_base.slug, user=request.user, change=True)
+    job = job_get(job_id=job_id, user=request.user, change=True)
     return ingestion_job_cancel(job=job)
 
 
@@ -30,6 +28,5 @@ def cancel_job(request: HttpRequest, job_id: int):  # type: ignore[no-untyped-de
 def retry_job(request: HttpRequest, job_id: int):  # type: ignore[no-untyped-def]
     """Run a failed or cancelled job again: it resumes, reusing every row it already
     wrote. 409 for a job that is queued, running or succeeded."""
-    job = job_get(job_id=job_id, user=request.user)
-    knowledge_base_get(slug=job.knowledge_base.slug, user=request.user, change=True)
+    job = job_get(job_id=job_id, user=request.user, change=True)
     return Status(202, ingestion_job_retry(job=job, user=request.user))

@@ -5,7 +5,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from ingestion.models import IngestionJob
-from knowledge_bases.selectors import knowledge_bases_visible_to
+from knowledge_bases.selectors import knowledge_base_get, knowledge_bases_visible_to
 from ragstudio.errors import NotFound
 
 
@@ -15,8 +15,11 @@ def jobs_visible_to(user: Any) -> QuerySet[IngestionJob]:
     ).select_related("knowledge_base", "generation")
 
 
-def job_get(*, job_id: int, user: Any) -> IngestionJob:
+def job_get(*, job_id: int, user: Any, change: bool = False) -> IngestionJob:
+    """The job if ``user`` may see it (and act on it: cancel, retry, with ``change``)."""
     job = jobs_visible_to(user).filter(pk=job_id).first()
     if job is None:
         raise NotFound(f"job {job_id} not found")
+    if change:
+        knowledge_base_get(slug=job.knowledge_base.slug, user=user, change=True)
     return job

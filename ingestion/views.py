@@ -11,7 +11,7 @@ from ingestion.models import IngestionJob
 from ingestion.selectors import job_get
 from ingestion.services import ingestion_job_cancel, ingestion_job_retry
 from ingestion.services.queue import RETRYABLE
-from knowledge_bases.selectors import knowledge_base_can_change, knowledge_base_get
+from knowledge_bases.selectors import knowledge_base_can_change
 from ragstudio.errors import Conflict, RagStudioError
 from ragstudio.views import get_or_404, is_htmx
 
@@ -36,8 +36,7 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
-    job = get_or_404(job_get, job_id=job_id, user=request.user)
-    get_or_404(knowledge_base_get, slug=job.knowledge_base.slug, user=request.user, change=True)
+    job = get_or_404(job_get, job_id=job_id, user=request.user, change=True)
     try:
         job = ingestion_job_cancel(job=job)
     except Conflict as exc:
@@ -50,8 +49,7 @@ def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def job_retry(request: HttpRequest, job_id: int) -> HttpResponse:
-    job = get_or_404(job_get, job_id=job_id, user=request.user)
-    get_or_404(knowledge_base_get, slug=job.knowledge_base.slug, user=request.user, change=True)
+    job = get_or_404(job_get, job_id=job_id, user=request.user, change=True)
     try:
         job = ingestion_job_retry(job=job, user=request.user)
     except RagStudioError as exc:

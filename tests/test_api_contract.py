@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 
 from ingestion.jobs import run_job_and_queue
 from knowledge_bases.models import ApiToken
+from tests.cluster import free_port
 from tests.conftest import subprocess_env
 from tests.factories import make_kb, make_user, text, upload
 
@@ -28,18 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_the_live_api_matches_its_openapi_schema(tmp_path: Path) -> None:
     user = make_user("contract")
     kb = make_kb(user, "contract")
     run_job_and_queue(upload(kb, [("a.txt", text(20)), ("b.txt", text(20, "art"))]).job.pk)
     _row, token = ApiToken.issue(user=user)
-    port = _free_port()
+    port = free_port()
     env = subprocess_env(tmp_path / "data")
     server = subprocess.Popen(
         [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],

@@ -38,7 +38,7 @@ RULES: list[tuple[str, int]] = [
     (r"(knowledge_bases|ingestion|search)\.management(\..+)?", SURFACES),
     (r"knowledge_bases\.templatetags(\..+)?", SURFACES),
     (r"ingestion\.(tasks|schedules|foreground|charts)", SURFACES),
-    (r"ragstudio\.(api|auth|urls|views|wsgi|cli|schemas)", SURFACES),
+    (r"ragstudio\.(api|auth|urls|views|wsgi|cli|schemas|middleware)", SURFACES),
     (r"ragstudio\.testing(\..+)?", SURFACES),  # workloads for tests and benchmarks
     (r"(ragstudio|knowledge_bases|ingestion|search)", SURFACES),  # the packages themselves
 ]

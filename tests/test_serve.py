@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster import free_port, wait_for
 from tests.conftest import subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _children(pid: int) -> list[int]:
@@ -31,7 +25,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_serve_answers_and_ctrl_c_stops_server_and_worker(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "serve", f"127.0.0.1:{port}"],
         cwd=ROOT,
@@ -97,10 +91,9 @@ def test_ctrl_c_to_the_process_group_during_a_job_stops_everything_in_10_s(
     """Issue 10, case 7: the terminal sends SIGINT to the whole foreground group; workers
     of the cluster were still running a minute later. A job is running when it comes."""
     from ingestion.models import IngestionJob
-    from tests.cluster import wait_for
     from tests.factories import make_kb, make_user, text, upload
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "serve", f"127.0.0.1:{port}"],
         cwd=ROOT,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from ingestion.models import IngestionJob
 from knowledge_bases.engines import generation_store
 from knowledge_bases.models import ApiToken, Document
 from ragstudio.testing.embedding_server import EmbeddingServer
-from tests.cluster import start_cluster, stop_cluster, wait_for
+from tests.cluster import free_port, start_cluster, stop_cluster, wait_for
 from tests.conftest import subprocess_env
 from tests.factories import make_kb, make_user, text, upload
 
@@ -53,12 +52,6 @@ def _stored_name(name: str) -> str:
     return base
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_the_hostile_corpus_gets_clear_verdicts_and_freezes_nothing(tmp_path, settings) -> None:
     corpus = _corpus()
     with EmbeddingServer(dims=16, keep_requests=False) as embeddings:
@@ -78,7 +71,7 @@ def test_the_hostile_corpus_gets_clear_verdicts_and_freezes_nothing(tmp_path, se
         before = store.vectors.ids()
         _row, token = ApiToken.issue(user=user)
         auth = {"Authorization": f"Bearer {token}"}
-        port = _free_port()
+        port = free_port()
         web = subprocess.Popen(
             [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
             cwd=ROOT,
