@@ -134,6 +134,14 @@ def test_an_ingest_survives_its_cluster_being_killed_again_and_again(
                 60,
                 "the dead worker's job to be requeued",
             )
+        if kills and "recovery_s" not in kills[-1] and killed_at is not None:
+            last = kills[-1]["indexed_before"]
+            wait_for(
+                lambda: _indexed(kb) > last or _indexed(kb) == len(files),
+                120,
+                "progress after the last kill",
+            )
+            kills[-1]["recovery_s"] = round(time.monotonic() - killed_at, 1)
         wait_for(lambda: IngestionJob.objects.get(pk=job_id).is_finished, 240, "the job to finish")
     finally:
         stop_cluster(cluster)
