@@ -271,12 +271,12 @@ def test_a_user_builds_searches_and_manages_a_knowledge_base(page: Any, tmp_path
             shot(page, name)
 
         # The API's docs: Swagger UI from the installed static files, under the CSP.
+        page.set_viewport_size({"width": 1280, "height": 900})
         page.goto("/api/docs")
         expect(page.locator("#swagger-ui .info .title")).to_contain_text("RAG Studio API")
         shot(page, "15-api-docs")
 
         # The app's own error page.
-        page.set_viewport_size({"width": 1280, "height": 900})
         response = page.goto("/kbs/nope/")
         assert response.status == 404 and "404 · Not found" in page.inner_text("main")
         shot(page, "14-not-found")
