@@ -29,6 +29,7 @@ from knowledge_bases.engines import embedder_get, generation_store
 from knowledge_bases.models import Document, Generation
 from knowledge_bases.selectors import document_path
 from ragstudio.env import rag_settings
+from ragstudio.errors import RagStudioError
 from search.stores.generation import CompositeCache, GenerationStore
 
 log = logging.getLogger(__name__)
@@ -279,4 +280,11 @@ def _finish_rebuild(
 def _check_and_promote(job: IngestionJob, generation: Generation) -> None:
     lifecycle.generation_check(generation=generation)
     if job.auto_promote and generation.check_passed:
-        generation_promote(kb=job.knowledge_base, number=generation.number, actor=job.created_by)
+        try:
+            generation_promote(
+                kb=job.knowledge_base, number=generation.number, actor=job.created_by
+            )
+        except RagStudioError as exc:
+            # Refused now (an upload is still being indexed into the active generation,
+            # say): the generation stays ready and checked, for a promote by hand.
+            log.warning("job %s: generation %s not promoted: %s", job.pk, generation.number, exc)

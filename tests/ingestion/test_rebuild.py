@@ -241,3 +241,20 @@ def test_a_job_indexes_documents_absent_from_its_generation_whatever_their_statu
     again = _run(ingestion_job_create(kb=kb, documents=[doc], enqueue=False))
     assert (again.documents_done, again.embedded) == (1, 0)
     assert again.total == again.skipped == again.persisted == doc.chunk_count > 0
+
+
+def test_an_auto_promote_refused_by_a_running_ingest_leaves_the_rebuild_ready(kb) -> None:
+    """The rule holds for auto-promote too: the rebuild ends ready and checked, the upload
+    still being indexed keeps the generation that serves, and nothing raises."""
+    rebuild = generation_rebuild_start(kb=kb, auto_promote=True, enqueue=False)
+    late = upload(kb, [("late.txt", text(10, "orchids"))]).job  # queued on generation 1
+    done = _run(rebuild)
+    assert done.status == "succeeded"
+    generation = Generation.objects.get(knowledge_base=kb, number=2)
+    assert generation.status == S.READY and generation.check_passed is True
+    kb.refresh_from_db()
+    assert kb.active_generation.number == 1
+    _run(late)
+    generation_promote(kb=kb, number=2)  # by hand, once the ingest has finished
+    kb.refresh_from_db()
+    assert kb.active_generation.number == 2
