@@ -23,3 +23,10 @@ def job_get(*, job_id: int, user: Any, change: bool = False) -> IngestionJob:
     if change:
         knowledge_base_get(slug=job.knowledge_base.slug, user=user, change=True)
     return job
+
+
+def rebuild_in_progress(kb_id: int) -> IngestionJob | None:
+    """The KB's rebuild that is queued or running (there is at most one)."""
+    return IngestionJob.objects.filter(
+        knowledge_base_id=kb_id, kind=IngestionJob.Kind.REBUILD, status__in=IngestionJob.LIVE
+    ).first()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -75,7 +76,7 @@ class DocumentAdmin(admin.ModelAdmin):
             self.delete_model(request, document)
 
 
-def _service_delete(request: HttpRequest, delete: Any) -> None:
+def _service_delete(request: HttpRequest, delete: Callable[[], object]) -> None:
     """Run a delete service; its refusal becomes an error message (Django's own success
     message may still follow: the error says what was kept)."""
     try:

@@ -12,7 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from ingestion.models import IngestionJob
+from ingestion.selectors import rebuild_in_progress
 from ingestion.services import (
     IncomingFile,
     document_delete,
@@ -156,9 +156,7 @@ def _generations_context(
         for g in generations
     ]
     rollback = rollback_verdict(kb)
-    rebuilding = kb.jobs.filter(
-        kind=IngestionJob.Kind.REBUILD, status__in=IngestionJob.LIVE
-    ).first()
+    rebuilding = rebuild_in_progress(kb.pk)
     return {
         "kb": kb,
         "rows": rows,

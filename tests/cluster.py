@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.conftest import subprocess_env
@@ -30,6 +31,20 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
             return
         time.sleep(0.25)  # polling database state, bounded by the deadline
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_for_http(url: str, timeout: float = 60, headers: dict[str, str] | None = None) -> None:
+    """Wait until a server the test started answers ``url`` with 200."""
+
+    def answers() -> bool:
+        request = urllib.request.Request(url, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False  # still starting
+
+    wait_for(answers, timeout, f"{url} to answer")
 
 
 def cluster_env(tmp_path: Path, **extra: str) -> dict[str, str]:

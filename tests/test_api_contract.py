@@ -7,19 +7,16 @@ errors with documented statuses. The rules a JSON Schema cannot state are docume
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from ingestion.jobs import run_job_and_queue
 from knowledge_bases.models import ApiToken
-from tests.cluster import free_port
+from tests.cluster import free_port, wait_for_http
 from tests.conftest import subprocess_env
 from tests.factories import make_kb, make_user, text, upload
 
@@ -44,14 +41,7 @@ def test_the_live_api_matches_its_openapi_schema(tmp_path: Path) -> None:
     )
     schema_url = f"http://127.0.0.1:{port}/api/openapi.json"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(schema_url, timeout=2) as response:
-                    json.load(response)
-                break
-            except OSError:
-                time.sleep(0.3)  # the server is still starting
+        wait_for_http(schema_url)
         run = subprocess.run(
             [
                 sys.executable,

@@ -7,12 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.cluster import free_port, wait_for
+from tests.cluster import free_port, wait_for, wait_for_http
 from tests.conftest import subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,17 +33,7 @@ def test_serve_answers_and_ctrl_c_stops_server_and_worker(tmp_path: Path) -> Non
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        status = None
-        while time.monotonic() < deadline and status is None:
-            try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/accounts/login/", timeout=2
-                ) as r:
-                    status = r.status
-            except OSError:
-                time.sleep(0.3)  # the server is still starting
-        assert status == 200
+        wait_for_http(f"http://127.0.0.1:{port}/accounts/login/")
         workers = _children(proc.pid)
         assert workers, "no qcluster child process"
         proc.send_signal(signal.SIGINT)

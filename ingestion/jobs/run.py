@@ -68,34 +68,34 @@ def _source_documents(documents: Iterable[Document]) -> list[SourceDocument]:
     ]
 
 
-def _job_documents(job: IngestionJob, store: GenerationStore) -> QuerySet[Document]:
-    """What the job still has to index: for a rebuild all of its documents (a resumed
-    rebuild reuses what it already wrote); for an ingest those not yet complete in the
-    generation it writes to. A document counts as done only when it is there and marked
-    indexed: marked but absent (indexed into another generation) is done again, and so
-    is present but not marked (a crash mid-document; its rows are reused)."""
+def _job_documents(
+    job: IngestionJob, store: GenerationStore
+) -> tuple[QuerySet[Document], set[int]]:
+    """What the job still has to index, and the ids of its documents already done: for a
+    rebuild all of them are to do (a resumed rebuild reuses what it already wrote); for an
+    ingest, a document is done only when it is there and marked indexed: marked but absent
+    (indexed into another generation) is done again, and so is present but not marked (a
+    crash mid-document; its rows are reused)."""
     documents = job.documents.order_by("pk")
     if job.kind == IngestionJob.Kind.REBUILD:
-        return documents
+        return documents, set()
     indexed = list(documents.filter(status=Document.Status.INDEXED).values_list("pk", flat=True))
     done = store.vectors.documents_present(indexed)
-    return documents.exclude(pk__in=done)
+    return documents.exclude(pk__in=done), done
 
 
-def _count_finished_work(job: IngestionJob, todo: QuerySet[Document], progress: Progress) -> None:
+def _count_finished_work(job: IngestionJob, done: set[int], progress: Progress) -> None:
     """Counters describe the whole job, not one attempt: documents an earlier attempt
     finished start this one as done (total, persisted, and embedded or reused as the
     earlier attempts counted them); what this attempt redoes is counted as it goes (a
     vector stored before the crash counts as reused)."""
-    finished = job.documents.exclude(pk__in=todo.values("pk"))
+    finished = Document.objects.filter(pk__in=done)
     chunks = int(finished.aggregate(n=Sum("chunk_count"))["n"] or 0)
     embedded = min(job.embedded, chunks)
     progress.add(
         total=chunks, queued=chunks, persisted=chunks, embedded=embedded, skipped=chunks - embedded
     )
-    IngestionJob.objects.filter(pk=job.pk).update(
-        documents_done=finished.count(), documents_failed=0
-    )
+    IngestionJob.objects.filter(pk=job.pk).update(documents_done=len(done), documents_failed=0)
 
 
 def _late_documents(job: IngestionJob) -> list[Document]:
@@ -177,8 +177,8 @@ def job_execute(
             parse_timeout=rag_settings()["PARSE_TIMEOUT_SECONDS"] or None,
         )
         cache = _vector_cache(job, store, embedder.fingerprint)
-        todo = _job_documents(job, store)
-        _count_finished_work(job, todo, progress)
+        todo, done = _job_documents(job, store)
+        _count_finished_work(job, done, progress)
         reporter.counting.set()
         documents = _source_documents(todo)
         while True:

@@ -9,10 +9,10 @@ from typing import Any
 from django.db import transaction
 
 from ingestion.models import IngestionJob
-from ingestion.services.queue import batch_sizes_validate, enqueue_job, ingestion_job_create
+from ingestion.selectors import rebuild_in_progress
+from ingestion.services.queue import batch_sizes_validate, ingestion_job_create, job_queue
 from knowledge_bases import lifecycle
 from knowledge_bases.models import Document, Generation, KnowledgeBase
-from ragstudio.env import rag_settings
 from ragstudio.errors import Conflict
 
 
@@ -33,11 +33,7 @@ def generation_rebuild_start(
     while the active one keeps serving and taking uploads."""
     batch_sizes_validate(store_batch_size, embed_batch_size)
     kb = KnowledgeBase.objects.select_for_update().get(pk=kb.pk)
-    running = IngestionJob.objects.filter(
-        knowledge_base=kb,
-        kind=IngestionJob.Kind.REBUILD,
-        status__in=IngestionJob.LIVE,
-    ).first()
+    running = rebuild_in_progress(kb.pk)
     if running is not None:
         raise Conflict(f"a rebuild is already in progress (job {running.pk})")
     if kb.active_generation_id is None:
@@ -51,21 +47,17 @@ def generation_rebuild_start(
         chunk_overlap=chunk_overlap,
     )
     assert generation.status == Generation.Status.BUILDING
-    job = IngestionJob.objects.create(
-        knowledge_base=kb,
+    return job_queue(
+        kb=kb,
         generation=generation,
         kind=IngestionJob.Kind.REBUILD,
+        document_ids=Document.objects.filter(knowledge_base=kb).values_list("pk", flat=True),
+        user=user,
+        enqueue=enqueue,
+        store_batch_size=store_batch_size,
+        embed_batch_size=embed_batch_size,
         auto_promote=auto_promote,
-        store_batch_size=store_batch_size or rag_settings()["STORE_BATCH_SIZE"],
-        embed_batch_size=embed_batch_size or rag_settings()["EMBED_BATCH_SIZE"],
-        created_by=user if getattr(user, "pk", None) else None,
     )
-    job.documents.set(Document.objects.filter(knowledge_base=kb))
-    job.documents_total = job.documents.count()
-    job.save(update_fields=["documents_total"])
-    if enqueue:
-        transaction.on_commit(lambda: enqueue_job(job.pk))
-    return job
 
 
 def _follow_up(kb: KnowledgeBase, activation: lifecycle.Activation, actor: Any) -> Generation:

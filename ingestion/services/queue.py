@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from ingestion.models import IngestionJob
+from ingestion.selectors import rebuild_in_progress
 from knowledge_bases.lifecycle import generation_build_resume, generation_for_ingest
-from knowledge_bases.models import Document, KnowledgeBase
+from knowledge_bases.models import Document, Generation, KnowledgeBase
 from ragstudio.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
 from ragstudio.env import rag_settings
 from ragstudio.errors import Conflict, ValidationError
@@ -58,15 +59,41 @@ def ingestion_job_create(
     orphans = Document.objects.filter(knowledge_base=kb, status=Document.Status.PENDING).exclude(
         pk__in=held
     )
+    return job_queue(
+        kb=kb,
+        generation=generation,
+        kind=IngestionJob.Kind.INGEST,
+        document_ids={d.pk for d in documents} | set(orphans.values_list("pk", flat=True)),
+        user=user,
+        enqueue=enqueue,
+        store_batch_size=store_batch_size,
+        embed_batch_size=embed_batch_size,
+    )
+
+
+def job_queue(
+    *,
+    kb: KnowledgeBase,
+    generation: Generation,
+    kind: str,
+    document_ids: Iterable[int],
+    user: Any,
+    enqueue: bool,
+    store_batch_size: int | None,
+    embed_batch_size: int | None,
+    auto_promote: bool = False,
+) -> IngestionJob:
+    """A queued job of these documents into ``generation``, its task sent after commit."""
     job = IngestionJob.objects.create(
         knowledge_base=kb,
         generation=generation,
-        kind=IngestionJob.Kind.INGEST,
+        kind=kind,
+        auto_promote=auto_promote,
         store_batch_size=store_batch_size or rag_settings()["STORE_BATCH_SIZE"],
         embed_batch_size=embed_batch_size or rag_settings()["EMBED_BATCH_SIZE"],
         created_by=user if getattr(user, "pk", None) else None,
     )
-    job.documents.set({d.pk for d in documents} | set(orphans.values_list("pk", flat=True)))
+    job.documents.set(document_ids)
     job.documents_total = job.documents.count()
     job.save(update_fields=["documents_total"])
     if enqueue:
@@ -110,11 +137,7 @@ def ingestion_job_retry(*, job: IngestionJob, user: Any = None) -> IngestionJob:
                 kb=job.knowledge_base, documents=list(job.documents.all()), user=user
             )
     else:
-        live = IngestionJob.objects.filter(
-            knowledge_base_id=job.knowledge_base_id,
-            kind=IngestionJob.Kind.REBUILD,
-            status__in=IngestionJob.LIVE,
-        ).first()
+        live = rebuild_in_progress(job.knowledge_base_id)
         if live is not None:
             raise Conflict(f"a rebuild is already in progress (job {live.pk})")
         generation_build_resume(generation=job.generation, actor=user)

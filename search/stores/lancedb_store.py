@@ -150,14 +150,7 @@ class LanceChunkTable:
         for start in range(0, len(document_ids), 1000):
             ids = ", ".join(str(int(d)) for d in document_ids[start : start + 1000])
             where = f"document_id IN ({ids})"  # ints only: nothing to escape
-            rows = (
-                table.search()
-                .where(where)
-                .select(["document_id"])
-                .limit(max(1, table.count_rows(where)))
-                .to_arrow()
-            )
-            found.update(rows.column("document_id").to_pylist())
+            found.update(_select(table, where, ["document_id"]).column("document_id").to_pylist())
         return found
 
     def delete_documents(self, document_ids: Sequence[int]) -> None:
@@ -176,16 +169,9 @@ class LanceChunkTable:
         wanted = sorted({h for h in hashes if _HEX.match(h)})
         if table is None or not wanted:
             return {}
-        where = f"content_hash IN ({_quoted(wanted)})"
         # First the (small) ids of every matching row, to pick one row per hash; then
         # the vectors of those rows only, so repeats never cost a vector read.
-        matches = (
-            table.search()
-            .where(where)
-            .select(["id", "content_hash"])
-            .limit(max(1, table.count_rows(where)))
-            .to_arrow()
-        )
+        matches = _select(table, f"content_hash IN ({_quoted(wanted)})", ["id", "content_hash"])
         first: dict[str, str] = {}
         for row_id, digest in zip(
             matches.column("id").to_pylist(),
@@ -193,21 +179,11 @@ class LanceChunkTable:
             strict=True,
         ):
             first.setdefault(digest, row_id)
-        if not first:
-            return {}
-        ids = sorted(first.values())
-        result = (
-            table.search()
-            .where(f"id IN ({_quoted(ids)})")
-            .select(["content_hash", "vector"])
-            .limit(len(ids))
-            .to_arrow()
-        )
-        found: dict[str, Vector] = {}
-        vectors = result.column("vector")
-        for i, digest in enumerate(result.column("content_hash").to_pylist()):
-            found.setdefault(digest, np.asarray(vectors[i].as_py(), dtype=np.float32))
-        return found
+        rows = self.fetch(list(first.values()), ["content_hash", "vector"])
+        return {
+            row["content_hash"]: np.asarray(row["vector"], dtype=np.float32)
+            for row in rows.values()
+        }
 
     def vector_search(
         self,
@@ -279,12 +255,8 @@ class LanceChunkTable:
         wanted = sorted({i for i in ids if _ID.match(i)})
         if table is None or not wanted:
             return {}
-        data = (
-            table.search()
-            .where(f"id IN ({_quoted(wanted)})")
-            .select(sorted({"id", *columns}))
-            .limit(len(wanted))
-            .to_arrow()
+        data = _select(
+            table, f"id IN ({_quoted(wanted)})", sorted({"id", *columns}), limit=len(wanted)
         )
         return {row["id"]: row for row in data.to_pylist()}
 
@@ -320,6 +292,14 @@ class LanceChunkTable:
         self._table = None
         with contextlib.suppress(ValueError):  # already gone
             self._db.drop_table(self.table_name)
+
+
+def _select(table: Any, where: str, columns: list[str], *, limit: int | None = None) -> pa.Table:
+    """The columns of every row meeting ``where`` (a LanceDB query without a vector stops
+    at its limit: by default exactly as many rows as match)."""
+    if limit is None:
+        limit = table.count_rows(where)
+    return table.search().where(where).select(columns).limit(max(1, limit)).to_arrow()
 
 
 def _quoted(values: Sequence[str]) -> str:

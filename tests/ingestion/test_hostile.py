@@ -23,7 +23,7 @@ from ingestion.models import IngestionJob
 from knowledge_bases.engines import generation_store
 from knowledge_bases.models import ApiToken, Document
 from ragstudio.testing.embedding_server import EmbeddingServer
-from tests.cluster import free_port, start_cluster, stop_cluster, wait_for
+from tests.cluster import free_port, start_cluster, stop_cluster, wait_for, wait_for_http
 from tests.conftest import subprocess_env
 from tests.factories import make_kb, make_user, text, upload
 
@@ -98,7 +98,7 @@ def test_the_hostile_corpus_gets_clear_verdicts_and_freezes_nothing(tmp_path, se
                 stop.wait(0.05)
 
         try:
-            wait_for(lambda: _up(base, auth), 60, "the web server to answer")
+            wait_for_http(f"{base}/api/kbs", headers=auth)
             prober = threading.Thread(target=probe, daemon=True)
             prober.start()
             rejected: dict[str, str] = {}
@@ -171,10 +171,3 @@ def test_the_hostile_corpus_gets_clear_verdicts_and_freezes_nothing(tmp_path, se
     )
     # The web process kept answering while it took the upload and the worker parsed.
     assert statistics.median(latencies) < 0.2, sorted(latencies)[-5:]
-
-
-def _up(base: str, auth: dict[str, str]) -> bool:
-    try:
-        return requests.get(f"{base}/api/kbs", headers=auth, timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
