@@ -5,8 +5,8 @@ from typing import Any
 from django.db.models import QuerySet
 
 from ingestion.models import IngestionJob
-from knowledge_bases.selectors import knowledge_base_get, knowledge_bases_visible_to
-from ragstudio.errors import NotFound
+from knowledge_bases.selectors import knowledge_base_can_change, knowledge_bases_visible_to
+from ragstudio.errors import Forbidden, NotFound
 
 
 def jobs_visible_to(user: Any) -> QuerySet[IngestionJob]:
@@ -20,8 +20,8 @@ def job_get(*, job_id: int, user: Any, change: bool = False) -> IngestionJob:
     job = jobs_visible_to(user).filter(pk=job_id).first()
     if job is None:
         raise NotFound(f"job {job_id} not found")
-    if change:
-        knowledge_base_get(slug=job.knowledge_base.slug, user=user, change=True)
+    if change and not knowledge_base_can_change(job.knowledge_base, user):
+        raise Forbidden(f"job {job_id} belongs to a knowledge base shared with you read-only")
     return job
 
 

@@ -11,7 +11,7 @@ from ingestion.models import IngestionJob
 from ingestion.selectors import job_get
 from ingestion.services import ingestion_job_cancel, ingestion_job_retry
 from ingestion.services.queue import RETRYABLE
-from knowledge_bases.selectors import knowledge_base_can_change
+from knowledge_bases.selectors import knowledge_base_can_change, knowledge_base_ref
 from ragstudio.errors import Conflict, RagStudioError
 from ragstudio.views import get_or_404, is_htmx
 
@@ -20,6 +20,7 @@ def _render(request: HttpRequest, job: IngestionJob) -> HttpResponse:
     template = "ingestion/_progress.html" if is_htmx(request) else "ingestion/job.html"
     context = {
         "job": job,
+        "kb_ref": knowledge_base_ref(job.knowledge_base, request.user),
         "chart": throughput_chart(job.samples),
         "can_change": knowledge_base_can_change(job.knowledge_base, request.user),
         "retryable": RETRYABLE,

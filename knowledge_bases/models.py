@@ -12,7 +12,12 @@ from ragstudio.bounds import CHUNK_SIZE
 
 
 class KnowledgeBase(models.Model):
-    slug = models.SlugField(max_length=64, unique=True)
+    # Slugs are a per-owner namespace: "docs" of alice and "docs" of bob are two KBs, so
+    # creating one never tells anyone that another user's exists. ``owner~slug`` addresses
+    # a KB whatever the viewer sees (see ``knowledge_bases.selectors.knowledge_base_get``).
+    REF_SEPARATOR = "~"
+
+    slug = models.SlugField(max_length=64)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     owner = models.ForeignKey(
@@ -42,11 +47,21 @@ class KnowledgeBase(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(chunk_overlap__lt=models.F("chunk_size")), name="kb_overlap_below_size"
-            )
+            ),
+            models.UniqueConstraint(fields=["owner", "slug"], name="kb_slug_unique_per_owner"),
+            models.UniqueConstraint(
+                fields=["slug"], condition=Q(owner__isnull=True), name="kb_slug_unique_unowned"
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def qualified_ref(self) -> str:
+        """``owner~slug``: the address that names this KB for every viewer."""
+        owner = self.owner.get_username() if self.owner_id else ""  # type: ignore[union-attr]
+        return f"{owner}{self.REF_SEPARATOR}{self.slug}"
 
 
 class Document(models.Model):

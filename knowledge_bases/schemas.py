@@ -5,6 +5,7 @@ from datetime import datetime
 from ninja import Schema
 from pydantic import ConfigDict, Field, StrictBool
 
+from knowledge_bases.models import KnowledgeBase
 from ragstudio.bounds import CHUNK_OVERLAP, CHUNK_SIZE, EMBED_BATCH_SIZE, STORE_BATCH_SIZE
 from ragstudio.schemas import JsonInt
 
@@ -49,6 +50,10 @@ class GcOut(Schema):
 
 class KnowledgeBaseOut(Schema):
     slug: str
+    ref: str = Field(
+        description="owner~slug: names this knowledge base in every URL for every caller "
+        "(slugs are per owner; a bare slug names the caller's own, else the only one they see)"
+    )
     name: str
     description: str
     owner: str | None
@@ -58,6 +63,10 @@ class KnowledgeBaseOut(Schema):
     chunk_overlap: int
     active_generation: int | None
     created_at: datetime
+
+    @staticmethod
+    def resolve_ref(obj: KnowledgeBase) -> str:
+        return obj.qualified_ref
 
     @staticmethod
     def resolve_owner(obj: object) -> str | None:

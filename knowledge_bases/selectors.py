@@ -3,6 +3,7 @@ is shared with and by staff; only its owner and staff may change it."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from ingestion.models import IngestionJob
 from knowledge_bases.models import Document, Generation, KnowledgeBase
 from ragstudio.env import rag_settings
-from ragstudio.errors import Conflict, Forbidden, NotFound
+from ragstudio.errors import Ambiguous, Conflict, Forbidden, NotFound
 
 
 def knowledge_bases_visible_to(user: Any) -> QuerySet[KnowledgeBase]:
@@ -30,15 +31,62 @@ def knowledge_base_can_change(kb: KnowledgeBase, user: Any) -> bool:
     )
 
 
-def knowledge_base_get(*, slug: str, user: Any, change: bool = False) -> KnowledgeBase:
-    """The KB if ``user`` may read it (and change it, with ``change=True``)."""
-    kb = knowledge_bases_visible_to(user).filter(slug=slug).first()
-    if kb is None:
+def _resolve(candidates: QuerySet[KnowledgeBase], ref: str, own_pk: Any) -> KnowledgeBase:
+    """The KB ``ref`` names among ``candidates``: ``owner~slug`` names one exactly; a bare
+    slug names the viewer's own KB of that slug, else the only one they see."""
+    owner, qualified, slug = ref.rpartition(KnowledgeBase.REF_SEPARATOR)
+    matches = candidates.filter(slug=slug)
+    if qualified:
+        matches = (
+            matches.filter(owner__username=owner) if owner else matches.filter(owner__isnull=True)
+        )
+    elif own_pk is not None:
+        own = matches.filter(owner_id=own_pk).first()
+        if own is not None:
+            return own
+    found = list(matches.order_by("owner__username")[:5])
+    if not found:
         # The same answer whether it does not exist or belongs to someone else.
-        raise NotFound(f"knowledge base {slug!r} not found")
+        raise NotFound(f"knowledge base {ref!r} not found")
+    if len(found) > 1:
+        names = ", ".join(repr(kb.qualified_ref) for kb in found)
+        raise Ambiguous(
+            f"more than one knowledge base you can see is called {slug!r}: name it as "
+            f"owner~slug ({names})",
+            {"candidates": [kb.qualified_ref for kb in found]},
+        )
+    return found[0]
+
+
+def knowledge_base_get(*, slug: str, user: Any, change: bool = False) -> KnowledgeBase:
+    """The KB ``slug`` (a slug or ``owner~slug``) names if ``user`` may read it (and change
+    it, with ``change=True``)."""
+    kb = _resolve(knowledge_bases_visible_to(user), slug, getattr(user, "pk", None))
     if change and not knowledge_base_can_change(kb, user):
         raise Forbidden(f"knowledge base {slug!r} is shared with you read-only")
     return kb
+
+
+def knowledge_base_for_operator(ref: str) -> KnowledgeBase:
+    """The KB ``ref`` names for the command line, which sees every KB."""
+    return _resolve(
+        KnowledgeBase.objects.select_related("active_generation", "owner"), ref, own_pk=None
+    )
+
+
+def knowledge_base_ref(
+    kb: KnowledgeBase, user: Any, visible_slugs: Counter[str] | None = None
+) -> str:
+    """The shortest address of ``kb`` that names it for ``user``: its slug, unless the user
+    sees other KBs of that slug and does not own this one (``visible_slugs`` counts the
+    slugs the user sees, when the caller has counted them already)."""
+    if kb.owner_id is not None and kb.owner_id == getattr(user, "pk", None):
+        return kb.slug
+    if visible_slugs is None:
+        visible_slugs = Counter(
+            knowledge_bases_visible_to(user).filter(slug=kb.slug).values_list("slug", flat=True)
+        )
+    return kb.qualified_ref if visible_slugs[kb.slug] > 1 else kb.slug
 
 
 def knowledge_bases_with_stats(user: Any) -> QuerySet[KnowledgeBase]:

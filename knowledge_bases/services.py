@@ -42,8 +42,10 @@ def knowledge_base_create(
         embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, actor=owner
     )
     _quota_knowledge_bases(owner)
-    if KnowledgeBase.objects.filter(slug=slug).exists():
-        raise Conflict(f"a knowledge base with slug {slug!r} already exists", {"field": "slug"})
+    # Slugs are per owner: only the creator's own KBs can conflict, so the answer says
+    # nothing about anyone else's.
+    if KnowledgeBase.objects.filter(slug=slug, owner=owner).exists():
+        raise Conflict(f"you already have a knowledge base with slug {slug!r}", {"field": "slug"})
     try:
         with transaction.atomic():
             return KnowledgeBase.objects.create(
@@ -57,7 +59,9 @@ def knowledge_base_create(
                 chunk_overlap=built.chunk_overlap,
             )
     except IntegrityError:
-        raise Conflict(f"a knowledge base with slug {slug!r} already exists") from None
+        raise Conflict(
+            f"you already have a knowledge base with slug {slug!r}", {"field": "slug"}
+        ) from None
 
 
 def _quota_knowledge_bases(owner: Any) -> None:

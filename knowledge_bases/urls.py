@@ -1,23 +1,39 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from knowledge_bases import views
 from search import views as search_views
 
+
+class KnowledgeBaseRef:
+    """A KB's address in a page URL: its slug, or ``owner~slug`` (usernames never hold
+    ``~``) where the slug alone names another KB the viewer sees."""
+
+    regex = r"(?:[\w.@+-]*~)?[-a-zA-Z0-9_]+"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(KnowledgeBaseRef, "kbref")
+
 urlpatterns = [
     path("", views.kb_list, name="kb-list"),
-    path("kbs/<slug:slug>/", views.kb_detail, name="kb-detail"),
-    path("kbs/<slug:slug>/upload/", views.kb_upload, name="kb-upload"),
+    path("kbs/<kbref:slug>/", views.kb_detail, name="kb-detail"),
+    path("kbs/<kbref:slug>/upload/", views.kb_upload, name="kb-upload"),
     path(
-        "kbs/<slug:slug>/documents/<int:document_id>/delete/",
+        "kbs/<kbref:slug>/documents/<int:document_id>/delete/",
         views.kb_document_delete,
         name="kb-document-delete",
     ),
-    path("kbs/<slug:slug>/generations/", views.kb_generations, name="kb-generations"),
-    path("kbs/<slug:slug>/generations/rebuild/", views.kb_rebuild, name="kb-rebuild"),
+    path("kbs/<kbref:slug>/generations/", views.kb_generations, name="kb-generations"),
+    path("kbs/<kbref:slug>/generations/rebuild/", views.kb_rebuild, name="kb-rebuild"),
     path(
-        "kbs/<slug:slug>/generations/<str:action>/",
+        "kbs/<kbref:slug>/generations/<str:action>/",
         views.kb_generation_action,
         name="kb-generation-action",
     ),
-    path("kbs/<slug:slug>/search/", search_views.kb_search, name="kb-search"),
+    path("kbs/<kbref:slug>/search/", search_views.kb_search, name="kb-search"),
 ]

@@ -3,6 +3,7 @@ whole page for a normal request and only its fragment for an htmx request."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from django.conf import settings
@@ -29,6 +30,7 @@ from knowledge_bases.selectors import (
     generation_size_on_disk,
     knowledge_base_can_change,
     knowledge_base_get,
+    knowledge_base_ref,
     knowledge_bases_with_stats,
 )
 from knowledge_bases.services import knowledge_base_create
@@ -51,16 +53,19 @@ def kb_list(request: HttpRequest) -> HttpResponse:
             _form_error(form, exc)
         else:
             messages.success(request, f"Created {kb.name}.")
-            return redirect("kb-detail", slug=kb.slug)
+            return redirect("kb-detail", slug=knowledge_base_ref(kb, request.user))
     status = 422 if request.method == "POST" else 200
-    kbs = knowledge_bases_with_stats(request.user)
-    return render(request, "knowledge_bases/list.html", {"kbs": kbs, "form": form}, status=status)
+    kbs = list(knowledge_bases_with_stats(request.user))
+    slugs = Counter(kb.slug for kb in kbs)
+    rows = [(kb, knowledge_base_ref(kb, request.user, slugs)) for kb in kbs]
+    return render(request, "knowledge_bases/list.html", {"kbs": rows, "form": form}, status=status)
 
 
 def _detail_context(request: HttpRequest, kb: KnowledgeBase) -> dict[str, Any]:
     jobs = list(kb.jobs.select_related("generation")[:10])
     return {
         "kb": kb,
+        "kb_ref": knowledge_base_ref(kb, request.user),
         "documents": kb.documents.all()[:1000],
         "document_count": kb.documents.count(),
         "jobs": jobs,
@@ -108,7 +113,7 @@ def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
         )
     if error:
         messages.error(request, error)
-        return redirect("kb-detail", slug=kb.slug)
+        return redirect("kb-detail", slug=knowledge_base_ref(kb, request.user))
     assert result is not None
     for doc in result.accepted:
         messages.success(request, f"Accepted {doc.original_filename}.")
@@ -120,7 +125,7 @@ def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, f"{name}: rejected ({reason}).")
     if result.job is not None:
         return redirect("job-detail", job_id=result.job.pk)
-    return redirect("kb-detail", slug=kb.slug)
+    return redirect("kb-detail", slug=knowledge_base_ref(kb, request.user))
 
 
 @login_required
@@ -136,7 +141,7 @@ def kb_document_delete(request: HttpRequest, slug: str, document_id: int) -> Htt
     if is_htmx(request):
         kb.refresh_from_db()
         return render(request, "knowledge_bases/_live.html", _detail_context(request, kb))
-    return redirect("kb-detail", slug=kb.slug)
+    return redirect("kb-detail", slug=knowledge_base_ref(kb, request.user))
 
 
 # --- generations ---------------------------------------------------------------------
@@ -159,6 +164,7 @@ def _generations_context(
     rebuilding = rebuild_in_progress(kb.pk)
     return {
         "kb": kb,
+        "kb_ref": knowledge_base_ref(kb, request.user),
         "rows": rows,
         "rollback_target": rollback.target,
         "rollback_blocker": rollback.blocker,
@@ -216,7 +222,7 @@ def kb_generation_action(request: HttpRequest, slug: str, action: str) -> HttpRe
         messages.error(request, exc.message)
     if is_htmx(request):
         return _generations_response(request, kb)
-    return redirect("kb-generations", slug=kb.slug)
+    return redirect("kb-generations", slug=knowledge_base_ref(kb, request.user))
 
 
 @login_required
@@ -244,5 +250,5 @@ def kb_rebuild(request: HttpRequest, slug: str) -> HttpResponse:
             )
             if is_htmx(request):
                 return _generations_response(request, kb)
-            return redirect("kb-generations", slug=kb.slug)
+            return redirect("kb-generations", slug=knowledge_base_ref(kb, request.user))
     return _generations_response(request, kb, form, status=422)

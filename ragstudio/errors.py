@@ -28,3 +28,7 @@ class NotFound(RagStudioError):
 
 class Conflict(RagStudioError):
     status_code = 409
+
+
+class Ambiguous(Conflict):
+    """A name that matches more than one object the caller may see."""

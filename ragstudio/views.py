@@ -3,24 +3,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 
-from ragstudio.errors import Forbidden, NotFound
+from ragstudio.errors import Ambiguous, Forbidden, NotFound
 
 T = TypeVar("T")
 
 
 def get_or_404(selector: Callable[..., T], **kwargs: Any) -> T:
     """Call a selector; its NotFound (someone else's object, or none) becomes a 404 page,
-    its Forbidden (read-only access to a change) a 403 page."""
+    its Forbidden (read-only access to a change) a 403 page, its Ambiguous (a name that
+    matches several objects the user sees, in a hand-typed address) a 400 page."""
     try:
         return selector(**kwargs)
     except NotFound as exc:
         raise Http404(exc.message) from None
     except Forbidden as exc:
         raise PermissionDenied(exc.message) from None
+    except Ambiguous as exc:
+        raise BadRequest(exc.message) from None
 
 
 def is_htmx(request: HttpRequest) -> bool:

@@ -10,7 +10,7 @@ from django.shortcuts import render
 from pydantic import ValidationError as PydanticError
 
 from knowledge_bases.models import Generation
-from knowledge_bases.selectors import knowledge_base_get
+from knowledge_bases.selectors import knowledge_base_get, knowledge_base_ref
 from ragstudio.errors import RagStudioError
 from ragstudio.views import get_or_404, is_htmx
 from search.forms import SearchForm
@@ -29,7 +29,13 @@ def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
         .values_list("number", flat=True)
     )
     form = SearchForm(request.GET or None, numbers=numbers)
-    context: dict[str, Any] = {"kb": kb, "form": form, "columns": [], "overlap": None}
+    context: dict[str, Any] = {
+        "kb": kb,
+        "kb_ref": knowledge_base_ref(kb, request.user),
+        "form": form,
+        "columns": [],
+        "overlap": None,
+    }
     status = 200
     if request.GET and form.is_valid():
         data = form.cleaned_data

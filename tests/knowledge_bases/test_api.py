@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import io
+import json
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from ingestion.jobs import run_job_and_queue
@@ -91,7 +95,59 @@ def test_a_taken_slug_is_409(alice, client_for) -> None:
     response = client_for(alice).post(
         "/api/kbs", {"slug": "taken", "name": "T"}, content_type="application/json"
     )
-    assert response.status_code == 409 and "already exists" in response.json()["message"]
+    assert response.status_code == 409 and "already have" in response.json()["message"]
+
+
+def test_slugs_are_per_owner_so_creating_one_reveals_nothing(alice, client_for) -> None:
+    """Issue 11, case 7: a slug another user owned answered 409 "already exists" to a
+    create while reading it answered 404, so anyone could probe for other users' KBs."""
+    mine = make_kb(alice, "docs")
+    bob = make_user("bob")
+    as_bob = client_for(bob)
+    created = as_bob.post("/api/kbs", {"slug": "docs", "name": "Bob's"}, "application/json")
+    assert created.status_code == 201, created.content
+    assert created.json()["ref"] == "bob~docs"
+    # Each owner's bare slug names their own KB; neither can reach the other's.
+    assert as_bob.get("/api/kbs/docs").json()["name"] == "Bob's"
+    assert client_for(alice).get("/api/kbs/docs").json()["name"] == "Docs"
+    assert as_bob.get("/api/kbs/alice~docs").status_code == 404
+    assert as_bob.get("/api/kbs/carol~docs").status_code == 404
+    assert as_bob.delete("/api/kbs/alice~docs").status_code == 404
+    assert KnowledgeBase.objects.filter(slug="docs").count() == 2
+    # Shared with bob, alice's KB is reachable by its full name, his own still by the slug.
+    mine.shared_with.add(bob)
+    assert as_bob.get("/api/kbs/alice~docs").json()["name"] == "Docs"
+    assert as_bob.get("/api/kbs/docs").json()["name"] == "Bob's"
+    assert as_bob.delete("/api/kbs/alice~docs").status_code == 403
+
+
+def test_a_slug_that_names_several_visible_kbs_is_409_listing_them(
+    alice, client_for, login
+) -> None:
+    make_kb(alice, "docs")
+    make_kb(make_user("bob"), "docs")
+    make_kb(alice, "solo")
+    root = make_user("root", is_staff=True)
+    staff = client_for(root)
+    ambiguous = staff.get("/api/kbs/docs")
+    assert ambiguous.status_code == 409
+    assert ambiguous.json()["extra"]["candidates"] == ["alice~docs", "bob~docs"]
+    assert staff.get("/api/kbs/bob~docs").json()["owner"] == "bob"
+    assert staff.get("/api/kbs/solo").json()["owner"] == "alice"
+    # Pages link every KB by a name that reaches it.
+    staff = login(root)
+    page = staff.get("/").content.decode()
+    for ref in ("alice~docs", "bob~docs"):
+        assert f'href="/kbs/{ref}/"' in page
+        assert staff.get(f"/kbs/{ref}/").status_code == 200
+    assert 'href="/kbs/solo/"' in page
+    assert staff.get("/kbs/docs/").status_code == 400
+    # The command line sees every KB: the same rule, the same names.
+    with pytest.raises(CommandError, match="alice~docs"):
+        call_command("generations", "docs", "list", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("generations", "bob~docs", "list", "--json", stdout=out)
+    assert json.loads(out.getvalue()) == []
 
 
 def test_someone_elses_kb_is_404_and_staff_can_read_it(alice, client_for) -> None:

@@ -15,11 +15,12 @@ from django.core.management.base import BaseCommand, CommandError
 from ingestion.foreground import run_in_foreground
 from ingestion.models import IngestionJob
 from ingestion.services import IncomingFile, documents_upload
-from knowledge_bases.models import Document, KnowledgeBase
+from knowledge_bases.models import Document
+from knowledge_bases.selectors import knowledge_base_for_operator
 from knowledge_bases.services import knowledge_base_create
 from ragstudio.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
 from ragstudio.cli import bounded_int
-from ragstudio.errors import RagStudioError
+from ragstudio.errors import NotFound, RagStudioError
 
 READ_PIECE = 1024 * 1024
 
@@ -54,7 +55,7 @@ class Command(BaseCommand):
     help = "Ingest files or directories into a knowledge base, in the foreground."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--kb", required=True, help="knowledge base slug")
+        parser.add_argument("--kb", required=True, help="knowledge base: slug, or owner~slug")
         parser.add_argument("--create", action="store_true", help="create the KB if missing")
         parser.add_argument("paths", nargs="+", help="files or directories (recursive)")
         parser.add_argument("--store-batch-size", type=bounded_int(STORE_BATCH_SIZE), default=None)
@@ -64,11 +65,14 @@ class Command(BaseCommand):
         started = time.monotonic()
         slug = options["kb"]
         files = collect_files(options["paths"])
-        kb = KnowledgeBase.objects.filter(slug=slug).first()
         try:
-            if kb is None:
+            try:
+                kb = knowledge_base_for_operator(slug)
+            except NotFound:
                 if not options["create"]:
-                    raise CommandError(f"no knowledge base {slug!r}: pass --create to make one")
+                    raise CommandError(
+                        f"no knowledge base {slug!r}: pass --create to make one"
+                    ) from None
                 kb = knowledge_base_create(slug=slug, name=slug.replace("-", " ").title())
                 self.stdout.write(f"created knowledge base {slug!r}")
             result = documents_upload(

@@ -16,6 +16,7 @@ from ingestion.services import (
     generations_gc,
 )
 from knowledge_bases.models import KnowledgeBase
+from knowledge_bases.selectors import knowledge_base_for_operator
 from ragstudio.bounds import (
     CHUNK_OVERLAP,
     CHUNK_SIZE,
@@ -50,10 +51,8 @@ class Command(BaseCommand):
         sub.add_parser("gc")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        kb = KnowledgeBase.objects.filter(slug=options["slug"]).first()
-        if kb is None:
-            raise CommandError(f"no knowledge base {options['slug']!r}")
         try:
+            kb = knowledge_base_for_operator(options["slug"])
             if options["action"] == "list":
                 self._list(kb, as_json=options["json"])
             elif options["action"] == "rebuild":

@@ -30,7 +30,7 @@ class Command(BaseCommand):
             user = User.objects.create_superuser("demo", "demo@localhost", password)
             credentials.write_text(f"demo {password}\n")
             credentials.chmod(0o600)
-        kb = KnowledgeBase.objects.filter(slug="demo").first()
+        kb = KnowledgeBase.objects.filter(slug="demo", owner=user).first()
         if kb is None:
             kb = knowledge_base_create(
                 slug="demo",

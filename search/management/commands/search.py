@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from pydantic import ValidationError as PydanticError
 
-from knowledge_bases.models import KnowledgeBase
+from knowledge_bases.selectors import knowledge_base_for_operator
 from ragstudio.bounds import GENERATION_NUMBER, SEARCH_LIMIT, SEARCH_OFFSET
 from ragstudio.cli import bounded_int
 from ragstudio.errors import RagStudioError
@@ -42,9 +42,10 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print the API's JSON body")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        kb = KnowledgeBase.objects.filter(slug=options["kb"]).first()
-        if kb is None:
-            raise CommandError(f"no knowledge base {options['kb']!r}")
+        try:
+            kb = knowledge_base_for_operator(options["kb"])
+        except RagStudioError as exc:
+            raise CommandError(exc.message) from None
         try:
             payload = SearchIn(
                 query=options["query"],
