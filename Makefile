@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench bench-quality bench-search bench-memory clean
+.PHONY: install run test lint typecheck bench bench-quality bench-search bench-memory bench-remote clean
 
 install: $(STAMP)
 
@@ -32,7 +32,7 @@ typecheck: install
 	$(VENV)/bin/mypy ingestion knowledge_bases search ragstudio
 
 bench: install
-	$(PY) bench/ingest.py
+	$(PY) bench/ingest.py --embedder local-fast
 
 bench-quality: install
 	$(PY) bench/quality.py
@@ -42,6 +42,9 @@ bench-search: install
 
 bench-memory: install
 	$(PY) bench/memory.py
+
+bench-remote: install
+	$(PY) bench/remote.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

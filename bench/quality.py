@@ -1,6 +1,7 @@
 """Retrieval quality on a BEIR-style dataset, through the real pipeline and engines.
 
-    .venv/bin/python bench/quality.py [--dataset DIR] [--json] [--queries N] [--fresh]
+    .venv/bin/python bench/quality.py [--embedder NAME] [--dataset DIR] [--json]
+        [--queries N] [--fresh]
 
 DIR holds corpus.jsonl (_id, title, text), queries.jsonl (_id, text) and qrels.tsv
 (query-id, corpus-id, score; header first); default ../shared/datasets/scifact. The corpus
@@ -81,7 +82,7 @@ def documents_of(chunk_ids: list[str], record_of: dict[str, str]) -> list[str]:
     return list(seen)
 
 
-def build(work: Path, corpus: list[dict], chunk_size: int) -> float:
+def build(work: Path, corpus: list[dict], chunk_size: int, embedder: str) -> float:
     """Ingest the corpus into KB 'quality' through a real job; seconds taken."""
     from django.contrib.auth import get_user_model
 
@@ -100,7 +101,9 @@ def build(work: Path, corpus: list[dict], chunk_size: int) -> float:
             IncomingFile(name=f"corpus-{i // FILE_RECORDS:03d}.jsonl", chunks=[body.encode()])
         )
     user = get_user_model().objects.create_user("bench")
-    kb = knowledge_base_create(slug="quality", name="Quality", owner=user, chunk_size=chunk_size)
+    kb = knowledge_base_create(
+        slug="quality", name="Quality", owner=user, chunk_size=chunk_size, embedder=embedder
+    )
     job = documents_upload(kb=kb, files=files, user=user, enqueue=False).job
     assert job is not None
     started = time.perf_counter()
@@ -120,6 +123,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--embedder", default="local", help="embedder spec of the knowledge base (local)"
+    )
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--queries", type=int, default=0, help="only the first N queries")
@@ -131,7 +137,8 @@ def main() -> None:
     corpus, queries, qrels = load_dataset(args.dataset, args.queries or None)
 
     digest = hashlib.sha256((args.dataset / "corpus.jsonl").read_bytes()).hexdigest()[:16]
-    work = CACHE / f"quality-{digest}-c{args.chunk_size}"
+    embedder_key = "".join(c if c.isalnum() or c in "-." else "_" for c in args.embedder)
+    work = CACHE / f"quality-{digest}-c{args.chunk_size}-{embedder_key}"
     if args.fresh and work.exists():
         import shutil
 
@@ -149,7 +156,7 @@ def main() -> None:
 
     ingest_s = 0.0
     if fresh or not KnowledgeBase.objects.filter(slug="quality").exists():
-        ingest_s = build(work, corpus, args.chunk_size)
+        ingest_s = build(work, corpus, args.chunk_size, args.embedder)
     results = evaluate(queries, qrels)
     if args.json:
         print(json.dumps(results["scores"], indent=2))
@@ -205,7 +212,7 @@ def print_table(results: dict, args: argparse.Namespace, documents: int, ingest_
     scores = results["scores"]
     best_single = max(scores["vector"]["ndcg@10"], scores["lexical"]["ndcg@10"])
     print(
-        f"\n{args.dataset.name}: {documents} documents -> {results['chunks']} chunks, "
+        f"\n{args.dataset.name} with {args.embedder}: {documents} documents -> {results['chunks']} chunks, "
         f"{results['queries']} queries with judgements; "
         + (f"index built in {ingest_s:.0f} s" if ingest_s else "cached index")
         + f"; queries took {results['seconds']:.1f} s\n"

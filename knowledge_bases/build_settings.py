@@ -24,8 +24,8 @@ class BuildSettings:
 def embedder_permitted(spec: str, actor: Any) -> bool:
     """Whether ``actor`` may build with this embedder: staff and the operator (no actor:
     the CLI) may use any; other users those RAGSTUDIO_EMBEDDERS_FOR_USERS lists (default
-    "local": another model may download gigabytes onto the workers or bill the operator's
-    API key)."""
+    the bundled model's builds, "local" and "local-fast": another model may download
+    gigabytes onto the workers or bill the operator's API key)."""
     if actor is None or getattr(actor, "is_staff", False):
         return True
     return any(fnmatch.fnmatchcase(spec, p) for p in rag_settings()["EMBEDDERS_FOR_USERS"])

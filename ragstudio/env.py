@@ -139,6 +139,9 @@ class RagStudioConfig(TypedDict):
     OPENAI_DIMENSIONS: int
     OPENAI_TIMEOUT: float
     OPENAI_MAX_RETRIES: int
+    OPENAI_MAX_CONCURRENCY: int
+    OPENAI_REQUESTS_PER_MINUTE: int
+    OPENAI_TOKENS_PER_MINUTE: int
     STORE_BATCH_SIZE: int
     EMBED_BATCH_SIZE: int
     CHUNK_SIZE: int

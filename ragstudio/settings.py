@@ -211,12 +211,14 @@ RAGSTUDIO: RagStudioConfig = {
     "UPLOAD_DIR": DATA_DIR / "uploads",
     "LANCEDB_URI": env_str("RAGSTUDIO_LANCEDB_URI", str(DATA_DIR / "lancedb")),
     "BM25_DIR": DATA_DIR / "bm25",
-    "MODEL_DIR": DATA_DIR / "models",
+    # Model files (the bundled model's directory, the local-fast build, fastembed's
+    # cache): a cache that hosts or data directories may share.
+    "MODEL_DIR": Path(env_str("RAGSTUDIO_MODEL_DIR", str(DATA_DIR / "models"))),
     # Embedder spec for new knowledge bases: "local" (bundled all-MiniLM-L6-v2),
     # "fastembed:<model name>" (needs a network once) or "openai:<model>".
     "EMBEDDER": env_str("RAGSTUDIO_EMBEDDER", "local"),
     # Embedders users other than staff may choose (shell-style patterns, e.g. "openai:*").
-    "EMBEDDERS_FOR_USERS": env_list("RAGSTUDIO_EMBEDDERS_FOR_USERS", ["local"]),
+    "EMBEDDERS_FOR_USERS": env_list("RAGSTUDIO_EMBEDDERS_FOR_USERS", ["local", "local-fast"]),
     # Per-user quotas (staff are exempt; 0: no limit): knowledge bases owned, and bytes
     # of documents stored across them.
     "QUOTA_KNOWLEDGE_BASES": env_int("RAGSTUDIO_QUOTA_KNOWLEDGE_BASES", 20, minimum=0),
@@ -227,6 +229,12 @@ RAGSTUDIO: RagStudioConfig = {
     "OPENAI_DIMENSIONS": env_int("RAGSTUDIO_OPENAI_DIMENSIONS", 0, minimum=0),
     "OPENAI_TIMEOUT": env_float("RAGSTUDIO_OPENAI_TIMEOUT", 60.0, minimum=0.1),
     "OPENAI_MAX_RETRIES": env_int("RAGSTUDIO_OPENAI_MAX_RETRIES", 6, minimum=0),
+    # Concurrent requests during ingestion: at most this many in flight (the throttle
+    # finds the provider's real limit below it), within the provider's published limits
+    # (0: not known; a 429 teaches the throttle instead).
+    "OPENAI_MAX_CONCURRENCY": env_int("RAGSTUDIO_OPENAI_MAX_CONCURRENCY", 8, minimum=1),
+    "OPENAI_REQUESTS_PER_MINUTE": env_int("RAGSTUDIO_OPENAI_REQUESTS_PER_MINUTE", 0, minimum=0),
+    "OPENAI_TOKENS_PER_MINUTE": env_int("RAGSTUDIO_OPENAI_TOKENS_PER_MINUTE", 0, minimum=0),
     "STORE_BATCH_SIZE": env_bounded("RAGSTUDIO_STORE_BATCH_SIZE", 5000, bounds.STORE_BATCH_SIZE),
     "EMBED_BATCH_SIZE": env_bounded("RAGSTUDIO_EMBED_BATCH_SIZE", 32, bounds.EMBED_BATCH_SIZE),
     "CHUNK_SIZE": env_bounded("RAGSTUDIO_CHUNK_SIZE", 200, bounds.CHUNK_SIZE),

@@ -20,6 +20,14 @@ def embedder(model_root: Path):  # type: ignore[no-untyped-def]
     return LocalEmbedder.bundled(model_root, threads=2)
 
 
+@pytest.fixture(scope="session")
+def fast_embedder(model_root: Path):  # type: ignore[no-untyped-def]
+    """The local-fast build of the bundled model, built once per test session."""
+    from ingestion.embedders.local import FastLocalEmbedder
+
+    return FastLocalEmbedder.build(model_root, threads=2)
+
+
 def make_pdf(pages: list[str]) -> bytes:
     """A minimal valid PDF with one text line per page (Helvetica), xref offsets exact."""
     objects: list[bytes] = []
@@ -81,6 +89,8 @@ def subprocess_env(data_dir: Path, **extra: str) -> dict[str, str]:
         "RAGSTUDIO_SECRET_KEY": django_settings.SECRET_KEY,
         "RAGSTUDIO_DATA_DIR": str(data_dir),
         "RAGSTUDIO_EMBED_THREADS": "2",
+        # The model cache of the test run: workers do not rebuild local-fast per test.
+        "RAGSTUDIO_MODEL_DIR": str(django_settings.RAGSTUDIO["MODEL_DIR"]),
         **extra,
     }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ingestion.embedders.catalog import (
+    LOCAL_PROVIDERS,
     EmbedderInfo,
     EmbedderSpec,
     EmbedderSpecError,
@@ -19,6 +20,7 @@ from ingestion.embedders.catalog import (
 from ingestion.pipeline.types import Embedder
 
 __all__ = [
+    "LOCAL_PROVIDERS",
     "EmbedderConfig",
     "EmbedderInfo",
     "EmbedderSpec",
@@ -39,6 +41,10 @@ class EmbedderConfig:
     openai_dimensions: int | None = None
     openai_timeout: float = 60.0
     openai_max_retries: int = 6
+    openai_max_concurrency: int = 8
+    openai_requests_per_minute: int = 0
+    openai_tokens_per_minute: int = 0
+    start_batch_items: int = 32
 
     @classmethod
     def from_settings(cls, cfg: Mapping[str, Any]) -> EmbedderConfig:
@@ -51,6 +57,10 @@ class EmbedderConfig:
             openai_dimensions=cfg["OPENAI_DIMENSIONS"] or None,
             openai_timeout=cfg["OPENAI_TIMEOUT"],
             openai_max_retries=cfg["OPENAI_MAX_RETRIES"],
+            openai_max_concurrency=cfg["OPENAI_MAX_CONCURRENCY"],
+            openai_requests_per_minute=cfg["OPENAI_REQUESTS_PER_MINUTE"],
+            openai_tokens_per_minute=cfg["OPENAI_TOKENS_PER_MINUTE"],
+            start_batch_items=cfg["EMBED_BATCH_SIZE"],
         )
 
 
@@ -61,6 +71,10 @@ def build_embedder(spec: str | EmbedderSpec, config: EmbedderConfig) -> Embedder
         from ingestion.embedders.local import LocalEmbedder
 
         return LocalEmbedder.bundled(config.model_dir, threads=config.threads)
+    if parsed.provider == "local-fast":
+        from ingestion.embedders.local import FastLocalEmbedder
+
+        return FastLocalEmbedder.build(config.model_dir, threads=config.threads)
     if parsed.provider == "fastembed":
         from ingestion.embedders.local import LocalEmbedder
 
@@ -76,6 +90,10 @@ def build_embedder(spec: str | EmbedderSpec, config: EmbedderConfig) -> Embedder
         dimensions=parsed.dimensions or config.openai_dimensions,
         timeout=config.openai_timeout,
         max_retries=config.openai_max_retries,
+        max_concurrency=config.openai_max_concurrency,
+        requests_per_minute=config.openai_requests_per_minute,
+        tokens_per_minute=config.openai_tokens_per_minute,
+        start_batch_items=config.start_batch_items,
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.db.models import Sum
 from django.utils import timezone
 
-from ingestion.embedders import parse_spec
+from ingestion.embedders import LOCAL_PROVIDERS, parse_spec
 from knowledge_bases.engines import generation_store
 from knowledge_bases.models import Document, Generation
 
@@ -65,7 +65,7 @@ def generation_check(*, generation: Generation) -> list[CheckItem]:
     same_model = (
         spec is not None
         and fingerprint.startswith(f"{spec.provider}:")
-        and (spec.provider == "local" or spec.model in fingerprint)
+        and (spec.provider in LOCAL_PROVIDERS or spec.model in fingerprint)
     )
     items.append(
         CheckItem(

@@ -21,7 +21,7 @@ def test_bundled_model_matches_the_reference_vectors(embedder) -> None:
 
 
 def test_bundled_model_directory_is_assembled_without_downloads(embedder, model_root) -> None:
-    (model_dir,) = list(model_root.iterdir())
+    (model_dir,) = list(model_root.glob("all-MiniLM-L6-v2-int8-*"))
     names = {p.name for p in model_dir.iterdir()}
     assert {
         "model.onnx",

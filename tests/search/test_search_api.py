@@ -409,7 +409,7 @@ def test_the_search_command_prints_results_and_json(alice, kb, capsys) -> None:
     assert body["mode"] == "hybrid" and body["fusion"] == "rrf" and len(body["results"]) == 1
     from django.core.management.base import CommandError
 
-    with pytest.raises(CommandError, match="knowledge base .nope. not found"):
+    with pytest.raises(CommandError, match=r"knowledge base .nope. not found"):
         call_command("search", "x", kb="nope")
     with pytest.raises(CommandError, match="query"):
         call_command("search", "x" * 2001, kb="science")

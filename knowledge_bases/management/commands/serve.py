@@ -16,6 +16,7 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from ingestion.embedders import LOCAL_PROVIDERS
 from knowledge_bases.engines import embedder_get
 from ragstudio.env import rag_settings
 
@@ -64,7 +65,7 @@ def stop_cluster(proc: subprocess.Popen, grace: float = CLUSTER_STOP_GRACE) -> N
 
 def _warm_model() -> None:
     spec = rag_settings()["EMBEDDER"]
-    if spec == "local":  # others may need a network or a key: leave them to first use
+    if spec in LOCAL_PROVIDERS:  # others may need a network or a key: leave them to first use
         try:
             embedder_get(spec)
         except Exception:  # a broken model shows up in the first search's error instead
