@@ -28,11 +28,26 @@ def progress_line(job: IngestionJob) -> str:
         parts.insert(3, f"reused {job.skipped}")
     if job.retries:
         parts.append(f"retries {job.retries}")
+    if job.embedding:
+        parts.append(throttle_line(job.embedding))
     if job.errors:
         parts.append(f"errors {job.errors}")
     if job.attempts > 1:
         parts.append(f"attempt {job.attempts}")
     return " | ".join(parts)
+
+
+def throttle_line(embedding: dict[str, Any]) -> str:
+    """A remote embedder's throttle in words: "3 in flight x 64 texts, 1180 req/min,
+    95k tokens/min, 2 throttle events (throttled to 2 in flight after 429)"."""
+    line = (
+        f"{embedding['concurrency']} in flight x {embedding['batch_items']} texts, "
+        f"{embedding['requests_per_min']:.0f} req/min, "
+        f"{embedding['tokens_per_min'] / 1000:.0f}k tokens/min"
+    )
+    if embedding.get("throttle_events"):
+        line += f", {embedding['throttle_events']} throttle events ({embedding['note']})"
+    return line
 
 
 class ProgressPrinter:

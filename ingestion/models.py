@@ -48,6 +48,10 @@ class IngestionJob(models.Model):
     # [seconds since start, embedded + skipped, persisted], one per report (thinned to at
     # most MAX_SAMPLES over the whole run): the throughput chart on the job page.
     samples = models.JSONField(default=list, blank=True)
+    # A remote embedder's throttle, as last reported: concurrency (requests in flight),
+    # batch_items, requests_per_min, tokens_per_min, throttle_events, throttled_requests,
+    # retries, note ("throttled to 2 in flight after 429"). Empty for local models.
+    embedding = models.JSONField(default=dict, blank=True)
 
     store_batch_size = models.PositiveIntegerField(
         validators=[

@@ -3,8 +3,23 @@ from __future__ import annotations
 from datetime import datetime
 
 from ninja import Schema
+from pydantic import Field
 
 from knowledge_bases.schemas import DocumentOut, DuplicateOut, RejectedOut
+
+
+class EmbeddingThrottleOut(Schema):
+    """A remote embedder's throttle while the job ran (absent for local models)."""
+
+    concurrency: int
+    batch_items: int
+    requests_per_min: float
+    tokens_per_min: int
+    rate_cap: float | None = Field(None, description="requests/s learned from 429s")
+    throttle_events: int
+    throttled_requests: int
+    retries: int
+    note: str
 
 
 class JobOut(Schema):
@@ -20,6 +35,7 @@ class JobOut(Schema):
     skipped: int
     errors: int
     retries: int
+    embedding: EmbeddingThrottleOut | None
     documents_total: int
     documents_done: int
     documents_failed: int
@@ -38,6 +54,10 @@ class JobOut(Schema):
     @staticmethod
     def resolve_knowledge_base(obj: object) -> str:
         return obj.knowledge_base.slug  # type: ignore[attr-defined]
+
+    @staticmethod
+    def resolve_embedding(obj: object) -> dict[str, object] | None:
+        return getattr(obj, "embedding", None) or None
 
     @staticmethod
     def resolve_generation(obj: object) -> int:

@@ -3,13 +3,17 @@
 Retries are ours, not the client's (``max_retries=0``): 429, 5xx, timeouts and dropped
 connections are retried with exponential backoff and jitter, honouring ``Retry-After``
 (or ``retry-after-ms``), and each retry is reported so the job can count it.
+
+``embed_batch`` sends one batch (queries, small jobs); ``embed_stream`` is what ingestion
+uses: several batches in flight under the configured and learned limits (``throttle``).
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,6 +21,12 @@ import numpy as np
 
 from ingestion.embedders.catalog import KNOWN_DIMENSIONS
 from ingestion.embedders.local import package_dir
+from ingestion.embedders.throttle import (
+    ConcurrentEmbedding,
+    Retryable,
+    Throttled,
+    ThrottleSettings,
+)
 from ingestion.pipeline.tokens import HFTokenCounter
 from ingestion.pipeline.types import EmbeddingError, Matrix
 
@@ -65,6 +75,11 @@ class OpenAICompatibleEmbedder:
         backoff_cap: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
+        max_concurrency: int = 8,
+        requests_per_minute: int = 0,
+        tokens_per_minute: int = 0,
+        start_batch_items: int = 32,
+        adaptive: bool = True,
     ) -> None:
         from openai import OpenAI
 
@@ -91,6 +106,18 @@ class OpenAICompatibleEmbedder:
         self._client = OpenAI(
             base_url=base_url, api_key=api_key or "unused", timeout=timeout, max_retries=0
         )
+        self.throttle_settings = ThrottleSettings(
+            max_concurrency=max(1, max_concurrency),
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            batch_items=max(1, min(start_batch_items, max_batch_items)),
+            max_batch_items=max_batch_items,
+            max_batch_tokens=max_batch_tokens,
+            max_retries=max_retries,
+            adaptive=adaptive,
+        )
+        # One per embedder, so what it learns about the provider's limits outlives a job.
+        self._concurrent: ConcurrentEmbedding | None = None
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -101,47 +128,76 @@ class OpenAICompatibleEmbedder:
     def embed_batch(
         self, texts: Sequence[str], *, on_retry: Callable[[str], None] | None = None
     ) -> Matrix:
-        import openai
-
+        """One batch, retried in place until it succeeds or its retries run out."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        # Empty strings are rejected by the API; a single space embeds as "nothing".
-        inputs = [t if t.strip() else " " for t in texts]
         attempt = 0
         while True:
             try:
-                response = self._client.embeddings.create(
-                    model=self.model,
-                    input=inputs,
-                    encoding_format="float",
-                    dimensions=self.dimensions if self._send_dimensions else openai.omit,
-                )
-                return self._vectors(response, len(inputs))
-            except openai.APIStatusError as exc:
-                status = exc.status_code
-                reason = f"HTTP {status}"
-                retry_after = _retry_after(exc.response.headers)
-                if status in {400, 413, 422}:
-                    raise EmbeddingError(
-                        f"{reason}: {_message(exc)}", input_rejected=True
-                    ) from None
-                if not (status == 429 or status == 408 or status >= 500):
-                    raise EmbeddingError(
-                        f"embedding API refused: {reason}: {_message(exc)}"
-                    ) from None
-            except openai.APITimeoutError:
-                reason, retry_after = "timeout", None
-            except openai.APIConnectionError as exc:
-                reason, retry_after = f"connection error: {exc}", None
+                return self.send(texts)
+            except Throttled as exc:
+                reason, retry_after = "HTTP 429", exc.retry_after
+            except Retryable as exc:
+                reason, retry_after = exc.reason, exc.retry_after
             if attempt >= self.max_retries:
                 raise EmbeddingError(
-                    f"embedding API failed after {attempt + 1} attempts (last: {reason})"
+                    f"embedding API failed after {attempt + 1} attempts (last: {reason})",
+                    retries_exhausted=True,
                 )
             delay = self.backoff(attempt, retry_after)
             attempt += 1
             if on_retry is not None:
                 on_retry(reason)
             self._sleep(delay)
+
+    def embed_stream(
+        self,
+        items: Iterable[tuple[str, int]],
+        *,
+        on_retry: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[tuple[int, int, Matrix | EmbeddingError]]:
+        """Batches of ``items`` (text, token count) in order, several in flight (see
+        ``throttle``)."""
+        if self._concurrent is None:
+            self._concurrent = ConcurrentEmbedding(
+                self.send, self.throttle_settings, backoff=self.backoff, sleep=self._sleep
+            )
+        return self._concurrent.embed_stream(items, on_retry=on_retry, cancel=cancel)
+
+    def throttle_stats(self) -> dict[str, object] | None:
+        """The throttle's current limits and rates (None before the first stream)."""
+        return None if self._concurrent is None else self._concurrent.throttle.stats()
+
+    def send(self, texts: Sequence[str]) -> Matrix:
+        """One attempt: the vectors, or Throttled / Retryable / EmbeddingError."""
+        import openai
+
+        # Empty strings are rejected by the API; a single space embeds as "nothing".
+        inputs = [t if t.strip() else " " for t in texts]
+        try:
+            response = self._client.embeddings.create(
+                model=self.model,
+                input=inputs,
+                encoding_format="float",
+                dimensions=self.dimensions if self._send_dimensions else openai.omit,
+            )
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            reason = f"HTTP {status}"
+            retry_after = _retry_after(exc.response.headers)
+            if status == 429:
+                raise Throttled(retry_after) from None
+            if status in {400, 413, 422}:
+                raise EmbeddingError(f"{reason}: {_message(exc)}", input_rejected=True) from None
+            if status == 408 or status >= 500:
+                raise Retryable(reason, retry_after) from None
+            raise EmbeddingError(f"embedding API refused: {reason}: {_message(exc)}") from None
+        except openai.APITimeoutError:
+            raise Retryable("timeout") from None
+        except openai.APIConnectionError as exc:
+            raise Retryable(f"connection error: {exc}") from None
+        return self._vectors(response, len(inputs))
 
     def _vectors(self, response: object, expected: int) -> Matrix:
         data = sorted(getattr(response, "data", []) or [], key=lambda d: d.index)

@@ -109,6 +109,7 @@ class Reporter(threading.Thread):
                 retries=snap.retries,
                 rate=round(snap.rate, 3),
                 eta_seconds=None if snap.eta_seconds is None else round(snap.eta_seconds, 1),
+                embedding=snap.embedding or {},
                 documents_done=F("documents_done") + sum(1 for o in outcomes if o.ok),
                 documents_failed=F("documents_failed") + sum(1 for o in outcomes if not o.ok),
             )

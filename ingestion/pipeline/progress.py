@@ -31,6 +31,9 @@ class ProgressSnapshot:
     rate: float  # chunks with a vector ready per second, recent window
     eta_seconds: float | None
     elapsed: float
+    # A remote embedder's throttle: concurrency, batch size, requests and tokens a
+    # minute, throttle events, the last one in words (None: not a remote embedder).
+    embedding: dict[str, object] | None = None
 
     @property
     def ready(self) -> int:
@@ -49,6 +52,7 @@ class Progress:
     errors: int = 0
     retries: int = 0
     queued: int = 0  # rows handed to the sink; queued - persisted are buffered
+    embedding: Callable[[], dict[str, object] | None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _samples: deque[tuple[float, int]] = field(default_factory=deque, repr=False)
     _outcomes: deque[DocumentOutcome] = field(default_factory=deque, repr=False)
@@ -92,6 +96,7 @@ class Progress:
             self._outcomes.extendleft(reversed(outcomes))
 
     def snapshot(self) -> ProgressSnapshot:
+        embedding = self.embedding() if self.embedding is not None else None
         with self._lock:
             now = self.clock()
             ready = self.embedded + self.skipped
@@ -111,4 +116,5 @@ class Progress:
                 rate=rate,
                 eta_seconds=eta,
                 elapsed=now - self._started,
+                embedding=embedding,
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -25,8 +26,10 @@ from ingestion.pipeline.types import (
     EmbeddedChunk,
     Embedder,
     EmbeddingError,
+    Matrix,
     Section,
     SourceDocument,
+    StreamingEmbedder,
     VectorCache,
 )
 
@@ -193,6 +196,8 @@ def run_pipeline(
 
     max_items = min(config.embed_batch_size, embedder.max_batch_items)
     max_tokens = config.max_batch_tokens or embedder.max_batch_tokens
+    if isinstance(embedder, StreamingEmbedder):
+        progress.embedding = embedder.throttle_stats
 
     def count_retry(_reason: str) -> None:
         progress.add(retries=1)
@@ -218,24 +223,34 @@ def run_pipeline(
     progress.start_rate_window()
     try:
         with sink:
-            for window in windows:
-                result.chunks += len(window)
-                to_embed = _reuse(window, vector_cache, sink, progress, result, cancel)
-                _embed(
-                    to_embed,
-                    embedder,
-                    sink,
-                    progress,
-                    result,
-                    ledger,
-                    cancel,
-                    max_items=max_items,
-                    max_tokens=max_tokens,
-                    known_new=known_new,
-                    on_retry=count_retry,
+            if isinstance(embedder, StreamingEmbedder):
+                # A remote provider sizes its own requests and keeps several in flight,
+                # across windows (a window boundary does not drain the requests).
+                pending: deque[Chunk] = deque()
+
+                def items() -> Iterator[tuple[str, int]]:
+                    for window in windows:
+                        result.chunks += len(window)
+                        for chunk in _reuse(window, vector_cache, sink, progress, result, cancel):
+                            pending.append(chunk)
+                            yield chunk.text, chunk.token_count
+
+                stream = embedder.embed_stream(items(), on_retry=count_retry, cancel=cancel)
+                outcomes: Iterator[tuple[list[Chunk], Matrix | EmbeddingError]] = (
+                    ([pending.popleft() for _ in range(end - start)], outcome)
+                    for start, end, outcome in stream
                 )
-                if cancel.is_set():
-                    break
+                _store_outcomes(outcomes, sink, progress, result, ledger, cancel, known_new)
+            else:
+                for window in windows:
+                    result.chunks += len(window)
+                    to_embed = _reuse(window, vector_cache, sink, progress, result, cancel)
+                    batches = _one_at_a_time(
+                        to_embed, embedder, ledger, cancel, max_items, max_tokens, count_retry
+                    )
+                    _store_outcomes(batches, sink, progress, result, ledger, cancel, known_new)
+                    if cancel.is_set():
+                        break
     finally:
         if sandbox is not None:
             sandbox.close()
@@ -279,20 +294,57 @@ def _reuse(
     return to_embed
 
 
-def _embed(
-    chunks: list[Chunk],
-    embedder: Embedder,
+# Batches in a row whose retries ran out before the job gives up: one is a bad moment of
+# the provider (its documents fail alone), several are an outage.
+MAX_EXHAUSTED_IN_A_ROW = 3
+
+
+def _store_outcomes(
+    outcomes: Iterator[tuple[list[Chunk], Matrix | EmbeddingError]],
     sink: BufferedSink,
     progress: Progress,
     result: PipelineResult,
     ledger: _Ledger,
     cancel: threading.Event,
-    *,
+    known_new: bool,
+) -> None:
+    """Hand each batch's rows to the sink; a batch the provider rejected, or that ran out
+    of retries, fails its documents alone (several running out in a row end the job)."""
+    exhausted = 0
+    for batch, outcome in outcomes:
+        if cancel.is_set():
+            return
+        if isinstance(outcome, EmbeddingError):
+            if not (outcome.input_rejected or outcome.retries_exhausted):
+                raise outcome
+            exhausted = exhausted + 1 if outcome.retries_exhausted else 0
+            if exhausted >= MAX_EXHAUSTED_IN_A_ROW:
+                raise outcome
+            progress.add(errors=len(batch))
+            what = "rejected" if outcome.input_rejected else "could not embed"
+            for doc in {c.document_id for c in batch}:
+                ledger.fail(doc, f"the embedder {what} this document's text: {outcome}")
+            continue
+        exhausted = 0
+        rows = [
+            EmbeddedChunk(c, v, new=known_new)
+            for c, v in zip(batch, outcome, strict=True)
+            if not ledger.is_failed(c.document_id)
+        ]
+        progress.add(embedded=len(rows), queued=len(rows))
+        result.embedded += len(rows)
+        sink.put(rows)
+
+
+def _one_at_a_time(
+    chunks: list[Chunk],
+    embedder: Embedder,
+    ledger: _Ledger,
+    cancel: threading.Event,
     max_items: int,
     max_tokens: int,
-    known_new: bool,
     on_retry: Callable[[str], None],
-) -> None:
+) -> Iterator[tuple[list[Chunk], Matrix | EmbeddingError]]:
     for batch in make_batches(chunks, max_items=max_items, max_tokens=max_tokens):
         if cancel.is_set():
             return
@@ -300,15 +352,6 @@ def _embed(
         if not batch:
             continue
         try:
-            vectors = embedder.embed_batch([c.text for c in batch], on_retry=on_retry)
+            yield batch, embedder.embed_batch([c.text for c in batch], on_retry=on_retry)
         except EmbeddingError as exc:
-            if not exc.input_rejected:
-                raise
-            progress.add(errors=len(batch))
-            for doc in {c.document_id for c in batch}:
-                ledger.fail(doc, f"the embedder rejected this document's text: {exc}")
-            continue
-        rows = [EmbeddedChunk(c, v, new=known_new) for c, v in zip(batch, vectors, strict=True)]
-        progress.add(embedded=len(rows), queued=len(rows))
-        result.embedded += len(rows)
-        sink.put(rows)
+            yield batch, exc

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
@@ -30,12 +31,16 @@ class DocumentError(Exception):
 
 class EmbeddingError(PipelineError):
     """The embedder failed. When the provider rejected this input (a 400 for these texts)
-    only the documents in the batch fail; otherwise (retries exhausted, bad credentials,
-    unknown model) the job fails."""
+    or a batch ran out of retries, only the documents in the batch fail (the pipeline ends
+    the job when several batches in a row run out: the provider is down, not the input);
+    otherwise (bad credentials, unknown model) the job fails."""
 
-    def __init__(self, message: str, *, input_rejected: bool = False) -> None:
+    def __init__(
+        self, message: str, *, input_rejected: bool = False, retries_exhausted: bool = False
+    ) -> None:
         super().__init__(message)
         self.input_rejected = input_rejected
+        self.retries_exhausted = retries_exhausted
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,23 @@ class Embedder(Protocol):
     def embed_batch(
         self, texts: Sequence[str], *, on_retry: Callable[[str], None] | None = None
     ) -> Matrix: ...
+
+
+@runtime_checkable
+class StreamingEmbedder(Embedder, Protocol):
+    """An embedder that sizes its own requests and keeps several in flight (remote APIs):
+    it reads (text, token count) items as it needs them and yields (start, end, vectors
+    or the EmbeddingError that ended that batch) for consecutive batches, in order."""
+
+    def embed_stream(
+        self,
+        items: Iterable[tuple[str, int]],
+        *,
+        on_retry: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[tuple[int, int, Matrix | EmbeddingError]]: ...
+
+    def throttle_stats(self) -> dict[str, object] | None: ...
 
 
 @runtime_checkable

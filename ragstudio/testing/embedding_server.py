@@ -1,7 +1,11 @@
 """A real HTTP server on 127.0.0.1 standing in for an OpenAI-compatible embeddings API.
 
 Each request takes the next scripted reply (status, headers, delay); "ok" replies return
-deterministic vectors derived from each input text, in shuffled order with their index."""
+deterministic vectors derived from each input text, in shuffled order with their index.
+Like a real provider it can also take ``latency`` seconds per request and enforce a hidden
+rate limit: more than ``requests_per_s`` requests (or ``tokens_per_s`` whitespace tokens)
+accepted in the last second answer 429 at once, with ``Retry-After`` (seconds until the
+window has room) when ``retry_after`` is set."""
 
 from __future__ import annotations
 
@@ -31,8 +35,26 @@ class Reply:
 
 
 class EmbeddingServer:
-    def __init__(self, dims: int = 8, *, keep_requests: bool = True) -> None:
+    def __init__(
+        self,
+        dims: int = 8,
+        *,
+        keep_requests: bool = True,
+        latency: float = 0.0,
+        requests_per_s: int = 0,
+        tokens_per_s: int = 0,
+        retry_after: bool = True,
+    ) -> None:
         self.dims = dims
+        self.latency = latency
+        self.requests_per_s = requests_per_s
+        self.tokens_per_s = tokens_per_s
+        self.retry_after = retry_after
+        self.throttled = 0  # requests answered 429 by the hidden limit
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._accepted: deque[tuple[float, int]] = deque()
+        self._lock = threading.Lock()
         self.keep_requests = keep_requests  # off for long benchmarks: bodies add up
         self.script: deque[Reply] = deque()
         self.requests: list[dict] = []
@@ -47,11 +69,16 @@ class EmbeddingServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                server.count += 1
+                with server._lock:
+                    server.count += 1
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 if server.keep_requests:
                     server.requests.append(body)
                     server.headers.append({k.lower(): v for k, v in self.headers.items()})
                 reply = server.script.popleft() if server.script else Reply()
+                if reply.status == 200:
+                    reply = server._admit(body.get("input", []), reply)
                 if reply.delay:
                     time.sleep(reply.delay)
                 if reply.status == 200:
@@ -69,6 +96,8 @@ class EmbeddingServer:
                 else:
                     payload = {"error": {"message": f"scripted {reply.status}", "type": "test"}}
                 raw = json.dumps(payload).encode()
+                with server._lock:
+                    server.in_flight -= 1
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
@@ -84,6 +113,24 @@ class EmbeddingServer:
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def _admit(self, texts: list[str], reply: Reply) -> Reply:
+        """The hidden limit: a 429 at once, or the reply after the provider's latency."""
+        tokens = sum(len(str(t).split()) for t in texts)
+        with self._lock:
+            now = time.monotonic()
+            while self._accepted and now - self._accepted[0][0] >= 1.0:
+                self._accepted.popleft()
+            over_requests = self.requests_per_s and len(self._accepted) >= self.requests_per_s
+            used = sum(n for _, n in self._accepted)
+            over_tokens = self.tokens_per_s and self._accepted and used + tokens > self.tokens_per_s
+            if over_requests or over_tokens:
+                self.throttled += 1
+                wait = 1.0 - (now - self._accepted[0][0])
+                headers = {"Retry-After": f"{max(wait, 0.01):.2f}"} if self.retry_after else {}
+                return Reply(429, headers)
+            self._accepted.append((now, tokens))
+        return Reply(reply.status, reply.headers, reply.delay + self.latency, reply.dims)
 
     def __enter__(self) -> EmbeddingServer:
         self.thread.start()

@@ -199,12 +199,15 @@ def test_a_worker_whose_job_was_taken_over_stops_and_leaves_the_row_alone(kb) ->
     assert row.persisted < row.total  # it stopped instead of finishing someone else's job
 
 
-def test_a_job_through_an_openai_compatible_api_counts_its_retries(kb, settings) -> None:
+def test_a_job_through_an_openai_compatible_api_counts_its_retries(kb, settings, login) -> None:
     """The whole job against a real HTTP server on 127.0.0.1 that rate-limits and fails."""
     from ingestion.embedders import get_embedder
+    from ingestion.foreground import progress_line
+    from ingestion.schemas import JobOut
     from knowledge_bases.services import knowledge_base_create
     from ragstudio.testing.embedding_server import EmbeddingServer, Reply
 
+    client = login(make_user("root", is_staff=True))
     with EmbeddingServer(dims=16) as server:
         settings.RAGSTUDIO = {
             **settings.RAGSTUDIO,
@@ -228,6 +231,13 @@ def test_a_job_through_an_openai_compatible_api_counts_its_retries(kb, settings)
     assert job.total == job.embedded == job.persisted > 0
     assert generation_store(job.generation).vectors.count() == job.total
     assert all(len(r["input"]) <= 256 for r in server.requests)
+    # The throttle reached the job row, the API, the CLI line and the page (issue 13).
+    assert job.embedding["throttle_events"] == 1 and job.embedding["retries"] == 2
+    assert job.embedding["note"] == "throttled to batches of 16 after 429"
+    assert JobOut.from_orm(job).dict()["embedding"]["concurrency"] >= 1
+    assert "1 throttle events (throttled to batches of 16 after 429)" in progress_line(job)
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert "throttled to batches of 16 after 429" in page
 
 
 def test_the_reaper_gives_tasks_only_to_queued_jobs_that_can_run(kb, settings) -> None:
