@@ -201,7 +201,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--embedder", default="local", choices=["local", "local-fast"])
+    parser.add_argument("--embedder", default="local-fast", choices=["local", "local-fast"])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--docs", type=int, default=600)
     parser.add_argument("--rows", type=int, default=50_000)

@@ -124,7 +124,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--embedder", default="local", help="embedder spec of the knowledge base (local)"
+        "--embedder",
+        default="local-fast",
+        help="embedder spec of the knowledge base (local-fast, the default for new ones)",
     )
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/remote.py [--chunks 20000] [--latency 0.2] [--limit 20] [--json]
 
-A loopback stand-in for an OpenAI-compatible API (ragstudio/testing/embedding_server.py)
-answers each request after ``--latency`` seconds and answers 429 at once to requests
+A loopback stand-in for an OpenAI-compatible API (ragstudio/testing/embedding_server.py,
+in a process of its own) answers each request after ``--latency`` seconds and answers 429 at once to requests
 beyond ``--limit`` a second (with Retry-After; the last row without it). The whole
 pipeline (chunking, embedding, LanceDB + tantivy writes) ingests ``--chunks`` short
 chunks with: one request at a time, 4 and 16 fixed in flight (batches of 32 texts), and
@@ -14,11 +14,15 @@ texts a request). Prints chunks/s, requests, 429s and the throttle's final state
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +32,6 @@ from ingestion.embedders.openai_compat import OpenAICompatibleEmbedder  # noqa: 
 from ingestion.pipeline.chunk import Chunker  # noqa: E402
 from ingestion.pipeline.runner import PipelineConfig, run_pipeline  # noqa: E402
 from ingestion.pipeline.types import SourceDocument  # noqa: E402
-from ragstudio.testing.embedding_server import EmbeddingServer  # noqa: E402
 from search.stores.generation import GenerationStore  # noqa: E402
 
 DIMS = 64
@@ -67,6 +70,29 @@ def documents(chunks: int) -> list[SourceDocument]:
     return docs
 
 
+@contextlib.contextmanager
+def provider(args: argparse.Namespace, retry_after: bool) -> Iterator[str]:
+    """The stand-in API in a process of its own (a real provider does not share our CPU):
+    its base URL; GET on it answers its counters."""
+    command = [
+        sys.executable,
+        "-m",
+        "ragstudio.testing.embedding_server",
+        f"--dims={DIMS}",
+        f"--latency={args.latency}",
+        f"--requests-per-s={args.limit}",
+    ]
+    if not retry_after:
+        command.append("--no-retry-after")
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def run(
     name: str,
     in_flight: int,
@@ -75,16 +101,10 @@ def run(
     args: argparse.Namespace,
     work: Path,
 ) -> dict:
-    with EmbeddingServer(
-        dims=DIMS,
-        keep_requests=False,
-        latency=args.latency,
-        requests_per_s=args.limit,
-        retry_after=retry_after,
-    ) as server:
+    with provider(args, retry_after) as url:
         embedder = OpenAICompatibleEmbedder(
             model="bench-embed",
-            base_url=server.url,
+            base_url=url,
             dimensions=DIMS,
             max_concurrency=in_flight,
             adaptive=adaptive,
@@ -107,6 +127,8 @@ def run(
         )
         seconds = time.perf_counter() - started
         stats = embedder.throttle_stats() or {}
+        with urllib.request.urlopen(url) as response:
+            server = json.load(response)
     return {
         "run": name,
         "chunks": result.chunks,
@@ -114,10 +136,10 @@ def run(
         "failed_documents": len(result.failed),
         "seconds": round(seconds, 2),
         "chunks_per_s": round(result.persisted / seconds, 1),
-        "requests": server.count,
-        "http_429": server.throttled,
-        "http_429_pct": round(100 * server.throttled / max(server.count, 1), 2),
-        "max_in_flight": server.max_in_flight,
+        "requests": server["count"],
+        "http_429": server["throttled"],
+        "http_429_pct": round(100 * server["throttled"] / max(server["count"], 1), 2),
+        "max_in_flight": server["max_in_flight"],
         "final_concurrency": stats.get("concurrency"),
         "final_batch_items": stats.get("batch_items"),
         "throttle_events": stats.get("throttle_events"),

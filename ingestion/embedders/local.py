@@ -230,7 +230,7 @@ class FastLocalEmbedder(LocalEmbedder):
     activations cost the most accuracy (cosine 0.97-0.99 to fp32) and the speed matters
     least, go through the fused fp32 graph of the same build instead."""
 
-    exact_below = 16
+    exact_below = 32
     # Measured in bench/ingest.py: smaller batches of similar length suit the int8 graph.
     max_batch_items = 32
     max_batch_tokens = 16 * BUNDLED_MAX_TOKENS

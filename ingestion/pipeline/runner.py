@@ -7,6 +7,7 @@ embedded)."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import deque
@@ -225,22 +226,30 @@ def run_pipeline(
         with sink:
             if isinstance(embedder, StreamingEmbedder):
                 # A remote provider sizes its own requests and keeps several in flight,
-                # across windows (a window boundary does not drain the requests).
+                # across windows (a window boundary does not drain the requests); the
+                # next window is parsed and chunked meanwhile, in a thread of its own.
                 pending: deque[Chunk] = deque()
 
-                def items() -> Iterator[tuple[str, int]]:
+                def windows_to_embed() -> Iterator[list[Chunk]]:
                     for window in windows:
                         result.chunks += len(window)
-                        for chunk in _reuse(window, vector_cache, sink, progress, result, cancel):
-                            pending.append(chunk)
-                            yield chunk.text, chunk.token_count
+                        yield _reuse(window, vector_cache, sink, progress, result, cancel)
 
+                def items() -> Iterator[tuple[str, int]]:
+                    for part in prefetched:
+                        pending.extend(part)
+                        yield from ((c.text, c.token_count) for c in part)
+
+                prefetched = Prefetch(windows_to_embed(), cancel)
                 stream = embedder.embed_stream(items(), on_retry=count_retry, cancel=cancel)
                 outcomes: Iterator[tuple[list[Chunk], Matrix | EmbeddingError]] = (
                     ([pending.popleft() for _ in range(end - start)], outcome)
                     for start, end, outcome in stream
                 )
-                _store_outcomes(outcomes, sink, progress, result, ledger, cancel, known_new)
+                try:
+                    _store_outcomes(outcomes, sink, progress, result, ledger, known_new)
+                finally:
+                    prefetched.close()
             else:
                 for window in windows:
                     result.chunks += len(window)
@@ -248,7 +257,7 @@ def run_pipeline(
                     batches = _one_at_a_time(
                         to_embed, embedder, ledger, cancel, max_items, max_tokens, count_retry
                     )
-                    _store_outcomes(batches, sink, progress, result, ledger, cancel, known_new)
+                    _store_outcomes(batches, sink, progress, result, ledger, known_new)
                     if cancel.is_set():
                         break
     finally:
@@ -266,6 +275,60 @@ def run_pipeline(
     result.failed = dict(ledger.failed)
     result.indexed = dict(ledger.indexed)
     return result
+
+
+class Prefetch:
+    """Runs a generator one item ahead in a thread (the next window is parsed and chunked
+    while the current one is embedded); its exceptions reach the consumer."""
+
+    _DONE = object()
+
+    def __init__(self, source: Iterator[list[Chunk]], cancel: threading.Event) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._cancel = cancel
+        self._thread = threading.Thread(
+            target=self._run, args=(source,), name="prefetch-windows", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, source: Iterator[list[Chunk]]) -> None:
+        try:
+            for item in source:
+                if not self._put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(exc)
+            return
+        self._put(self._DONE)
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[list[Chunk]]:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._cancel.is_set() and not self._thread.is_alive():
+                    return
+                continue
+            if item is self._DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Stop the thread (after the current window) and wait for it."""
+        self._stop.set()
+        self._thread.join()
 
 
 def _reuse(
@@ -305,15 +368,14 @@ def _store_outcomes(
     progress: Progress,
     result: PipelineResult,
     ledger: _Ledger,
-    cancel: threading.Event,
     known_new: bool,
 ) -> None:
     """Hand each batch's rows to the sink; a batch the provider rejected, or that ran out
     of retries, fails its documents alone (several running out in a row end the job)."""
     exhausted = 0
+    # Cancellation is checked before each batch is sent (by the producers of
+    # ``outcomes``): vectors already computed are kept and flushed.
     for batch, outcome in outcomes:
-        if cancel.is_set():
-            return
         if isinstance(outcome, EmbeddingError):
             if not (outcome.input_rejected or outcome.retries_exhausted):
                 raise outcome

@@ -66,6 +66,15 @@ class EmbeddingServer:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def do_GET(self) -> None:
+                # The counters, for a benchmark that runs the server in another process.
+                raw = json.dumps(server.stats()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
@@ -132,6 +141,14 @@ class EmbeddingServer:
             self._accepted.append((now, tokens))
         return Reply(reply.status, reply.headers, reply.delay + self.latency, reply.dims)
 
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "count": self.count,
+                "throttled": self.throttled,
+                "max_in_flight": self.max_in_flight,
+            }
+
     def __enter__(self) -> EmbeddingServer:
         self.thread.start()
         return self
@@ -139,3 +156,31 @@ class EmbeddingServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def main() -> None:
+    """Serve in a process of its own (benchmarks: a real provider does not share our CPU),
+    printing the base URL; GET / answers the counters."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--dims", type=int, default=8)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--requests-per-s", type=int, default=0)
+    parser.add_argument("--tokens-per-s", type=int, default=0)
+    parser.add_argument("--no-retry-after", action="store_true")
+    args = parser.parse_args()
+    server = EmbeddingServer(
+        args.dims,
+        keep_requests=False,
+        latency=args.latency,
+        requests_per_s=args.requests_per_s,
+        tokens_per_s=args.tokens_per_s,
+        retry_after=not args.no_retry_after,
+    )
+    print(server.url, flush=True)
+    server.httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -43,7 +43,7 @@ def test_a_job_indexes_its_documents_and_activates_the_first_generation(kb) -> N
     generation = kb.active_generation
     assert generation.number == 1 and generation.status == Generation.Status.ACTIVE
     assert generation.chunk_count == job.total
-    assert generation.embedder_fingerprint.startswith("local:all-MiniLM-L6-v2")
+    assert generation.embedder_fingerprint.startswith("local-fast:all-MiniLM-L6-v2")
     store = generation_store(generation)
     assert store.vectors.count() == store.bm25.count() == job.total
     assert [e.to_status for e in generation.events.order_by("id")] == ["building", "active"]

@@ -62,7 +62,7 @@ def test_create_list_and_read_a_kb(alice, client_for) -> None:
     assert (body["slug"], body["owner"], body["embedder"], body["embedding_dimensions"]) == (
         "papers",
         "alice",
-        "local",
+        "local-fast",
         384,
     )
     assert body["chunk_size"] == 128 and body["active_generation"] is None
