@@ -113,5 +113,9 @@ class RebuildIn(Schema):
         default=None, ge=STORE_BATCH_SIZE.low, le=STORE_BATCH_SIZE.high
     )
     embed_batch_size: JsonInt | None = Field(
-        default=None, ge=EMBED_BATCH_SIZE.low, le=EMBED_BATCH_SIZE.high
+        default=None,
+        ge=EMBED_BATCH_SIZE.low,
+        le=EMBED_BATCH_SIZE.high,
+        description="texts per model call for local models; remote (openai:) ones size "
+        "their own requests within RAGSTUDIO_OPENAI_MAX_BATCH_ITEMS",
     )

@@ -235,6 +235,11 @@ RAGSTUDIO: RagStudioConfig = {
     # finds the provider's real limit below it), within the provider's published limits
     # (0: not known; a 429 teaches the throttle instead).
     "OPENAI_MAX_CONCURRENCY": env_int("RAGSTUDIO_OPENAI_MAX_CONCURRENCY", 8, minimum=1),
+    # Texts per request at most (remote requests start at RAGSTUDIO_EMBED_BATCH_SIZE and
+    # grow while the provider keeps up; a job's embed_batch_size applies to local models).
+    "OPENAI_MAX_BATCH_ITEMS": env_bounded(
+        "RAGSTUDIO_OPENAI_MAX_BATCH_ITEMS", 256, bounds.EMBED_BATCH_SIZE
+    ),
     "OPENAI_REQUESTS_PER_MINUTE": env_int("RAGSTUDIO_OPENAI_REQUESTS_PER_MINUTE", 0, minimum=0),
     "OPENAI_TOKENS_PER_MINUTE": env_int("RAGSTUDIO_OPENAI_TOKENS_PER_MINUTE", 0, minimum=0),
     "STORE_BATCH_SIZE": env_bounded("RAGSTUDIO_STORE_BATCH_SIZE", 5000, bounds.STORE_BATCH_SIZE),

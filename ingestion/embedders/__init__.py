@@ -42,6 +42,7 @@ class EmbedderConfig:
     openai_timeout: float = 60.0
     openai_max_retries: int = 6
     openai_max_concurrency: int = 8
+    openai_max_batch_items: int = 256
     openai_requests_per_minute: int = 0
     openai_tokens_per_minute: int = 0
     start_batch_items: int = 32
@@ -58,6 +59,7 @@ class EmbedderConfig:
             openai_timeout=cfg["OPENAI_TIMEOUT"],
             openai_max_retries=cfg["OPENAI_MAX_RETRIES"],
             openai_max_concurrency=cfg["OPENAI_MAX_CONCURRENCY"],
+            openai_max_batch_items=cfg["OPENAI_MAX_BATCH_ITEMS"],
             openai_requests_per_minute=cfg["OPENAI_REQUESTS_PER_MINUTE"],
             openai_tokens_per_minute=cfg["OPENAI_TOKENS_PER_MINUTE"],
             start_batch_items=cfg["EMBED_BATCH_SIZE"],
@@ -91,6 +93,7 @@ def build_embedder(spec: str | EmbedderSpec, config: EmbedderConfig) -> Embedder
         timeout=config.openai_timeout,
         max_retries=config.openai_max_retries,
         max_concurrency=config.openai_max_concurrency,
+        max_batch_items=config.openai_max_batch_items,
         requests_per_minute=config.openai_requests_per_minute,
         tokens_per_minute=config.openai_tokens_per_minute,
         start_batch_items=config.start_batch_items,

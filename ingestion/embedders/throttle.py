@@ -3,10 +3,12 @@
 - Token buckets hold the configured requests/min and tokens/min (0: not configured).
 - An AIMD throttle learns the limits nobody configured: concurrency starts at one request
   and grows by one after each run of successes as long as the current level (additive
-  increase); a 429 halves it and caps the request rate at half the rate just observed
-  (multiplicative decrease; the cap then grows by one request/s per run of successes),
-  halves the batch size when one request a second is already too many, and pauses every
-  request for ``Retry-After``.
+  increase); a 429 halves it and caps the request rate at half the rate just seen
+  (multiplicative decrease; the cap grows back by 2 requests/s each second of successes,
+  and it is what still works at one request in flight, for a provider that answers fast),
+  and halves the batch size once that cap is one request a second; every request waits
+  out ``Retry-After``. Requests are paced over the provider's latency so that they do not
+  leave in waves.
   The level that tripped is remembered: concurrency grows back to just under it and then
   the batches grow instead (more texts per request costs no extra requests), until a long
   run of successes lets it probe one level higher again.
@@ -29,7 +31,7 @@ RATE_WINDOW = 60.0  # seconds of completed requests behind the per-minute rates
 PROBE_AFTER = 200  # successes just under the learned ceiling before probing above it
 MIN_RATE = 0.2  # requests/s: the learned rate cap never goes below this
 OBSERVE = 2.0  # seconds of request starts behind the rate a 429 halves
-RATE_STEP = 1.0  # requests/s added to the learned rate cap per level's worth of successes
+RATE_GROWTH = 2.0  # requests/s the learned rate cap grows by each second of successes
 
 
 class Throttled(Exception):
@@ -105,6 +107,7 @@ class AdaptiveThrottle:
     _starts: deque[float] = field(default_factory=deque, repr=False)
     rate_cap: float | None = None  # requests/s learned from 429s (None: none yet)
     latency: float = 0.0  # seconds a successful request takes (moving average)
+    _cap_grown: float = 0.0
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -120,8 +123,10 @@ class AdaptiveThrottle:
                 return
             s = self.settings
             self._streak += 1
-            if self.rate_cap is not None and self._streak % self.concurrency == 0:
-                self.rate_cap += RATE_STEP
+            if self.rate_cap is not None:  # additive increase, in requests/s per second
+                now = self.clock()
+                self.rate_cap += RATE_GROWTH * min(now - self._cap_grown, 1.0)
+                self._cap_grown = now
             below_ceiling = self.ceiling is None or self.concurrency < self.ceiling - 1
             if below_ceiling and self.concurrency < s.max_concurrency:
                 if self._streak >= self.concurrency:  # a full level's worth of successes
@@ -148,23 +153,27 @@ class AdaptiveThrottle:
             self.events += 1
             self._streak = 0
             self.ceiling = self.concurrency
-            # The requests started lately reached the limit: half that rate from now on
-            # (one request at a time can already be too many for a provider that answers
-            # fast, so concurrency alone cannot keep under its limit).
             now = self.clock()
-            observed = sum(1 for t in self._starts if now - t <= OBSERVE) / OBSERVE
+            # The rate of the requests just sent drew the 429: half of it from now on
+            # (with fewer in flight, or at one request in flight, where concurrency can do
+            # no more for a provider that answers fast), and once that is one request a
+            # second or less, halve the batches too.
             before = self.rate_cap
-            ceiling_rate = observed if before is None else min(observed, before)
-            self.rate_cap = max(MIN_RATE, ceiling_rate / 2)
+            starts = list(self._starts)
+            if len(starts) >= 2 and starts[-1] > starts[0]:
+                observed = (len(starts) - 1) / (starts[-1] - starts[0])
+                self.rate_cap = max(MIN_RATE, min(observed, before or observed) / 2)
+                self._cap_grown = now
             if self.concurrency > 1:
                 self.concurrency = max(1, self.concurrency // 2)
                 self.note = f"throttled to {self.concurrency} in flight after 429"
             elif before is not None and before <= 1.0:
-                # Already one request a second or less: the batches are too big.
                 self.batch_items = max(1, self.batch_items // 2)
                 self.note = f"throttled to batches of {self.batch_items} after 429"
-            else:
+            elif self.rate_cap is not None:
                 self.note = f"throttled to {self.rate_cap:.1f} requests/s after 429"
+            else:
+                self.note = f"paused {wait:.1f} s after 429"
 
     def sent(self) -> None:
         """A request leaves: recorded for the rate cap."""

@@ -74,7 +74,8 @@ def make_generation(
     generation = generation_create(kb=kb)
     if rows:
         generation_store(generation).write(make_rows(generation, rows))
-    generation.embedder_fingerprint = "local:test"
+    # The provider of the generation's embedder, as a real build would record it.
+    generation.embedder_fingerprint = f"{generation.embedder.partition(':')[0]}:test"
     generation.chunk_count = rows
     generation.status = status
     if status == S.ARCHIVED:

@@ -57,6 +57,10 @@ def _cluster(tmp_path: Path, server: EmbeddingServer):  # type: ignore[no-untype
         RAGSTUDIO_OPENAI_BASE_URL=server.url,
         RAGSTUDIO_OPENAI_API_KEY="sk-local",
         RAGSTUDIO_JOB_MAX_ATTEMPTS="20",
+        # Two small requests in flight: long enough a job to kill it several times.
+        RAGSTUDIO_OPENAI_MAX_CONCURRENCY="2",
+        RAGSTUDIO_OPENAI_MAX_BATCH_ITEMS="4",
+        RAGSTUDIO_EMBED_BATCH_SIZE="4",
     )
 
 
@@ -95,7 +99,7 @@ def test_an_ingest_survives_its_cluster_being_killed_again_and_again(
     assert len(expected) == len(files)
 
     kb = _kb(user, "chaos")
-    server.script.extend(Reply(delay=0.08) for _ in range(100_000))  # every request
+    server.script.extend(Reply(delay=0.16) for _ in range(100_000))  # every request
     response = client_for(user).post(
         "/api/kbs/chaos/documents",
         {

@@ -233,11 +233,11 @@ def test_a_job_through_an_openai_compatible_api_counts_its_retries(kb, settings,
     assert all(len(r["input"]) <= 256 for r in server.requests)
     # The throttle reached the job row, the API, the CLI line and the page (issue 13).
     assert job.embedding["throttle_events"] == 1 and job.embedding["retries"] == 2
-    assert job.embedding["note"] == "throttled to batches of 16 after 429"
+    assert job.embedding["note"] == "paused 0.0 s after 429"  # Retry-After: 0
     assert JobOut.from_orm(job).dict()["embedding"]["concurrency"] >= 1
-    assert "1 throttle events (throttled to batches of 16 after 429)" in progress_line(job)
+    assert "1 throttle events (paused 0.0 s after 429)" in progress_line(job)
     page = client.get(f"/jobs/{job.pk}/").content.decode()
-    assert "throttled to batches of 16 after 429" in page
+    assert "paused 0.0 s after 429" in page
 
 
 def test_the_reaper_gives_tasks_only_to_queued_jobs_that_can_run(kb, settings) -> None:

@@ -314,7 +314,10 @@ def test_users_choose_only_allowed_embedders_and_stay_within_quotas(
             "/api/kbs", {"slug": "big", "name": "Big", "embedder": spec}, "application/json"
         )
         assert refused.status_code == 403, refused.content
-        assert "is for staff only here (yours to choose: local)" in refused.json()["message"]
+        assert (
+            "is for staff only here (yours to choose: local, local-fast)"
+            in refused.json()["message"]
+        )
     staff = client_for(make_user("root", is_staff=True))
     made = staff.post(
         "/api/kbs",

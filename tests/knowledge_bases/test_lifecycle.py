@@ -252,7 +252,7 @@ def test_generations_through_the_api_and_the_cli(kb, settings) -> None:
         "number": 2,
         "status": "active",
         "chunks": 6,
-        "fingerprint": "local:test",
+        "fingerprint": "local-fast:test",
         "active": True,
     }
     call_command("generations", "life", "rollback", stdout=io.StringIO())
