@@ -17,6 +17,7 @@ The result keeps the packaged model's inputs and output, so fastembed loads it u
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -77,22 +78,29 @@ def build_fast_models(source: Path, tokenizer_file: Path, fast: Path, exact: Pat
         fp32_path = Path(tmp) / "fp32.onnx"
         quantized = Path(tmp) / "model.onnx"
         _save(fp32, fp32_path)
-        quantize_dynamic(
-            fp32_path,
-            quantized,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul", "Attention"],
-            # Shape inference does not type the contrib ops' outputs: all are fp32.
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+        root = logging.getLogger()
+        root.addFilter(_quiet_quantizer)
+        try:
+            quantize_dynamic(
+                fp32_path,
+                quantized,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul", "Attention"],
+                # Shape inference does not type the contrib ops' outputs: all are fp32.
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+        finally:
+            root.removeFilter(_quiet_quantizer)
+        # Renames within one filesystem (the model directory): each file appears whole.
+        os.replace(fp32_path, exact)
         os.replace(quantized, fast)
-        if exact.parent != fast.parent:
-            exact_tmp = exact.with_name(f".{exact.name}.{os.getpid()}.tmp")
-            os.replace(fp32_path, exact_tmp)
-            os.replace(exact_tmp, exact)
-        else:
-            os.replace(fp32_path, exact)
+
+
+def _quiet_quantizer(record: logging.LogRecord) -> bool:
+    """onnxruntime's quantizer advises shape pre-processing on the root logger; the graph
+    is built with its shapes already, so the advice is noise in the worker's log."""
+    return not record.getMessage().startswith("Please consider to run pre-processing")
 
 
 def _save(model: Any, path: Path) -> None:

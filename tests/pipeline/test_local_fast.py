@@ -78,6 +78,6 @@ def test_concurrent_processes_build_it_once_and_the_bytes_are_reproducible(
     assert len(built) == 1
     (model,) = built
     leftovers = [p.name for p in model.parent.parent.rglob("*") if p.name.endswith(".tmp")]
-    assert leftovers == [] and not list(model.parent.parent.glob(".fast-build-*"))
+    assert leftovers == [] and not list(model.parent.parent.rglob(".fast-build-*"))
     session_build = model_root / model.parent.name / "model.onnx"
     assert model.read_bytes() == session_build.read_bytes()

@@ -162,6 +162,15 @@ def test_configured_limits_are_never_exceeded() -> None:
     assert seconds >= (16 - 4) / 4 - 0.05  # a burst of 4, then 4 a second
 
 
+def _store(tmp_path) -> GenerationStore:  # type: ignore[no-untyped-def]
+    return GenerationStore(
+        lancedb_uri=str(tmp_path / "lancedb"),
+        table_name="t",
+        bm25_path=tmp_path / "bm25",
+        dimensions=8,
+    )
+
+
 def test_a_batch_that_fails_for_good_fails_only_its_documents(tmp_path) -> None:
     """max_retries 1: the first request (one in flight at the start) fails twice, so the
     first batch runs out; the other batches and their documents go through."""
@@ -176,12 +185,7 @@ def test_a_batch_that_fails_for_good_fails_only_its_documents(tmp_path) -> None:
         )
         for i in range(1, 7)
     ]
-    store = GenerationStore(
-        lancedb_uri=str(tmp_path / "lancedb"),
-        table_name="t",
-        bm25_path=tmp_path / "bm25",
-        dimensions=8,
-    )
+    store = _store(tmp_path)
     with EmbeddingServer(dims=8) as server:
         server.script.extend([Reply(500), Reply(500)])
         embedder = _embedder(server, max_retries=1, start_batch_items=20, max_batch_items=20)
@@ -203,12 +207,7 @@ def test_several_batches_running_out_in_a_row_end_the_job(tmp_path) -> None:
         SourceDocument(id=i, filename=f"d{i}.txt", read=lambda i=i: f"document {i}".encode())
         for i in range(1, 6)
     ]
-    store = GenerationStore(
-        lancedb_uri=str(tmp_path / "lancedb"),
-        table_name="t",
-        bm25_path=tmp_path / "bm25",
-        dimensions=8,
-    )
+    store = _store(tmp_path)
     with EmbeddingServer(dims=8) as server:
         server.script.extend([Reply(503)] * 20)
         embedder = _embedder(server, max_retries=1, start_batch_items=1, max_batch_items=1)
