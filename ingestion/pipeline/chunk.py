@@ -39,9 +39,24 @@ class Chunker:
     def chunk(
         self, document_id: int, sections: Sequence[Section], *, title: str = ""
     ) -> list[Chunk]:
+        # The sentence-like units of every section are counted in one call (one call per
+        # section cost ~0.3 ms each: a JSON Lines file of short records is mostly that).
+        spans = [[(m.start(), m.end()) for m in _UNIT.finditer(s.text)] for s in sections]
+        unit_counts = iter(
+            self.counter.count(
+                [
+                    s.text[a:b]
+                    for s, section_spans in zip(sections, spans, strict=True)
+                    for a, b in section_spans
+                ]
+            )
+        )
         pieces: list[tuple[Section, str]] = []
-        for section in sections:
-            pieces.extend((section, text) for text in self.split(section.text))
+        for section, section_spans in zip(sections, spans, strict=True):
+            counts = [next(unit_counts) for _ in section_spans]
+            pieces.extend(
+                (section, text) for text in self._split(section.text, section_spans, counts)
+            )
         counts = self.counter.count([text for _, text in pieces])
         chunks = []
         for ordinal, ((section, text), tokens) in enumerate(zip(pieces, counts, strict=True)):
@@ -65,9 +80,12 @@ class Chunker:
 
     def split(self, text: str) -> list[str]:
         spans = [(m.start(), m.end()) for m in _UNIT.finditer(text)]
+        return self._split(text, spans, self.counter.count([text[s:e] for s, e in spans]))
+
+    def _split(self, text: str, spans: list[tuple[int, int]], counts: list[int]) -> list[str]:
+        """The chunk texts of ``text`` from its units and their token counts."""
         if not spans:
             return []
-        counts = self.counter.count([text[s:e] for s, e in spans])
         units: list[_Unit] = []
         for (start, end), tokens in zip(spans, counts, strict=True):
             if tokens <= self.size:
