@@ -183,7 +183,7 @@ def _encoder_graph(
     extra_outputs: Sequence[str] = (),
 ) -> Any:
     """The encoder with fused contrib ops; ``scales`` divides the input channels of the
-    named matrix products (``layer.L.attention_in`` / ``layer.L.intermediate_in``) and
+    named matrix products (``layer.L.{attention_in,intermediate_in,output_in}``) and
     multiplies the matching weight rows, which leaves the product unchanged."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -195,7 +195,9 @@ def _encoder_graph(
         inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
-    def smoothed_input(x: str, key: str, weight: np.ndarray) -> tuple[str, np.ndarray]:
+    def smoothed(x: str, key: str, weight: np.ndarray) -> tuple[str, np.ndarray]:
+        """x with its channels divided by ``key``'s scales, and the weight's rows
+        multiplied by them (the product is unchanged); as given without scales."""
         if key not in scales:
             return x, weight
         s = scales[key].astype(np.float32)
@@ -203,6 +205,30 @@ def _encoder_graph(
             helper.make_node("Mul", [x, const(f"{key}.inv_scale", 1.0 / s)], [f"{key}.smoothed"])
         )
         return f"{key}.smoothed", weight * s[:, None]
+
+    def matmul(x: str, prefix: str, name: str, weight: np.ndarray, smooth: str = "") -> None:
+        """``prefix.name = x @ weight``, smoothed by the ``prefix.smooth`` scales if any."""
+        x, weight = smoothed(x, f"{prefix}.{smooth}", weight)
+        out = f"{prefix}.{name}"
+        nodes.append(helper.make_node("MatMul", [x, const(f"{out}.weight", weight)], [out]))
+
+    def skip_norm(x: str, skip: str, prefix: str, norm: str, bias: str, out: str) -> None:
+        """``out = LayerNorm(x + skip + bias)`` in one fused node."""
+        nodes.append(
+            helper.make_node(
+                "SkipLayerNormalization",
+                [
+                    x,
+                    skip,
+                    const(f"{prefix}.{norm}.gamma", w[f"{norm}.gamma"]),
+                    const(f"{prefix}.{norm}.beta", w[f"{norm}.beta"]),
+                    const(f"{prefix}.{bias}.bias", w[f"{bias}.bias"]),
+                ],
+                [out],
+                domain=MS_DOMAIN,
+                epsilon=EPSILON,
+            )
+        )
 
     for name in ("input_ids", "token_type_ids", "attention_mask"):
         nodes.append(helper.make_node("Cast", [name], [f"{name}.i32"], to=TensorProto.INT32))
@@ -226,101 +252,45 @@ def _encoder_graph(
     )
     hidden = "hidden.0"
     for layer in range(LAYERS):
-        w = {
-            k[len(f"layer.{layer}.") :]: v
-            for k, v in weights.items()
-            if k.startswith(f"layer.{layer}.")
-        }
+        prefix = f"layer.{layer}"
+        w = {k[len(prefix) + 1 :]: v for k, v in weights.items() if k.startswith(f"{prefix}.")}
         qkv = np.concatenate([w["query.weight"], w["key.weight"], w["value.weight"]], axis=1)
         qkv_bias = np.concatenate([w["query.bias"], w["key.bias"], w["value.bias"]])
-        x, qkv = smoothed_input(hidden, f"layer.{layer}.attention_in", qkv)
+        x, qkv = smoothed(hidden, f"{prefix}.attention_in", qkv)  # Attention's own weights
         nodes.append(
             helper.make_node(
                 "Attention",
                 [
                     x,
-                    const(f"layer.{layer}.qkv.weight", qkv),
-                    const(f"layer.{layer}.qkv.bias", qkv_bias),
+                    const(f"{prefix}.qkv.weight", qkv),
+                    const(f"{prefix}.qkv.bias", qkv_bias),
                     "mask_index",
                 ],
-                [f"layer.{layer}.context"],
+                [f"{prefix}.context"],
                 domain=MS_DOMAIN,
                 num_heads=HEADS,
             )
         )
-        nodes.append(
-            helper.make_node(
-                "MatMul",
-                [
-                    f"layer.{layer}.context",
-                    const(f"layer.{layer}.attention_out.weight", w["attention_out.weight"]),
-                ],
-                [f"layer.{layer}.attention_out"],
-            )
+        matmul(f"{prefix}.context", prefix, "attention_out", w["attention_out.weight"])
+        attended = f"{prefix}.attended"
+        skip_norm(
+            f"{prefix}.attention_out", hidden, prefix, "attention_ln", "attention_out", attended
         )
-        attended = f"layer.{layer}.attended"
-        nodes.append(
-            helper.make_node(
-                "SkipLayerNormalization",
-                [
-                    f"layer.{layer}.attention_out",
-                    hidden,
-                    const(f"layer.{layer}.attention_ln.gamma", w["attention_ln.gamma"]),
-                    const(f"layer.{layer}.attention_ln.beta", w["attention_ln.beta"]),
-                    const(f"layer.{layer}.attention_out.bias", w["attention_out.bias"]),
-                ],
-                [attended],
-                domain=MS_DOMAIN,
-                epsilon=EPSILON,
-            )
-        )
-        x, intermediate = smoothed_input(
-            attended, f"layer.{layer}.intermediate_in", w["intermediate.weight"]
-        )
-        nodes.append(
-            helper.make_node(
-                "MatMul",
-                [x, const(f"layer.{layer}.intermediate.weight", intermediate)],
-                [f"layer.{layer}.intermediate"],
-            )
-        )
+        matmul(attended, prefix, "intermediate", w["intermediate.weight"], "intermediate_in")
         nodes.append(
             helper.make_node(
                 "BiasGelu",
                 [
-                    f"layer.{layer}.intermediate",
-                    const(f"layer.{layer}.intermediate.bias", w["intermediate.bias"]),
+                    f"{prefix}.intermediate",
+                    const(f"{prefix}.intermediate.bias", w["intermediate.bias"]),
                 ],
-                [f"layer.{layer}.gelu"],
+                [f"{prefix}.gelu"],
                 domain=MS_DOMAIN,
             )
         )
-        x, output = smoothed_input(
-            f"layer.{layer}.gelu", f"layer.{layer}.output_in", w["output.weight"]
-        )
-        nodes.append(
-            helper.make_node(
-                "MatMul",
-                [x, const(f"layer.{layer}.output.weight", output)],
-                [f"layer.{layer}.output"],
-            )
-        )
+        matmul(f"{prefix}.gelu", prefix, "output", w["output.weight"], "output_in")
         out = "last_hidden_state" if layer == LAYERS - 1 else f"hidden.{layer + 1}"
-        nodes.append(
-            helper.make_node(
-                "SkipLayerNormalization",
-                [
-                    f"layer.{layer}.output",
-                    attended,
-                    const(f"layer.{layer}.output_ln.gamma", w["output_ln.gamma"]),
-                    const(f"layer.{layer}.output_ln.beta", w["output_ln.beta"]),
-                    const(f"layer.{layer}.output.bias", w["output.bias"]),
-                ],
-                [out],
-                domain=MS_DOMAIN,
-                epsilon=EPSILON,
-            )
-        )
+        skip_norm(f"{prefix}.output", attended, prefix, "output_ln", "output", out)
         hidden = out
 
     ids = ["batch", "sequence"]

@@ -26,6 +26,7 @@ from ingestion.embedders.throttle import (
     Retryable,
     Throttled,
     ThrottleSettings,
+    out_of_retries,
 )
 from ingestion.pipeline.tokens import HFTokenCounter
 from ingestion.pipeline.types import EmbeddingError, Matrix
@@ -135,15 +136,10 @@ class OpenAICompatibleEmbedder:
         while True:
             try:
                 return self.send(texts)
-            except Throttled as exc:
-                reason, retry_after = "HTTP 429", exc.retry_after
             except Retryable as exc:
                 reason, retry_after = exc.reason, exc.retry_after
             if attempt >= self.max_retries:
-                raise EmbeddingError(
-                    f"embedding API failed after {attempt + 1} attempts (last: {reason})",
-                    retries_exhausted=True,
-                )
+                raise out_of_retries(attempt + 1, reason)
             delay = self.backoff(attempt, retry_after)
             attempt += 1
             if on_retry is not None:

@@ -34,21 +34,28 @@ OBSERVE = 2.0  # seconds of request starts behind the rate a 429 halves
 RATE_GROWTH = 2.0  # requests/s the learned rate cap grows by each second of successes
 
 
-class Throttled(Exception):
-    """The provider answered 429 (``retry_after``: seconds it asked us to wait, if any)."""
-
-    def __init__(self, retry_after: float | None) -> None:
-        super().__init__("HTTP 429")
-        self.retry_after = retry_after
-
-
 class Retryable(Exception):
-    """A failure worth another attempt (5xx, timeout, dropped connection)."""
+    """A failure worth another attempt (5xx, timeout, dropped connection, 429)."""
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # seconds the provider asked us to wait, if any
+
+
+class Throttled(Retryable):
+    """The provider answered 429: a retry that also lowers the throttle."""
+
+    def __init__(self, retry_after: float | None) -> None:
+        super().__init__("HTTP 429", retry_after)
+
+
+def out_of_retries(attempts: int, reason: str) -> EmbeddingError:
+    """The error of a batch whose attempts are all spent (it fails its documents only)."""
+    return EmbeddingError(
+        f"embedding API failed after {attempts} attempts (last: {reason})",
+        retries_exhausted=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -275,9 +282,6 @@ class ConcurrentEmbedding:
             max_workers=max(1, settings.max_concurrency), thread_name_prefix="embed-http"
         )
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
     def embed_stream(
         self,
         items: Iterable[tuple[str, int]],
@@ -396,14 +400,13 @@ class ConcurrentEmbedding:
         """The batch's result, or None when it goes back in the queue for a retry."""
         try:
             vectors = future.result()
-        except Throttled as exc:
-            reason, retry_after = "HTTP 429", exc.retry_after
-            self.throttle.throttle(
-                retry_after, request.epoch, self.backoff(request.attempt, retry_after)
-            )
         except Retryable as exc:
             reason, retry_after = exc.reason, exc.retry_after
-            self.throttle.retried()
+            delay = self.backoff(request.attempt, retry_after)
+            if isinstance(exc, Throttled):
+                self.throttle.throttle(retry_after, request.epoch, delay)
+            else:
+                self.throttle.retried()
         except EmbeddingError as exc:
             return exc
         else:
@@ -412,11 +415,7 @@ class ConcurrentEmbedding:
             )
             return vectors
         if request.attempt >= self.settings.max_retries:
-            return EmbeddingError(
-                f"embedding API failed after {request.attempt + 1} attempts (last: {reason})",
-                retries_exhausted=True,
-            )
-        delay = self.backoff(request.attempt, retry_after)
+            return out_of_retries(request.attempt + 1, reason)
         request.attempt += 1
         request.not_before = self.clock() + delay
         if on_retry is not None:
