@@ -5,11 +5,17 @@
   ``vector_weight * v + bm25_weight * b`` (a hit missing from one engine gets 0 there).
 - ``adaptive``: like weighted, but each query's weights follow how confident each engine
   is (how far its best score stands above the rest of its top candidates), and a hit
-  found by one engine only is multiplied by ``single_mode_penalty``."""
+  found by one engine only is multiplied by ``single_mode_penalty``.
+- ``zscore`` (the default): each engine's scores standardised over the best chunk of each
+  of its top ``Z_DEPTH`` passages (so a passage's many chunks do not weigh its engine's
+  statistics), then ``vector_weight * v + bm25_weight * b``; a hit one engine missed gets
+  that engine's lowest standardised score. Chosen on SciFact's tuning half
+  (bench/quality.py): see the README's ranking section."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from search.vocabulary import DEFAULT_FUSION, FusionMethod
@@ -17,6 +23,12 @@ from search.vocabulary import DEFAULT_FUSION, FusionMethod
 Ranked = Sequence[tuple[str, float]]  # (chunk id, engine score), best first
 
 CONFIDENCE_DEPTH = 10
+# Passages each engine's mean and spread are taken over: fixed, so a chunk's fused score
+# does not depend on how deep the caller asked (a page of 10 or an evaluation's 300), as
+# long as each engine's pool reaches that many passages (search.services.HYBRID_MIN_POOL).
+# SciFact's tuning half, hybrid nDCG@10 at equal weights: 25 passages 0.7461, 50 0.7492,
+# 100 0.7547, 200 0.7559 (not worth pools twice as deep on every search).
+Z_DEPTH = 100
 
 
 @dataclass
@@ -119,7 +131,61 @@ def adaptive(vector: Ranked, lexical: Ranked, *, single_mode_penalty: float = 0.
     return _sorted({h.chunk_id: h for h in hits})
 
 
-def fuse(vector: Ranked, lexical: Ranked, params: FusionParams) -> list[Fused]:
+def standardised(
+    ranked: Ranked, units: Mapping[str, str], depth: int | None = None
+) -> dict[str, float]:
+    """Each chunk's score as a z-score against the best chunks of the first ``depth``
+    units (passages) of the ranking. A unit missing from ``units`` is the chunk itself."""
+    depth = Z_DEPTH if depth is None else depth
+    best: dict[str, float] = {}
+    for chunk_id, score in ranked:
+        unit = units.get(chunk_id, chunk_id)
+        if unit not in best:
+            if len(best) >= depth:
+                break
+            best[unit] = score
+    if not best:
+        return {}
+    mean = statistics.fmean(best.values())
+    spread = statistics.pstdev(best.values()) if len(best) > 1 else 0.0
+    spread = spread if spread > 1e-12 else 1.0
+    return {chunk_id: (score - mean) / spread for chunk_id, score in ranked}
+
+
+def zscore(
+    vector: Ranked,
+    lexical: Ranked,
+    *,
+    vector_weight: float,
+    bm25_weight: float,
+    units: Mapping[str, str],
+) -> list[Fused]:
+    hits = _collect(vector, lexical)
+    v, b = standardised(vector, units), standardised(lexical, units)
+    floor_v = min(v.values(), default=0.0)
+    floor_b = min(b.values(), default=0.0)
+    for hit in hits.values():
+        hit.score = vector_weight * v.get(hit.chunk_id, floor_v) + bm25_weight * b.get(
+            hit.chunk_id, floor_b
+        )
+    return _sorted(hits)
+
+
+def fuse(
+    vector: Ranked,
+    lexical: Ranked,
+    params: FusionParams,
+    units: Mapping[str, str] | None = None,
+) -> list[Fused]:
+    """``units``: each chunk's passage (``zscore`` standardises per passage)."""
+    if params.method == "zscore":
+        return zscore(
+            vector,
+            lexical,
+            vector_weight=params.vector_weight,
+            bm25_weight=params.bm25_weight,
+            units=units or {},
+        )
     if params.method == "rrf":
         return rrf(vector, lexical, k=params.k)
     if params.method == "weighted":

@@ -30,6 +30,7 @@ class Citation:
     chunk: int  # 1-based position of the chunk in its document
     chunks: int  # how many chunks the document has (0: unknown)
     page: int | None
+    record_id: str | None = None  # the JSON Lines record the chunk comes from
 
 
 @dataclass(frozen=True)

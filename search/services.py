@@ -20,8 +20,10 @@ from search.stores.generation import GenerationStore
 from search.stores.lancedb_store import metadata_of
 
 # Hybrid asks each engine for a deeper pool than the page, so fusion has something to
-# reorder: at least this many, or twice the depth of the page.
-HYBRID_MIN_POOL = 50
+# reorder: at least this many, or twice the depth of the page. Z-score fusion takes its
+# statistics over each engine's top 100 passages (search.fusion.Z_DEPTH): 300 chunks hold
+# that many for documents of two or three chunks a passage.
+HYBRID_MIN_POOL = 300
 MAX_POOL = 1000
 SNIPPET_CHARS = 240
 
@@ -53,12 +55,53 @@ def vector_ranking(
 
 
 def lexical_ranking(
-    store: GenerationStore, params: SearchParams, k: int, timings: dict
+    store: GenerationStore,
+    params: SearchParams,
+    k: int,
+    timings: dict,
+    units: dict[str, str] | None = None,
 ) -> list[tuple[str, float]]:
+    """BM25: the chunks of the best ``k`` passages with their passage's score (their own
+    score orders them within it), cut at ``k`` chunks; each chunk's passage goes into
+    ``units``. A generation built before passages existed ranks chunks alone."""
     started = time.perf_counter()
-    ranked = store.bm25.search_scored(params.query, k, where=params.filter)
+    passages = store.bm25.passage_ranking(params.query, k, where=params.filter)
+    if passages:
+        ranked = [(chunk, score) for chunk, score, _ in passages[:k]]
+        if units is not None:
+            units.update((chunk, passage) for chunk, _, passage in passages[:k])
+    else:
+        ranked = store.bm25.search_scored(params.query, k, where=params.filter)
     timings["bm25_ms"] = (time.perf_counter() - started) * 1000
     return ranked
+
+
+def ranked_hits(
+    generation: Generation,
+    store: GenerationStore,
+    params: SearchParams,
+    depth: int,
+    timings: dict,
+) -> tuple[list[Fused], bool | None]:
+    """The first ``depth`` hits of a search in its mode (hybrid: both engines at once,
+    fused), and whether vectors were compared exactly: what a search request pages
+    through, and what an evaluation measures."""
+    exact: bool | None = None
+    if params.filter.impossible():
+        return [], None
+    if params.mode == "vector":
+        ranked, exact = vector_ranking(generation, store, params, depth, timings)
+        return single(ranked, engine="vector"), exact
+    if params.mode == "lexical":
+        return single(lexical_ranking(store, params, depth, timings), engine="bm25"), None
+    pool = min(max(HYBRID_MIN_POOL, 2 * depth), MAX_POOL)
+    vector_future = _executor.submit(vector_ranking, generation, store, params, pool, timings)
+    units: dict[str, str] = {}
+    lexical = lexical_ranking(store, params, pool, timings, units)
+    ranked, exact = vector_future.result()
+    if params.fusion.method == "zscore":
+        units.update(store.bm25.parents([c for c, _ in ranked if c not in units]))
+    return fuse(ranked, lexical, params.fusion, units)[:depth], exact
 
 
 def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchOutcome:
@@ -77,20 +120,7 @@ def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchO
         )
     depth = params.offset + params.limit
     timings: dict[str, float] = {}
-    exact: bool | None = None
-    if params.filter.impossible():
-        fused: list[Fused] = []
-    elif params.mode == "vector":
-        ranked, exact = vector_ranking(generation, store, params, depth, timings)
-        fused = single(ranked, engine="vector")
-    elif params.mode == "lexical":
-        fused = single(lexical_ranking(store, params, depth, timings), engine="bm25")
-    else:
-        pool = min(max(HYBRID_MIN_POOL, 2 * depth), MAX_POOL)
-        vector_future = _executor.submit(vector_ranking, generation, store, params, pool, timings)
-        lexical = lexical_ranking(store, params, pool, timings)
-        ranked, exact = vector_future.result()
-        fused = fuse(ranked, lexical, params.fusion)
+    fused, exact = ranked_hits(generation, store, params, depth, timings)
     page = fused[params.offset : depth]
     fetch_started = time.perf_counter()
     hits = _hits(kb, generation, store, params, page)
@@ -107,7 +137,7 @@ def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchO
     )
 
 
-ROW_COLUMNS = ["document_id", "ordinal", "text", "title", "page", "metadata"]
+ROW_COLUMNS = ["document_id", "ordinal", "text", "title", "page", "metadata", "record_id"]
 
 
 def _hits(
@@ -149,6 +179,7 @@ def _hits(
             # Document rows count the active generation's chunks only.
             chunks=document.chunk_count if document and active else 0,
             page=row.get("page"),
+            record_id=row.get("record_id"),
         )
         explain = None
         if params.explain:

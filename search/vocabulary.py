@@ -10,7 +10,51 @@ SEARCH_MODES: tuple[SearchMode, ...] = get_args(SearchMode)
 MODE_LABELS: dict[str, str] = {"hybrid": "Hybrid", "vector": "Vector", "lexical": "Lexical (BM25)"}
 DEFAULT_MODE: SearchMode = "hybrid"
 
-FusionMethod = Literal["rrf", "weighted", "adaptive"]
+FusionMethod = Literal["zscore", "rrf", "weighted", "adaptive"]
 FUSION_METHODS: tuple[FusionMethod, ...] = get_args(FusionMethod)
-FUSION_LABELS: dict[str, str] = {"rrf": "RRF", "weighted": "Weighted", "adaptive": "Adaptive"}
-DEFAULT_FUSION: FusionMethod = "rrf"
+FUSION_LABELS: dict[str, str] = {
+    "zscore": "Z-score",
+    "rrf": "RRF",
+    "weighted": "Weighted",
+    "adaptive": "Adaptive",
+}
+# Measured on SciFact's tuning half, reported on the other (bench/quality.py, README).
+DEFAULT_FUSION: FusionMethod = "zscore"
+
+# Retrieval metrics of an evaluation run (search/metrics.py computes them).
+MetricName = Literal["ndcg@10", "recall@10", "recall@100", "mrr"]
+METRICS: tuple[MetricName, ...] = get_args(MetricName)
+METRIC_LABELS: dict[str, str] = {
+    "ndcg@10": "nDCG@10",
+    "recall@10": "recall@10",
+    "recall@100": "recall@100",
+    "mrr": "MRR",
+}
+
+# The quality gate of a knowledge base: "mode:metric" -> the largest fall allowed between
+# the active generation and a new one, on every evaluation set. The default: hybrid
+# nDCG@10 may not drop by more than 0.01.
+DEFAULT_QUALITY_GATE: dict[str, float] = {"hybrid:ndcg@10": 0.01}
+GATE_KEYS: tuple[str, ...] = tuple(
+    f"{mode}:{metric}" for mode in SEARCH_MODES for metric in METRICS
+)
+
+
+def gate_label(key: str) -> str:
+    """ "hybrid:ndcg@10" -> "hybrid nDCG@10"."""
+    mode, _, metric = key.partition(":")
+    return f"{mode} {METRIC_LABELS.get(metric, metric)}"
+
+
+def quality_gate_problems(gate: object) -> list[str]:
+    """Why a quality gate setting is not valid (empty when it is): a JSON object of
+    "mode:metric" keys to numbers between 0 and 1."""
+    if not isinstance(gate, dict):
+        return ['the quality gate must be an object of "mode:metric": largest drop']
+    problems = []
+    for key, value in gate.items():
+        if key not in GATE_KEYS:
+            problems.append(f"unknown metric {key!r} (one of {', '.join(GATE_KEYS)})")
+        elif isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            problems.append(f"{key}: the largest drop allowed must be a number from 0 to 1")
+    return problems

@@ -66,6 +66,12 @@ def content_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
+def parent_id(document_id: int, first_ordinal: int, text_hash: str) -> str:
+    """A passage's id: deterministic like a chunk's, from a key chunk ids never use."""
+    key = f"{document_id}:p{first_ordinal}:{text_hash}".encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
 def chunk_id(document_id: int, ordinal: int, text_hash: str) -> str:
     """Deterministic: the same document, position and text always give the same id, so
     every write is an idempotent upsert."""
@@ -85,6 +91,11 @@ class Chunk:
     page: int | None = None
     record_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The passage this chunk belongs to (consecutive chunks of one section: a record, a
+    # page, a document; see Chunker), indexed whole for BM25. Its first chunk carries its
+    # text, so the passage is written with that chunk.
+    parent_id: str = ""
+    parent_text: str = ""
 
     def metadata_json(self) -> str:
         return json.dumps(self.metadata, sort_keys=True, ensure_ascii=False)

@@ -68,3 +68,41 @@ def test_fuse_dispatches_and_rejects_unknown_methods() -> None:
     assert fuse(VECTOR, LEXICAL, FusionParams("rrf", k=1))[0].score == pytest.approx(1 / 2 + 1 / 4)
     with pytest.raises(ValueError, match="unknown fusion"):
         fuse(VECTOR, LEXICAL, FusionParams("magic"))
+
+
+def test_zscore_standardises_each_engine_over_passages_not_chunks() -> None:
+    from search.fusion import zscore
+
+    # Vector: chunks a1, a2 (passage A) and b1 (passage B), c1 (C). Lexical: passages' scores
+    # handed to their chunks, so A's two chunks carry A's score.
+    vector = [("a1", 0.9), ("a2", 0.8), ("b1", 0.6), ("c1", 0.3)]
+    lexical = [("b1", 10.0), ("a1", 4.0), ("a2", 4.0)]
+    units = {"a1": "A", "a2": "A", "b1": "B", "c1": "C"}
+    fused = {
+        h.chunk_id: h.score
+        for h in zscore(vector, lexical, vector_weight=0.5, bm25_weight=0.5, units=units)
+    }
+    # Vector statistics over the best chunk of A, B, C: 0.9, 0.6, 0.3 (a2 does not count).
+    mean_v, sd_v = 0.6, (0.18 / 3) ** 0.5
+    # Lexical over B, A: 10, 4.
+    mean_b, sd_b = 7.0, 3.0
+    z = lambda x, m, s: (x - m) / s  # noqa: E731
+    assert fused["a1"] == pytest.approx(0.5 * z(0.9, mean_v, sd_v) + 0.5 * z(4, mean_b, sd_b))
+    assert fused["a2"] == pytest.approx(0.5 * z(0.8, mean_v, sd_v) + 0.5 * z(4, mean_b, sd_b))
+    # c1 was not found by BM25: it gets BM25's lowest standardised score (A's, -1).
+    assert fused["c1"] == pytest.approx(0.5 * z(0.3, mean_v, sd_v) + 0.5 * -1.0)
+    # The passage B strongly found by BM25 overtakes A's best chunk.
+    order = [
+        h.chunk_id for h in zscore(vector, lexical, vector_weight=0.5, bm25_weight=0.5, units=units)
+    ]
+    assert order[0] == "b1" and order.index("a1") < order.index("a2")
+
+
+def test_zscore_is_the_default_and_fuse_passes_the_units() -> None:
+    units = {"a": "P", "b": "P", "c": "Q", "d": "R"}
+    by_default = fuse(VECTOR, LEXICAL, FusionParams(), units)
+    explicit = fuse(
+        VECTOR, LEXICAL, FusionParams("zscore", vector_weight=0.5, bm25_weight=0.5), units
+    )
+    assert [h.chunk_id for h in by_default] == [h.chunk_id for h in explicit]
+    assert [h.score for h in by_default] == [h.score for h in explicit]

@@ -13,6 +13,7 @@ from ingestion.jobs import run_job_and_queue
 from knowledge_bases.engines import generation_store, query_cache
 from knowledge_bases.models import ApiToken, Generation, KnowledgeBase
 from ragstudio.testing.generations import make_generation
+from search.vocabulary import DEFAULT_FUSION, FUSION_METHODS
 from tests.conftest import make_pdf
 from tests.factories import make_kb, make_user, upload
 
@@ -106,7 +107,7 @@ def test_each_mode_finds_the_passage_it_should(alice, kb, client_for) -> None:
     assert titles(search(client, query="volcanic magma", mode="lexical"))[0] == "Volcanoes"
     # Stemming: "eruption" finds "eruptions".
     assert titles(search(client, query="eruption", mode="lexical")) == ["Volcanoes"]
-    for fusion in ("rrf", "weighted", "adaptive"):
+    for fusion in FUSION_METHODS:
         assert (
             titles(search(client, query="moon gravity and ocean tides", fusion=fusion))[0]
             == "Tides"
@@ -406,7 +407,9 @@ def test_the_search_command_prints_results_and_json(alice, kb, capsys) -> None:
     assert "**Volcanic**" in out and "**magma**" in out
     call_command("search", "volcanic magma", kb="science", json=True, limit=1)
     body = json.loads(capsys.readouterr().out)
-    assert body["mode"] == "hybrid" and body["fusion"] == "rrf" and len(body["results"]) == 1
+    assert (
+        body["mode"] == "hybrid" and body["fusion"] == DEFAULT_FUSION and len(body["results"]) == 1
+    )
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match=r"knowledge base .nope. not found"):
