@@ -14,14 +14,31 @@ from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.parser import Parser
 
 from ingestion.api import router as jobs_router
 from knowledge_bases.api import router as kb_router
 from ragstudio.auth import api_auth
 from ragstudio.errors import RagStudioError
+from search.api import evaluation as evaluation_router
 from search.api import router as search_router
 
+
+class JsonParser(Parser):
+    """JSON bodies, and a form body with nothing in it (what many clients send for a POST
+    without data) as an empty object: an operation whose body is optional takes it, one
+    that needs fields answers 422 naming them, not 400."""
+
+    def parse_body(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+        content_type = request.content_type or ""
+        form = content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
+        if form and not request.POST and not request.FILES:
+            return {}
+        return super().parse_body(request)
+
+
 api = NinjaAPI(
+    parser=JsonParser(),
     title="RAG Studio API",
     version="1",
     description="Knowledge bases, documents, ingestion jobs, generations and search. "
@@ -108,4 +125,5 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 api.add_router("/kbs", kb_router)
 api.add_router("/kbs", search_router)
+api.add_router("/kbs", evaluation_router)
 api.add_router("/jobs", jobs_router)

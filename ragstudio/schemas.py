@@ -20,6 +20,14 @@ def _json_integer(value: Any) -> Any:
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 
 
+def json_number(value: Any) -> Any:
+    """A number in a JSON body (an integer is one too), never a boolean or a string: the
+    BeforeValidator of such fields, placed after their bounds."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number")
+    return value
+
+
 class ErrorOut(Schema):
     message: str
     extra: dict

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
@@ -13,6 +14,9 @@ from pydantic import (
 )
 
 from ragstudio.bounds import (
+    EVAL_GRADE,
+    EVAL_JUDGEMENTS_PER_QUERY,
+    EVAL_QUERIES,
     GENERATION_NUMBER,
     QUERY_MAX_CHARS,
     ROW_ID,
@@ -131,6 +135,9 @@ class CitationOut(Schema):
     chunk: int = Field(description="Position of the chunk in its document, from 1.")
     chunks: int = Field(description="Chunks in the document (0 if unknown).")
     page: int | None
+    record_id: str | None = Field(
+        default=None, description="The JSON Lines record of the chunk (null for other files)."
+    )
 
 
 class ExplainOut(Schema):
@@ -164,3 +171,182 @@ class SearchOut(Schema):
         "filter); null when no vector search ran."
     )
     results: list[SearchResultOut]
+
+
+# --- evaluation sets ---------------------------------------------------------------------
+
+EvalSetName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", max_length=64)
+]
+Target = (
+    Annotated[JsonInt, Field(ge=ROW_ID.low, le=ROW_ID.high)]
+    | Annotated[str, StringConstraints(min_length=1, max_length=700)]
+)
+Grade = Annotated[JsonInt, Field(ge=EVAL_GRADE.low, le=EVAL_GRADE.high)]
+
+
+class EvalQueryIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1, max_length=QUERY_MAX_CHARS)
+    relevant: list[Target] = Field(
+        default_factory=list,
+        max_length=EVAL_JUDGEMENTS_PER_QUERY.high,
+        description="Documents that answer the query: ids, file names, or "
+        '"file name#record id" for one record of a JSON Lines file (grade 1 unless '
+        "`grades` says otherwise).",
+    )
+    grades: dict[Annotated[str, StringConstraints(max_length=700)], Grade] = Field(
+        default_factory=dict,
+        max_length=EVAL_JUDGEMENTS_PER_QUERY.high,
+        description="Graded relevance by the same names (0: judged not relevant).",
+    )
+    id: str = Field(default="", max_length=200, description="Your id for the query.")
+
+
+class EvalSetIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    name: EvalSetName
+    description: str = Field(default="", max_length=10_000)
+    queries: list[EvalQueryIn] = Field(default_factory=list, max_length=EVAL_QUERIES.high)
+
+
+class EvalQueriesIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    queries: list[EvalQueryIn] = Field(min_length=1, max_length=EVAL_QUERIES.high)
+
+
+class JudgementIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1, max_length=QUERY_MAX_CHARS)
+    document_id: JsonInt = Field(ge=ROW_ID.low, le=ROW_ID.high)
+    record_id: str = Field(default="", max_length=200)
+    chunk_id: str = Field(default="", max_length=64)
+    grade: Grade = 1
+
+
+class JudgementOut(Schema):
+    document_id: int
+    filename: str
+    record_id: str
+    grade: int
+    source: str
+
+    @staticmethod
+    def resolve_filename(obj: Any) -> str:
+        return obj.document.original_filename
+
+
+class EvalQueryOut(Schema):
+    id: int
+    query: str
+    external_id: str
+    judgements: list[JudgementOut]
+
+    @staticmethod
+    def resolve_query(obj: Any) -> str:
+        return obj.text
+
+    @staticmethod
+    def resolve_judgements(obj: Any) -> list[Any]:
+        return list(obj.judgements.all())
+
+
+class EvalSetOut(Schema):
+    name: str
+    description: str
+    version: int
+    queries: int = Field(description="Queries in the set.")
+    judged: int = Field(description="Queries with at least one relevant document (measured).")
+    created_at: datetime
+    updated_at: datetime
+
+    @staticmethod
+    def resolve_queries(obj: Any) -> int:
+        return int(getattr(obj, "query_count", None) or obj.queries.count())
+
+    @staticmethod
+    def resolve_judged(obj: Any) -> int:
+        found = getattr(obj, "judged_count", None)
+        if found is not None:
+            return int(found)
+        return obj.queries.filter(judgements__grade__gt=0).distinct().count()
+
+
+class EvalSetDetailOut(EvalSetOut):
+    items: list[EvalQueryOut]
+
+    @staticmethod
+    def resolve_items(obj: Any) -> list[Any]:
+        return list(obj.queries.prefetch_related("judgements__document"))
+
+
+class EvalAddOut(Schema):
+    evaluation_set: EvalSetOut
+    queries_added: int
+    queries_updated: int
+    judgements: int
+
+
+class EvalRunIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    generation: (
+        Literal["active"]
+        | Annotated[int, Field(ge=GENERATION_NUMBER.low, le=GENERATION_NUMBER.high)]
+    ) = Field("active", description='"active", or a generation number.')
+
+
+class EvalRunOut(Schema):
+    id: int
+    evaluation_set: str
+    generation: int
+    set_version: int
+    stale: bool = Field(description="The set changed since this run.")
+    fusion: str
+    queries: int
+    metrics: dict[str, dict[str, float]] = Field(
+        description='{"vector" | "lexical" | "hybrid": {"ndcg@10", "recall@10", "recall@100", '
+        '"mrr"}}: means over the measured queries.'
+    )
+    seconds: float
+    created_at: datetime
+
+    @staticmethod
+    def resolve_evaluation_set(obj: Any) -> str:
+        return obj.evaluation_set.name
+
+    @staticmethod
+    def resolve_generation(obj: Any) -> int:
+        return obj.generation.number
+
+    @staticmethod
+    def resolve_stale(obj: Any) -> bool:
+        return bool(obj.set_version != obj.evaluation_set.version)
+
+
+class EvalRunDetailOut(EvalRunOut):
+    per_query: list[dict[str, Any]]
+
+
+class QueryDeltaOut(Schema):
+    query: str
+    a: dict[str, Any]
+    b: dict[str, Any]
+    delta: float
+
+
+class EvalCompareOut(Schema):
+    a: EvalRunOut
+    b: EvalRunOut
+    mode: str
+    metric: str
+    better: list[QueryDeltaOut]
+    worse: list[QueryDeltaOut]
+    unchanged: int
+
+    @staticmethod
+    def resolve_a(obj: Any) -> Any:
+        return obj.run_a
+
+    @staticmethod
+    def resolve_b(obj: Any) -> Any:
+        return obj.run_b
