@@ -103,9 +103,13 @@ def _confirm(
     title: str,
     verb: str,
     lines: list[str],
+    reason_label: str = "",
 ) -> TemplateResponse | None:
-    """None once the person confirmed; otherwise the confirmation page."""
-    if request.POST.get("confirmed") == "yes":
+    """None once the person confirmed (and gave a reason, when one is asked for);
+    otherwise the confirmation page."""
+    if request.POST.get("confirmed") == "yes" and (
+        not reason_label or request.POST.get("reason", "").strip()
+    ):
         return None
     return TemplateResponse(
         request,
@@ -117,6 +121,8 @@ def _confirm(
             "queryset": queryset,
             "action": action,
             "verb": verb,
+            "reason_label": reason_label,
+            "reason_missing": bool(reason_label) and request.POST.get("confirmed") == "yes",
         },
     )
 
@@ -137,6 +143,7 @@ class GenerationAdmin(admin.ModelAdmin):
         "promotable",
         "size_on_disk",
         "check_passed",
+        "quality_passed",
         "embedder_fingerprint",
         "created_at",
         "activated_at",
@@ -170,7 +177,9 @@ class GenerationAdmin(admin.ModelAdmin):
         generation = queryset.select_related("knowledge_base").get()
         kb = generation.knowledge_base
         verdict = promote_verdict(kb, generation)
-        if not verdict.allowed:  # say why now, not after a confirmation page
+        # A quality regression may be overridden with a reason (asked for on the
+        # confirmation page); anything else is said now, not after a confirmation page.
+        if not verdict.allowed and not verdict.quality_regression:
             self.message_user(
                 request,
                 f"Generation {generation.number} of {kb.slug} cannot be promoted: "
@@ -178,18 +187,31 @@ class GenerationAdmin(admin.ModelAdmin):
                 messages.ERROR,
             )
             return None
+        lines = [f"now active: {kb.active_generation or 'none'}"]
+        if verdict.quality_regression:
+            lines.append(f"It failed the quality gate: {verdict.blocker}.")
         page = _confirm(
             request,
             queryset,
             action="promote",
             title="Promote a generation",
             verb=f"promote generation {generation.number} of {kb.slug}",
-            lines=[f"now active: {kb.active_generation or 'none'}"],
+            lines=lines,
+            reason_label="Why promote it despite the regression (recorded with your name)"
+            if verdict.quality_regression
+            else "",
         )
         if page is not None:
             return page
         try:
-            generation_promote(kb=kb, number=generation.number, actor=request.user)
+            generation_promote(
+                kb=kb,
+                number=generation.number,
+                actor=request.user,
+                override_quality=request.POST.get("reason", "")
+                if verdict.quality_regression
+                else "",
+            )
         except RagStudioError as exc:
             self.message_user(request, exc.message, messages.ERROR)
         else:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest
-from ninja import File, Form, Router, Status
+from ninja import Body, File, Form, Router, Status
 from ninja.files import UploadedFile
 
 from ingestion.schemas import JobOut, UploadOut
@@ -10,6 +10,7 @@ from ingestion.services import (
     document_delete,
     documents_upload,
     generation_promote,
+    generation_rebuild_plan,
     generation_rebuild_start,
     generation_rollback,
     generations_gc,
@@ -20,15 +21,23 @@ from knowledge_bases.schemas import (
     GenerationOut,
     KnowledgeBaseIn,
     KnowledgeBaseOut,
+    KnowledgeBaseUpdateIn,
+    PromoteIn,
     RebuildIn,
+    RebuildPlanOut,
 )
 from knowledge_bases.selectors import knowledge_base_get, knowledge_bases_visible_to
-from knowledge_bases.services import knowledge_base_create, knowledge_base_delete
+from knowledge_bases.services import (
+    knowledge_base_create,
+    knowledge_base_delete,
+    knowledge_base_update,
+)
 from ragstudio.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
 from ragstudio.errors import ValidationError
 from ragstudio.schemas import ERRORS
 
 router = Router(tags=["knowledge bases"])
+OPTIONAL_BODY = Body(None)  # an operation whose body may be left out
 
 
 @router.post("", response={201: KnowledgeBaseOut, **ERRORS})
@@ -45,6 +54,13 @@ def list_kbs(request: HttpRequest):  # type: ignore[no-untyped-def]
 @router.get("/{slug}", response={200: KnowledgeBaseOut, **ERRORS})
 def get_kb(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
     return knowledge_base_get(slug=slug, user=request.user)
+
+
+@router.patch("/{slug}", response={200: KnowledgeBaseOut, **ERRORS})
+def update_kb(request: HttpRequest, slug: str, payload: KnowledgeBaseUpdateIn):  # type: ignore[no-untyped-def]
+    """Change the name, the description or the quality gate (fields left out stay)."""
+    kb = knowledge_base_get(slug=slug, user=request.user, change=True)
+    return knowledge_base_update(kb=kb, **payload.dict(exclude_none=True))
 
 
 @router.delete("/{slug}", response={204: None, **ERRORS})
@@ -114,22 +130,40 @@ def list_generations(request: HttpRequest, slug: str):  # type: ignore[no-untype
     return list(kb.generations.order_by("-number"))
 
 
-@router.post("/{slug}/generations/rebuild", response={202: JobOut, **ERRORS})
+@router.post("/{slug}/generations/rebuild", response={200: RebuildPlanOut, 202: JobOut, **ERRORS})
 def rebuild_generation(request: HttpRequest, slug: str, payload: RebuildIn):  # type: ignore[no-untyped-def]
     """Build a new generation from all documents, with the KB's settings or new ones, while
     the active one keeps serving. With auto_promote it becomes active once it passes its
-    check. 409 when a rebuild is already in progress."""
+    check and the quality gate. 409 when a rebuild is already in progress. With dry_run:
+    200 and the plan (settings diff, chunks, reused, to embed, ETA, disk), nothing spent."""
     kb = knowledge_base_get(slug=slug, user=request.user, change=True)
-    job = generation_rebuild_start(kb=kb, user=request.user, **payload.dict())
+    options = payload.dict()
+    if options.pop("dry_run"):
+        return Status(
+            200,
+            generation_rebuild_plan(
+                kb=kb,
+                user=request.user,
+                embedder=options["embedder"],
+                chunk_size=options["chunk_size"],
+                chunk_overlap=options["chunk_overlap"],
+            ),
+        )
+    job = generation_rebuild_start(kb=kb, user=request.user, **options)
     return Status(202, job)
 
 
 @router.post("/{slug}/generations/{int:number}/promote", response={200: GenerationOut, **ERRORS})
-def promote_generation(request: HttpRequest, slug: str, number: int):  # type: ignore[no-untyped-def]
+def promote_generation(  # type: ignore[no-untyped-def]
+    request: HttpRequest, slug: str, number: int, payload: PromoteIn | None = OPTIONAL_BODY
+):
     """Make a ready (checked) or archived generation the one searches use. 409 when the
-    generation is building, failed, collected, already active, or failed its check."""
+    generation is building, failed, collected, already active, or failed its check; 409
+    with the metrics (`extra.quality`) when it failed the quality gate and no
+    `override_quality` reason is given."""
     kb = knowledge_base_get(slug=slug, user=request.user, change=True)
-    return generation_promote(kb=kb, number=number, actor=request.user)
+    reason = payload.override_quality if payload is not None else ""
+    return generation_promote(kb=kb, number=number, actor=request.user, override_quality=reason)
 
 
 @router.post("/{slug}/generations/rollback", response={200: GenerationOut, **ERRORS})

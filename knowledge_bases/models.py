@@ -9,6 +9,11 @@ from django.db import models
 from django.db.models import Q
 
 from ragstudio.bounds import CHUNK_SIZE
+from search.vocabulary import DEFAULT_QUALITY_GATE
+
+
+def default_quality_gate() -> dict[str, float]:
+    return dict(DEFAULT_QUALITY_GATE)
 
 
 class KnowledgeBase(models.Model):
@@ -36,6 +41,9 @@ class KnowledgeBase(models.Model):
     chunk_size = models.PositiveIntegerField(validators=[MinValueValidator(CHUNK_SIZE.low)])
     chunk_overlap = models.PositiveIntegerField()
     retention = models.PositiveIntegerField(default=2, validators=[MaxValueValidator(100)])
+    # The quality gate: "mode:metric" -> how far it may fall on any evaluation set between
+    # the active generation and a new one before auto-promote refuses it.
+    quality_gate = models.JSONField(default=default_quality_gate, blank=True)
     active_generation = models.ForeignKey(
         "Generation", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -139,6 +147,11 @@ class Generation(models.Model):
     check_passed = models.BooleanField(null=True, blank=True)
     check_report = models.JSONField(default=list, blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
+    # The quality gate: None when not run or nothing to compare (no evaluation set, no
+    # active generation), False for a regression (promoting it then needs an override).
+    quality_passed = models.BooleanField(null=True, blank=True)
+    quality_report = models.JSONField(default=dict, blank=True)
+    quality_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["knowledge_base", "-number"]

@@ -1,13 +1,26 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Literal
 
 from ninja import Schema
-from pydantic import ConfigDict, Field, StrictBool
+from pydantic import BeforeValidator, ConfigDict, Field, StrictBool
 
+from knowledge_bases.lifecycle.swap import OVERRIDE_MAX_CHARS
 from knowledge_bases.models import KnowledgeBase
 from ragstudio.bounds import CHUNK_OVERLAP, CHUNK_SIZE, EMBED_BATCH_SIZE, STORE_BATCH_SIZE
-from ragstudio.schemas import JsonInt
+from ragstudio.schemas import JsonInt, json_number
+from search.vocabulary import GATE_KEYS
+
+GateKey = Literal[GATE_KEYS]  # type: ignore[valid-type]
+# Bounds first, then the JSON-number check: the other order puts "ge"/"le" (not
+# "minimum"/"maximum") into the OpenAPI schema.
+Allowance = Annotated[float, Field(ge=0, le=1), BeforeValidator(json_number)]
+QUALITY_GATE_HELP = (
+    'The quality gate: {"mode:metric": largest drop allowed} between the active generation '
+    "and a new one, on every evaluation set, before auto-promote refuses it. Default "
+    '{"hybrid:ndcg@10": 0.01}; {} turns it off.'
+)
 
 
 class KnowledgeBaseIn(Schema):
@@ -18,6 +31,29 @@ class KnowledgeBaseIn(Schema):
     embedder: str | None = Field(default=None, max_length=255)
     chunk_size: JsonInt | None = Field(default=None, ge=CHUNK_SIZE.low, le=CHUNK_SIZE.high)
     chunk_overlap: JsonInt | None = Field(default=None, ge=CHUNK_OVERLAP.low, le=CHUNK_OVERLAP.high)
+    quality_gate: dict[GateKey, Allowance] | None = Field(
+        default=None, description=QUALITY_GATE_HELP
+    )
+
+
+class KnowledgeBaseUpdateIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+    quality_gate: dict[GateKey, Allowance] | None = Field(
+        default=None, description=QUALITY_GATE_HELP
+    )
+
+
+class PromoteIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    override_quality: str = Field(
+        default="",
+        max_length=OVERRIDE_MAX_CHARS,
+        description="Promote a generation that failed the quality gate anyway: the reason, "
+        "recorded in its events with who gave it. Without it such a promote is 409 with the "
+        "metrics.",
+    )
 
 
 class GenerationOut(Schema):
@@ -32,6 +68,12 @@ class GenerationOut(Schema):
     chunk_count: int
     check_passed: bool | None
     check_report: list[dict]
+    quality_passed: bool | None = Field(
+        description="The quality gate: null when not run or nothing to compare, false for a "
+        "regression (promote then needs override_quality)."
+    )
+    quality_report: dict
+    quality_checked_at: datetime | None
     created_at: datetime
     ready_at: datetime | None
     activated_at: datetime | None
@@ -61,6 +103,7 @@ class KnowledgeBaseOut(Schema):
     embedding_dimensions: int
     chunk_size: int
     chunk_overlap: int
+    quality_gate: dict[str, float]
     active_generation: int | None
     created_at: datetime
 
@@ -109,6 +152,11 @@ class RebuildIn(Schema):
     chunk_size: JsonInt | None = Field(default=None, ge=CHUNK_SIZE.low, le=CHUNK_SIZE.high)
     chunk_overlap: JsonInt | None = Field(default=None, ge=CHUNK_OVERLAP.low, le=CHUNK_OVERLAP.high)
     auto_promote: StrictBool = False
+    dry_run: StrictBool = Field(
+        default=False,
+        description="Plan only (200 with the plan): chunks, reused vectors, what to embed, "
+        "ETA and disk size; nothing is embedded or written.",
+    )
     store_batch_size: JsonInt | None = Field(
         default=None, ge=STORE_BATCH_SIZE.low, le=STORE_BATCH_SIZE.high
     )
@@ -119,3 +167,33 @@ class RebuildIn(Schema):
         description="texts per model call for local models; remote (openai:) ones size "
         "their own requests within RAGSTUDIO_OPENAI_MAX_BATCH_ITEMS",
     )
+
+
+class SettingChangeOut(Schema):
+    name: str
+    active: str | int | None
+    new: str | int | None
+    changed: bool
+
+
+class PlanFailureOut(Schema):
+    document_id: int
+    filename: str
+    reason: str
+
+
+class RebuildPlanOut(Schema):
+    settings: list[SettingChangeOut]
+    documents: int
+    chunks: int = Field(description="Chunks the new settings make (chunked for real).")
+    reused: int = Field(description="Of those, chunks whose vectors exist for the same model.")
+    to_embed: int
+    failed: list[PlanFailureOut]
+    rate_chunks_per_s: float | None = Field(
+        description="This installation's measured embedding rate for the model (null: none yet)."
+    )
+    rate_basis: str
+    eta_seconds: float | None
+    disk_bytes: int | None
+    disk_basis: str
+    seconds: float

@@ -13,6 +13,7 @@ from knowledge_bases.lifecycle import knowledge_base_files_forget, storage_clean
 from knowledge_bases.models import KnowledgeBase
 from ragstudio.env import rag_settings
 from ragstudio.errors import Conflict, Forbidden, ValidationError
+from search.vocabulary import quality_gate_problems
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
@@ -27,6 +28,7 @@ def knowledge_base_create(
     embedder: str | None = None,
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
+    quality_gate: dict[str, float] | None = None,
 ) -> KnowledgeBase:
     slug = (slug or "").strip().lower()
     if not SLUG.match(slug):
@@ -41,6 +43,7 @@ def knowledge_base_create(
     built = build_settings_resolve(
         embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, actor=owner
     )
+    gate = _quality_gate_valid(quality_gate)
     _quota_knowledge_bases(owner)
     # Slugs are per owner: only the creator's own KBs can conflict, so the answer says
     # nothing about anyone else's.
@@ -57,11 +60,50 @@ def knowledge_base_create(
                 embedding_dimensions=built.dimensions,
                 chunk_size=built.chunk_size,
                 chunk_overlap=built.chunk_overlap,
+                **({"quality_gate": gate} if gate is not None else {}),
             )
     except IntegrityError:
         raise Conflict(
             f"you already have a knowledge base with slug {slug!r}", {"field": "slug"}
         ) from None
+
+
+def _quality_gate_valid(gate: dict[str, float] | None) -> dict[str, float] | None:
+    if gate is None:
+        return None
+    problems = quality_gate_problems(gate)
+    if problems:
+        raise ValidationError("; ".join(problems), {"field": "quality_gate"})
+    return {key: float(value) for key, value in gate.items()}
+
+
+@transaction.atomic
+def knowledge_base_update(
+    *,
+    kb: KnowledgeBase,
+    name: str | None = None,
+    description: str | None = None,
+    quality_gate: dict[str, float] | None = None,
+) -> KnowledgeBase:
+    """Change what may change without a rebuild: the name, the description and the
+    quality gate (the chunking and the model change through a rebuild)."""
+    kb = KnowledgeBase.objects.select_for_update().get(pk=kb.pk)
+    fields = ["updated_at"]
+    if name is not None:
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise ValidationError("name must be 1 to 200 characters", {"field": "name"})
+        kb.name = name
+        fields.append("name")
+    if description is not None:
+        kb.description = description
+        fields.append("description")
+    gate = _quality_gate_valid(quality_gate)
+    if gate is not None:
+        kb.quality_gate = gate
+        fields.append("quality_gate")
+    kb.save(update_fields=fields)
+    return kb
 
 
 def _quota_knowledge_bases(owner: Any) -> None:

@@ -36,4 +36,21 @@ urlpatterns = [
         name="kb-generation-action",
     ),
     path("kbs/<kbref:slug>/search/", search_views.kb_search, name="kb-search"),
+    path("kbs/<kbref:slug>/search/judge/", search_views.kb_judge, name="kb-judge"),
+    path("kbs/<kbref:slug>/quality/", search_views.kb_quality, name="kb-quality"),
+    path(
+        "kbs/<kbref:slug>/quality/import/",
+        search_views.kb_quality_import,
+        name="kb-quality-import",
+    ),
+    path(
+        "kbs/<kbref:slug>/quality/<str:name>/run/",
+        search_views.kb_quality_run,
+        name="kb-quality-run",
+    ),
+    path(
+        "kbs/<kbref:slug>/quality/<str:name>/delete/",
+        search_views.kb_quality_delete,
+        name="kb-quality-delete",
+    ),
 ]

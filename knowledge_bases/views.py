@@ -16,9 +16,11 @@ from django.views.decorators.http import require_POST
 from ingestion.selectors import rebuild_in_progress
 from ingestion.services import (
     IncomingFile,
+    RebuildPlan,
     document_delete,
     documents_upload,
     generation_promote,
+    generation_rebuild_plan,
     generation_rebuild_start,
     generation_rollback,
     generations_gc,
@@ -152,14 +154,17 @@ def _generations_context(
 ) -> dict[str, Any]:
     kb.refresh_from_db()
     generations = list(kb.generations.order_by("-number"))
-    rows = [
-        {
-            "g": g,
-            "blocker": promote_verdict(kb, g).blocker,
-            "size": generation_size_on_disk(g),
-        }
-        for g in generations
-    ]
+    rows = []
+    for g in generations:
+        verdict = promote_verdict(kb, g)
+        rows.append(
+            {
+                "g": g,
+                "blocker": verdict.blocker,
+                "quality_regression": verdict.quality_regression,
+                "size": generation_size_on_disk(g),
+            }
+        )
     rollback = rollback_verdict(kb)
     rebuilding = rebuild_in_progress(kb.pk)
     return {
@@ -177,9 +182,14 @@ def _generations_context(
 
 
 def _generations_response(
-    request: HttpRequest, kb: KnowledgeBase, form: RebuildForm | None = None, status: int = 200
+    request: HttpRequest,
+    kb: KnowledgeBase,
+    form: RebuildForm | None = None,
+    status: int = 200,
+    plan: RebuildPlan | None = None,
 ) -> HttpResponse:
     context = _generations_context(request, kb, form)
+    context["plan"] = plan
     template = (
         "knowledge_bases/_generations.html"
         if is_htmx(request)
@@ -209,7 +219,12 @@ def kb_generation_action(request: HttpRequest, slug: str, action: str) -> HttpRe
             number = request.POST.get("number", "")
             if not number.isdigit():
                 raise ValidationError("choose a generation to promote", {"field": "number"})
-            generation = generation_promote(kb=kb, number=int(number), actor=request.user)
+            generation = generation_promote(
+                kb=kb,
+                number=int(number),
+                actor=request.user,
+                override_quality=request.POST.get("override_quality", ""),
+            )
             messages.success(request, f"Generation #{generation.number} is active.")
         elif action == "rollback":
             generation = generation_rollback(kb=kb, actor=request.user)
@@ -230,7 +245,21 @@ def kb_generation_action(request: HttpRequest, slug: str, action: str) -> HttpRe
 def kb_rebuild(request: HttpRequest, slug: str) -> HttpResponse:
     kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
     form = RebuildForm(request.POST)
-    if form.is_valid():
+    if form.is_valid() and request.POST.get("plan"):
+        data = form.cleaned_data
+        try:
+            plan = generation_rebuild_plan(
+                kb=kb,
+                user=request.user,
+                embedder=data["embedder"] or None,
+                chunk_size=data["chunk_size"],
+                chunk_overlap=data["chunk_overlap"],
+            )
+        except RagStudioError as exc:
+            _form_error(form, exc)
+        else:
+            return _generations_response(request, kb, form, plan=plan)
+    elif form.is_valid():
         data = form.cleaned_data
         try:
             job = generation_rebuild_start(

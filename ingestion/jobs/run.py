@@ -30,6 +30,7 @@ from knowledge_bases.models import Document, Generation
 from knowledge_bases.selectors import document_path
 from ragstudio.env import rag_settings
 from ragstudio.errors import RagStudioError
+from search.evaluation import generation_quality_gate
 from search.stores.generation import CompositeCache, GenerationStore
 
 log = logging.getLogger(__name__)
@@ -278,8 +279,16 @@ def _finish_rebuild(
 
 
 def _check_and_promote(job: IngestionJob, generation: Generation) -> None:
+    """The structural check, then the quality gate (the KB's evaluation sets on this
+    generation and on the active one); auto-promote only when both pass. A regression
+    leaves the generation ready, marked with the numbers, for a promote by hand."""
     lifecycle.generation_check(generation=generation)
-    if job.auto_promote and generation.check_passed:
+    if generation.check_passed:
+        try:
+            generation_quality_gate(generation=generation, actor=job.created_by)
+        except RagStudioError as exc:
+            log.warning("job %s: quality gate not run: %s", job.pk, exc)
+    if job.auto_promote and generation.check_passed and generation.quality_passed is not False:
         try:
             generation_promote(
                 kb=job.knowledge_base, number=generation.number, actor=job.created_by

@@ -67,10 +67,16 @@ def _follow_up(kb: KnowledgeBase, activation: lifecycle.Activation, actor: Any) 
 
 
 @transaction.atomic
-def generation_promote(*, kb: KnowledgeBase, number: int, actor: Any = None) -> Generation:
+def generation_promote(
+    *, kb: KnowledgeBase, number: int, actor: Any = None, override_quality: str = ""
+) -> Generation:
     """Make a ready (checked) or archived generation the one that serves; documents it
-    lacks are indexed into it by a new job."""
-    return _follow_up(kb, lifecycle.generation_promote(kb=kb, number=number, actor=actor), actor)
+    lacks are indexed into it by a new job. A generation that failed the quality gate
+    needs ``override_quality`` (the reason, recorded with the actor)."""
+    activation = lifecycle.generation_promote(
+        kb=kb, number=number, actor=actor, override_quality=override_quality
+    )
+    return _follow_up(kb, activation, actor)
 
 
 @transaction.atomic

@@ -23,7 +23,13 @@ from knowledge_bases.lifecycle.build import (
     generation_for_ingest,
     generation_paths,
 )
-from knowledge_bases.lifecycle.check import CheckItem, expected_chunks, generation_check
+from knowledge_bases.lifecycle.check import (
+    CheckItem,
+    expected_chunks,
+    generation_check,
+    generation_quality_record,
+    quality_summary,
+)
 from knowledge_bases.lifecycle.events import generation_event_record
 from knowledge_bases.lifecycle.gc import (
     generations_gc,
@@ -56,11 +62,13 @@ __all__ = [
     "generation_for_ingest",
     "generation_paths",
     "generation_promote",
+    "generation_quality_record",
     "generation_rollback",
     "generations_gc",
     "generations_gc_all",
     "knowledge_base_files_forget",
     "promote_verdict",
+    "quality_summary",
     "rollback_verdict",
     "storage_cleanup_run",
 ]

@@ -13,5 +13,5 @@ def generation_event_record(
         from_status=from_status,
         to_status=to_status,
         actor=actor if getattr(actor, "pk", None) else None,
-        note=note,
+        note=note[:500],
     )

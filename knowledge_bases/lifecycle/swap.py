@@ -13,9 +13,10 @@ from django.utils import timezone
 
 from ingestion.models import IngestionJob
 from knowledge_bases.engines import generation_store
+from knowledge_bases.lifecycle.check import quality_summary
 from knowledge_bases.lifecycle.events import generation_event_record
 from knowledge_bases.models import Document, Generation, KnowledgeBase
-from ragstudio.errors import Conflict, NotFound
+from ragstudio.errors import Conflict, NotFound, ValidationError
 
 S = Generation.Status
 
@@ -49,6 +50,9 @@ class Verdict:
 
     target: Generation | None
     blocker: str = ""
+    # The only thing in the way is the quality gate: people who may change the KB can
+    # promote anyway, with a reason (recorded in the generation's events).
+    quality_regression: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -64,7 +68,9 @@ class Activation:
     requeue: list[Document] = field(default_factory=list)
 
 
-def promote_verdict(kb: KnowledgeBase, generation: Generation) -> Verdict:
+def promote_verdict(
+    kb: KnowledgeBase, generation: Generation, *, override_quality: str = ""
+) -> Verdict:
     if generation.status == S.ACTIVE:
         return Verdict(None, "it is already active")
     if generation.status == S.BUILDING:
@@ -78,6 +84,13 @@ def promote_verdict(kb: KnowledgeBase, generation: Generation) -> Verdict:
         return Verdict(None, "it did not pass its check: " + ("; ".join(failed) or "see report"))
     if generation.status == S.READY and generation.check_passed is None:
         return Verdict(None, "it has not been checked yet")
+    if generation.quality_passed is False and not override_quality.strip():
+        summary = quality_summary(generation.quality_report) or "see its quality report"
+        return Verdict(
+            None,
+            f"quality regression against the active generation: {summary}",
+            quality_regression=True,
+        )
     if blocker := _writer_blocker(kb):
         return Verdict(None, blocker)
     return Verdict(generation)
@@ -106,18 +119,39 @@ def locked_kb(kb: KnowledgeBase) -> KnowledgeBase:
     return KnowledgeBase.objects.select_for_update().get(pk=kb.pk)
 
 
+OVERRIDE_MAX_CHARS = 400
+
+
 @transaction.atomic
-def generation_promote(*, kb: KnowledgeBase, number: int, actor: Any = None) -> Activation:
+def generation_promote(
+    *, kb: KnowledgeBase, number: int, actor: Any = None, override_quality: str = ""
+) -> Activation:
+    """Activate a ready (checked) or archived generation. One that failed the quality
+    gate needs ``override_quality``, the reason, recorded with who gave it; 409 with the
+    metrics otherwise."""
+    reason = " ".join(override_quality.split())
+    if len(reason) > OVERRIDE_MAX_CHARS:
+        raise ValidationError(
+            f"the override reason must be at most {OVERRIDE_MAX_CHARS} characters",
+            {"field": "override_quality"},
+        )
     kb = locked_kb(kb)
     generation = (
         Generation.objects.select_for_update().filter(knowledge_base=kb, number=number).first()
     )
     if generation is None:
         raise NotFound(f"knowledge base {kb.slug!r} has no generation {number}")
-    verdict = promote_verdict(kb, generation)
+    verdict = promote_verdict(kb, generation, override_quality=reason)
     if verdict.target is None:
-        raise Conflict(f"generation {number} cannot be promoted: {verdict.blocker}")
-    return _activate(kb, verdict.target, actor, "promote")
+        extra: dict[str, Any] = {"generation": number}
+        if verdict.quality_regression:
+            extra["quality"] = generation.quality_report
+        raise Conflict(f"generation {number} cannot be promoted: {verdict.blocker}", extra)
+    note = "promote"
+    if generation.quality_passed is False:
+        who = getattr(actor, "username", "") or "the operator (CLI)"
+        note = f"promote despite a quality regression, override by {who}: {reason}"
+    return _activate(kb, verdict.target, actor, note)
 
 
 @transaction.atomic

@@ -18,3 +18,15 @@ def percent(value: float | int | None, total: float | int | None) -> str:
 @register.filter
 def duration(seconds: float | int | None) -> str:
     return clock(seconds, unknown="\u2013")  # en dash
+
+
+@register.filter
+def get_item(mapping: dict | None, key: object) -> object:
+    """mapping[key], or None (templates cannot index a dict by a variable)."""
+    return None if mapping is None else mapping.get(key)
+
+
+@register.filter
+def split(value: str) -> list[str]:
+    """ "a b c" -> ["a", "b", "c"] (a list written in a template)."""
+    return str(value).split()

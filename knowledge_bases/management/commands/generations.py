@@ -11,10 +11,12 @@ from django.core.management.base import BaseCommand, CommandError
 from ingestion.foreground import run_in_foreground
 from ingestion.services import (
     generation_promote,
+    generation_rebuild_plan,
     generation_rebuild_start,
     generation_rollback,
     generations_gc,
 )
+from knowledge_bases.lifecycle import quality_summary
 from knowledge_bases.models import KnowledgeBase
 from knowledge_bases.selectors import knowledge_base_for_operator
 from ragstudio.bounds import (
@@ -26,6 +28,7 @@ from ragstudio.bounds import (
 )
 from ragstudio.cli import bounded_int
 from ragstudio.errors import RagStudioError
+from ragstudio.formatting import clock
 
 
 class Command(BaseCommand):
@@ -38,6 +41,12 @@ class Command(BaseCommand):
         listing.add_argument("--json", action="store_true")
         promote = sub.add_parser("promote")
         promote.add_argument("number", type=bounded_int(GENERATION_NUMBER))
+        promote.add_argument(
+            "--override-quality",
+            default="",
+            metavar="REASON",
+            help="promote despite a quality regression (the reason is recorded)",
+        )
         rebuild = sub.add_parser("rebuild", help="build a new generation in the foreground")
         rebuild.add_argument("--embedder", default=None)
         rebuild.add_argument("--chunk-size", type=bounded_int(CHUNK_SIZE), default=None)
@@ -47,6 +56,10 @@ class Command(BaseCommand):
         )
         rebuild.add_argument("--store-batch-size", type=bounded_int(STORE_BATCH_SIZE), default=None)
         rebuild.add_argument("--embed-batch-size", type=bounded_int(EMBED_BATCH_SIZE), default=None)
+        rebuild.add_argument(
+            "--dry-run", action="store_true", help="print the plan only: nothing is embedded"
+        )
+        rebuild.add_argument("--json", action="store_true", help="the plan as JSON")
         sub.add_parser("rollback")
         sub.add_parser("gc")
 
@@ -55,10 +68,14 @@ class Command(BaseCommand):
             kb = knowledge_base_for_operator(options["slug"])
             if options["action"] == "list":
                 self._list(kb, as_json=options["json"])
+            elif options["action"] == "rebuild" and options["dry_run"]:
+                self._plan(kb, options)
             elif options["action"] == "rebuild":
                 self._rebuild(kb, options)
             elif options["action"] == "promote":
-                generation = generation_promote(kb=kb, number=options["number"])
+                generation = generation_promote(
+                    kb=kb, number=options["number"], override_quality=options["override_quality"]
+                )
                 self.stdout.write(f"generation {generation.number} is active")
             elif options["action"] == "rollback":
                 generation = generation_rollback(kb=kb)
@@ -72,6 +89,33 @@ class Command(BaseCommand):
                 )
         except RagStudioError as exc:
             raise CommandError(exc.message) from None
+
+    def _plan(self, kb: KnowledgeBase, options: dict[str, Any]) -> None:
+        plan = generation_rebuild_plan(
+            kb=kb,
+            embedder=options["embedder"],
+            chunk_size=options["chunk_size"],
+            chunk_overlap=options["chunk_overlap"],
+        )
+        if options["json"]:
+            body = {
+                **plan.__dict__,
+                "settings": [{**s.__dict__, "changed": s.changed} for s in plan.settings],
+            }
+            self.stdout.write(json.dumps(body, indent=2))
+            return
+        for change in plan.changes:
+            self.stdout.write(f"{change.name}: {change.active} -> {change.new}")
+        if not plan.changes:
+            self.stdout.write("settings: unchanged")
+        eta = "unknown" if plan.eta_seconds is None else clock(plan.eta_seconds)
+        disk = "unknown" if plan.disk_bytes is None else f"{plan.disk_bytes / 1e6:,.1f} MB"
+        self.stdout.write(
+            f"{plan.documents} documents -> {plan.chunks} chunks: {plan.reused} reused, "
+            f"{plan.to_embed} to embed; ETA {eta} ({plan.rate_basis}); disk {disk}"
+        )
+        for failure in plan.failed:
+            self.stdout.write(f"would fail: {failure['filename']}: {failure['reason']}")
 
     def _rebuild(self, kb: KnowledgeBase, options: dict[str, Any]) -> None:
         job = generation_rebuild_start(
@@ -98,6 +142,11 @@ class Command(BaseCommand):
         for item in generation.check_report:
             if not item["ok"]:
                 self.stdout.write(f"check failed: {item['name']}: {item['detail']}")
+        if generation.quality_passed is False:
+            self.stdout.write(
+                f"quality regression: {quality_summary(generation.quality_report)} "
+                f"(promote with --override-quality REASON to serve it anyway)"
+            )
 
     def _list(self, kb: KnowledgeBase, *, as_json: bool) -> None:
         rows = [
