@@ -7,6 +7,7 @@ from ingestion.services.generations import (
     generations_gc,
     generations_gc_all,
 )
+from ingestion.services.plan import RebuildPlan, SettingChange, generation_rebuild_plan
 from ingestion.services.queue import (
     batch_sizes_validate,
     enqueue_job,
@@ -23,12 +24,15 @@ from ingestion.services.uploads import (
 
 __all__ = [
     "IncomingFile",
+    "RebuildPlan",
+    "SettingChange",
     "UploadResult",
     "batch_sizes_validate",
     "document_delete",
     "documents_upload",
     "enqueue_job",
     "generation_promote",
+    "generation_rebuild_plan",
     "generation_rebuild_start",
     "generation_rollback",
     "generations_gc",
