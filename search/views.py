@@ -4,20 +4,46 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 from pydantic import ValidationError as PydanticError
 
-from knowledge_bases.models import Generation
-from knowledge_bases.selectors import knowledge_base_get, knowledge_base_ref
-from ragstudio.errors import RagStudioError
+from knowledge_bases.models import Document, Generation, KnowledgeBase
+from knowledge_bases.selectors import (
+    generation_get,
+    knowledge_base_can_change,
+    knowledge_base_get,
+    knowledge_base_ref,
+)
+from ragstudio.errors import Conflict, RagStudioError, ValidationError
 from ragstudio.views import get_or_404, is_htmx
-from search.forms import SearchForm
+from search.evaluation import (
+    evaluation_compare,
+    evaluation_import,
+    evaluation_run,
+    evaluation_set_delete,
+    evaluation_set_get,
+    evaluation_sets_of,
+    judgement_mark,
+    latest_run,
+    playground_marks,
+)
+from search.forms import EvalImportForm, JudgeForm, SearchForm
+from search.models import Judgement
 from search.results import SearchOutcome
 from search.schemas import SearchIn
 from search.services import knowledge_base_search
-from search.vocabulary import DEFAULT_FUSION, DEFAULT_MODE
+from search.vocabulary import (
+    DEFAULT_FUSION,
+    DEFAULT_MODE,
+    METRIC_LABELS,
+    METRICS,
+    SEARCH_MODES,
+    gate_label,
+)
 
 
 @login_required
@@ -35,6 +61,7 @@ def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
         "form": form,
         "columns": [],
         "overlap": None,
+        "can_change": knowledge_base_can_change(kb, request.user),
     }
     status = 200
     if request.GET and form.is_valid():
@@ -64,8 +91,20 @@ def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
             status = exc.status_code
         else:
             context["columns"] = outcomes
+            context["query"] = data["q"]
             if len(outcomes) == 2:
                 context["overlap"] = _overlap(outcomes[0], outcomes[1])
+            if data["set"] and knowledge_base_can_change(kb, request.user):
+                marks = playground_marks(kb=kb, set_name=data["set"], query=data["q"])
+                context["judge_set"] = data["set"]
+                context["marks"] = {
+                    hit.chunk_id: marks.get(
+                        (hit.document_id, hit.citation.record_id or ""),
+                        marks.get((hit.document_id, "")),
+                    )
+                    for outcome in outcomes
+                    for hit in outcome.results
+                }
     elif request.GET:
         status = 422
     template = "search/_results.html" if is_htmx(request) else "search/page.html"
@@ -83,3 +122,203 @@ def _overlap(a: SearchOutcome, b: SearchOutcome, top: int = 10) -> dict[str, Any
         "documents": len(docs_a & docs_b),
         "shared_ids": set(chunks_a) & chunks_b,
     }
+
+
+# --- evaluation sets: the quality page, the playground's marks ---------------------------
+
+
+def _quality_context(request: HttpRequest, kb: KnowledgeBase) -> dict[str, Any]:
+    generations = list(kb.generations.filter(status__in=Generation.SEARCHABLE).order_by("-number"))
+    sets = evaluation_sets_of(kb)
+    rows = []
+    for evaluation_set in sets:
+        runs = []
+        for generation in generations:
+            run = latest_run(evaluation_set, generation)
+            runs.append({"generation": generation, "run": run})
+        rows.append({"set": evaluation_set, "runs": runs})
+    return {
+        "kb": kb,
+        "kb_ref": knowledge_base_ref(kb, request.user),
+        "sets": rows,
+        "generations": generations,
+        "gate": [(gate_label(k), v) for k, v in sorted((kb.quality_gate or {}).items())],
+        "can_change": knowledge_base_can_change(kb, request.user),
+        "import_form": EvalImportForm(),
+        "metrics": [(m, METRIC_LABELS[m]) for m in METRICS],
+        "modes": SEARCH_MODES,
+    }
+
+
+@login_required
+def kb_quality(request: HttpRequest, slug: str) -> HttpResponse:
+    """Evaluation sets, their runs per generation, and (``?set=&a=&b=``) the per-query
+    differences between two generations with their top results side by side."""
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
+    context = _quality_context(request, kb)
+    status = 200
+    name, a, b = request.GET.get("set"), request.GET.get("a"), request.GET.get("b")
+    if name and a and b:
+        try:
+            context["comparison"] = _comparison(kb, name, a, b)
+        except RagStudioError as exc:
+            messages.error(request, exc.message)
+            status = exc.status_code
+    return render(request, "search/quality.html", context, status=status)
+
+
+def _comparison(kb: KnowledgeBase, name: str, a: str, b: str) -> dict[str, Any]:
+    if not (a.isdigit() and b.isdigit()):
+        raise ValidationError("choose two generations to compare")
+    evaluation_set = evaluation_set_get(kb=kb, name=name)
+    runs = []
+    for number in (int(a), int(b)):
+        run = latest_run(evaluation_set, generation_get(kb=kb, number=number))
+        if run is None:
+            raise Conflict(f"generation #{number} has not been evaluated on {name!r} yet")
+        runs.append(run)
+    comparison = evaluation_compare(run_a=runs[0], run_b=runs[1])
+    grades = {
+        (text, doc, record): grade
+        for text, doc, record, grade in Judgement.objects.filter(
+            query__evaluation_set=evaluation_set
+        ).values_list("query__text", "document_id", "record_id", "grade")
+    }
+    ids = {
+        unit[0]
+        for item in comparison.better + comparison.worse
+        for side in (item.a, item.b)
+        for unit in side["top"]
+    }
+    names = dict(
+        Document.objects.filter(knowledge_base=kb, pk__in=ids).values_list(
+            "pk", "original_filename"
+        )
+    )
+
+    def side(item: Any, top: list[list[Any]]) -> list[dict[str, Any]]:
+        out = []
+        for doc, record, *title in top[:5]:
+            name = names.get(doc, f"document {doc}") + (f"#{record}" if record else "")
+            out.append(
+                {
+                    "label": title[0] if title and title[0] else name,
+                    "source": name,
+                    "relevant": grades.get((item.query, doc, record), 0) > 0
+                    or grades.get((item.query, doc, ""), 0) > 0,
+                }
+            )
+        return out
+
+    def rows(items: list[Any]) -> list[dict[str, Any]]:
+        return [
+            {"item": i, "top_a": side(i, i.a["top"]), "top_b": side(i, i.b["top"])} for i in items
+        ]
+
+    return {
+        "set": evaluation_set,
+        "a": runs[0],
+        "b": runs[1],
+        "better": rows(comparison.better),
+        "worse": rows(comparison.worse),
+        "unchanged": comparison.unchanged,
+    }
+
+
+@login_required
+@require_POST
+def kb_quality_import(request: HttpRequest, slug: str) -> HttpResponse:
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
+    form = EvalImportForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            evaluation_set, result = evaluation_import(
+                kb=kb,
+                name=form.cleaned_data["name"],
+                chunks=form.cleaned_data["file"].chunks(),
+                user=request.user,
+            )
+        except RagStudioError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(
+                request,
+                f"Imported into {evaluation_set.name}: {result.queries_added} queries added, "
+                f"{result.queries_updated} updated, {result.judgements} judgements.",
+            )
+    else:
+        errors = "; ".join(f"{f}: {e[0]}" for f, e in form.errors.items())
+        messages.error(request, f"Not imported: {errors}")
+    return redirect("kb-quality", slug=knowledge_base_ref(kb, request.user))
+
+
+@login_required
+@require_POST
+def kb_quality_run(request: HttpRequest, slug: str, name: str) -> HttpResponse:
+    """Evaluate one generation on a set (synchronously: a set is at most a few thousand
+    queries, ~10 ms each)."""
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
+    number = request.POST.get("generation", "")
+    try:
+        if not number.isdigit():
+            raise ValidationError("choose a generation to evaluate")
+        evaluation_set = get_or_404(evaluation_set_get, kb=kb, name=name)
+        generation = generation_get(kb=kb, number=int(number))
+        run = evaluation_run(
+            evaluation_set=evaluation_set, generation=generation, user=request.user
+        )
+    except RagStudioError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request,
+            f"Evaluated generation #{generation.number} on {name}: hybrid nDCG@10 "
+            f"{run.metrics['hybrid']['ndcg@10']:.3f} over {run.queries} queries.",
+        )
+    return redirect("kb-quality", slug=knowledge_base_ref(kb, request.user))
+
+
+@login_required
+@require_POST
+def kb_quality_delete(request: HttpRequest, slug: str, name: str) -> HttpResponse:
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
+    evaluation_set = get_or_404(evaluation_set_get, kb=kb, name=name)
+    evaluation_set_delete(evaluation_set=evaluation_set)
+    messages.success(request, f"Deleted the evaluation set {name}.")
+    return redirect("kb-quality", slug=knowledge_base_ref(kb, request.user))
+
+
+@login_required
+@require_POST
+def kb_judge(request: HttpRequest, slug: str) -> HttpResponse:
+    """A playground result marked relevant (grade 1) or not (0) for the query, in the set
+    named in the search form; answers with that result's buttons, now showing the mark."""
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
+    form = JudgeForm(request.POST)
+    if not form.is_valid():
+        errors = "; ".join(f"{f}: {e[0]}" for f, e in form.errors.items())
+        return HttpResponse(f"Not recorded: {errors}", status=422)
+    data = form.cleaned_data
+    try:
+        judgement = judgement_mark(
+            kb=kb,
+            set_name=data["set"],
+            query=data["q"],
+            document_id=data["document_id"],
+            record_id=data["record_id"] or "",
+            chunk_id=data["chunk_id"] or "",
+            grade=data["grade"],
+            user=request.user,
+        )
+    except RagStudioError as exc:
+        return HttpResponse(f"Not recorded: {exc.message}", status=exc.status_code)
+    context = {
+        "kb_ref": knowledge_base_ref(kb, request.user),
+        "judge_set": data["set"],
+        "query": data["q"],
+        "document_id": data["document_id"],
+        "record_id": data["record_id"] or "",
+        "chunk_id": data["chunk_id"] or "",
+        "grade": judgement.grade,
+    }
+    return render(request, "search/_judge.html", context)

@@ -308,3 +308,142 @@ def test_files_dropped_on_the_upload_zone_are_uploaded(page: Any) -> None:
     assert page.locator("[data-testid='doc-glacier.txt']").count() == 1
     expect(page.locator("#id_files")).to_have_value("")  # the picker was cleared after the upload
     shot(page, "16-dropped-files")
+
+
+MINI = Path(__file__).resolve().parents[1] / "data" / "scifact-mini"
+
+
+def test_quality_is_measured_and_gates_a_worse_rebuild(page: Any, tmp_path: Path) -> None:
+    """Evaluation sets from a file and from the playground's marks, the quality page, the
+    gate refusing a worse rebuild with its numbers, the override, and the roll back."""
+    import json
+
+    from search.models import Judgement
+
+    make_user("quinn")
+    cluster = start_cluster(tmp_path)
+    try:
+        sign_in(page, "quinn")
+        page.fill("#id_name", "Claims")
+        page.fill("#id_slug", "claims")
+        page.fill("#id_chunk_size", "200")
+        page.fill("#id_chunk_overlap", "32")
+        page.click("form.card button[type=submit]")
+        page.wait_for_url("**/kbs/claims/")
+        page.set_input_files("#id_files", str(MINI / "corpus.jsonl"))
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_selector("[data-testid=upload-results]")
+        kb = KnowledgeBase.objects.get(slug="claims")
+        wait_for(
+            lambda: KnowledgeBase.objects.filter(
+                pk=kb.pk, active_generation__isnull=False
+            ).exists(),
+            240,
+            "the first generation",
+        )
+
+        # An evaluation set from a JSON Lines file, on the quality page.
+        page.goto("/kbs/claims/quality/")
+        assert page.locator("[data-testid=no-evalsets]").count() == 1
+        page.fill("#id_name", "claims")
+        page.set_input_files("#id_file", str(MINI / "evalset.jsonl"))
+        page.click("[data-testid=import]")
+        expect(page.locator("main")).to_contain_text("Imported into claims: 24 queries added")
+
+        # Three results marked relevant in the playground, building a second set.
+        claims = [json.loads(line) for line in (MINI / "evalset.jsonl").read_text().splitlines()]
+        page.goto("/kbs/claims/search/")
+        marked = 0
+        for claim in claims:
+            record = claim["relevant"][0].split("#", 1)[1]
+            page.fill("#id_q", claim["query"])
+            page.fill("#id_set", "marked")
+            page.click(".search-form button[type=submit]")
+            expect(page.locator("[data-testid=results-for]")).to_contain_text(claim["query"])
+            result = page.locator("[data-testid=result]", has_text=f"record {record} ")
+            if result.count() == 0:
+                continue  # the relevant abstract is not on the first page: mark another claim
+            result.first.locator("[data-testid=mark-relevant]").click()
+            expect(result.first.locator("[data-testid=mark-state]")).to_have_text(
+                "relevant in marked"
+            )
+            marked += 1
+            if marked == 1:
+                shot(page, "17-playground-marking")
+            if marked == 3:
+                break
+        assert marked == 3
+        assert (
+            Judgement.objects.filter(
+                query__evaluation_set__name="marked", grade__gt=0, source="playground"
+            ).count()
+            == 3
+        )
+
+        # Evaluate the active generation on both sets.
+        page.goto("/kbs/claims/quality/")
+        for name in ("claims", "marked"):
+            page.click(f"[data-testid=evaluate-{name}-1]")
+            expect(page.locator(f"[data-testid=run-{name}-1]")).not_to_contain_text("not evaluated")
+        hybrid = float(page.inner_text("[data-testid=runs-claims] [data-testid=ndcg-hybrid-1]"))
+        assert 0.5 < hybrid <= 1.0
+
+        # A rebuild with 16-token chunks: the gate refuses to promote it, with the numbers.
+        page.goto("/kbs/claims/generations/")
+        page.fill("#id_chunk_size", "16")
+        page.fill("#id_chunk_overlap", "0")
+        page.click("[data-testid=plan]")
+        plan = page.locator("[data-testid=rebuild-plan]")
+        expect(plan).to_contain_text("chunk_size: 200 → 16")
+        assert int(page.inner_text("[data-testid=plan-chunks]")) > 1000
+        shot(page, "18-rebuild-plan")
+        page.click("[data-testid=rebuild]")
+        page.wait_for_selector("text=Rebuild started")
+        wait_for(
+            lambda: (
+                Generation.objects.filter(
+                    knowledge_base=kb, number=2, quality_passed__isnull=False
+                ).exists()
+                or Generation.objects.filter(knowledge_base=kb, number=2, status="failed").exists()
+            ),
+            300,
+            "generation 2 to be checked against the quality gate",
+        )
+        page.reload()
+        assert page.inner_text("[data-testid=generation-2-status]") == "ready"
+        assert "quality regression" in page.inner_text("[data-testid=generation-2-quality]")
+        quality = page.inner_text("[data-testid=generation-2-quality-report]")
+        assert re.search(
+            r"hybrid nDCG@10 0\.\d{3} -> 0\.\d{3} \(-0\.\d{3}, at most -0\.010\)", quality
+        )
+        assert page.locator("[data-testid=promote-2]").is_disabled()
+        shot(page, "19-quality-gate-refused")
+
+        # The per-query differences, with the top results side by side.
+        page.goto("/kbs/claims/quality/")
+        page.click("[data-testid=evaluate-claims-2]")
+        expect(page.locator("[data-testid=run-claims-2]")).not_to_contain_text("not evaluated")
+        page.select_option("#cmp-set", "claims")
+        page.select_option("#cmp-a", "1")
+        page.select_option("#cmp-b", "2")
+        page.click("[data-testid=compare]")
+        worse = int(page.inner_text("[data-testid=worse-count]").split()[0])
+        assert worse > 0
+        page.locator("[data-testid=worse-queries] details").first.click()
+        shot(page, "20-quality-compare")
+
+        # Override with a reason, then roll back.
+        page.goto("/kbs/claims/generations/")
+        page.fill("[data-testid=override-reason-2]", "smaller chunks for citations")
+        page.click("[data-testid=override-2]")
+        page.wait_for_selector("text=Generation #2 is active.")
+        assert page.inner_text("[data-testid=generation-2-status]") == "active"
+        event = Generation.objects.get(knowledge_base=kb, number=2).events.get(to_status="active")
+        assert event.actor.username == "quinn"
+        assert event.note.endswith("override by quinn: smaller chunks for citations")
+        page.click("[data-testid=rollback]")
+        page.wait_for_selector("text=Rolled back: generation #1 is active.")
+        assert page.inner_text("[data-testid=generation-1-status]") == "active"
+        shot(page, "21-after-override-and-rollback")
+    finally:
+        stop_cluster(cluster)
