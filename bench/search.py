@@ -36,19 +36,20 @@ def source_chunks() -> object:
     """The arrow table of bench/quality.py's chunks (built on first use)."""
     import lancedb
 
-    dirs = sorted(CACHE.glob("quality-*-c200/data/lancedb"))
+    pattern = "quality-*-c200-local-fast-p1/data/lancedb"  # bench/quality.py's default build
+    dirs = sorted(CACHE.glob(pattern))
     if not dirs:
         print("building the SciFact index first (bench/quality.py, ~5 min)...", file=sys.stderr)
         subprocess.run(
             [sys.executable, str(ROOT / "bench" / "quality.py"), "--queries", "1"], check=True
         )
-        dirs = sorted(CACHE.glob("quality-*-c200/data/lancedb"))
+        dirs = sorted(CACHE.glob(pattern))
     db = lancedb.connect(str(dirs[0]))
     name = db.list_tables().tables[0]
     return (
         db.open_table(name)
         .search()
-        .select(["id", "text", "title", "vector"])
+        .select(["id", "text", "title", "record_id", "ordinal", "vector"])
         .limit(None)
         .to_arrow()
     )
@@ -57,13 +58,19 @@ def source_chunks() -> object:
 def fill(generation, source, n: int) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
 
-    from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash
+    from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash, parent_id
     from knowledge_bases.engines import generation_store
     from knowledge_bases.models import Document
 
     ids = source.column("id").to_pylist()
     texts = source.column("text").to_pylist()
     titles = source.column("title").to_pylist()
+    records = source.column("record_id").to_pylist()
+    ordinals = source.column("ordinal").to_pylist()
+    # Passages as the chunker makes them: a SciFact record's chunks (copies apart).
+    members: dict[str, list[int]] = {}
+    for i in sorted(range(len(ids)), key=lambda i: ordinals[i]):
+        members.setdefault(records[i], []).append(i)
     vectors = np.asarray(source.column("vector").to_pylist(), dtype=np.float32)
     per_doc = 100
     docs = Document.objects.bulk_create(
@@ -93,6 +100,9 @@ def fill(generation, source, n: int) -> None:  # type: ignore[no-untyped-def]
             vec = vec + 0.3 * noise / np.linalg.norm(noise)
             vec = vec / np.linalg.norm(vec)
             text = f"{text} (copy {copy})"
+        passage = members[records[src]]
+        head = passage[0] == src
+        passage_text = " ".join(texts[j] for j in passage) + (f" (copy {copy})" if copy else "")
         chunk = Chunk(
             id=f"c{copy}-{ids[src]}",
             document_id=docs[i // per_doc].pk,
@@ -101,6 +111,9 @@ def fill(generation, source, n: int) -> None:  # type: ignore[no-untyped-def]
             content_hash=content_hash(text),
             token_count=0,
             title=titles[src] or "",
+            record_id=records[src],
+            parent_id=parent_id(copy, passage[0], content_hash(records[src])),
+            parent_text=passage_text if head else "",
         )
         batch.append(EmbeddedChunk(chunk, vec, new=True))
         if len(batch) == 5000:

@@ -197,6 +197,21 @@ def fuse(
     raise ValueError(f"unknown fusion method {params.method!r}")
 
 
+def passages_first(hits: Sequence[Fused], units: Mapping[str, str]) -> list[Fused]:
+    """Each passage's best hit in order, then the passages' other hits in order: a page
+    shows distinct passages before a second chunk of any (passage scores are shared by a
+    passage's chunks, which would otherwise fill a page from two or three passages). The
+    order of passages, and of documents, is unchanged."""
+    seen: set[str] = set()
+    first: list[Fused] = []
+    rest: list[Fused] = []
+    for hit in hits:
+        unit = units.get(hit.chunk_id, hit.chunk_id)
+        (rest if unit in seen else first).append(hit)
+        seen.add(unit)
+    return first + rest
+
+
 def single(ranked: Ranked, *, engine: str) -> list[Fused]:
     """One engine's ranking as fused hits (its own score, its own ranks)."""
     if engine == "vector":

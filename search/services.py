@@ -14,7 +14,7 @@ from knowledge_bases.models import Document, Generation, KnowledgeBase
 from knowledge_bases.selectors import generation_searchable_get
 from ragstudio.env import rag_settings
 from ragstudio.errors import Conflict
-from search.fusion import Fused, fuse, single
+from search.fusion import Fused, fuse, passages_first, single
 from search.results import Citation, SearchHit, SearchOutcome, SearchParams
 from search.stores.generation import GenerationStore
 from search.stores.lancedb_store import metadata_of
@@ -62,14 +62,14 @@ def lexical_ranking(
     units: dict[str, str] | None = None,
 ) -> list[tuple[str, float]]:
     """BM25: the chunks of the best ``k`` passages with their passage's score (their own
-    score orders them within it), cut at ``k`` chunks; each chunk's passage goes into
-    ``units``. A generation built before passages existed ranks chunks alone."""
+    score orders them within it); each chunk's passage goes into ``units``. A generation
+    built before passages existed ranks ``k`` chunks alone."""
     started = time.perf_counter()
     passages = store.bm25.passage_ranking(params.query, k, where=params.filter)
     if passages:
-        ranked = [(chunk, score) for chunk, score, _ in passages[:k]]
+        ranked = [(chunk, score) for chunk, score, _ in passages]
         if units is not None:
-            units.update((chunk, passage) for chunk, _, passage in passages[:k])
+            units.update((chunk, passage) for chunk, _, passage in passages)
     else:
         ranked = store.bm25.search_scored(params.query, k, where=params.filter)
     timings["bm25_ms"] = (time.perf_counter() - started) * 1000
@@ -84,24 +84,26 @@ def ranked_hits(
     timings: dict,
 ) -> tuple[list[Fused], bool | None]:
     """The first ``depth`` hits of a search in its mode (hybrid: both engines at once,
-    fused), and whether vectors were compared exactly: what a search request pages
-    through, and what an evaluation measures."""
+    fused; lexical and hybrid show each passage's best chunk before any passage's second),
+    and whether vectors were compared exactly: what a search request pages through, and
+    what an evaluation measures."""
     exact: bool | None = None
     if params.filter.impossible():
         return [], None
     if params.mode == "vector":
         ranked, exact = vector_ranking(generation, store, params, depth, timings)
         return single(ranked, engine="vector"), exact
+    units: dict[str, str] = {}
     if params.mode == "lexical":
-        return single(lexical_ranking(store, params, depth, timings), engine="bm25"), None
+        hits = single(lexical_ranking(store, params, depth, timings, units), engine="bm25")
+        return passages_first(hits, units)[:depth], None
     pool = min(max(HYBRID_MIN_POOL, 2 * depth), MAX_POOL)
     vector_future = _executor.submit(vector_ranking, generation, store, params, pool, timings)
-    units: dict[str, str] = {}
     lexical = lexical_ranking(store, params, pool, timings, units)
     ranked, exact = vector_future.result()
-    if params.fusion.method == "zscore":
-        units.update(store.bm25.parents([c for c, _ in ranked if c not in units]))
-    return fuse(ranked, lexical, params.fusion, units)[:depth], exact
+    units.update(store.bm25.parents([c for c, _ in ranked if c not in units]))
+    fused = fuse(ranked, lexical, params.fusion, units)
+    return passages_first(fused, units)[:depth], exact
 
 
 def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchOutcome:

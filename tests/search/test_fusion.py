@@ -106,3 +106,12 @@ def test_zscore_is_the_default_and_fuse_passes_the_units() -> None:
     )
     assert [h.chunk_id for h in by_default] == [h.chunk_id for h in explicit]
     assert [h.score for h in by_default] == [h.score for h in explicit]
+
+
+def test_passages_first_shows_distinct_passages_before_second_chunks() -> None:
+    from search.fusion import Fused, passages_first
+
+    hits = [Fused(c, 1.0) for c in ("a1", "a2", "b1", "a3", "c1", "b2", "x")]
+    units = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B", "c1": "C"}
+    order = [h.chunk_id for h in passages_first(hits, units)]
+    assert order == ["a1", "b1", "c1", "x", "a2", "a3", "b2"]  # x: no passage, its own
