@@ -217,8 +217,14 @@ def main() -> None:
         plan = [
             ("vector", "new queries", claims[0:q], {"mode": "vector"}),
             ("lexical", "new queries", claims[q : 2 * q], {"mode": "lexical"}),
-            ("hybrid (rrf)", "new queries", claims[2 * q : 3 * q], {"mode": "hybrid"}),
-            ("hybrid (rrf)", "repeated", claims[2 * q : 3 * q], {"mode": "hybrid"}),
+            ("hybrid (zscore, default)", "new queries", claims[2 * q : 3 * q], {"mode": "hybrid"}),
+            ("hybrid (zscore, default)", "repeated", claims[2 * q : 3 * q], {"mode": "hybrid"}),
+            (
+                "hybrid (rrf)",
+                "repeated",
+                claims[2 * q : 3 * q],
+                {"mode": "hybrid", "fusion": "rrf"},
+            ),
             (
                 "hybrid (adaptive)",
                 "repeated",

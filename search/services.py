@@ -6,6 +6,7 @@ until GC, which keeps the recently active ones)."""
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,7 +32,12 @@ _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="search")
 
 
 def vector_ranking(
-    generation: Generation, store: GenerationStore, params: SearchParams, k: int, timings: dict
+    generation: Generation,
+    store: GenerationStore,
+    params: SearchParams,
+    k: int,
+    timings: dict,
+    units: dict[str, str] | None = None,
 ) -> tuple[list[tuple[str, float]], bool]:
     cfg = rag_settings()
     started = time.perf_counter()
@@ -42,13 +48,18 @@ def vector_ranking(
     # A selective filter leaves few rows: search them exactly rather than ask the ANN
     # index for neighbours most of which the filter then throws away.
     exact = where is not None and store.vectors.count_where(where) <= cfg["ANN_MIN_ROWS"]
+    # The refine factor is tuned for a page (re-rank factor x page candidates exactly); a
+    # deeper pool (hybrid's) already holds that many candidates, so it needs less of it.
+    page = max(1, params.offset + params.limit)
+    refine = max(1, math.ceil(cfg["ANN_REFINE_FACTOR"] * min(page, k) / k))
     ranked = store.vectors.vector_search(
         vector,
         k,
         where=where,
         exact=exact,
         nprobes=cfg["ANN_NPROBES"],
-        refine_factor=cfg["ANN_REFINE_FACTOR"],
+        refine_factor=refine,
+        units=units,
     )
     timings["vector_ms"] = (time.perf_counter() - started) * 1000
     return ranked, exact or not store.vectors.has_vector_index()
@@ -60,12 +71,16 @@ def lexical_ranking(
     k: int,
     timings: dict,
     units: dict[str, str] | None = None,
+    order_within: int = 0,
 ) -> list[tuple[str, float]]:
-    """BM25: the chunks of the best ``k`` passages with their passage's score (their own
-    score orders them within it); each chunk's passage goes into ``units``. A generation
-    built before passages existed ranks ``k`` chunks alone."""
+    """BM25: the chunks of the best ``k`` passages with their passage's score (in the
+    first ``order_within`` passages, their own score orders them); each chunk's passage
+    goes into ``units``. A generation built before passages existed ranks ``k`` chunks
+    alone."""
     started = time.perf_counter()
-    passages = store.bm25.passage_ranking(params.query, k, where=params.filter)
+    passages = store.bm25.passage_ranking(
+        params.query, k, where=params.filter, order_within=order_within
+    )
     if passages:
         ranked = [(chunk, score) for chunk, score, _ in passages]
         if units is not None:
@@ -95,12 +110,18 @@ def ranked_hits(
         return single(ranked, engine="vector"), exact
     units: dict[str, str] = {}
     if params.mode == "lexical":
-        hits = single(lexical_ranking(store, params, depth, timings, units), engine="bm25")
+        ranked = lexical_ranking(store, params, depth, timings, units, order_within=depth)
+        hits = single(ranked, engine="bm25")
         return passages_first(hits, units)[:depth], None
     pool = min(max(HYBRID_MIN_POOL, 2 * depth), MAX_POOL)
-    vector_future = _executor.submit(vector_ranking, generation, store, params, pool, timings)
+    vector_units: dict[str, str] = {}
+    vector_future = _executor.submit(
+        vector_ranking, generation, store, params, pool, timings, vector_units
+    )
     lexical = lexical_ranking(store, params, pool, timings, units)
     ranked, exact = vector_future.result()
+    units.update(vector_units)
+    # A table from before passages were recorded: ask tantivy for them.
     units.update(store.bm25.parents([c for c, _ in ranked if c not in units]))
     fused = fuse(ranked, lexical, params.fusion, units)
     return passages_first(fused, units)[:depth], exact

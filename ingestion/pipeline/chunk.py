@@ -74,33 +74,30 @@ class Chunker:
             )
         counts = self.counter.count([sections[n].text[a:b] for n, a, b in pieces])
         passages = self._passages(pieces, counts)
+        texts = [sections[n].text[a:b] for n, a, b in pieces]
+        digests = [content_hash(t) for t in texts]
+        ids = [chunk_id(document_id, i, d) for i, d in enumerate(digests)]
         chunks = []
-        for ordinal, ((number, start, end), tokens) in enumerate(zip(pieces, counts, strict=True)):
+        for ordinal, (number, _start, _end) in enumerate(pieces):
             section = sections[number]
-            text = section.text[start:end]
-            digest = content_hash(text)
             first, last = passages[ordinal]
-            passage_text = ""
-            if first == ordinal:  # the passage's first chunk carries its text
-                passage_text = section.text[start : pieces[last][2]]
+            whole = section.text[pieces[first][1] : pieces[last][2]]
+            head = first == ordinal  # the passage's first chunk carries it
             chunks.append(
                 Chunk(
-                    id=chunk_id(document_id, ordinal, digest),
+                    id=ids[ordinal],
                     document_id=document_id,
                     ordinal=ordinal,
-                    text=text,
-                    content_hash=digest,
-                    token_count=tokens,
+                    text=texts[ordinal],
+                    content_hash=digests[ordinal],
+                    token_count=counts[ordinal],
                     title=section.title or title,
                     page=section.page,
                     record_id=section.record_id,
                     metadata=dict(section.metadata),
-                    parent_id=parent_id(
-                        document_id,
-                        first,
-                        content_hash(section.text[pieces[first][1] : pieces[last][2]]),
-                    ),
-                    parent_text=passage_text,
+                    parent_id=parent_id(document_id, first, content_hash(whole)),
+                    parent_text=whole if head else "",
+                    parent_chunks=tuple(ids[first : last + 1]) if head else (),
                 )
             )
         return chunks

@@ -96,6 +96,7 @@ class Chunk:
     # text, so the passage is written with that chunk.
     parent_id: str = ""
     parent_text: str = ""
+    parent_chunks: tuple[str, ...] = ()  # the passage's chunk ids, on its first chunk
 
     def metadata_json(self) -> str:
         return json.dumps(self.metadata, sort_keys=True, ensure_ascii=False)

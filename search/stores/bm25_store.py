@@ -49,6 +49,8 @@ def passage_schema() -> Any:
     builder.add_text_field("title", stored=False, tokenizer_name="en_stem")
     builder.add_text_field("text", stored=False, tokenizer_name="en_stem")
     builder.add_text_field("meta_kv", stored=False, tokenizer_name="raw", index_option="basic")
+    # Its chunks' ids in document order (JSON): a search reads them with the passage's id.
+    builder.add_bytes_field("chunks", stored=True, indexed=False)
     return builder.build()
 
 
@@ -209,42 +211,50 @@ class Bm25Index:
         return _scored(self.index(), self.text_query(text), k, where)
 
     def passage_ranking(
-        self, text: str, k: int, *, where: SearchFilter | None = None
+        self,
+        text: str,
+        k: int,
+        *,
+        where: SearchFilter | None = None,
+        order_within: int = 0,
     ) -> list[tuple[str, float, str]]:
         """(chunk id, its passage's BM25 score, passage id) for the chunks of the best
-        ``k`` passages, best passage first; within a passage its chunks by their own BM25
-        score, then in document order. Empty when there is no passages index."""
-        import tantivy
-
+        ``k`` passages, best passage first, each passage's chunks in document order; in
+        the first ``order_within`` passages (a page's worth) by their own BM25 score
+        first. Empty when there is no passages index."""
         if not self.has_passages() or k <= 0:
             return []
-        passages = self.passages.search_scored(text, k, where=where)
+        passages = self.passages.search_members(text, k, where=where)
         if not passages:
             return []
+        own = self._own_scores(text, [p for p, _, _ in passages[:order_within]])
+        out: list[tuple[str, float, str]] = []
+        for number, (passage, score, chunks) in enumerate(passages):
+            if number < order_within:
+                chunks = sorted(chunks, key=lambda c: -own.get(c, 0.0))  # stable: ties in order
+            out.extend((chunk, score, passage) for chunk in chunks)
+        return out
+
+    def _own_scores(self, text: str, passages: Sequence[str]) -> dict[str, float]:
+        """Each matching chunk's own BM25 score, among these passages' chunks."""
+        import tantivy
+
+        words = self.text_query(text) if passages else None
+        if words is None:
+            return {}
         index = self.index()
         index.reload()  # after the passages': a passage seen has its chunks written
-        # One query for the passages' chunks and their own scores: every member matches
-        # the (constant-score) id set; the words add each chunk's own BM25 on top.
-        members_query = tantivy.Query.term_set_query(
-            index.schema, "parent", [p for p, _ in passages]
+        # The few member chunks drive the query (constant score 1 each); the words only
+        # add their BM25 to those, instead of being intersected across the whole index.
+        members = tantivy.Query.term_set_query(index.schema, "parent", list(passages))
+        query = tantivy.Query.boolean_query(
+            [(tantivy.Occur.Must, members), (tantivy.Occur.Should, words)]
         )
-        clauses = [(tantivy.Occur.Must, members_query)]
-        words = self.text_query(text)
-        if words is not None:
-            clauses.append((tantivy.Occur.Should, words))
-        query = tantivy.Query.boolean_query(clauses)
         searcher = index.searcher()
-        members: dict[str, list[tuple[float, int, str]]] = {}
-        for score, address in searcher.search(query, 64 * len(passages), count=False).hits:
-            doc = searcher.doc(address)
-            members.setdefault(doc["parent"][0], []).append(
-                (-float(score), doc.get_first("ordinal") or 0, doc["id"][0])
-            )
-        out = []
-        for passage, score in passages:
-            for _own, _ordinal, chunk in sorted(members.get(passage, [])):
-                out.append((chunk, score, passage))
-        return out
+        return {
+            searcher.doc(address)["id"][0]: float(score) - 1.0
+            for score, address in searcher.search(query, 64 * len(passages), count=False).hits
+        }
 
     def parents(self, ids: Sequence[str]) -> dict[str, str]:
         """The passage of each of these chunks (none from an index without passages)."""
@@ -367,6 +377,7 @@ class PassageIndex:
                         title=chunk.title or "",
                         text=chunk.parent_text,
                         meta_kv=metadata_tokens(chunk.metadata),
+                        chunks=json.dumps(list(chunk.parent_chunks)).encode(),
                     )
                 )
             writer.commit()
@@ -388,18 +399,36 @@ class PassageIndex:
         index.reload()
         return int(index.searcher().num_docs)
 
-    def search_scored(
+    def search_members(
         self, text: str, k: int, *, where: SearchFilter | None = None
-    ) -> list[tuple[str, float]]:
+    ) -> list[tuple[str, float, list[str]]]:
+        """(passage id, BM25 score, its chunk ids) of the best ``k`` passages."""
+        import tantivy
+
         if not self.exists() or k <= 0:
             return []
         words = plain_text_query(text)
         if not words:
             return []
-        query = self.index().parse_query(
+        index = self.index()
+        query = index.parse_query(
             words, ["title", "text"], field_boosts={"title": PASSAGE_TITLE_BOOST}
         )
-        return _scored(self.index(), query, k, where)
+        index.reload()
+        if where is not None and not where.empty:
+            if where.impossible():
+                return []
+            narrowing = where.tantivy_query(index.schema)
+            assert narrowing is not None
+            query = tantivy.Query.boolean_query(
+                [(tantivy.Occur.Must, query), (tantivy.Occur.Must, narrowing)]
+            )
+        searcher = index.searcher()
+        out = []
+        for score, address in searcher.search(query, k).hits:
+            doc = searcher.doc(address)
+            out.append((doc["id"][0], float(score), json.loads(bytes(doc["chunks"][0]))))
+        return out
 
 
 def _scored(

@@ -38,6 +38,8 @@ def chunk_schema(dimensions: int) -> pa.Schema:
             pa.field("metadata", pa.string()),
             # Hashed (key, value) tokens of the metadata, for filters (search/filters.py).
             pa.field("meta_kv", pa.list_(pa.string())),
+            # The chunk's passage (search/stores/bm25_store.py), returned with its vector.
+            pa.field("parent", pa.string()),
             pa.field("vector", pa.list_(pa.float32(), dimensions), nullable=False),
         ]
     )
@@ -63,6 +65,7 @@ def rows_to_arrow(rows: Sequence[EmbeddedChunk], dimensions: int) -> pa.Table:
             pa.array([c.token_count for c in chunks], pa.int32()),
             pa.array([c.metadata_json() for c in chunks], pa.string()),
             pa.array([metadata_tokens(c.metadata) for c in chunks], pa.list_(pa.string())),
+            pa.array([c.parent_id or None for c in chunks], pa.string()),
             pa.FixedSizeListArray.from_arrays(pa.array(vectors, pa.float32()), dimensions),
         ],
         schema=chunk_schema(dimensions),
@@ -194,11 +197,13 @@ class LanceChunkTable:
         exact: bool = False,
         nprobes: int = 20,
         refine_factor: int = 5,
+        units: dict[str, str] | None = None,
     ) -> list[tuple[str, float]]:
         """(id, cosine similarity) of the k nearest rows meeting ``where`` (a predicate
         built by search/filters.py). Uses the ANN index when there is one, unless
         ``exact``; rows written after the index was built are searched exactly by LanceDB
-        and merged in. (nprobes and refine_factor are ignored by a table with no index.)"""
+        and merged in. (nprobes and refine_factor are ignored by a table with no index.)
+        ``units`` gets each row's passage, when the table records them."""
         table = self.table()
         if table is None or k <= 0:
             return []
@@ -209,9 +214,14 @@ class LanceChunkTable:
             query = query.bypass_vector_index()
         else:
             query = query.nprobes(nprobes).refine_factor(refine_factor)
-        rows = query.select(["id", "_distance"]).limit(k).to_arrow()
+        with_parents = units is not None and "parent" in table.schema.names
+        columns = ["id", "_distance", *(["parent"] if with_parents else [])]
+        rows = query.select(columns).limit(k).to_arrow()
         ids = rows.column("id").to_pylist()
         distances = rows.column("_distance").to_pylist()
+        if with_parents and units is not None:
+            parents = rows.column("parent").to_pylist()
+            units.update((i, p) for i, p in zip(ids, parents, strict=True) if p)
         return [(i, 1.0 - float(d)) for i, d in zip(ids, distances, strict=True)]
 
     def count_where(self, where: str | None) -> int:
