@@ -143,8 +143,8 @@ def main() -> None:
 
     digest = hashlib.sha256((args.dataset / "corpus.jsonl").read_bytes()).hexdigest()[:16]
     embedder_key = "".join(c if c.isalnum() or c in "-." else "_" for c in args.embedder)
-    # "p1": indexes with passages (an older cache lacks them).
-    work = CACHE / f"quality-{digest}-c{args.chunk_size}-{embedder_key}-p1"
+    # "p2": indexes with passages that list their chunks (an older cache lacks them).
+    work = CACHE / f"quality-{digest}-c{args.chunk_size}-{embedder_key}-p2"
     if args.fresh and work.exists():
         import shutil
 

@@ -36,7 +36,7 @@ def source_chunks() -> object:
     """The arrow table of bench/quality.py's chunks (built on first use)."""
     import lancedb
 
-    pattern = "quality-*-c200-local-fast-p1/data/lancedb"  # bench/quality.py's default build
+    pattern = "quality-*-c200-local-fast-p2/data/lancedb"  # bench/quality.py's default build
     dirs = sorted(CACHE.glob(pattern))
     if not dirs:
         print("building the SciFact index first (bench/quality.py, ~5 min)...", file=sys.stderr)

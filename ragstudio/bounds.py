@@ -30,9 +30,11 @@ SEARCH_OFFSET = Bound("offset", 0, 10_000)
 GENERATION_NUMBER = Bound("generation", 1, 10**9)
 ROW_ID = Bound("id", 1, 2**63 - 1)  # database ids (BigAutoField) and LanceDB's int64
 QUERY_MAX_CHARS = 2000
-# Evaluation sets: a judgement's grade, queries per set (each run searches them all),
+# Evaluation sets: a judgement's grade, sets per knowledge base, queries per set (each run
+# searches them all),
 # relevant units per query, and the size of an imported JSON Lines file.
 EVAL_GRADE = Bound("grade", 0, 10)
+EVAL_SETS = Bound("evaluation sets", 0, 10)  # per knowledge base: the gate runs them all
 EVAL_QUERIES = Bound("queries", 1, 5000)
 EVAL_JUDGEMENTS_PER_QUERY = Bound("relevant", 1, 1000)
 EVAL_IMPORT_MAX_BYTES = 20 * 1024 * 1024

@@ -28,6 +28,7 @@ from ragstudio.bounds import (
     EVAL_JUDGEMENTS_PER_QUERY,
     EVAL_LINE_MAX_BYTES,
     EVAL_QUERIES,
+    EVAL_SETS,
     QUERY_MAX_CHARS,
 )
 from ragstudio.errors import Conflict, NotFound, ValidationError
@@ -47,6 +48,7 @@ from search.vocabulary import DEFAULT_FUSION, METRIC_LABELS, SEARCH_MODES, gate_
 # Chunks each mode ranks per query: enough for 100 distinct units in most cases.
 EVAL_POOL = 300
 TOP_KEPT = 10  # units kept per query and mode, for side-by-side comparisons
+TARGET_MAX_CHARS = 700  # a file name (500) and "#" a record id (200)
 _NAME = re.compile(EVALSET_NAME_PATTERN)
 
 Unit = tuple[int, str]  # (document id, record id or "")
@@ -85,6 +87,12 @@ def evaluation_set_create(
         )
     if len(description) > 10_000:
         raise ValidationError("description is at most 10,000 characters", {"field": "description"})
+    if EvaluationSet.objects.filter(knowledge_base=kb).count() >= EVAL_SETS.high:
+        raise Conflict(
+            f"a knowledge base holds at most {EVAL_SETS.high} evaluation sets (the quality "
+            "gate runs every one): delete one first",
+            {"limit": EVAL_SETS.high},
+        )
     try:
         with transaction.atomic():
             return EvaluationSet.objects.create(
@@ -183,6 +191,8 @@ def _judgements_of(query: QueryIn, targets: _Targets) -> dict[Unit, int]:
         raise ValueError(f"at most {EVAL_JUDGEMENTS_PER_QUERY.high} judged documents a query")
     units: dict[Unit, int] = {}
     for target in given:
+        if isinstance(target, str) and len(target) > TARGET_MAX_CHARS:
+            raise ValueError(f"a document name is at most {TARGET_MAX_CHARS} characters")
         grade = _grade(query.grades.get(str(target), 1), f"grade of {target!r}")
         units[targets.resolve(target)] = grade
     return units

@@ -6,19 +6,21 @@ at this installation's measured rate, and how much disk the generation will take
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F, Sum
 
+from ingestion.embedders import LOCAL_PROVIDERS, parse_spec
 from ingestion.models import IngestionJob
+from ingestion.pipeline.batching import make_batches
 from ingestion.pipeline.chunk import Chunker
 from ingestion.pipeline.parse import parse_document
 from ingestion.pipeline.sandbox import ParseSandbox
-from ingestion.pipeline.types import Chunk, DocumentError
+from ingestion.pipeline.types import Chunk, DocumentError, Embedder
 from knowledge_bases.build_settings import BuildSettings, build_settings_resolve
 from knowledge_bases.engines import embedder_get, generation_store
 from knowledge_bases.models import Document, Generation, KnowledgeBase
@@ -28,6 +30,8 @@ from ragstudio.errors import Conflict
 from search.stores.generation import CompositeCache
 
 LOOKUP_BATCH = 1000
+TIMED_CHUNKS = 96  # chunks a local model is timed on, for the ETA
+BATCH_WINDOW = 1024  # as ingestion.pipeline.batching.make_batches sorts them
 SAMPLE_ROWS = 200  # rows of the active generation whose text sizes the disk estimate
 MIN_RATE_CHUNKS = 50  # a job that embedded fewer says little about the rate
 
@@ -105,6 +109,11 @@ def generation_rebuild_plan(
         to_embed=0,
     )
     text_bytes = 0
+    tokens_to_embed = 0
+    fresh_tokens: list[int] = []  # token counts of the chunks to embed, in order
+    sample: list[Chunk] = []  # chunks to time the model on (a reservoir of the fresh ones)
+    seen_fresh = 0
+    rng = random.Random(0)
     timeout = rag_settings()["PARSE_TIMEOUT_SECONDS"]
     sandbox = ParseSandbox(timeout) if timeout else None
     try:
@@ -121,14 +130,26 @@ def generation_rebuild_plan(
                 )
                 continue
             plan.chunks += len(chunks)
-            plan.reused += _reused(cache, chunks)
+            fresh = _to_embed(cache, chunks)
+            plan.reused += len(chunks) - len(fresh)
+            tokens_to_embed += sum(c.token_count for c in fresh)
+            fresh_tokens.extend(c.token_count for c in fresh)
+            for chunk in fresh:
+                seen_fresh += 1
+                if len(sample) < TIMED_CHUNKS:
+                    sample.append(chunk)
+                elif (slot := rng.randrange(seen_fresh)) < TIMED_CHUNKS:
+                    sample[slot] = chunk
             text_bytes += sum(len(c.text.encode()) for c in chunks)
     finally:
         if sandbox is not None:
             sandbox.close()
     plan.to_embed = plan.chunks - plan.reused
-    _estimate_time(plan, model.fingerprint)
-    _estimate_disk(plan, active, built.dimensions, text_bytes)
+    if parse_spec(built.embedder).provider in LOCAL_PROVIDERS and sample:
+        _time_model(plan, model, sample, fresh_tokens)
+    else:
+        _estimate_time(plan, model.fingerprint, tokens_to_embed)
+    _estimate_disk(plan, kb, built.dimensions, text_bytes)
     plan.seconds = time.perf_counter() - started
     return plan
 
@@ -163,18 +184,78 @@ def _chunks_of(document: Document, chunker: Chunker, sandbox: ParseSandbox | Non
     return chunks
 
 
-def _reused(cache: CompositeCache, chunks: Sequence[Chunk]) -> int:
-    found = 0
+def _to_embed(cache: CompositeCache, chunks: Sequence[Chunk]) -> list[Chunk]:
+    """The chunks whose text has no stored vector by the same model."""
+    missing: list[Chunk] = []
     for start in range(0, len(chunks), LOOKUP_BATCH):
         part = chunks[start : start + LOOKUP_BATCH]
         hits = cache.lookup([c.content_hash for c in part])
-        found += sum(1 for c in part if c.content_hash in hits)
-    return found
+        missing.extend(c for c in part if c.content_hash not in hits)
+    return missing
 
 
-def _estimate_time(plan: RebuildPlan, fingerprint: str) -> None:
-    """Chunks per second of the jobs that embedded with this model here (their embedded
-    chunks over their running time, parsing and writing included)."""
+def _batch_sizes(model: Embedder) -> tuple[int, int]:
+    return (
+        min(rag_settings()["EMBED_BATCH_SIZE"], model.max_batch_items),
+        model.max_batch_tokens,
+    )
+
+
+def _padded_tokens(token_counts: Sequence[int], model: Embedder) -> int:
+    """The tokens the model computes for these chunks, padding included, batched as the
+    pipeline batches them (sorted by length in windows; ingestion/pipeline/batching.py)."""
+    max_items, max_tokens = _batch_sizes(model)
+    total = 0
+    for start in range(0, len(token_counts), BATCH_WINDOW):
+        batch = longest = 0
+        for tokens in sorted(token_counts[start : start + BATCH_WINDOW]):
+            tokens = max(tokens, 1)
+            if batch and (batch >= max_items or (batch + 1) * max(longest, tokens) > max_tokens):
+                total += batch * longest
+                batch = longest = 0
+            batch += 1
+            longest = max(longest, tokens)
+        total += batch * longest
+    return total
+
+
+def _time_model(
+    plan: RebuildPlan, model: Embedder, sample: Sequence[Chunk], token_counts: Sequence[int]
+) -> None:
+    """A local model's speed, measured now on a sample of the chunks to embed batched as
+    the pipeline batches them (a second or two), in padded tokens a second, applied to
+    the padded tokens of all the chunks to embed."""
+    max_items, max_tokens = _batch_sizes(model)
+    batches = list(make_batches(sample, max_items=max_items, max_tokens=max_tokens))
+    model.embed_batch([sample[0].text, sample[-1].text])  # the first call allocates
+    started = time.perf_counter()
+    for batch in batches:
+        model.embed_batch([c.text for c in batch])
+    seconds = time.perf_counter() - started
+    padded = sum(len(b) * max(max(c.token_count, 1) for c in b) for b in batches)
+    if seconds <= 0 or padded <= 0:
+        return
+    per_second = padded / seconds
+    plan.rate_chunks_per_s = len(sample) / seconds
+    plan.rate_basis = (
+        f"timed now on {len(sample)} of the chunks to embed: {per_second:,.0f} tokens/s"
+    )
+    plan.eta_seconds = _padded_tokens(token_counts, model) / per_second
+
+
+def _mean_tokens(generation: Generation, cache: dict[int, float]) -> float:
+    """Tokens a chunk of this generation (from a sample of its rows)."""
+    if generation.pk not in cache:
+        rows = generation_store(generation).vectors.sample(SAMPLE_ROWS, columns=["token_count"])
+        counts = [int(r["token_count"] or 0) for r in rows]
+        cache[generation.pk] = sum(counts) / len(counts) if counts else 0.0
+    return cache[generation.pk]
+
+
+def _estimate_time(plan: RebuildPlan, fingerprint: str, tokens: int) -> None:
+    """A remote model's speed here (timing it would cost requests), in tokens a second:
+    the tokens the jobs that embedded with this model processed, over their running time,
+    applied to the tokens to embed."""
     jobs = IngestionJob.objects.filter(
         generation__embedder_fingerprint=fingerprint,
         status=IngestionJob.Status.SUCCEEDED,
@@ -183,37 +264,53 @@ def _estimate_time(plan: RebuildPlan, fingerprint: str) -> None:
         finished_at__isnull=False,
     ).order_by("-finished_at")[:20]
     embedded = 0
+    done_tokens = 0.0
     seconds = 0.0
-    for job in jobs:
+    sizes: dict[int, float] = {}
+    for job in jobs.select_related("generation"):
+        if job.generation.files_deleted_at is not None:
+            continue
         embedded += job.embedded
+        done_tokens += job.embedded * _mean_tokens(job.generation, sizes)
         seconds += (job.finished_at - job.started_at).total_seconds()  # type: ignore[operator]
-    if not embedded or seconds <= 0:
+    if plan.to_embed == 0:
+        plan.eta_seconds = 0.0
+    if not embedded or seconds <= 0 or done_tokens <= 0:
         plan.rate_basis = "no job has embedded with this model here yet"
-        plan.eta_seconds = 0.0 if plan.to_embed == 0 else None
         return
     plan.rate_chunks_per_s = embedded / seconds
-    plan.rate_basis = f"{embedded:,} chunks embedded by {len(jobs)} job(s) with this model here"
-    plan.eta_seconds = plan.to_embed / plan.rate_chunks_per_s
-
-
-def _estimate_disk(plan: RebuildPlan, active: Generation, dimensions: int, text_bytes: int) -> None:
-    """The active generation's bytes per chunk, less its vectors, scaled by the new
-    chunks' text; plus the new vectors (4 bytes a dimension)."""
-    size = generation_size_on_disk(active)
-    count = (
-        active.chunk_count
-        or Document.objects.filter(
-            knowledge_base_id=active.knowledge_base_id, status=Document.Status.INDEXED
-        ).aggregate(n=Sum(F("chunk_count")))["n"]
+    plan.rate_basis = (
+        f"{embedded:,} chunks ({done_tokens / seconds:,.0f} tokens/s) embedded by "
+        f"{len(sizes)} generation(s) of this model here"
     )
-    sample = generation_store(active).vectors.sample(SAMPLE_ROWS, columns=["text"])
-    if not size or not count or not sample:
+    if plan.to_embed:
+        plan.eta_seconds = tokens / (done_tokens / seconds)
+
+
+def _estimate_disk(plan: RebuildPlan, kb: KnowledgeBase, dimensions: int, text_bytes: int) -> None:
+    """Bytes a byte of chunk text takes beside its vector, from the KB's most compact
+    generation on disk (the active one may carry versions of many small writes), applied
+    to the new chunks' text; plus the new vectors (4 bytes a dimension)."""
+    best: tuple[float, Generation] | None = None
+    for generation in kb.generations.filter(
+        files_deleted_at__isnull=True, status__in=Generation.SEARCHABLE, chunk_count__gt=0
+    ):
+        size = generation_size_on_disk(generation)
+        sample = generation_store(generation).vectors.sample(SAMPLE_ROWS, columns=["text"])
+        if not size or not sample:
+            continue
+        mean_text = sum(len(str(r["text"]).encode()) for r in sample) / len(sample)
+        per_text_byte = max(0.0, size / generation.chunk_count - generation.dimensions * 4) / max(
+            mean_text, 1.0
+        )
+        if best is None or per_text_byte < best[0]:
+            best = (per_text_byte, generation)
+    if best is None:
         plan.disk_basis = "no local generation to measure from"
         return
-    sample_text = sum(len(str(r["text"]).encode()) for r in sample) / len(sample)
-    per_text_byte = max(0.0, size / count - active.dimensions * 4) / max(sample_text, 1.0)
+    per_text_byte, generation = best
     plan.disk_bytes = int(plan.chunks * dimensions * 4 + text_bytes * per_text_byte)
     plan.disk_basis = (
-        f"generation #{active.number}: {size / count:,.0f} bytes a chunk, "
-        f"{per_text_byte:.1f} bytes of index a byte of text"
+        f"generation #{generation.number}: {per_text_byte:.1f} bytes of tables and indexes "
+        "a byte of text, beside the vectors"
     )
