@@ -228,8 +228,24 @@ def evaluate(queries: dict[str, str], qrels: dict, modes: dict | None = None) ->
         "tuning": sum(tuning_half(q) for q in queries),
         "report": sum(not tuning_half(q) for q in queries),
     }
+    spread = {}
+    if "hybrid" in per_mode:
+        # How much a half's mean moves with the split alone: the same per-query scores,
+        # 1,000 random halves (not used to choose anything).
+        import random
+
+        values = [m["ndcg@10"] for m in per_mode["hybrid"]["all"]]
+        rng = random.Random(0)
+        half = len(values) // 2
+        means = sorted(sum(rng.sample(values, half)) / half for _ in range(1000))
+        spread = {
+            "p5": round(means[50], 4),
+            "p50": round(means[500], 4),
+            "p95": round(means[950], 4),
+        }
     return {
         "scores": scores,
+        "hybrid_half_spread": spread,
         "queries": len(queries),
         "halves": halves_n,
         "seconds": seconds,
@@ -303,6 +319,12 @@ def print_table(results: dict, args: argparse.Namespace, documents: int, ingest_
         print(
             f"| {name} | {s['ndcg@10']:.4f} | {s['tuning']['ndcg@10']:.4f} | {s['report']['ndcg@10']:.4f} | "
             f"{s['recall@10']:.4f} | {s['recall@100']:.4f} | {s['mrr']:.4f} | {vs} |"
+        )
+    spread = results.get("hybrid_half_spread")
+    if spread:
+        print(
+            f"\nhybrid nDCG@10 of a random half of these queries (1,000 splits): 5th percentile "
+            f"{spread['p5']:.4f}, median {spread['p50']:.4f}, 95th {spread['p95']:.4f}"
         )
 
 
