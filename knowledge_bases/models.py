@@ -135,7 +135,10 @@ class Generation(models.Model):
     chunk_count = models.PositiveIntegerField(default=0)
     vector_count = models.PositiveIntegerField(default=0)
     table_name = models.CharField(max_length=200)
-    bm25_path = models.CharField(max_length=500)
+    bm25_path = models.CharField(max_length=500)  # where the creating host put it (history)
+    # The BM25 version published to the object store (scaled out): readers on any host
+    # sync to at least this before searching. 0 on one machine.
+    bm25_version = models.PositiveIntegerField(default=0)
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     ready_at = models.DateTimeField(null=True, blank=True)
@@ -237,7 +240,8 @@ class StorageCleanup(models.Model):
     lancedb_uri = models.CharField(max_length=1000, blank=True)
     table_name = models.CharField(max_length=200, blank=True)
     path = models.CharField(max_length=1000, blank=True)  # a directory, removed whole
+    remote = models.CharField(max_length=1000, blank=True)  # an object-store prefix, whole
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
-        return self.table_name or self.path
+        return self.table_name or self.path or self.remote

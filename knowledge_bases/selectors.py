@@ -10,6 +10,7 @@ from typing import Any
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
 from ingestion.models import IngestionJob
+from knowledge_bases.engines import bm25_local_path
 from knowledge_bases.models import Document, Generation, KnowledgeBase
 from ragstudio.env import rag_settings
 from ragstudio.errors import Ambiguous, Conflict, Forbidden, NotFound
@@ -135,10 +136,10 @@ def generation_searchable_get(kb: KnowledgeBase, number: int | None) -> Generati
 
 def generation_size_on_disk(generation: Generation) -> int:
     """Bytes of the generation's tantivy directory and (local) LanceDB table; 0 when its
-    files are deleted or LanceDB is remote."""
-    if generation.files_deleted_at:
+    files are deleted or live in an object store (the local copy is only a cache there)."""
+    if generation.files_deleted_at or rag_settings()["STORAGE_URI"]:
         return 0
-    paths = [Path(generation.bm25_path)]
+    paths = [bm25_local_path(generation.knowledge_base_id, generation.number)]
     uri = rag_settings()["LANCEDB_URI"]
     if "://" not in uri:
         paths.append(Path(uri) / f"{generation.table_name}.lance")

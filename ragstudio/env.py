@@ -128,6 +128,10 @@ class RagStudioConfig(TypedDict):
     UPLOAD_DIR: Path
     LANCEDB_URI: str
     BM25_DIR: Path
+    # s3://bucket/prefix shared by every host ("" on one machine), and the options that
+    # reach it (LanceDB's names: aws_endpoint, aws_region, aws_access_key_id, ...).
+    STORAGE_URI: str
+    STORAGE_OPTIONS: dict[str, str]
     MODEL_DIR: Path
     EMBEDDER: str
     EMBEDDERS_FOR_USERS: list[str]

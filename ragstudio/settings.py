@@ -3,7 +3,8 @@
 Defaults run everything on one machine: SQLite (WAL) for Django and the django-q2 ORM
 broker, LanceDB and tantivy under RAGSTUDIO_DATA_DIR, fastembed on the CPU. The same code
 scales out with DATABASE_URL (PostgreSQL), RAGSTUDIO_REDIS_URL (django-q2 broker) and
-RAGSTUDIO_LANCEDB_URI (e.g. s3://bucket/prefix).
+RAGSTUDIO_STORAGE_URI (s3://bucket/prefix, with the standard AWS_* variables): see
+docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -207,10 +208,44 @@ def env_bounded(name: str, default: int, bound: bounds.Bound) -> int:
     return env_int(name, default, minimum=bound.low, maximum=bound.high)
 
 
+def _storage() -> tuple[str, dict[str, str]]:
+    """RAGSTUDIO_STORAGE_URI (s3://bucket/prefix: every generation's LanceDB table and BM25
+    index, and the uploads, shared by all hosts) and how to reach it, from the standard
+    AWS_* variables, so one deployment works against S3, MinIO, Ceph or a test server."""
+    uri = env_str("RAGSTUDIO_STORAGE_URI", "").rstrip("/")
+    if uri and (not uri.startswith("s3://") or len(uri) <= len("s3://")):
+        raise ImproperlyConfigured(
+            f"RAGSTUDIO_STORAGE_URI must look like s3://bucket/prefix, got {uri!r}"
+        )
+    options: dict[str, str] = {}
+    endpoint = env_str("AWS_ENDPOINT_URL", "")
+    if endpoint:
+        options["aws_endpoint"] = endpoint
+    region = env_str("AWS_REGION", "") or env_str("AWS_DEFAULT_REGION", "")
+    if region:
+        options["aws_region"] = region
+    key = env_str("AWS_ACCESS_KEY_ID", "")
+    if key:
+        options["aws_access_key_id"] = key
+        options["aws_secret_access_key"] = env_str("AWS_SECRET_ACCESS_KEY", "")
+    if env_bool("AWS_ALLOW_HTTP", False) or endpoint.startswith("http://"):
+        options["allow_http"] = "true"
+    return uri, options
+
+
+_STORAGE_URI, _STORAGE_OPTIONS = _storage()
+
 RAGSTUDIO: RagStudioConfig = {
     "UPLOAD_DIR": DATA_DIR / "uploads",
-    "LANCEDB_URI": env_str("RAGSTUDIO_LANCEDB_URI", str(DATA_DIR / "lancedb")),
+    # Under RAGSTUDIO_STORAGE_URI when it is set; RAGSTUDIO_LANCEDB_URI still wins.
+    "LANCEDB_URI": env_str(
+        "RAGSTUDIO_LANCEDB_URI",
+        f"{_STORAGE_URI}/lancedb" if _STORAGE_URI else str(DATA_DIR / "lancedb"),
+    ),
+    # With RAGSTUDIO_STORAGE_URI, a local cache of the indexes in the object store.
     "BM25_DIR": DATA_DIR / "bm25",
+    "STORAGE_URI": _STORAGE_URI,
+    "STORAGE_OPTIONS": _STORAGE_OPTIONS,
     # Model files (the bundled model's directory, the local-fast build, fastembed's
     # cache): a cache that hosts or data directories may share.
     "MODEL_DIR": Path(env_str("RAGSTUDIO_MODEL_DIR", str(DATA_DIR / "models"))),

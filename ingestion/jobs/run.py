@@ -25,9 +25,8 @@ from ingestion.pipeline.runner import PipelineConfig, PipelineResult, run_pipeli
 from ingestion.pipeline.types import SourceDocument, VectorCache
 from ingestion.services.generations import generation_promote
 from knowledge_bases import lifecycle
-from knowledge_bases.engines import embedder_get, generation_store
+from knowledge_bases.engines import document_read, embedder_get, generation_store
 from knowledge_bases.models import Document, Generation
-from knowledge_bases.selectors import document_path
 from ragstudio.env import rag_settings
 from ragstudio.errors import RagStudioError
 from search.evaluation import generation_quality_gate
@@ -63,7 +62,7 @@ def _source_documents(documents: Iterable[Document]) -> list[SourceDocument]:
             id=doc.pk,
             filename=doc.original_filename,
             title=doc.title,
-            read=functools.partial(document_path(doc).read_bytes),
+            read=functools.partial(document_read, doc.storage_path),
         )
         for doc in documents
     ]

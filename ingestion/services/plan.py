@@ -22,9 +22,9 @@ from ingestion.pipeline.parse import parse_document
 from ingestion.pipeline.sandbox import ParseSandbox
 from ingestion.pipeline.types import Chunk, DocumentError, Embedder
 from knowledge_bases.build_settings import BuildSettings, build_settings_resolve
-from knowledge_bases.engines import embedder_get, generation_store
+from knowledge_bases.engines import document_read, embedder_get, generation_store
 from knowledge_bases.models import Document, Generation, KnowledgeBase
-from knowledge_bases.selectors import document_path, generation_size_on_disk
+from knowledge_bases.selectors import generation_size_on_disk
 from ragstudio.env import rag_settings
 from ragstudio.errors import Conflict
 from search.stores.generation import CompositeCache
@@ -171,7 +171,7 @@ def _same_model_cache(kb: KnowledgeBase, fingerprint: str) -> CompositeCache:
 def _chunks_of(document: Document, chunker: Chunker, sandbox: ParseSandbox | None) -> list[Chunk]:
     max_bytes = settings.RAGSTUDIO_MAX_UPLOAD_BYTES
     try:
-        data = document_path(document).read_bytes()
+        data = document_read(document.storage_path)
     except OSError as exc:
         raise DocumentError(f"cannot read the stored file: {exc.strerror or exc}") from None
     if sandbox is not None:

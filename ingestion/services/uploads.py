@@ -19,10 +19,13 @@ from ingestion.models import IngestionJob
 from ingestion.pipeline.parse import CONTENT_TYPES, SNIFF_BYTES, detect_format
 from ingestion.pipeline.types import DocumentError
 from ingestion.services.queue import batch_sizes_validate, ingestion_job_create
-from knowledge_bases.engines import generation_store
+from knowledge_bases.engines import (
+    document_file_forget,
+    document_file_share,
+    generation_store,
+)
 from knowledge_bases.lifecycle import generation_counts_record
 from knowledge_bases.models import Document, KnowledgeBase
-from knowledge_bases.selectors import document_path
 from ragstudio.env import rag_settings
 from ragstudio.errors import Conflict, NotFound, ValidationError
 
@@ -175,6 +178,9 @@ def documents_upload(
                 final = upload_root / sha[:2] / sha
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, final)
+                storage_path = str(final.relative_to(rag_settings()["UPLOAD_DIR"]))
+                # Shared before its row exists: a worker on another host reads it from there.
+                document_file_share(storage_path, final)
                 result.accepted.append(
                     Document.objects.create(
                         knowledge_base=kb,
@@ -183,7 +189,7 @@ def documents_upload(
                         sha256=sha,
                         size=size,
                         content_type=content_type,
-                        storage_path=str(final.relative_to(rag_settings()["UPLOAD_DIR"])),
+                        storage_path=storage_path,
                         uploaded_by=user if getattr(user, "pk", None) else None,
                     )
                 )
@@ -227,10 +233,8 @@ def document_delete(*, kb: KnowledgeBase, document_id: int) -> Document:
             generation_counts_record(
                 generation=kb.active_generation, chunks=remaining, vectors=remaining
             )
-        path = document_path(document)
         deleted_id = document.pk
         document.delete()
         document.pk = deleted_id
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    document_file_forget(document.storage_path)
     return document

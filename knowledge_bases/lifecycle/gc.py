@@ -12,7 +12,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ingestion.models import IngestionJob
-from knowledge_bases.engines import generation_store
+from knowledge_bases.engines import (
+    bm25_remote_uri,
+    generation_store,
+    storage_options,
+    upload_remote_uri,
+)
 from knowledge_bases.lifecycle.events import generation_event_record
 from knowledge_bases.lifecycle.swap import locked_kb
 from knowledge_bases.models import Generation, KnowledgeBase, StorageCleanup
@@ -97,6 +102,9 @@ def knowledge_base_files_forget(*, kb: KnowledgeBase) -> list[int]:
     ]
     rows.append(StorageCleanup(path=str(Path(cfg["BM25_DIR"]) / f"kb{kb.pk}")))
     rows.append(StorageCleanup(path=str(Path(cfg["UPLOAD_DIR"]) / f"kb{kb.pk}")))
+    if cfg["STORAGE_URI"]:  # the shared copies (other hosts' caches are only caches)
+        rows.append(StorageCleanup(remote=bm25_remote_uri(kb.pk)))
+        rows.append(StorageCleanup(remote=upload_remote_uri(f"kb{kb.pk}")))
     return [row.pk for row in StorageCleanup.objects.bulk_create(rows)]
 
 
@@ -109,7 +117,13 @@ def storage_cleanup_run(*, ids: list[int] | None = None) -> int:
     done = 0
     for row in rows:
         try:
-            drop_files(lancedb_uri=row.lancedb_uri, table_name=row.table_name, path=row.path)
+            drop_files(
+                lancedb_uri=row.lancedb_uri,
+                table_name=row.table_name,
+                path=row.path,
+                remote=row.remote,
+                storage_options=storage_options(),
+            )
         except Exception:  # one stuck file must not keep the others
             log.exception("could not delete %s", row)
             continue

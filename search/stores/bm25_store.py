@@ -15,6 +15,8 @@ from typing import Any
 
 from ingestion.pipeline.types import EmbeddedChunk
 from search.filters import SearchFilter, metadata_tokens
+from search.stores.bm25_replica import Bm25Replica
+from search.stores.objects import ObjectStore
 
 WRITER_HEAP_BYTES = 64 * 1024 * 1024
 
@@ -72,18 +74,46 @@ def plain_text_query(text: str) -> str:
 
 
 class Bm25Index:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, remote: ObjectStore | None = None) -> None:
         self.path = Path(path)
         self._index: Any = None
         self._fields: frozenset[str] | None = None  # of the index on disk, once it exists
         self._passages: PassageIndex | None = None
+        # Shared through the object store (hosts keep ``path`` as a cache), or local only.
+        self.replica = Bm25Replica(self.path, remote) if remote is not None else None
+        self._sync_before_use = False
+
+    def sync_before_use(self) -> None:
+        """Sync with the store's newest version at the first use (a store opened only for
+        its vectors never downloads its BM25 files)."""
+        self._sync_before_use = self.replica is not None
+
+    def _catch_up(self) -> None:
+        if self._sync_before_use:
+            self._sync_before_use = False
+            self.sync()
+
+    def sync(self, min_version: int | None = None) -> None:
+        """With an object store: bring the local copy up to ``min_version`` (the version the
+        database says is published; None: the store's newest). Nothing otherwise."""
+        if self.replica is not None and self.replica.sync(min_version):
+            # New metas on disk: the next use reopens the indexes and their schema.
+            self._index = None
+            self._fields = None
+            self._passages = None
+
+    def _publish(self) -> None:
+        if self.replica is not None:
+            self.replica.publish()
 
     def exists(self) -> bool:
+        self._catch_up()
         return (self.path / "meta.json").exists()
 
     def index(self) -> Any:
         import tantivy
 
+        self._catch_up()
         if self._index is None:
             if self.exists():
                 # Opened with the schema it was built with: an index from an older release
@@ -97,6 +127,7 @@ class Bm25Index:
     def field_names(self) -> frozenset[str]:
         """The fields of the index on disk (older releases built fewer; an index's schema
         never changes, so it is read once); today's when there is no index yet."""
+        self._catch_up()
         if self._fields is None:
             if not self.exists():
                 return LATER_FIELDS
@@ -113,6 +144,7 @@ class Bm25Index:
 
         if not rows:
             return
+        self.sync()  # another host may have written since (a job moves between workers)
         # One writer per flush: tantivy allows one writer per index across processes, and
         # holding it only for a flush lets other processes write between our flushes.
         writer = self.index().writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
@@ -154,9 +186,11 @@ class Bm25Index:
         # passage is missing (ranked by their own score) until the rerun writes it.
         if with_parents:
             self.passages.upsert(rows)
+        self._publish()
 
     @property
     def passages(self) -> PassageIndex:
+        self._catch_up()
         if self._passages is None:
             self._passages = PassageIndex(self.path / "passages")
         return self._passages
@@ -166,10 +200,14 @@ class Bm25Index:
         return "parent" in self.field_names() and self.passages.exists()
 
     def delete_documents(self, document_ids: Sequence[int]) -> None:
-        if not document_ids or not self.exists():
+        if not document_ids:
+            return
+        self.sync()
+        if not self.exists():
             return
         _delete_documents(self.index(), document_ids)
         self.passages.delete_documents(document_ids)
+        self._publish()
 
     def count(self) -> int:
         if not self.exists():
@@ -330,10 +368,14 @@ class Bm25Index:
         return out
 
     def drop(self) -> None:
+        """Delete the index: the local copy, and the store's when there is one."""
+        self._sync_before_use = False
         self._index = None
         self._fields = None
         self._passages = None
         shutil.rmtree(self.path, ignore_errors=True)
+        if self.replica is not None:
+            self.replica.remote.delete_tree()
 
 
 class PassageIndex:

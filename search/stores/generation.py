@@ -13,22 +13,39 @@ from pathlib import Path
 from ingestion.pipeline.types import EmbeddedChunk, Vector
 from search.stores.bm25_store import Bm25Index
 from search.stores.lancedb_store import LanceChunkTable
+from search.stores.objects import ObjectStore
 
 
 @dataclass(frozen=True)
 class StoreLocation:
-    """Where one generation's LanceDB table and tantivy index live."""
+    """Where one generation's LanceDB table and tantivy index live: the tantivy index on
+    local disk (``bm25_path``), and, in a scaled-out installation, in the object store as
+    well (``bm25_remote``, s3://...; the local copy is then a cache)."""
 
     lancedb_uri: str
     table_name: str
     bm25_path: Path
     dimensions: int
+    storage_options: tuple[tuple[str, str], ...] = ()
+    bm25_remote: str = ""
 
 
 class GenerationStore:
-    def __init__(self, *, lancedb_uri: str, table_name: str, bm25_path: Path, dimensions: int):
-        self.vectors = LanceChunkTable(lancedb_uri, table_name, dimensions)
-        self.bm25 = Bm25Index(bm25_path)
+    def __init__(
+        self,
+        *,
+        lancedb_uri: str,
+        table_name: str,
+        bm25_path: Path,
+        dimensions: int,
+        storage_options: tuple[tuple[str, str], ...] = (),
+        bm25_remote: str = "",
+    ):
+        self.vectors = LanceChunkTable(
+            lancedb_uri, table_name, dimensions, storage_options=dict(storage_options)
+        )
+        remote = ObjectStore(bm25_remote, storage_options) if bm25_remote else None
+        self.bm25 = Bm25Index(bm25_path, remote=remote)
         self.writes = 0
 
     @classmethod
@@ -39,6 +56,8 @@ class GenerationStore:
             table_name=location.table_name,
             bm25_path=location.bm25_path,
             dimensions=location.dimensions,
+            storage_options=location.storage_options,
+            bm25_remote=location.bm25_remote,
         )
 
     def write(self, rows: Sequence[EmbeddedChunk]) -> None:
@@ -101,9 +120,21 @@ def reader_store(location: StoreLocation) -> GenerationStore:
     return store
 
 
-def drop_files(*, lancedb_uri: str = "", table_name: str = "", path: str = "") -> None:
-    """Remove a LanceDB table and/or a directory; what is already gone is no error."""
+def drop_files(
+    *,
+    lancedb_uri: str = "",
+    table_name: str = "",
+    path: str = "",
+    remote: str = "",
+    storage_options: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """Remove a LanceDB table, a local directory and/or everything under an object-store
+    prefix; what is already gone is no error."""
     if table_name:
-        LanceChunkTable(lancedb_uri, table_name, dimensions=1).drop()
+        LanceChunkTable(
+            lancedb_uri, table_name, dimensions=1, storage_options=dict(storage_options)
+        ).drop()
     if path:
         shutil.rmtree(path, ignore_errors=True)
+    if remote:
+        ObjectStore(remote, storage_options).delete_tree()

@@ -72,19 +72,30 @@ def rows_to_arrow(rows: Sequence[EmbeddedChunk], dimensions: int) -> pa.Table:
     )
 
 
-def connect(uri: str) -> Any:
+def connect(uri: str, storage_options: dict[str, str] | None = None) -> Any:
     import lancedb
 
     # interval 0: always see other processes' writes (the default never does).
+    if storage_options and "://" in uri:  # an object store (s3://...): how to reach it
+        return lancedb.connect(
+            uri, read_consistency_interval=timedelta(0), storage_options=storage_options
+        )
     return lancedb.connect(uri, read_consistency_interval=timedelta(0))
 
 
 class LanceChunkTable:
-    def __init__(self, uri: str, table_name: str, dimensions: int) -> None:
+    def __init__(
+        self,
+        uri: str,
+        table_name: str,
+        dimensions: int,
+        *,
+        storage_options: dict[str, str] | None = None,
+    ) -> None:
         self.uri = uri
         self.table_name = table_name
         self.dimensions = dimensions
-        self._db = connect(uri)
+        self._db = connect(uri, storage_options)
         self._table: Any = None
 
     def exists(self) -> bool:
