@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench bench-quality bench-search bench-memory bench-remote clean
+.PHONY: install run test test-scaleout lint typecheck bench bench-quality bench-search bench-memory bench-remote clean
 
 install: $(STAMP)
 
@@ -23,6 +23,11 @@ run: install
 
 test: install
 	$(PY) -m pytest
+
+# The suite again on PostgreSQL, Redis and an S3 API (docs/deploy.md); skipped when the
+# servers are unreachable, except under CI=true.
+test-scaleout: install
+	$(PY) -m ragstudio.testing.scaleout
 
 lint: install
 	$(VENV)/bin/ruff check .

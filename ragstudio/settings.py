@@ -67,6 +67,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "ragstudio.middleware.RequestSizeLimitMiddleware",  # before anything reads the body
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -190,6 +191,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
+# WhiteNoise serves static files from the app and the installed packages (Swagger UI's)
+# with DEBUG off, under any server, with no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
 
 # Uploads are streamed to disk past this size and hashed while they are stored.
 RAGSTUDIO_MAX_UPLOAD_BYTES = env_int("RAGSTUDIO_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1)
@@ -299,7 +304,8 @@ RAGSTUDIO: RagStudioConfig = {
 
 _task_timeout = env_int("RAGSTUDIO_TASK_TIMEOUT", 6 * 3600, minimum=10)
 Q_CLUSTER: dict[str, Any] = {
-    "name": "ragstudio",
+    # Clusters of one installation share the name (with Redis it names the queue's key).
+    "name": env_str("RAGSTUDIO_QUEUE_NAME", "ragstudio"),
     "workers": env_int("RAGSTUDIO_WORKERS", 1, minimum=1),
     # Embedding uses every core already; one task at a time per worker process.
     "recycle": 50,
@@ -315,9 +321,20 @@ Q_CLUSTER: dict[str, Any] = {
 }
 _redis_url = env_str("RAGSTUDIO_REDIS_URL", "")
 if _redis_url:
+    if not _redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(
+            f"RAGSTUDIO_REDIS_URL must be a redis:// URL, got {_redis_url!r}"
+        )
+    # Redis hands a task to one worker (BLPOP): one lost with its worker is queued again
+    # by the reaper from the job's row (a queued job without a live task, or a running one
+    # whose heartbeat stopped), so jobs keep their at-least-once delivery.
     Q_CLUSTER["redis"] = _redis_url
 else:
     Q_CLUSTER["orm"] = "default"
+
+# `manage.py serve`: gunicorn worker processes for the web (pages and API).
+WEB_WORKERS = env_int("RAGSTUDIO_WEB_WORKERS", 2, minimum=1, maximum=64)
+WEB_TIMEOUT = env_int("RAGSTUDIO_WEB_TIMEOUT", 120, minimum=5)
 
 LOGGING = {
     "version": 1,

@@ -1,14 +1,19 @@
-"""Test settings: every run gets its own data directory and a file-based SQLite database,
-so real worker processes started by integration tests see the same data as the test."""
+"""Test settings: every run gets its own data directory and, on the embedded default, a
+file-based SQLite database, so real worker processes started by integration tests see the
+same data as the test. With DATABASE_URL (PostgreSQL) the test database is Django's
+``test_<name>`` on that server, shared with those processes the same way."""
 
 import os
 import tempfile
 
 os.environ.setdefault("RAGSTUDIO_DATA_DIR", tempfile.mkdtemp(prefix="ragstudio-test-"))
 os.environ.setdefault("RAGSTUDIO_EMBED_THREADS", "2")
+# A queue of this run's own: test runs sharing a Redis server never take each other's tasks.
+os.environ.setdefault("RAGSTUDIO_QUEUE_NAME", f"test-{os.getpid()}")
 
 from ragstudio.settings import *  # noqa: F403
 from ragstudio.settings import DATA_DIR, DATABASES
 
-DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -59,20 +59,52 @@ def make_pdf(pages: list[str]) -> bytes:
     return bytes(out)
 
 
+SCALEOUT = "RAGSTUDIO_TEST_SCALEOUT"  # set by `make test-scaleout` (ragstudio.testing.scaleout)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_storage(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """Each test gets its own upload, LanceDB and tantivy directories, laid out as a data
-    directory (worker subprocesses get RAGSTUDIO_DATA_DIR=tmp_path/data and agree)."""
+    directory (worker subprocesses get RAGSTUDIO_DATA_DIR=tmp_path/data and agree). In the
+    scale-out run, each test's tables, indexes and uploads live under a prefix of its own
+    in the object store (moto's S3 server), the data directory being only a cache."""
+    import os
+    import uuid
+
     from django.conf import settings as django_settings
 
     original = django_settings.RAGSTUDIO
-    django_settings.RAGSTUDIO = {
-        **original,
+    overrides: dict = {
         "UPLOAD_DIR": tmp_path / "data" / "uploads",
         "LANCEDB_URI": str(tmp_path / "data" / "lancedb"),
         "BM25_DIR": tmp_path / "data" / "bm25",
     }
+    if os.environ.get(SCALEOUT):
+        endpoint, bucket = request.getfixturevalue("s3_server")
+        uri = f"s3://{bucket}/test-{uuid.uuid4().hex[:12]}"
+        overrides.update(
+            STORAGE_URI=uri, STORAGE_OPTIONS=s3_options(endpoint), LANCEDB_URI=f"{uri}/lancedb"
+        )
+    django_settings.RAGSTUDIO = {**original, **overrides}
     request.addfinalizer(lambda: setattr(django_settings, "RAGSTUDIO", original))
+
+
+def test_database_url() -> str:
+    """The URL of the database this test uses (SQLite file or PostgreSQL's test_<name>),
+    for the processes a test starts."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    user = quote(db.get("USER") or "")
+    password = quote(db.get("PASSWORD") or "")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = db.get("HOST") or "127.0.0.1"
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{auth}{host}{port}/{db['NAME']}"
 
 
 def subprocess_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -85,13 +117,33 @@ def subprocess_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "ragstudio.settings",
-        "DATABASE_URL": f"sqlite:///{django_settings.DATABASES['default']['NAME']}",
+        "DATABASE_URL": test_database_url(),
         "RAGSTUDIO_SECRET_KEY": django_settings.SECRET_KEY,
         "RAGSTUDIO_DATA_DIR": str(data_dir),
         "RAGSTUDIO_EMBED_THREADS": "2",
         # The model cache of the test run: workers do not rebuild local-fast per test.
         "RAGSTUDIO_MODEL_DIR": str(django_settings.RAGSTUDIO["MODEL_DIR"]),
+        **storage_env(),
         **extra,
+    }
+
+
+def storage_env() -> dict[str, str]:
+    """The object store of this test (scale-out run) as the variables a host reads."""
+    from django.conf import settings as django_settings
+
+    cfg = django_settings.RAGSTUDIO
+    if not cfg["STORAGE_URI"]:
+        return {}
+    options = cfg["STORAGE_OPTIONS"]
+    return {
+        "RAGSTUDIO_STORAGE_URI": cfg["STORAGE_URI"],
+        "RAGSTUDIO_LANCEDB_URI": cfg["LANCEDB_URI"],
+        "AWS_ENDPOINT_URL": options.get("aws_endpoint", ""),
+        "AWS_REGION": options.get("aws_region", ""),
+        "AWS_ACCESS_KEY_ID": options.get("aws_access_key_id", ""),
+        "AWS_SECRET_ACCESS_KEY": options.get("aws_secret_access_key", ""),
+        "AWS_ALLOW_HTTP": options.get("allow_http", "false"),
     }
 
 
@@ -183,3 +235,23 @@ def s3_options(endpoint: str) -> dict[str, str]:
         "aws_secret_access_key": "test",
         "allow_http": "true",
     }
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On PostgreSQL (DATABASE_URL), every database test runs with real transactions: jobs
+    report progress from threads of their own, whose connections cannot see a test's
+    uncommitted rows there (SQLite's shared file can)."""
+    import os
+
+    if not os.environ.get("DATABASE_URL", "").startswith(("postgres", "postgresql")):
+        return
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker is not None and not marker.kwargs.get("transaction"):
+            item.add_marker(
+                pytest.mark.django_db(
+                    transaction=True,
+                    **{k: v for k, v in marker.kwargs.items() if k != "transaction"},
+                ),
+                append=False,
+            )

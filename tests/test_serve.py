@@ -116,3 +116,43 @@ def test_ctrl_c_to_the_process_group_during_a_job_stops_everything_in_10_s(
         for pid in [proc.pid, *seen]:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_serve_runs_gunicorn_workers_with_static_files_and_debug_off(tmp_path: Path) -> None:
+    """Issue 12: the pages, the API and /api/docs with DEBUG off, without runserver: static
+    files (the app's and Swagger UI's) come from WhiteNoise."""
+    import re
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", f"127.0.0.1:{port}", "--workers", "2"],
+        cwd=ROOT,
+        env=subprocess_env(tmp_path / "data", RAGSTUDIO_DEBUG="false"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/accounts/login/")
+        tree = _descendants(proc.pid)
+        commands = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in tree if _alive(pid)}
+        gunicorn = [pid for pid, cmd in commands.items() if b"gunicorn" in cmd]
+        assert len(gunicorn) >= 3, commands  # the master and its two workers
+        assert any(b"qcluster" in cmd for cmd in commands.values())
+        with urllib.request.urlopen(f"{base}/api/docs") as response:
+            docs = response.read().decode()
+        assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', docs)
+        login = urllib.request.urlopen(f"{base}/accounts/login/").read().decode()
+        assets += re.findall(r'(?:src|href)="(/static/[^"]+)"', login)
+        assert any("htmx" in a for a in assets) and any("swagger" in a.lower() for a in assets)
+        for asset in assets:
+            with urllib.request.urlopen(base + asset) as response:
+                assert response.status == 200 and len(response.read()) > 0, asset
+        with urllib.request.urlopen(f"{base}/static/css/app.css") as response:
+            assert response.headers["Content-Type"].startswith("text/css")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert [p for p in tree if _alive(p)] == []
