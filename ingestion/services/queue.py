@@ -26,15 +26,40 @@ def batch_sizes_validate(store_batch_size: int | None, embed_batch_size: int | N
             raise ValidationError(bound.describe(), {"field": bound.name})
 
 
+MAX_DISPATCH_COPIES = 4
+
+
+def dispatch_copies() -> int:
+    """How many tasks to send for one job: one per running cluster (at most four) with the
+    Redis broker, one otherwise. A cluster's pusher takes the next task from Redis while its
+    worker is still busy and holds it until that worker is free, so with one task a job
+    could wait behind another cluster's job while this one idles. Every copy claims the
+    job with a conditional update: the first runs it, the others find it taken and end at
+    once (tasks are safe to run twice by design)."""
+    from django.conf import settings
+
+    if not settings.Q_CLUSTER.get("redis"):
+        return 1
+    from django_q.brokers import get_broker
+    from django_q.status import Stat
+
+    try:
+        clusters = len(Stat.get_all(broker=get_broker()))
+    except Exception:  # no stats (a broker hiccup): one task, the reaper covers the rest
+        return 1
+    return max(1, min(clusters, MAX_DISPATCH_COPIES))
+
+
 def enqueue_job(job_id: int) -> None:
     from django_q.tasks import async_task
 
-    async_task(
-        "ingestion.tasks.run_ingestion_job",
-        job_id,
-        task_name=f"ingestion-job-{job_id}",
-        group="ingestion",
-    )
+    for copy in range(dispatch_copies()):
+        async_task(
+            "ingestion.tasks.run_ingestion_job",
+            job_id,
+            task_name=f"ingestion-job-{job_id}" + (f"-copy{copy}" if copy else ""),
+            group="ingestion",
+        )
 
 
 @transaction.atomic
