@@ -105,11 +105,16 @@ def test_cancelling_a_queued_job_is_immediate_and_a_finished_one_is_a_conflict()
 
 
 def test_upload_enqueues_a_worker_task_after_commit(django_capture_on_commit_callbacks) -> None:
-    from django_q.models import OrmQ
+    from django_q.brokers import get_broker
+    from django_q.signing import SignedPackage
 
+    broker = get_broker()  # the ORM's table, or Redis in the scale-out run
+    broker.purge_queue()
     kb = make_kb(make_user())
     with django_capture_on_commit_callbacks(execute=True):
         job = upload(kb, [("a.txt", b"x y z")], enqueue=True).job
-    (queued,) = OrmQ.objects.all()
-    assert queued.task["func"] == "ingestion.tasks.run_ingestion_job"
-    assert queued.task["args"] == (job.pk,)
+    (queued,) = broker.dequeue() or []
+    task = SignedPackage.loads(queued[1])
+    assert task["func"] == "ingestion.tasks.run_ingestion_job"
+    assert task["args"] == (job.pk,)
+    assert broker.queue_size() == 0  # one task: no cluster is running here
