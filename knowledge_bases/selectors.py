@@ -10,10 +10,11 @@ from typing import Any
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
 from ingestion.models import IngestionJob
-from knowledge_bases.engines import bm25_local_path
+from knowledge_bases.engines import bm25_local_path, bm25_remote_uri, storage_options
 from knowledge_bases.models import Document, Generation, KnowledgeBase
 from ragstudio.env import rag_settings
 from ragstudio.errors import Ambiguous, Conflict, Forbidden, NotFound
+from search.stores.objects import ObjectStore
 
 
 def knowledge_bases_visible_to(user: Any) -> QuerySet[KnowledgeBase]:
@@ -134,13 +135,27 @@ def generation_searchable_get(kb: KnowledgeBase, number: int | None) -> Generati
     return generation
 
 
-def generation_size_on_disk(generation: Generation) -> int:
+def generation_size_on_disk(generation: Generation, *, stored: bool = False) -> int:
     """Bytes of the generation's tantivy directory and (local) LanceDB table; 0 when its
-    files are deleted or live in an object store (the local copy is only a cache there)."""
-    if generation.files_deleted_at or rag_settings()["STORAGE_URI"]:
+    files are deleted. In an object store: the objects' sizes when ``stored`` (a listing
+    of the store: for the rebuild plan, not for pages that poll), else 0."""
+    if generation.files_deleted_at:
         return 0
+    cfg = rag_settings()
+    if cfg["STORAGE_URI"]:
+        if not stored:
+            return 0
+        store = ObjectStore(cfg["STORAGE_URI"], storage_options())
+        prefixes = [
+            bm25_remote_uri(generation.knowledge_base_id, generation.number)[
+                len(cfg["STORAGE_URI"]) + 1 :
+            ]
+        ]
+        if cfg["LANCEDB_URI"] == f"{cfg['STORAGE_URI']}/lancedb":
+            prefixes.append(f"lancedb/{generation.table_name}.lance")
+        return sum(sum(store.list(prefix).values()) for prefix in prefixes)
     paths = [bm25_local_path(generation.knowledge_base_id, generation.number)]
-    uri = rag_settings()["LANCEDB_URI"]
+    uri = cfg["LANCEDB_URI"]
     if "://" not in uri:
         paths.append(Path(uri) / f"{generation.table_name}.lance")
     return sum(

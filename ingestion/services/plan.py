@@ -295,7 +295,7 @@ def _estimate_disk(plan: RebuildPlan, kb: KnowledgeBase, dimensions: int, text_b
     for generation in kb.generations.filter(
         files_deleted_at__isnull=True, status__in=Generation.SEARCHABLE, chunk_count__gt=0
     ):
-        size = generation_size_on_disk(generation)
+        size = generation_size_on_disk(generation, stored=True)
         sample = generation_store(generation).vectors.sample(SAMPLE_ROWS, columns=["text"])
         if not size or not sample:
             continue

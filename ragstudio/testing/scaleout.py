@@ -1,7 +1,9 @@
-"""`make test-scaleout`: the test suite again, on the scaled-out stack: PostgreSQL
-(DATABASE_URL), Redis as the django-q2 broker (RAGSTUDIO_REDIS_URL), and every test's
-LanceDB tables, BM25 indexes and uploads in an S3 API (moto's server, started by the
-tests on a free port). Arguments go to pytest.
+"""`make test-scaleout`: the integration suite again (real worker clusters, web servers,
+browsers, the multi-host test), on the scaled-out stack: PostgreSQL (DATABASE_URL),
+Redis as the django-q2 broker (RAGSTUDIO_REDIS_URL), and every test's LanceDB tables,
+BM25 indexes and uploads in an S3 API (moto's server, started by the tests on a free
+port). Arguments go to pytest instead of ``-m integration`` (``--all``: the whole suite,
+~15 min here).
 
 The servers default to 127.0.0.1:5432 (trust auth) and 127.0.0.1:6379
 (RAGSTUDIO_TEST_DATABASE_URL and RAGSTUDIO_TEST_REDIS_URL override them). When they are
@@ -51,7 +53,10 @@ def main() -> int:
         "RAGSTUDIO_TEST_SCALEOUT": "1",
     }
     print(f"scale-out tests: {database}, {redis}, an S3 API on loopback", flush=True)
-    os.execvpe(sys.executable, [sys.executable, "-m", "pytest", *sys.argv[1:]], env)
+    args = sys.argv[1:] or ["-m", "integration"]
+    if args == ["--all"]:
+        args = []
+    os.execvpe(sys.executable, [sys.executable, "-m", "pytest", *args], env)
     return 1  # not reached
 
 

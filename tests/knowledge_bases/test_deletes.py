@@ -77,13 +77,38 @@ def test_a_deleted_document_stays_deleted_across_a_rollback(indexed) -> None:
     assert store.vectors.ids() == store.bm25.ids()
 
 
-def _kb_files(kb: KnowledgeBase) -> list[Path]:
+class _Objects:
+    """Objects under a prefix of the object store (scale-out run), checked like a path."""
+
+    def __init__(self, prefix: str) -> None:
+        from search.stores.objects import ObjectStore, storage_options_items
+
+        cfg = rag_settings()
+        self.store = ObjectStore(cfg["STORAGE_URI"], storage_options_items(cfg["STORAGE_OPTIONS"]))
+        self.prefix = prefix
+
+    def exists(self) -> bool:
+        return bool(self.store.list(self.prefix))
+
+    def __repr__(self) -> str:
+        return f"{self.store.uri}/{self.prefix}"
+
+
+def _kb_files(kb: KnowledgeBase) -> list[Path | _Objects]:
+    """Where a knowledge base's files are: its data-directory folders (in the scale-out
+    run, caches), its tables, and in the scale-out run its objects in the store."""
     cfg = rag_settings()
-    return [
+    places: list[Path | _Objects] = [
         Path(cfg["UPLOAD_DIR"]) / f"kb{kb.pk}",
         Path(cfg["BM25_DIR"]) / f"kb{kb.pk}",
-        *(Path(cfg["LANCEDB_URI"]) / f"{g.table_name}.lance" for g in kb.generations.all()),
     ]
+    tables = [f"{g.table_name}.lance" for g in kb.generations.all()]
+    if cfg["STORAGE_URI"]:
+        places += [_Objects(f"uploads/kb{kb.pk}"), _Objects(f"bm25/kb{kb.pk}")]
+        places += [_Objects(f"lancedb/{t}") for t in tables]
+    else:
+        places += [Path(cfg["LANCEDB_URI"]) / t for t in tables]
+    return places
 
 
 def test_deleting_a_kb_in_the_admin_or_the_api_removes_its_files(
@@ -122,9 +147,10 @@ def test_files_a_failed_cleanup_leaves_are_removed_by_gc(indexed, monkeypatch) -
     monkeypatch.setattr(gc, "drop_files", killed)
     knowledge_base_delete(kb=indexed)
     assert not KnowledgeBase.objects.filter(pk=indexed.pk).exists()
-    assert all(p.exists() for p in files) and StorageCleanup.objects.count() == 3
+    recorded = 5 if rag_settings()["STORAGE_URI"] else 3  # + the store's two prefixes
+    assert all(p.exists() for p in files) and StorageCleanup.objects.count() == recorded
     monkeypatch.undo()
-    assert generations_gc_all()["files_of_deleted_knowledge_bases"] == 3
+    assert generations_gc_all()["files_of_deleted_knowledge_bases"] == recorded
     assert [p for p in files if p.exists()] == [] and not StorageCleanup.objects.exists()
     assert storage_cleanup_run() == 0  # nothing left
 
