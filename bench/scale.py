@@ -309,7 +309,14 @@ def main() -> None:
             for kind in ("runserver", "gunicorn 2", "gunicorn 4"):
                 # A web host of its own: with the object store its data directory starts
                 # empty (it syncs the index on the first search).
-                env = build if storage == "local" else host_env(work / f"web-{kind}", **extra)
+                env = build
+                if storage != "local":  # the database is shared, the data directory not
+                    database = work / f"build-{storage.replace(' ', '-')}" / "db.sqlite3"
+                    env = host_env(
+                        work / f"web-{kind.replace(' ', '-')}",
+                        DATABASE_URL=f"sqlite:///{database}",
+                        **extra,
+                    )
                 port = free_port()
                 server = start_server(env, port, kind)
                 try:
