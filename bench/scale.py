@@ -34,6 +34,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ragstudio.testing.s3 import start_s3_server  # noqa: E402
+
 SCIFACT = ROOT.parent / "shared" / "datasets" / "scifact"
 
 
@@ -192,35 +196,6 @@ def load(port: int, token: str, queries, clients: int, seconds: float) -> dict: 
     }
 
 
-def moto(port: int) -> subprocess.Popen:
-    import boto3
-
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    client = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        aws_access_key_id="bench",
-        aws_secret_access_key="bench",
-        region_name="us-east-1",
-    )
-
-    def up() -> bool:
-        try:
-            client.list_buckets()
-            return True
-        except Exception:
-            return False
-
-    wait_until(up, 60, "moto_server")
-    client.create_bucket(Bucket="ragstudio")
-    return proc
-
-
 def ingest_run(work: Path, records: list[dict], clusters: int) -> tuple[float, int]:
     """Two KBs uploaded together, run by ``clusters`` worker clusters: seconds until both
     jobs succeeded."""
@@ -286,7 +261,7 @@ def main() -> None:
         claims = [json.loads(line)["text"] for line in fh]
     work = Path(tempfile.mkdtemp(prefix="ragstudio-bench-scale-"))
     moto_port = free_port()
-    moto_proc = moto(moto_port)
+    moto_proc = start_s3_server(moto_port, "ragstudio")
     rows = []
     try:
         corpus_files(work / "corpus", records)
@@ -295,8 +270,8 @@ def main() -> None:
             "object store": {
                 "RAGSTUDIO_STORAGE_URI": "s3://ragstudio/bench",
                 "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
-                "AWS_ACCESS_KEY_ID": "bench",
-                "AWS_SECRET_ACCESS_KEY": "bench",
+                "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test",
                 "AWS_REGION": "us-east-1",
             },
         }

@@ -82,3 +82,24 @@ def build_settings_resolve(
             {"field": "chunk_overlap"},
         )
     return BuildSettings(info.spec, info.dimensions, size, overlap)
+
+
+def rebuild_settings_resolve(
+    *,
+    kb: Any,
+    embedder: str | None,
+    chunk_size: int | None,
+    chunk_overlap: int | None,
+    actor: Any = None,
+) -> BuildSettings:
+    """A rebuild's settings: the given ones, the rest from the knowledge base's own (what
+    a rebuild builds and what its plan reports, alike)."""
+    return build_settings_resolve(
+        embedder=embedder,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        defaults=BuildSettings(
+            kb.embedder, kb.embedding_dimensions, kb.chunk_size, kb.chunk_overlap
+        ),
+        actor=actor,
+    )

@@ -185,56 +185,24 @@ def client_for():  # type: ignore[no-untyped-def]
 def s3_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """moto's S3 server on a free loopback port (a dev dependency: no network, no AWS),
     with a bucket; yields (endpoint URL, bucket)."""
-    import shutil
-    import subprocess
-    import sys
-
-    import boto3
-
-    from tests.cluster import free_port, wait_for
+    from ragstudio.testing.s3 import start_s3_server
+    from tests.cluster import free_port
 
     port = free_port()
-    executable = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    assert executable, "moto_server is missing: moto[server] is a dev dependency"
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [executable, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-
-    def up() -> bool:
+    with open(tmp_path_factory.mktemp("moto") / "moto.log", "w") as log:
+        proc = start_s3_server(port, "ragstudio", log)
         try:
-            client.list_buckets()
-            return True
-        except Exception:
-            return False
-
-    try:
-        wait_for(up, 60, "moto_server to answer")
-        client.create_bucket(Bucket="ragstudio")
-        yield endpoint, "ragstudio"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+            yield f"http://127.0.0.1:{port}", "ragstudio"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def s3_options(endpoint: str) -> dict[str, str]:
     """LanceDB-style storage options for the test server."""
-    return {
-        "aws_endpoint": endpoint,
-        "aws_region": "us-east-1",
-        "aws_access_key_id": "test",
-        "aws_secret_access_key": "test",
-        "allow_http": "true",
-    }
+    from ragstudio.testing.s3 import s3_options as options
+
+    return options(endpoint)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -21,7 +21,7 @@ from ingestion.pipeline.chunk import Chunker
 from ingestion.pipeline.parse import parse_document
 from ingestion.pipeline.sandbox import ParseSandbox
 from ingestion.pipeline.types import Chunk, DocumentError, Embedder
-from knowledge_bases.build_settings import BuildSettings, build_settings_resolve
+from knowledge_bases.build_settings import rebuild_settings_resolve
 from knowledge_bases.engines import document_read, embedder_get, generation_store
 from knowledge_bases.models import Document, Generation, KnowledgeBase
 from knowledge_bases.selectors import generation_size_on_disk
@@ -82,14 +82,8 @@ def generation_rebuild_plan(
     active = kb.active_generation
     if active is None:
         raise Conflict("this knowledge base has no active generation yet: ingest documents first")
-    built = build_settings_resolve(
-        embedder=embedder,
-        chunk_size=chunk_size,
-        chunk_overlap=chunk_overlap,
-        defaults=BuildSettings(
-            kb.embedder, kb.embedding_dimensions, kb.chunk_size, kb.chunk_overlap
-        ),
-        actor=user,
+    built = rebuild_settings_resolve(
+        kb=kb, embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, actor=user
     )
     model = embedder_get(built.embedder)
     chunker = Chunker(model.tokenizer, size=built.chunk_size, overlap=built.chunk_overlap)

@@ -9,7 +9,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from knowledge_bases.build_settings import BuildSettings, build_settings_resolve
+from knowledge_bases.build_settings import rebuild_settings_resolve
 from knowledge_bases.lifecycle.events import generation_event_record
 from knowledge_bases.models import Generation, KnowledgeBase
 from ragstudio.env import rag_settings
@@ -35,14 +35,8 @@ def generation_create(
 ) -> Generation:
     """A new building generation with the KB's settings, or the given ones (validated)."""
     KnowledgeBase.objects.select_for_update().filter(pk=kb.pk).first()
-    built = build_settings_resolve(
-        embedder=embedder,
-        chunk_size=chunk_size,
-        chunk_overlap=chunk_overlap,
-        defaults=BuildSettings(
-            kb.embedder, kb.embedding_dimensions, kb.chunk_size, kb.chunk_overlap
-        ),
-        actor=actor,
+    built = rebuild_settings_resolve(
+        kb=kb, embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, actor=actor
     )
     last = kb.generations.order_by("-number").values_list("number", flat=True).first() or 0
     number = last + 1
