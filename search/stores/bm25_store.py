@@ -73,6 +73,27 @@ def plain_text_query(text: str) -> str:
     return " ".join(_WORD.findall(text.lower()))
 
 
+_highlight_analyzer: Any = None
+
+
+def highlight_words(text: str) -> str:
+    """The query's words worth marking in a snippet: without English stop words ("the",
+    "in", "and"), which occur in every passage and would be marked everywhere and pull the
+    fragment towards themselves; all of them when nothing else is left."""
+    global _highlight_analyzer
+    import tantivy
+
+    if _highlight_analyzer is None:
+        _highlight_analyzer = (
+            tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+            .filter(tantivy.Filter.lowercase())
+            .filter(tantivy.Filter.stopword("english"))
+            .build()
+        )
+    words = plain_text_query(text)
+    return " ".join(_highlight_analyzer.analyze(words)) or words
+
+
 class Bm25Index:
     def __init__(self, path: Path, remote: ObjectStore | None = None) -> None:
         self.path = Path(path)
@@ -347,7 +368,7 @@ class Bm25Index:
 
         import tantivy
 
-        query = self.text_query(text) if self.exists() else None
+        query = self.text_query(highlight_words(text)) if self.exists() else None
         out: dict[str, str] = {}
         generator = None
         if query is not None:

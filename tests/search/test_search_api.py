@@ -137,6 +137,17 @@ def test_snippets_mark_stemmed_query_terms_and_escape_html(alice, kb, client_for
     assert hit["content"].endswith("<b>bold</b> & more.")  # content stays raw
 
 
+def test_snippets_leave_stop_words_unmarked(alice, kb, client_for) -> None:
+    """Stop words occur everywhere: marked, they would light up every snippet. They are
+    marked only when the query has nothing else."""
+    hit = search(client_for(alice), query="the tides of the moon", mode="lexical").json()
+    snippet = hit["results"][0]["snippet"]
+    assert "<mark>tides</mark>" in snippet
+    assert "<mark>the</mark>" not in snippet.lower() and "<mark>of</mark>" not in snippet
+    only = search(client_for(alice), query="the of", mode="lexical").json()["results"]
+    assert any("<mark>" in r["snippet"] for r in only)
+
+
 def test_explain_reports_both_engines_and_rrf_adds_reciprocal_ranks(alice, kb, client_for) -> None:
     body = search(
         client_for(alice),
