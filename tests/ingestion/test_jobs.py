@@ -3,7 +3,9 @@ progress reporter thread writing to the (file-based) test database."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -150,14 +152,41 @@ def test_a_cancel_request_stops_a_running_job_and_keeps_what_was_embedded(kb) ->
     assert Document.objects.filter(status=Document.Status.PENDING).exists()
 
 
-def test_counters_reach_the_job_row_while_it_runs(kb) -> None:
-    files = [(f"d{i}.txt", text(40, f"t{i}")) for i in range(60)]  # runs for a few seconds
+def test_counters_reach_the_job_row_while_it_runs(kb, monkeypatch) -> None:
+    from ingestion.jobs import run as job_run
+
+    files = [(f"d{i}.txt", text(40, f"t{i}")) for i in range(60)]  # several batches
     job = upload(kb, files, store_batch_size=10_000).job
     snapshots: list[tuple[int, int, int]] = []
+    buffered_on_the_row = threading.Event()
+    real_embedder_get = job_run.embedder_get
+
+    class HoldsAfterItsFirstBatch:
+        """The real embedder; from its second batch on it waits (bounded) until the job's
+        row has shown rows in the buffer, so the check holds however fast it embeds."""
+
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+            self.batches = 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        def embed_batch(self, texts: Any, **kwargs: Any) -> Any:
+            self.batches += 1
+            if self.batches > 1:
+                buffered_on_the_row.wait(timeout=30)
+            return self._inner.embed_batch(texts, **kwargs)
+
+    monkeypatch.setattr(
+        job_run, "embedder_get", lambda spec: HoldsAfterItsFirstBatch(real_embedder_get(spec))
+    )
 
     def on_progress(current: IngestionJob, _snapshot: object) -> None:
         row = IngestionJob.objects.get(pk=job.pk)  # what another process would read
         snapshots.append((row.ready, row.persisted, row.buffered))
+        if row.ready > 0 and row.persisted == 0 and row.buffered == row.ready:
+            buffered_on_the_row.set()
 
     job_execute(job_claim(job_id=job.pk), on_progress=on_progress)
     final = IngestionJob.objects.get(pk=job.pk)
@@ -166,7 +195,7 @@ def test_counters_reach_the_job_row_while_it_runs(kb) -> None:
     assert any(
         ready > 0 and persisted == 0 and buffered == ready
         for ready, persisted, buffered in snapshots
-    )
+    ), snapshots
     assert (final.persisted, final.buffered) == (final.total, 0)
 
 
