@@ -11,6 +11,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -140,7 +141,21 @@ def prepare_fast_models(target_root: Path) -> tuple[Path, Path]:
                 fast / "model.onnx",
                 exact / "model.onnx",
             )
+            _remove_older_fast_builds(target_root)
     return fast, exact
+
+
+def _remove_older_fast_builds(target_root: Path) -> None:
+    """An upgrade's new build replaces the older ones (~140 MB each). A process still
+    running an older release keeps the files it loaded (onnxruntime read them at start)."""
+    for path in target_root.iterdir():
+        found = re.fullmatch(r"\.?all-MiniLM-L6-v2-fast(\d+)-.*", path.name)
+        if found is None or int(found.group(1)) >= FAST_BUILD:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name.endswith(".lock"):
+            path.unlink(missing_ok=True)
 
 
 class LocalEmbedder:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ingestion.embedders import describe, parse_spec
+from ingestion.embedders.fast_model import FAST_BUILD
 from tests.conftest import DATA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +83,12 @@ def test_concurrent_processes_build_it_once_and_the_bytes_are_reproducible(
 ) -> None:
     """Two processes asking for the build on a fresh model directory at once: one builds,
     the other waits on the lock; both load the result. The bytes equal the session's
-    build made in another directory (the recipe has no randomness)."""
+    build made in another directory (the recipe has no randomness). An older build's files
+    there (an upgrade) are removed once the new one is built."""
+    older = tmp_path / "models" / f"all-MiniLM-L6-v2-fast{FAST_BUILD - 1}-1.0.0"
+    for directory in (older, older.with_name(older.name + "-exact")):
+        directory.mkdir(parents=True)
+        (directory / "model.onnx").write_bytes(b"an older build")
     script = (
         "import sys; from pathlib import Path;"
         "from ingestion.embedders.local import prepare_fast_models;"
@@ -108,3 +114,5 @@ def test_concurrent_processes_build_it_once_and_the_bytes_are_reproducible(
     assert leftovers == [] and not list(model.parent.parent.rglob(".fast-build-*"))
     session_build = model_root / model.parent.name / "model.onnx"
     assert model.read_bytes() == session_build.read_bytes()
+    assert not older.exists() and not older.with_name(older.name + "-exact").exists()
+    assert list(model.parent.parent.glob("all-MiniLM-L6-v2-int8-*/model.onnx"))  # kept
