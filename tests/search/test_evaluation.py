@@ -367,3 +367,26 @@ def test_sets_are_bounded_per_knowledge_base_and_names_by_length(alice) -> None:
         evaluation_import(kb=kb, name="s0", chunks=_jsonl({"query": "q", "relevant": ["x" * 5000]}))
     message = caught.value.extra["errors"][0]["message"]
     assert message == "a document name is at most 700 characters"  # not the 5,000 echoed
+
+
+def test_a_set_holds_a_bounded_number_of_queries_and_a_refused_import_adds_none(alice) -> None:
+    """An evaluation runs in the web request: a set's size bounds how long that takes."""
+    from ragstudio.bounds import EVAL_QUERIES
+
+    kb = make_kb(alice, "many")
+    upload(kb, [("a.txt", b"Alpha text.")])
+    lines = [{"query": f"question {i}", "relevant": ["a.txt"]} for i in range(EVAL_QUERIES.high)]
+    evaluation_import(kb=kb, name="big", chunks=_jsonl(*lines[:-1]))
+    with pytest.raises(ValidationError, match=f"at most {EVAL_QUERIES.high} queries") as caught:
+        evaluation_import(
+            kb=kb,
+            name="big",
+            chunks=_jsonl(
+                {"query": "one", "relevant": ["a.txt"]}, {"query": "two", "relevant": ["a.txt"]}
+            ),
+        )
+    assert f"({EVAL_QUERIES.high - 1} there, 2 new)" in str(caught.value)
+    big = EvaluationSet.objects.get(knowledge_base=kb, name="big")
+    assert big.queries.count() == EVAL_QUERIES.high - 1
+    evaluation_import(kb=kb, name="big", chunks=_jsonl(lines[-1], lines[0]))  # one new
+    assert big.queries.count() == EVAL_QUERIES.high
