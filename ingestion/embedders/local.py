@@ -266,6 +266,8 @@ class FastLocalEmbedder(LocalEmbedder):
             TextEmbedding(BUNDLED_MODEL, specific_model_path=str(d), threads=threads or None)
             for d in (fast, exact)
         ]
+        for model in models:
+            _session_and_tokenizer(model)
         return cls(
             spec="local-fast",
             fingerprint=(
@@ -306,9 +308,17 @@ class FastLocalEmbedder(LocalEmbedder):
 
 
 def _session_and_tokenizer(model: Any) -> tuple[Any, Any]:
-    """The onnxruntime session and tokenizer fastembed loaded for ``model``."""
-    inner = model.model
-    return inner.model, inner.tokenizer
+    """The onnxruntime session and tokenizer fastembed loaded for ``model`` (checked when
+    the embedder is built, so another fastembed release fails there, with this reason)."""
+    inner = getattr(model, "model", None)
+    session, tokenizer = getattr(inner, "model", None), getattr(inner, "tokenizer", None)
+    if session is None or tokenizer is None or not hasattr(session, "run"):
+        raise RuntimeError(
+            f"fastembed {importlib.metadata.version('fastembed')} does not expose the "
+            "onnxruntime session and tokenizer local-fast runs (TextEmbedding.model.model, "
+            ".tokenizer); install the version requirements.lock pins"
+        )
+    return session, tokenizer
 
 
 def _mean_pooled(model: Any, ids: np.ndarray, mask: np.ndarray) -> Matrix:
