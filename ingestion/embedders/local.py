@@ -263,11 +263,8 @@ class FastLocalEmbedder(LocalEmbedder):
         super().__init__(**kwargs)
         self._exact = exact_model
         self._sessions = [self._model, *more_models]
-        self._pool = (
-            ThreadPoolExecutor(len(self._sessions), thread_name_prefix="local-fast")
-            if len(self._sessions) > 1
-            else None
-        )
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
 
     @classmethod
     def build(cls, model_root: Path, *, threads: int | None = None) -> FastLocalEmbedder:
@@ -317,7 +314,7 @@ class FastLocalEmbedder(LocalEmbedder):
             if len(short):
                 out[short] = _mean_pooled(self._exact, ids[short], mask[short])
             runs = [long[i : i + self.run_items] for i in range(0, len(long), self.run_items)]
-            if self._pool is None or len(runs) < 2:
+            if len(self._sessions) < 2 or len(runs) < 2:
                 for picked in runs:
                     out[picked] = _mean_pooled(self._model, ids[picked], mask[picked])
             else:
@@ -332,11 +329,20 @@ class FastLocalEmbedder(LocalEmbedder):
                             return
                         out[picked] = _mean_pooled(model, ids[picked], mask[picked])
 
-                futures = [self._pool.submit(work, m) for m in self._sessions[: len(runs)]]
+                pool = self._pool_here()
+                futures = [pool.submit(work, m) for m in self._sessions[: len(runs)]]
                 wait(futures)  # all of them, before an error of one is raised
                 for future in futures:
                     future.result()
         return out
+
+    def _pool_here(self) -> ThreadPoolExecutor:
+        """The threads that run the sessions, made in this process: a pool made before a
+        fork (a worker cluster forks its workers) has no threads in the child."""
+        if self._pool is None or self._pool_pid != os.getpid():
+            self._pool = ThreadPoolExecutor(len(self._sessions), thread_name_prefix="local-fast")
+            self._pool_pid = os.getpid()
+        return self._pool
 
 
 def _session_and_tokenizer(model: Any) -> tuple[Any, Any]:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +67,35 @@ def test_runs_give_fastembeds_vectors_in_the_batchs_order(fast_embedder) -> None
     # int8 activations depend a little on the run a text shares (FINDINGS: ~0.997).
     assert cosine(batch, alone).min() >= 0.99, cosine(batch, alone)
     assert batch.shape == (len(texts), 384)
+
+
+def test_a_forked_worker_embeds_with_sessions_of_its_own_threads(fast_embedder) -> None:
+    """A worker cluster forks its workers: the runs' thread pool of the parent has no
+    threads in the child, which must make its own instead of waiting forever."""
+    import multiprocessing
+
+    texts = [
+        f"Paragraph {i} on tidal energy and the moon's pull on the sea. " * 8 for i in range(12)
+    ]
+    here = fast_embedder.embed_batch(texts)  # the parent's pool exists before the fork
+    assert len(fast_embedder._sessions) == 2
+
+    def child(conn: Any) -> None:
+        conn.send(fast_embedder.embed_batch(texts))
+        conn.close()
+
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=child, args=(send,))
+    process.start()
+    try:
+        got = receive.recv() if receive.poll(120) else None
+    finally:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+    assert got is not None, "the forked child never answered"
+    assert np.allclose(got, here, atol=1e-5)
 
 
 def test_fast_build_is_its_own_embedder(fast_embedder, embedder) -> None:
