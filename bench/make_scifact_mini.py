@@ -1,9 +1,10 @@
-"""How the fixture beside this file was made (run by hand; the tests only read its output):
+"""How the test fixture tests/data/scifact-mini was made (run by hand; the tests only read
+its output, never ../shared):
 24 SciFact train queries with their judged abstracts, plus for each query the abstracts
 BM25 ranks highest that are not judged (hard distractors), as one JSON Lines corpus file
 and an evaluation set in the product's import format. SciFact: CC BY-NC 2.0 (allenai).
 
-    .venv/bin/python tests/data/scifact-mini/make.py ../shared/datasets/scifact
+    .venv/bin/python bench/make_scifact_mini.py ../shared/datasets/scifact
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "tests" / "data" / "scifact-mini"
 QUERIES = 24
 DISTRACTORS = 4
 

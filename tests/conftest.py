@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from ragstudio.testing.s3 import s3_options
+
 DATA = Path(__file__).resolve().parent / "data"  # fixtures live in the repository
 
 
@@ -196,13 +198,6 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-
-
-def s3_options(endpoint: str) -> dict[str, str]:
-    """LanceDB-style storage options for the test server."""
-    from ragstudio.testing.s3 import s3_options as options
-
-    return options(endpoint)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

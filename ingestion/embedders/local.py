@@ -262,7 +262,11 @@ class FastLocalEmbedder(LocalEmbedder):
     def __init__(self, *, exact_model: Any, more_models: Sequence[Any] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._exact = exact_model
-        self._sessions = [self._model, *more_models]
+        # The onnxruntime sessions fastembed loaded, and its tokenizer (truncated to 256,
+        # padded to a batch's longest text), taken once.
+        self._exact_session = _session_and_tokenizer(exact_model)[0]
+        self._sessions = [_session_and_tokenizer(m)[0] for m in (self._model, *more_models)]
+        self._batch_tokenizer = _session_and_tokenizer(self._model)[1]
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
 
@@ -279,8 +283,6 @@ class FastLocalEmbedder(LocalEmbedder):
         exact_model = TextEmbedding(
             BUNDLED_MODEL, specific_model_path=str(exact), threads=threads or None
         )
-        for model in (*models, exact_model):
-            _session_and_tokenizer(model)
         return cls(
             spec="local-fast",
             fingerprint=(
@@ -302,8 +304,7 @@ class FastLocalEmbedder(LocalEmbedder):
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         with self._lock:
-            # fastembed's tokenizer: truncated to 256, padded to the batch's longest.
-            encoded = _session_and_tokenizer(self._model)[1].encode_batch(list(texts))
+            encoded = self._batch_tokenizer.encode_batch(list(texts))
             mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
             ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
             lengths = mask.sum(1)
@@ -312,25 +313,24 @@ class FastLocalEmbedder(LocalEmbedder):
             long = np.flatnonzero(lengths - 2 >= self.exact_below)
             long = long[np.argsort(lengths[long], kind="stable")]
             if len(short):
-                out[short] = _mean_pooled(self._exact, ids[short], mask[short])
-            runs = [long[i : i + self.run_items] for i in range(0, len(long), self.run_items)]
-            if len(self._sessions) < 2 or len(runs) < 2:
-                for picked in runs:
-                    out[picked] = _mean_pooled(self._model, ids[picked], mask[picked])
+                out[short] = _mean_pooled(self._exact_session, ids[short], mask[short])
+            todo = iter([long[i : i + self.run_items] for i in range(0, len(long), self.run_items)])
+            taking = threading.Lock()
+
+            def work(session: Any) -> None:
+                """Runs the next run not taken yet until none is left."""
+                while True:
+                    with taking:
+                        picked = next(todo, None)
+                    if picked is None:
+                        return
+                    out[picked] = _mean_pooled(session, ids[picked], mask[picked])
+
+            busy = self._sessions[: -(-len(long) // self.run_items)]
+            if len(busy) < 2:
+                work(self._sessions[0])
             else:
-                todo = iter(runs)
-                taking = threading.Lock()
-
-                def work(model: Any) -> None:
-                    while True:
-                        with taking:
-                            picked = next(todo, None)
-                        if picked is None:
-                            return
-                        out[picked] = _mean_pooled(model, ids[picked], mask[picked])
-
-                pool = self._pool_here()
-                futures = [pool.submit(work, m) for m in self._sessions[: len(runs)]]
+                futures = [self._pool_here().submit(work, session) for session in busy]
                 wait(futures)  # all of them, before an error of one is raised
                 for future in futures:
                     future.result()
@@ -346,8 +346,8 @@ class FastLocalEmbedder(LocalEmbedder):
 
 
 def _session_and_tokenizer(model: Any) -> tuple[Any, Any]:
-    """The onnxruntime session and tokenizer fastembed loaded for ``model`` (checked when
-    the embedder is built, so another fastembed release fails there, with this reason)."""
+    """The onnxruntime session and tokenizer fastembed loaded for ``model`` (taken when the
+    embedder is built, so another fastembed release fails there, with this reason)."""
     inner = getattr(model, "model", None)
     session, tokenizer = getattr(inner, "model", None), getattr(inner, "tokenizer", None)
     if session is None or tokenizer is None or not hasattr(session, "run"):
@@ -359,14 +359,13 @@ def _session_and_tokenizer(model: Any) -> tuple[Any, Any]:
     return session, tokenizer
 
 
-def _mean_pooled(model: Any, ids: np.ndarray, mask: np.ndarray) -> Matrix:
-    """What fastembed's ``embed`` returns for this model (the mean of the token states under
-    the attention mask, L2-normalised), run on the session it loaded: the same vectors
-    (cosine 1 - 1e-7, fastembed pools in float64), without re-tokenising per call, and
-    trimmed to the run's own longest text."""
+def _mean_pooled(session: Any, ids: np.ndarray, mask: np.ndarray) -> Matrix:
+    """What fastembed's ``embed`` returns (the mean of the token states under the attention
+    mask, L2-normalised), run on the session it loaded: the same vectors (cosine 1 - 1e-7,
+    fastembed pools in float64), without re-tokenising per call, and trimmed to the run's
+    own longest text."""
     width = int(mask.sum(1).max())
     ids, mask = ids[:, :width], mask[:, :width]
-    session = _session_and_tokenizer(model)[0]
     states = session.run(
         None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
     )[0]

@@ -23,10 +23,10 @@ from ingestion.services import (
 )
 from knowledge_bases.models import Generation, KnowledgeBase
 from knowledge_bases.services import knowledge_base_delete
+from ragstudio.testing.s3 import s3_options
 from search.results import SearchParams
 from search.services import knowledge_base_search
 from search.stores.objects import ObjectStore, storage_options_items
-from tests.conftest import s3_options
 from tests.factories import make_kb, upload
 
 pytestmark = pytest.mark.django_db(transaction=True)
