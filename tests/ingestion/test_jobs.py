@@ -4,6 +4,7 @@ progress reporter thread writing to the (file-based) test database."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -139,13 +140,47 @@ def test_the_reaper_requeues_stale_jobs_then_fails_them_after_max_attempts(kb, s
     assert "stopped responding" in failed.error_message
 
 
-def test_a_cancel_request_stops_a_running_job_and_keeps_what_was_embedded(kb) -> None:
-    # Big enough to outlast the reporter's first tick (1 s), which relays the request.
-    files = [(f"d{i}.txt", text(40, f"topic{i}")) for i in range(60)]
+class HoldsAfterItsFirstBatch:
+    """The real embedder; once its first batch is done, ``hold`` runs (it waits, bounded,
+    on what the test needs to see) before the next one, so a check holds however fast or
+    slow the model embeds."""
+
+    def __init__(self, inner: Any, hold: Callable[[], object]) -> None:
+        self._inner = inner
+        self._hold = hold
+        self.batches = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def embed_batch(self, texts: Any, **kwargs: Any) -> Any:
+        self.batches += 1
+        if self.batches > 1:
+            self._hold()
+        return self._inner.embed_batch(texts, **kwargs)
+
+
+def test_a_cancel_request_stops_a_running_job_and_keeps_what_was_embedded(kb, monkeypatch) -> None:
+    from ingestion.jobs import run as job_run
+
+    files = [(f"d{i}.txt", text(40, f"topic{i}")) for i in range(60)]  # several batches
     job = upload(kb, files, store_batch_size=2).job
-    claimed = job_claim(job_id=job.pk)
-    IngestionJob.objects.filter(pk=job.pk).update(cancel_requested=True)
-    done = job_execute(claimed)
+    cancel = threading.Event()
+    real_embedder_get = job_run.embedder_get
+
+    def request_cancel_and_wait() -> None:
+        """After the first batch: ask, as the page does (the row's flag), and wait until
+        the job's reporter has relayed it (bounded)."""
+        IngestionJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+        cancel.wait(timeout=30)
+
+    monkeypatch.setattr(
+        job_run,
+        "embedder_get",
+        lambda spec: HoldsAfterItsFirstBatch(real_embedder_get(spec), request_cancel_and_wait),
+    )
+    done = job_execute(job_claim(job_id=job.pk), cancel=cancel)
+    assert cancel.is_set(), "the reporter never relayed the row's cancel request"
     assert done.status == IngestionJob.Status.CANCELLED
     assert 0 < done.persisted < done.total
     assert generation_store(done.generation).vectors.count() == done.persisted
@@ -161,25 +196,12 @@ def test_counters_reach_the_job_row_while_it_runs(kb, monkeypatch) -> None:
     buffered_on_the_row = threading.Event()
     real_embedder_get = job_run.embedder_get
 
-    class HoldsAfterItsFirstBatch:
-        """The real embedder; from its second batch on it waits (bounded) until the job's
-        row has shown rows in the buffer, so the check holds however fast it embeds."""
-
-        def __init__(self, inner: Any) -> None:
-            self._inner = inner
-            self.batches = 0
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._inner, name)
-
-        def embed_batch(self, texts: Any, **kwargs: Any) -> Any:
-            self.batches += 1
-            if self.batches > 1:
-                buffered_on_the_row.wait(timeout=30)
-            return self._inner.embed_batch(texts, **kwargs)
-
     monkeypatch.setattr(
-        job_run, "embedder_get", lambda spec: HoldsAfterItsFirstBatch(real_embedder_get(spec))
+        job_run,
+        "embedder_get",
+        lambda spec: HoldsAfterItsFirstBatch(
+            real_embedder_get(spec), lambda: buffered_on_the_row.wait(timeout=30)
+        ),
     )
 
     def on_progress(current: IngestionJob, _snapshot: object) -> None:
@@ -362,7 +384,9 @@ def test_a_failed_job_is_retried_from_the_api_page_and_admin_reusing_what_it_wro
     its documents waited for an unrelated upload."""
     from ingestion.jobs import run as job_run
 
-    files = [(f"d{i}.txt", text(20, f"topic{i}")) for i in range(4)]
+    # Documents of 5+ chunks: the 4 rows written before the disk fills are part of a
+    # document, which the retry must run again, reusing those rows' vectors.
+    files = [(f"d{i}.txt", text(30, f"topic{i}")) for i in range(4)]
     job = upload(kb, files, store_batch_size=2).job
     real_write = job_run.GenerationStore.write
     calls = {"n": 0}
