@@ -164,8 +164,9 @@ class RebuildIn(Schema):
         default=None,
         ge=EMBED_BATCH_SIZE.low,
         le=EMBED_BATCH_SIZE.high,
-        description="texts per model call for local models; remote (openai:) ones size "
-        "their own requests within RAGSTUDIO_OPENAI_MAX_BATCH_ITEMS",
+        description="texts per model call for the local and fastembed: models; local-fast "
+        "runs its own (runs of 4 texts per core) and remote (openai:) ones size their own "
+        "requests within RAGSTUDIO_OPENAI_MAX_BATCH_ITEMS",
     )
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import fcntl
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import os
+import queue
 import re
 import shutil
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ import numpy as np
 from ingestion.embedders.catalog import BUNDLED_DIMENSIONS, BUNDLED_MAX_TOKENS, BUNDLED_MODEL
 from ingestion.embedders.fast_model import FAST_BUILD, FAST_VECTORS, build_fast_models
 from ingestion.pipeline.tokens import HFTokenCounter
-from ingestion.pipeline.types import Matrix
+from ingestion.pipeline.types import EmbeddingError, Matrix
 
 _TOKENIZER_CONFIG = {
     "model_max_length": BUNDLED_MAX_TOKENS,
@@ -258,6 +261,8 @@ class FastLocalEmbedder(LocalEmbedder):
     # cores (SciFact chunks, runs of 4, this 2-core machine); small runs leave a session's
     # threads waiting on each other at every operator.
     max_sessions = 8
+    # Texts the pipeline's stream reads, tokenises and sorts together (see embed_stream).
+    stream_group = 256
 
     def __init__(self, *, exact_model: Any, more_models: Sequence[Any] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -268,6 +273,7 @@ class FastLocalEmbedder(LocalEmbedder):
         self._sessions = [_session_and_tokenizer(m)[0] for m in (self._model, *more_models)]
         self._batch_tokenizer = _session_and_tokenizer(self._model)[1]
         self._pool: ThreadPoolExecutor | None = None
+        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pool_pid = 0
 
     @classmethod
@@ -304,45 +310,103 @@ class FastLocalEmbedder(LocalEmbedder):
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         with self._lock:
-            encoded = self._batch_tokenizer.encode_batch(list(texts))
-            mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
-            ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
-            lengths = mask.sum(1)
-            out = np.empty((len(texts), self.dimensions), dtype=np.float32)
-            short = np.flatnonzero(lengths - 2 < self.exact_below)  # [CLS] and [SEP] aside
-            long = np.flatnonzero(lengths - 2 >= self.exact_below)
-            long = long[np.argsort(lengths[long], kind="stable")]
-            if len(short):
-                out[short] = _mean_pooled(self._exact_session, ids[short], mask[short])
-            todo = iter([long[i : i + self.run_items] for i in range(0, len(long), self.run_items)])
-            taking = threading.Lock()
-
-            def work(session: Any) -> None:
-                """Runs the next run not taken yet until none is left."""
-                while True:
-                    with taking:
-                        picked = next(todo, None)
-                    if picked is None:
-                        return
-                    out[picked] = _mean_pooled(session, ids[picked], mask[picked])
-
-            busy = self._sessions[: -(-len(long) // self.run_items)]
-            if len(busy) < 2:
-                work(self._sessions[0])
-            else:
-                futures = [self._pool_here().submit(work, session) for session in busy]
-                wait(futures)  # all of them, before an error of one is raised
-                for future in futures:
-                    future.result()
+            out, runs = self._submit(texts)
+            _finish(runs)
         return out
 
-    def _pool_here(self) -> ThreadPoolExecutor:
-        """The threads that run the sessions, made in this process: a pool made before a
-        fork (a worker cluster forks its workers) has no threads in the child."""
+    def embed_stream(
+        self,
+        items: Iterable[tuple[str, int]],
+        *,
+        on_retry: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[tuple[int, int, Matrix | EmbeddingError]]:
+        """The pipeline's path: ``items`` (text, token count) read ``stream_group`` at a
+        time, each group tokenised once and sorted by length into runs, and the next
+        group's runs queued before this one's are awaited, so the sessions never wait on a
+        batch boundary (nor on the next window being parsed). Groups come back whole, in
+        order. Cancelling stops the reading: the groups already finished come back, the
+        runs not started yet are dropped."""
+        source = iter(items)
+        queued: deque[tuple[int, Matrix, list[Future[None]]]] = deque()
+        start = 0
+        try:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    while queued and all(run.done() for run in queued[0][2]):
+                        first, out, runs = queued.popleft()
+                        _finish(runs)
+                        yield first, first + len(out), out
+                    return
+                group = [text for text, _ in itertools.islice(source, self.stream_group)]
+                if group:
+                    out, runs = self._submit(group)
+                    queued.append((start, out, runs))
+                    start += len(group)
+                if queued and (not group or len(queued) > 1):
+                    first, out, runs = queued.popleft()
+                    _finish(runs)
+                    yield first, first + len(out), out
+                elif not group:
+                    return
+        finally:
+            for _, _, runs in queued:  # cancelled, the consumer stopped early, or a run failed
+                for run in runs:
+                    run.cancel()
+
+    def throttle_stats(self) -> dict[str, object] | None:
+        """A local model has no provider limits to report."""
+        return None
+
+    def _submit(self, texts: Sequence[str]) -> tuple[Matrix, list[Future[None]]]:
+        """Tokenise ``texts`` once and queue their runs on the sessions' threads: the short
+        texts together on the exact graph, the others sorted by length in runs of
+        ``run_items``. Returns the output matrix the runs fill and the runs."""
+        encoded = self._batch_tokenizer.encode_batch(list(texts))
+        mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
+        ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
+        lengths = mask.sum(1)
+        out = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        pool, free = self._pool_here()
+
+        def run(picked: np.ndarray, session: Any = None) -> None:
+            if session is not None:
+                out[picked] = _mean_pooled(session, ids[picked], mask[picked])
+                return
+            taken = free.get()  # as many threads as sessions: one is always free
+            try:
+                out[picked] = _mean_pooled(taken, ids[picked], mask[picked])
+            finally:
+                free.put(taken)
+
+        runs = []
+        short = np.flatnonzero(lengths - 2 < self.exact_below)  # [CLS] and [SEP] aside
+        if len(short):
+            runs.append(pool.submit(run, short, self._exact_session))
+        long = np.flatnonzero(lengths - 2 >= self.exact_below)
+        long = long[np.argsort(lengths[long], kind="stable")]
+        for i in range(0, len(long), self.run_items):
+            runs.append(pool.submit(run, long[i : i + self.run_items]))
+        return out, runs
+
+    def _pool_here(self) -> tuple[ThreadPoolExecutor, queue.SimpleQueue[Any]]:
+        """The threads that run the sessions and the sessions free now, made in this
+        process: a pool made before a fork (a worker cluster forks its workers) has no
+        threads in the child."""
         if self._pool is None or self._pool_pid != os.getpid():
             self._pool = ThreadPoolExecutor(len(self._sessions), thread_name_prefix="local-fast")
+            self._free = queue.SimpleQueue()
+            for session in self._sessions:
+                self._free.put(session)
             self._pool_pid = os.getpid()
-        return self._pool
+        return self._pool, self._free
+
+
+def _finish(runs: Sequence[Future[None]]) -> None:
+    """Wait for all of ``runs``, then raise the first error among them."""
+    wait(runs)
+    for run in runs:
+        run.result()
 
 
 def _session_and_tokenizer(model: Any) -> tuple[Any, Any]:

@@ -47,6 +47,11 @@ class PipelineConfig:
     # Chunks parsed ahead of the model: whole documents are added to a window until it
     # holds at least this many (so a window is this plus at most one document).
     window_chunks: int = 2048
+    # With an embedder that reads chunks as it needs them (StreamingEmbedder), windows are
+    # this small: the model starts after the first few documents and the rest are parsed
+    # in a thread while it runs (local-fast: the sessions busy 96 % of the run against 84 %
+    # with batches of 32 and one window, 1,359 SciFact chunks on 2 cores).
+    stream_window_chunks: int = 256
     # Seconds one document may take to parse, in a child process (None: in this process,
     # no budget; for tests and trusted input).
     parse_timeout: float | None = None
@@ -197,7 +202,9 @@ def run_pipeline(
 
     max_items = min(config.embed_batch_size, embedder.max_batch_items)
     max_tokens = config.max_batch_tokens or embedder.max_batch_tokens
+    streaming = False
     if isinstance(embedder, StreamingEmbedder):
+        streaming = True
         progress.embedding = embedder.throttle_stats
 
     def count_retry(_reason: str) -> None:
@@ -218,7 +225,7 @@ def run_pipeline(
         ledger,
         parse=sandbox.parse if sandbox else parse_document,
         max_bytes=config.max_document_bytes,
-        window_chunks=max(1, config.window_chunks),
+        window_chunks=max(1, config.stream_window_chunks if streaming else config.window_chunks),
         cancel=cancel,
     )
     progress.start_rate_window()
@@ -226,8 +233,9 @@ def run_pipeline(
         with sink:
             if isinstance(embedder, StreamingEmbedder):
                 # A remote provider sizes its own requests and keeps several in flight,
-                # across windows (a window boundary does not drain the requests); the
-                # next window is parsed and chunked meanwhile, in a thread of its own.
+                # across windows (a window boundary does not drain the requests), and
+                # local-fast keeps its sessions fed the same way; the next window is
+                # parsed and chunked meanwhile, in a thread of its own.
                 pending: deque[Chunk] = deque()
 
                 def windows_to_embed() -> Iterator[list[Chunk]]:

@@ -20,7 +20,7 @@ from ingestion.pipeline.batching import make_batches
 from ingestion.pipeline.chunk import Chunker
 from ingestion.pipeline.parse import parse_document
 from ingestion.pipeline.sandbox import ParseSandbox
-from ingestion.pipeline.types import Chunk, DocumentError, Embedder
+from ingestion.pipeline.types import Chunk, DocumentError, Embedder, StreamingEmbedder
 from knowledge_bases.build_settings import rebuild_settings_resolve
 from knowledge_bases.engines import document_read, embedder_get, generation_store
 from knowledge_bases.models import Document, Generation, KnowledgeBase
@@ -216,15 +216,19 @@ def _padded_tokens(token_counts: Sequence[int], model: Embedder) -> int:
 def _time_model(
     plan: RebuildPlan, model: Embedder, sample: Sequence[Chunk], token_counts: Sequence[int]
 ) -> None:
-    """A local model's speed, measured now on a sample of the chunks to embed batched as
-    the pipeline batches them (a second or two), in padded tokens a second, applied to
+    """A local model's speed, measured now on a sample of the chunks to embed, given to it
+    as the pipeline gives them (a second or two), in padded tokens a second, applied to
     the padded tokens of all the chunks to embed."""
     max_items, max_tokens = _batch_sizes(model)
     batches = list(make_batches(sample, max_items=max_items, max_tokens=max_tokens))
     model.embed_batch([sample[0].text, sample[-1].text])  # the first call allocates
     started = time.perf_counter()
-    for batch in batches:
-        model.embed_batch([c.text for c in batch])
+    if isinstance(model, StreamingEmbedder):  # local-fast: the pipeline streams to it
+        for _ in model.embed_stream((c.text, c.token_count) for c in sample):
+            pass
+    else:
+        for batch in batches:
+            model.embed_batch([c.text for c in batch])
     seconds = time.perf_counter() - started
     padded = sum(len(b) * max(max(c.token_count, 1) for c in b) for b in batches)
     if seconds <= 0 or padded <= 0:

@@ -4,7 +4,7 @@ progress reporter thread writing to the (file-based) test database."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -141,9 +141,9 @@ def test_the_reaper_requeues_stale_jobs_then_fails_them_after_max_attempts(kb, s
 
 
 class HoldsAfterItsFirstBatch:
-    """The real embedder; once its first batch is done, ``hold`` runs (it waits, bounded,
-    on what the test needs to see) before the next one, so a check holds however fast or
-    slow the model embeds."""
+    """The real embedder; once its first batch (or streamed group, local-fast's pipeline
+    path) is done, ``hold`` runs (it waits, bounded, on what the test needs to see) before
+    the next one, so a check holds however fast or slow the model embeds."""
 
     def __init__(self, inner: Any, hold: Callable[[], object]) -> None:
         self._inner = inner
@@ -159,12 +159,20 @@ class HoldsAfterItsFirstBatch:
             self._hold()
         return self._inner.embed_batch(texts, **kwargs)
 
+    def embed_stream(self, items: Any, **kwargs: Any) -> Iterator[Any]:
+        for i, group in enumerate(self._inner.embed_stream(items, **kwargs)):
+            if i:
+                self._hold()
+            yield group
+
 
 def test_a_cancel_request_stops_a_running_job_and_keeps_what_was_embedded(kb, monkeypatch) -> None:
+    from ingestion.embedders.local import FastLocalEmbedder
     from ingestion.jobs import run as job_run
 
-    files = [(f"d{i}.txt", text(40, f"topic{i}")) for i in range(60)]  # several batches
+    files = [(f"d{i}.txt", text(40, f"topic{i}")) for i in range(60)]
     job = upload(kb, files, store_batch_size=2).job
+    monkeypatch.setattr(FastLocalEmbedder, "stream_group", 32)  # several groups
     cancel = threading.Event()
     real_embedder_get = job_run.embedder_get
 

@@ -98,6 +98,50 @@ def test_a_forked_worker_embeds_with_sessions_of_its_own_threads(fast_embedder) 
     assert np.allclose(got, here, atol=1e-5)
 
 
+def test_the_stream_gives_each_texts_vector_in_order_and_stops_on_cancel(
+    fast_embedder, monkeypatch
+) -> None:
+    """The pipeline's path (embed_stream): items read a group at a time, the next group
+    queued before this one is awaited; the groups come back whole, in order, each row the
+    vector embed_batch gives for that group (the same runs). Cancelling stops the reading
+    and drops the runs not finished."""
+    import threading
+
+    from ingestion.pipeline.types import StreamingEmbedder
+
+    assert isinstance(fast_embedder, StreamingEmbedder)
+    assert fast_embedder.throttle_stats() is None
+    monkeypatch.setattr(fast_embedder, "stream_group", 10)
+    texts = [
+        "ok" if i % 7 == 0 else f"Note {i} on soil carbon and crop rotation. " * (1 + i % 9)
+        for i in range(45)
+    ]
+    read: list[int] = []
+
+    def items():  # type: ignore[no-untyped-def]
+        for i, text in enumerate(texts):
+            read.append(i)
+            yield text, 0
+
+    got = list(fast_embedder.embed_stream(items()))
+    assert [(start, end) for start, end, _ in got] == [
+        (s, min(s + 10, 45)) for s in range(0, 45, 10)
+    ]
+    for start, end, vectors in got:
+        assert np.allclose(vectors, fast_embedder.embed_batch(texts[start:end]), atol=1e-6)
+
+    cancel = threading.Event()
+    read.clear()
+    seen = []
+    for start, end, _ in fast_embedder.embed_stream(items(), cancel=cancel):
+        seen.append((start, end))
+        cancel.set()
+    # Groups 1 and 2 were queued before group 1 came back; group 2 comes back only if its
+    # runs had finished, and nothing was read after cancelling.
+    assert seen in ([(0, 10)], [(0, 10), (10, 20)]), seen
+    assert read == list(range(20)), read
+
+
 def test_fast_build_is_its_own_embedder(fast_embedder, embedder) -> None:
     assert parse_spec("local-fast").provider == "local-fast"
     assert describe("local-fast").dimensions == 384
