@@ -9,8 +9,9 @@ Part 1 takes SciFact abstracts (title + text), chunks them with the default sett
   - fastembed alone, in document order (what a plain loop over the model gives);
   - fastembed alone, texts sorted by length (the best the model can do);
   - the pipeline end to end with the embedder asked for (default ``local``, the packaged
-    model; ``local-fast`` its fused int8 build): parse, chunk, token-aware batches, embed,
-    buffered writes to a real LanceDB table and tantivy index.
+    model, in token-aware batches; ``local-fast`` its fused int8 build, which the pipeline
+    streams to): parse, chunk, embed, buffered writes to a real LanceDB table and tantivy
+    index.
 ``raw_chunks_per_s`` is always the packaged model in document order, so ``ratio_vs_raw``
 compares any embedder's pipeline with the plain loop over the packaged model.
 Part 2 persists the same N synthetic 384-d rows through the buffered sink into LanceDB and
