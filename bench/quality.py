@@ -82,7 +82,9 @@ def documents_of(chunk_ids: list[str], record_of: dict[str, str]) -> list[str]:
     return list(seen)
 
 
-def build(work: Path, corpus: list[dict], chunk_size: int, embedder: str) -> float:
+def build(
+    work: Path, corpus: list[dict], chunk_size: int, embedder: str, chunk_overlap: int
+) -> float:
     """Ingest the corpus into KB 'quality' through a real job; seconds taken."""
     from django.contrib.auth import get_user_model
 
@@ -102,7 +104,12 @@ def build(work: Path, corpus: list[dict], chunk_size: int, embedder: str) -> flo
         )
     user = get_user_model().objects.create_user("bench")
     kb = knowledge_base_create(
-        slug="quality", name="Quality", owner=user, chunk_size=chunk_size, embedder=embedder
+        slug="quality",
+        name="Quality",
+        owner=user,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        embedder=embedder,
     )
     job = documents_upload(kb=kb, files=files, user=user, enqueue=False).job
     assert job is not None
@@ -131,20 +138,42 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--queries", type=int, default=0, help="only the first N queries")
-    parser.add_argument("--chunk-size", type=int, default=200)
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="tokens (default: a new KB's default)"
+    )
+    parser.add_argument(
+        "--chunk-overlap", type=int, default=None, help="tokens (default: a new KB's default)"
+    )
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated modes to score (default: all of " + ", ".join(MODES) + ")",
+    )
     parser.add_argument("--fresh", action="store_true", help="rebuild the cached index")
     parser.add_argument(
         "--tune", action="store_true", help="print the fusion grid on the tuning half only"
     )
     args = parser.parse_args()
+    from ragstudio.bounds import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+
+    if args.chunk_size is None:
+        args.chunk_size = DEFAULT_CHUNK_SIZE
+    if args.chunk_overlap is None:
+        args.chunk_overlap = min(DEFAULT_CHUNK_OVERLAP, args.chunk_size // 2)
     if args.queries < 0 or not 16 <= args.chunk_size <= 8000:
         parser.error("--queries must be >= 0 and --chunk-size within 16..8000")
+    if args.chunk_overlap is not None and not 0 <= args.chunk_overlap <= args.chunk_size // 2:
+        parser.error("--chunk-overlap must be within 0..chunk size / 2")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown or not modes:
+        parser.error(f"--modes: unknown {', '.join(unknown) or '(none given)'}")
     corpus, queries, qrels = load_dataset(args.dataset, args.queries or None)
 
     digest = hashlib.sha256((args.dataset / "corpus.jsonl").read_bytes()).hexdigest()[:16]
     embedder_key = "".join(c if c.isalnum() or c in "-." else "_" for c in args.embedder)
     # "p2": indexes with passages that list their chunks (an older cache lacks them).
-    work = CACHE / f"quality-{digest}-c{args.chunk_size}-{embedder_key}-p2"
+    work = CACHE / f"quality-{digest}-c{args.chunk_size}o{args.chunk_overlap}-{embedder_key}-p2"
     if args.fresh and work.exists():
         import shutil
 
@@ -162,11 +191,11 @@ def main() -> None:
 
     ingest_s = 0.0
     if fresh or not KnowledgeBase.objects.filter(slug="quality").exists():
-        ingest_s = build(work, corpus, args.chunk_size, args.embedder)
+        ingest_s = build(work, corpus, args.chunk_size, args.embedder, args.chunk_overlap)
     if args.tune:
         tune(queries, qrels)
         return
-    results = evaluate(queries, qrels)
+    results = evaluate(queries, qrels, {m: MODES[m] for m in modes})
     if args.json:
         print(json.dumps(results["scores"], indent=2))
         return
@@ -300,10 +329,12 @@ def print_rows(rows: list, tuning: int) -> None:
 
 def print_table(results: dict, args: argparse.Namespace, documents: int, ingest_s: float) -> None:
     scores = results["scores"]
-    best_single = max(scores["vector"]["ndcg@10"], scores["lexical"]["ndcg@10"])
+    singles = [scores[m]["ndcg@10"] for m in ("vector", "lexical") if m in scores]
+    best_single = max(singles, default=0.0)
     halves = results["halves"]
     print(
-        f"\n{args.dataset.name} with {args.embedder}, chunk size {args.chunk_size}: {documents} documents -> "
+        f"\n{args.dataset.name} with {args.embedder}, chunks of {args.chunk_size} overlapping "
+        f"{args.chunk_overlap}: {documents} documents -> "
         f"{results['chunks']} chunks, {results['queries']} queries with judgements "
         f"(tuning half {halves['tuning']}, report half {halves['report']}); "
         + (f"index built in {ingest_s:.0f} s" if ingest_s else "cached index")
@@ -315,7 +346,7 @@ def print_table(results: dict, args: argparse.Namespace, documents: int, ingest_
     print("|---|---|---|---|---|---|---|---|")
     for name, s in scores.items():
         delta = s["ndcg@10"] - best_single
-        vs = f"{delta:+.4f}" if name.startswith("hybrid") else ""
+        vs = f"{delta:+.4f}" if name.startswith("hybrid") and singles else ""
         print(
             f"| {name} | {s['ndcg@10']:.4f} | {s['tuning']['ndcg@10']:.4f} | {s['report']['ndcg@10']:.4f} | "
             f"{s['recall@10']:.4f} | {s['recall@100']:.4f} | {s['mrr']:.4f} | {vs} |"
