@@ -284,8 +284,10 @@ RAGSTUDIO: RagStudioConfig = {
     "OPENAI_TOKENS_PER_MINUTE": env_int("RAGSTUDIO_OPENAI_TOKENS_PER_MINUTE", 0, minimum=0),
     "STORE_BATCH_SIZE": env_bounded("RAGSTUDIO_STORE_BATCH_SIZE", 5000, bounds.STORE_BATCH_SIZE),
     "EMBED_BATCH_SIZE": env_bounded("RAGSTUDIO_EMBED_BATCH_SIZE", 32, bounds.EMBED_BATCH_SIZE),
-    "CHUNK_SIZE": env_bounded("RAGSTUDIO_CHUNK_SIZE", 200, bounds.CHUNK_SIZE),
-    "CHUNK_OVERLAP": env_bounded("RAGSTUDIO_CHUNK_OVERLAP", 32, bounds.CHUNK_OVERLAP),
+    "CHUNK_SIZE": env_bounded("RAGSTUDIO_CHUNK_SIZE", bounds.DEFAULT_CHUNK_SIZE, bounds.CHUNK_SIZE),
+    "CHUNK_OVERLAP": env_bounded(
+        "RAGSTUDIO_CHUNK_OVERLAP", bounds.DEFAULT_CHUNK_OVERLAP, bounds.CHUNK_OVERLAP
+    ),
     # A running job whose heartbeat is older than this is taken over (or failed).
     "HEARTBEAT_STALE_SECONDS": env_int("RAGSTUDIO_HEARTBEAT_STALE_SECONDS", 60, minimum=5),
     "JOB_MAX_ATTEMPTS": env_int("RAGSTUDIO_JOB_MAX_ATTEMPTS", 3, minimum=1),
