@@ -390,3 +390,37 @@ def test_a_set_holds_a_bounded_number_of_queries_and_a_refused_import_adds_none(
     assert big.queries.count() == EVAL_QUERIES.high - 1
     evaluation_import(kb=kb, name="big", chunks=_jsonl(lines[-1], lines[0]))  # one new
     assert big.queries.count() == EVAL_QUERIES.high
+
+
+def test_a_page_of_results_is_the_top_of_what_an_evaluation_scores(alice) -> None:
+    """What the evaluation measures is what a user sees: for every claim, a hybrid page of
+    10 holds exactly the first 10 hits of the evaluation's 300-deep ranking (the engines'
+    pools and the fusion's statistics do not depend on how deep the caller asks)."""
+    from knowledge_bases.engines import generation_reader
+    from search.evaluation import EVAL_POOL
+    from search.fusion import FusionParams
+    from search.results import SearchParams
+    from search.services import knowledge_base_search, ranked_hits
+    from search.vocabulary import DEFAULT_FUSION
+
+    # A new knowledge base's chunk settings: ~5 chunks an abstract, more than a pool holds.
+    kb = _built(
+        make_kb(alice, "pages", chunk_size=None, chunk_overlap=None),
+        [("corpus.jsonl", (MINI / "corpus.jsonl").read_bytes())],
+    )
+    generation = kb.active_generation
+    assert generation is not None
+    store = generation_reader(generation)
+    assert store.vectors.count() > EVAL_POOL
+    claims = [
+        json.loads(line)["query"] for line in (MINI / "evalset.jsonl").read_text().splitlines()
+    ]
+    for claim in claims:
+        params = SearchParams(
+            query=claim, mode="hybrid", limit=EVAL_POOL, fusion=FusionParams(DEFAULT_FUSION)
+        )
+        evaluated, _exact = ranked_hits(generation, store, params, EVAL_POOL, {})
+        page = knowledge_base_search(
+            kb=kb, params=SearchParams(query=claim, mode="hybrid", limit=10)
+        )
+        assert [h.chunk_id for h in page.results] == [h.chunk_id for h in evaluated[:10]], claim
