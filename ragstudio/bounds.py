@@ -27,11 +27,11 @@ CHUNK_SIZE = Bound("chunk_size", 16, 8000)  # tokens; an embedder may allow fewe
 CHUNK_OVERLAP = Bound("chunk_overlap", 0, 4000)  # tokens; at most half the chunk size
 # What a new knowledge base gets unless RAGSTUDIO_CHUNK_SIZE / _OVERLAP say otherwise.
 # Chosen on SciFact's tuning half (bench/quality.py, README "Ranking"): hybrid nDCG@10
-# 0.7580 at 128/48 against 0.7536 at 200/32 (128/64 0.7567, 96/48 0.7544, 64/32 0.7492).
-# Smaller chunks let the vector engine match the sentence or two a query is about; lexical
+# 0.7584 at 96/32 against 0.7543 at 200/32 (128/48 0.7565, 128/64 0.7567, 64/32 0.7498).
+# Small chunks let the vector engine match the sentence or two a query is about; lexical
 # ranking reads passages of consecutive chunks, so it keeps the context.
-DEFAULT_CHUNK_SIZE = 128
-DEFAULT_CHUNK_OVERLAP = 48
+DEFAULT_CHUNK_SIZE = 96
+DEFAULT_CHUNK_OVERLAP = 32
 SEARCH_LIMIT = Bound("limit", 1, 100)
 SEARCH_OFFSET = Bound("offset", 0, 10_000)
 GENERATION_NUMBER = Bound("generation", 1, 10**9)
