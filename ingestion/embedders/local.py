@@ -334,9 +334,7 @@ class FastLocalEmbedder(LocalEmbedder):
             while True:
                 if cancel is not None and cancel.is_set():
                     while queued and all(run.done() for run in queued[0][2]):
-                        first, out, runs = queued.popleft()
-                        _finish(runs)
-                        yield first, first + len(out), out
+                        yield _oldest_finished(queued)
                     return
                 group = [text for text, _ in itertools.islice(source, self.stream_group)]
                 if group:
@@ -344,9 +342,7 @@ class FastLocalEmbedder(LocalEmbedder):
                     queued.append((start, out, runs))
                     start += len(group)
                 if queued and (not group or len(queued) > 1):
-                    first, out, runs = queued.popleft()
-                    _finish(runs)
-                    yield first, first + len(out), out
+                    yield _oldest_finished(queued)
                 elif not group:
                     return
         finally:
@@ -407,6 +403,16 @@ def _finish(runs: Sequence[Future[None]]) -> None:
     wait(runs)
     for run in runs:
         run.result()
+
+
+def _oldest_finished(
+    queued: deque[tuple[int, Matrix, list[Future[None]]]],
+) -> tuple[int, int, Matrix]:
+    """The oldest queued group, taken off the queue, once its runs are done: (first
+    index, end index, its vectors)."""
+    first, out, runs = queued.popleft()
+    _finish(runs)
+    return first, first + len(out), out
 
 
 def _session_and_tokenizer(model: Any) -> tuple[Any, Any]:

@@ -202,9 +202,8 @@ def run_pipeline(
 
     max_items = min(config.embed_batch_size, embedder.max_batch_items)
     max_tokens = config.max_batch_tokens or embedder.max_batch_tokens
-    streaming = False
-    if isinstance(embedder, StreamingEmbedder):
-        streaming = True
+    streaming = isinstance(embedder, StreamingEmbedder)
+    if isinstance(embedder, StreamingEmbedder):  # again, for the type checker
         progress.embedding = embedder.throttle_stats
 
     def count_retry(_reason: str) -> None:

@@ -17,16 +17,22 @@ from django.core.management.base import CommandError
 from ingestion.jobs import run_job_and_queue
 from ingestion.models import IngestionJob
 from ingestion.services import generation_rebuild_plan, generation_rebuild_start
+from knowledge_bases.engines import generation_reader
 from knowledge_bases.models import Generation, GenerationEvent, KnowledgeBase
 from ragstudio.errors import Conflict, ValidationError
 from search.evaluation import (
+    EVAL_POOL,
     evaluation_import,
     evaluation_run,
     evaluation_set_get,
     generation_quality_gate,
     judgement_mark,
 )
+from search.fusion import FusionParams
 from search.models import EvaluationSet, Judgement
+from search.results import SearchParams
+from search.services import knowledge_base_search, ranked_hits
+from search.vocabulary import DEFAULT_FUSION
 from tests.factories import make_kb, upload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -396,13 +402,6 @@ def test_a_page_of_results_is_the_top_of_what_an_evaluation_scores(alice) -> Non
     """What the evaluation measures is what a user sees: for every claim, a hybrid page of
     10 holds exactly the first 10 hits of the evaluation's 300-deep ranking (the engines'
     pools and the fusion's statistics do not depend on how deep the caller asks)."""
-    from knowledge_bases.engines import generation_reader
-    from search.evaluation import EVAL_POOL
-    from search.fusion import FusionParams
-    from search.results import SearchParams
-    from search.services import knowledge_base_search, ranked_hits
-    from search.vocabulary import DEFAULT_FUSION
-
     # A new knowledge base's chunk settings: ~5 chunks an abstract, more than a pool holds.
     kb = _built(
         make_kb(alice, "pages", chunk_size=None, chunk_overlap=None),
