@@ -41,7 +41,7 @@ from ingestion.pipeline.chunk import Chunker  # noqa: E402
 from ingestion.pipeline.parse import parse_document  # noqa: E402
 from ingestion.pipeline.runner import PipelineConfig, run_pipeline  # noqa: E402
 from ingestion.pipeline.sink import BufferedSink  # noqa: E402
-from ingestion.pipeline.types import Chunk, EmbeddedChunk, SourceDocument  # noqa: E402
+from ragstudio.core.types import Chunk, EmbeddedChunk, SourceDocument  # noqa: E402
 from search.stores.generation import GenerationStore  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "datasets" / "scifact" / "corpus.jsonl"

@@ -74,7 +74,7 @@ django.setup()
 from django.conf import settings
 from ingestion.jobs import run_job_and_queue
 from ingestion.models import IngestionJob
-from knowledge_bases.engines import generation_store
+from knowledge_bases.generations import generation_store
 
 def rss(field):
     for line in open("/proc/self/status"):

@@ -50,16 +50,15 @@ def main() -> None:
 
         from ingestion.jobs import run_job_and_queue
         from ingestion.models import IngestionJob
-        from ingestion.services import (
-            IncomingFile,
-            documents_upload,
+        from ingestion.services import IncomingFile, documents_upload
+        from knowledge_bases.generations import generation_size_on_disk
+        from knowledge_bases.models import Generation
+        from knowledge_bases.services import (
             generation_promote,
             generation_rebuild_plan,
             generation_rebuild_start,
+            knowledge_base_create,
         )
-        from knowledge_bases.models import Generation
-        from knowledge_bases.selectors import generation_size_on_disk
-        from knowledge_bases.services import knowledge_base_create
 
         with open(args.corpus) as fh:
             records = [json.loads(line) for line in itertools.islice(fh, args.docs)]

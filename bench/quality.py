@@ -154,7 +154,7 @@ def main() -> None:
         "--tune", action="store_true", help="print the fusion grid on the tuning half only"
     )
     args = parser.parse_args()
-    from ragstudio.bounds import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+    from ragstudio.core.bounds import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 
     if args.chunk_size is None:
         args.chunk_size = DEFAULT_CHUNK_SIZE
@@ -213,11 +213,11 @@ MODES = {
 
 
 def evaluate(queries: dict[str, str], qrels: dict, modes: dict | None = None) -> dict:
-    from knowledge_bases.engines import generation_reader
+    from knowledge_bases.generations import generation_reader
     from knowledge_bases.models import KnowledgeBase
-    from search.fusion import FusionParams
-    from search.metrics import first_occurrences, mean_metrics, query_metrics
-    from search.results import SearchParams
+    from search.ranking.fusion import FusionParams
+    from search.ranking.metrics import first_occurrences, mean_metrics, query_metrics
+    from search.ranking.results import SearchParams
     from search.services import ranked_hits
 
     kb = KnowledgeBase.objects.get(slug="quality")
@@ -285,8 +285,8 @@ def evaluate(queries: dict[str, str], qrels: dict, modes: dict | None = None) ->
 def tune(queries: dict[str, str], qrels: dict) -> None:
     """Fusion settings on the tuning half only: z-score and weighted (min-max) at vector
     weights 0.3-0.7, z-score statistics over 25, 50 and 100 passages, RRF's k."""
-    from search import fusion
-    from search.fusion import FusionParams
+    from search.ranking import fusion
+    from search.ranking.fusion import FusionParams
 
     tuning = {q: t for q, t in queries.items() if tuning_half(q)}
     rows: list[tuple[str, dict]] = []

@@ -41,9 +41,9 @@ def main() -> None:
 
         from ingestion.jobs import run_job_and_queue
         from ingestion.models import IngestionJob
-        from ingestion.services import IncomingFile, documents_upload, generation_rebuild_start
-        from knowledge_bases.engines import embedder_get
-        from knowledge_bases.services import knowledge_base_create
+        from ingestion.services import IncomingFile, documents_upload
+        from knowledge_bases.generations import embedder_get
+        from knowledge_bases.services import generation_rebuild_start, knowledge_base_create
 
         with open(args.corpus) as fh:
             records = [json.loads(line) for line in itertools.islice(fh, args.docs)]

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from ingestion.embedders.openai_compat import OpenAICompatibleEmbedder  # noqa: E402
 from ingestion.pipeline.chunk import Chunker  # noqa: E402
 from ingestion.pipeline.runner import PipelineConfig, run_pipeline  # noqa: E402
-from ingestion.pipeline.types import SourceDocument  # noqa: E402
+from ragstudio.core.types import SourceDocument  # noqa: E402
 from search.stores.generation import GenerationStore  # noqa: E402
 
 DIMS = 64

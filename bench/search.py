@@ -58,9 +58,9 @@ def source_chunks() -> object:
 def fill(generation, source, n: int) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
 
-    from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash, parent_id
-    from knowledge_bases.engines import generation_store
+    from knowledge_bases.generations import generation_store
     from knowledge_bases.models import Document
+    from ragstudio.core.types import Chunk, EmbeddedChunk, content_hash, parent_id
 
     ids = source.column("id").to_pylist()
     texts = source.column("text").to_pylist()
@@ -160,8 +160,7 @@ def main() -> None:
     work = setup("ragstudio-bench-search-")
     from django.contrib.auth import get_user_model
 
-    from knowledge_bases.engines import embedder_get, generation_store
-    from knowledge_bases.lifecycle import generation_create
+    from knowledge_bases.generations import embedder_get, generation_create, generation_store
     from knowledge_bases.models import ApiToken, Generation, KnowledgeBase
     from knowledge_bases.services import knowledge_base_create
     from ragstudio.env import rag_settings

@@ -4,7 +4,7 @@ from django.http import HttpRequest
 
 from ingestion.models import IngestionJob
 from ingestion.services import ingestion_job_retry
-from ragstudio.errors import RagStudioError
+from ragstudio.core.errors import RagStudioError
 
 
 @admin.register(IngestionJob)

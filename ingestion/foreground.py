@@ -12,8 +12,8 @@ from typing import Any
 from ingestion.jobs import job_claim, job_execute
 from ingestion.models import IngestionJob
 from ingestion.services import ingestion_job_cancel
-from ragstudio.errors import RagStudioError
-from ragstudio.formatting import clock
+from ragstudio.core.errors import RagStudioError
+from ragstudio.core.formatting import clock
 
 
 def progress_line(job: IngestionJob) -> str:

@@ -5,7 +5,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from knowledge_bases.models import Document, Generation, KnowledgeBase
-from ragstudio.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
+from ragstudio.core.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
 
 
 class IngestionJob(models.Model):

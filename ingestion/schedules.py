@@ -8,7 +8,7 @@ from typing import Any
 SCHEDULES = [
     # (name, function, minutes)
     ("ragstudio: reap stale ingestion jobs", "ingestion.tasks.reap_stale_jobs", 1),
-    ("ragstudio: collect old generations", "ingestion.tasks.collect_generations", 60),
+    ("ragstudio: collect old generations", "knowledge_bases.tasks.collect_generations", 60),
 ]
 
 

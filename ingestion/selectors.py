@@ -5,8 +5,9 @@ from typing import Any
 from django.db.models import QuerySet
 
 from ingestion.models import IngestionJob
+from knowledge_bases.models import KnowledgeBase
 from knowledge_bases.selectors import knowledge_base_can_change, knowledge_bases_visible_to
-from ragstudio.errors import Forbidden, NotFound
+from ragstudio.core.errors import Forbidden, NotFound
 
 
 def jobs_visible_to(user: Any) -> QuerySet[IngestionJob]:
@@ -30,3 +31,8 @@ def rebuild_in_progress(kb_id: int) -> IngestionJob | None:
     return IngestionJob.objects.filter(
         knowledge_base_id=kb_id, kind=IngestionJob.Kind.REBUILD, status__in=IngestionJob.LIVE
     ).first()
+
+
+def recent_jobs(kb: KnowledgeBase, limit: int = 10) -> list[IngestionJob]:
+    """The KB's latest jobs, newest first."""
+    return list(kb.jobs.select_related("generation")[:limit])

@@ -6,7 +6,6 @@ from __future__ import annotations
 from django.db import close_old_connections
 
 from ingestion.jobs import jobs_reap_stale, run_job_and_queue
-from ingestion.services import generations_gc_all
 
 
 def run_ingestion_job(job_id: int) -> list[int]:
@@ -19,7 +18,3 @@ def run_ingestion_job(job_id: int) -> list[int]:
 
 def reap_stale_jobs() -> dict[str, int]:
     return jobs_reap_stale()
-
-
-def collect_generations() -> dict[str, object]:
-    return generations_gc_all()

@@ -12,7 +12,7 @@ from ingestion.selectors import job_get
 from ingestion.services import ingestion_job_cancel, ingestion_job_retry
 from ingestion.services.queue import RETRYABLE
 from knowledge_bases.selectors import knowledge_base_can_change, knowledge_base_ref
-from ragstudio.errors import Conflict, RagStudioError
+from ragstudio.core.errors import Conflict, RagStudioError
 from ragstudio.views import get_or_404, is_htmx
 
 

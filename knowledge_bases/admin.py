@@ -8,17 +8,16 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from ingestion.services import (
-    document_delete,
+from ingestion.services import document_delete
+from knowledge_bases.generations import generation_size_on_disk, promote_verdict, rollback_verdict
+from knowledge_bases.models import ApiToken, Document, Generation, GenerationEvent, KnowledgeBase
+from knowledge_bases.services import (
     generation_promote,
     generation_rollback,
     generations_gc,
+    knowledge_base_delete,
 )
-from knowledge_bases.lifecycle import promote_verdict, rollback_verdict
-from knowledge_bases.models import ApiToken, Document, Generation, GenerationEvent, KnowledgeBase
-from knowledge_bases.selectors import generation_size_on_disk
-from knowledge_bases.services import knowledge_base_delete
-from ragstudio.errors import RagStudioError
+from ragstudio.core.errors import RagStudioError
 
 
 @admin.register(KnowledgeBase)

@@ -5,16 +5,8 @@ from ninja import Body, File, Form, Router, Status
 from ninja.files import UploadedFile
 
 from ingestion.schemas import JobOut, UploadOut
-from ingestion.services import (
-    IncomingFile,
-    document_delete,
-    documents_upload,
-    generation_promote,
-    generation_rebuild_plan,
-    generation_rebuild_start,
-    generation_rollback,
-    generations_gc,
-)
+from ingestion.services import IncomingFile, document_delete, documents_upload
+from knowledge_bases.generations import generations_of
 from knowledge_bases.schemas import (
     DocumentOut,
     GcOut,
@@ -26,14 +18,19 @@ from knowledge_bases.schemas import (
     RebuildIn,
     RebuildPlanOut,
 )
-from knowledge_bases.selectors import knowledge_base_get, knowledge_bases_visible_to
+from knowledge_bases.selectors import documents_of, knowledge_base_get, knowledge_bases_visible_to
 from knowledge_bases.services import (
+    generation_promote,
+    generation_rebuild_plan,
+    generation_rebuild_start,
+    generation_rollback,
+    generations_gc,
     knowledge_base_create,
     knowledge_base_delete,
     knowledge_base_update,
 )
-from ragstudio.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
-from ragstudio.errors import ValidationError
+from ragstudio.core.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
+from ragstudio.core.errors import ValidationError
 from ragstudio.schemas import ERRORS
 
 router = Router(tags=["knowledge bases"])
@@ -74,7 +71,7 @@ def delete_kb(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
 @router.get("/{slug}/documents", response={200: list[DocumentOut], **ERRORS})
 def list_documents(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
     kb = knowledge_base_get(slug=slug, user=request.user)
-    return list(kb.documents.all())
+    return list(documents_of(kb))
 
 
 @router.post("/{slug}/documents", response={200: UploadOut, 202: UploadOut, **ERRORS})
@@ -127,7 +124,7 @@ def delete_document(request: HttpRequest, slug: str, document_id: int):  # type:
 @router.get("/{slug}/generations", response={200: list[GenerationOut], **ERRORS})
 def list_generations(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
     kb = knowledge_base_get(slug=slug, user=request.user)
-    return list(kb.generations.order_by("-number"))
+    return list(generations_of(kb))
 
 
 @router.post("/{slug}/generations/rebuild", response={200: RebuildPlanOut, 202: JobOut, **ERRORS})

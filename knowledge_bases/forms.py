@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from ragstudio.bounds import CHUNK_OVERLAP, CHUNK_SIZE
+from ragstudio.core.bounds import CHUNK_OVERLAP, CHUNK_SIZE
 from ragstudio.env import rag_settings
 
 

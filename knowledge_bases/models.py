@@ -2,14 +2,18 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from ragstudio.bounds import CHUNK_SIZE
-from search.vocabulary import DEFAULT_QUALITY_GATE
+from ragstudio.core.bounds import CHUNK_SIZE
+from ragstudio.core.vocabulary import DEFAULT_QUALITY_GATE
 
 
 def default_quality_gate() -> dict[str, float]:
@@ -109,6 +113,41 @@ class Document(models.Model):
         return self.title
 
 
+class StatusWriteRefused(RuntimeError):
+    """A generation's status was written outside its state machine."""
+
+
+# Set only while knowledge_bases.generations.states writes a status
+# (tests/knowledge_bases/test_states.py checks that no other module enters it).
+_STATUS_WRITER: ContextVar[bool] = ContextVar("generation_status_writer", default=False)
+
+
+def _require_status_writer() -> None:
+    if not _STATUS_WRITER.get():
+        raise StatusWriteRefused(
+            "a generation's status changes only through "
+            "knowledge_bases.generations.states.transition()"
+        )
+
+
+class GenerationQuerySet(models.QuerySet["Generation"]):
+    def update(self, **kwargs: Any) -> int:
+        if "status" in kwargs:
+            _require_status_writer()
+        return super().update(**kwargs)
+
+    def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
+        if "status" in fields:
+            _require_status_writer()
+        return super().bulk_update(objs, fields, batch_size=batch_size)
+
+    def bulk_create(self, objs: Iterable[Any], *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        objs = list(objs)
+        if any(o.status != Generation.Status.BUILDING for o in objs):
+            _require_status_writer()
+        return super().bulk_create(objs, *args, **kwargs)
+
+
 class Generation(models.Model):
     class Status(models.TextChoices):
         BUILDING = "building"
@@ -135,7 +174,6 @@ class Generation(models.Model):
     chunk_count = models.PositiveIntegerField(default=0)
     vector_count = models.PositiveIntegerField(default=0)
     table_name = models.CharField(max_length=200)
-    bm25_path = models.CharField(max_length=500)  # where the creating host put it (history)
     # The BM25 version published to the object store (scaled out): readers on any host
     # sync to at least this before searching. 0 on one machine.
     bm25_version = models.PositiveIntegerField(default=0)
@@ -156,6 +194,8 @@ class Generation(models.Model):
     quality_report = models.JSONField(default=dict, blank=True)
     quality_checked_at = models.DateTimeField(null=True, blank=True)
 
+    objects = GenerationQuerySet.as_manager()
+
     class Meta:
         ordering = ["knowledge_base", "-number"]
         constraints = [
@@ -172,6 +212,42 @@ class Generation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.knowledge_base.slug} #{self.number} ({self.status})"
+
+    # The status as last read from or written to the database: save() refuses to change it
+    # outside the state machine (a new row starts as building).
+    _stored_status: str | None = None
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or "status" in update_fields:
+            current = self.__dict__.get("status")
+            expected = self.Status.BUILDING if self._state.adding else self._stored_status
+            if current != expected:
+                _require_status_writer()
+        super().save(*args, **kwargs)
+        self._stored_status = self.__dict__.get("status")
+
+    @classmethod
+    def from_db(
+        cls, db: str | None, field_names: Collection[str], values: Collection[Any], **kwargs: Any
+    ) -> Generation:
+        instance = super().from_db(db, field_names, values, **kwargs)
+        instance._stored_status = instance.__dict__.get("status")
+        return instance
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        super().refresh_from_db(*args, **kwargs)
+        self._stored_status = self.__dict__.get("status")
+
+    @classmethod
+    @contextmanager
+    def status_writer(cls) -> Iterator[None]:
+        """For knowledge_bases.generations.states alone: status writes allowed inside."""
+        token = _STATUS_WRITER.set(True)
+        try:
+            yield
+        finally:
+            _STATUS_WRITER.reset(token)
 
 
 class GenerationEvent(models.Model):

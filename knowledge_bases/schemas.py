@@ -6,11 +6,11 @@ from typing import Annotated, Literal
 from ninja import Schema
 from pydantic import BeforeValidator, ConfigDict, Field, StrictBool
 
-from knowledge_bases.lifecycle.swap import OVERRIDE_MAX_CHARS
+from knowledge_bases.generations import OVERRIDE_MAX_CHARS
 from knowledge_bases.models import KnowledgeBase
-from ragstudio.bounds import CHUNK_OVERLAP, CHUNK_SIZE, EMBED_BATCH_SIZE, STORE_BATCH_SIZE
+from ragstudio.core.bounds import CHUNK_OVERLAP, CHUNK_SIZE, EMBED_BATCH_SIZE, STORE_BATCH_SIZE
+from ragstudio.core.vocabulary import GATE_KEYS
 from ragstudio.schemas import JsonInt, json_number
-from search.vocabulary import GATE_KEYS
 
 GateKey = Literal[GATE_KEYS]  # type: ignore[valid-type]
 # Bounds first, then the JSON-number check: the other order puts "ge"/"le" (not

@@ -4,17 +4,13 @@ is shared with and by staff; only its owner and staff may change it."""
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
 from ingestion.models import IngestionJob
-from knowledge_bases.engines import bm25_local_path, bm25_remote_uri, storage_options
-from knowledge_bases.models import Document, Generation, KnowledgeBase
-from ragstudio.env import rag_settings
-from ragstudio.errors import Ambiguous, Conflict, Forbidden, NotFound
-from search.stores.objects import ObjectStore
+from knowledge_bases.models import Document, KnowledgeBase
+from ragstudio.core.errors import Ambiguous, Forbidden, NotFound
 
 
 def knowledge_bases_visible_to(user: Any) -> QuerySet[KnowledgeBase]:
@@ -105,64 +101,6 @@ def knowledge_bases_with_stats(user: Any) -> QuerySet[KnowledgeBase]:
     )
 
 
-def generation_get(*, kb: KnowledgeBase, number: int) -> Generation:
-    generation = kb.generations.filter(number=number).first()
-    if generation is None:
-        raise NotFound(f"knowledge base {kb.slug!r} has no generation {number}")
-    return generation
-
-
-def active_generation(kb_id: int) -> Generation:
-    kb = KnowledgeBase.objects.select_related("active_generation").get(pk=kb_id)
-    if kb.active_generation is None:
-        raise Conflict(f"knowledge base {kb.slug!r} has no active generation yet")
-    return kb.active_generation
-
-
-def generation_searchable_get(kb: KnowledgeBase, number: int | None) -> Generation:
-    """The generation a search reads: the active one (None), or a numbered one that still
-    has its files (building, ready, active or archived)."""
-    if number is None:
-        return active_generation(kb.pk)
-    generation = Generation.objects.filter(knowledge_base=kb, number=number).first()
-    if generation is None:
-        raise NotFound(f"knowledge base {kb.slug!r} has no generation {number}")
-    if generation.status not in Generation.SEARCHABLE:
-        raise Conflict(
-            f"generation {number} is {generation.status}: it cannot be searched",
-            {"generation": number, "status": generation.status},
-        )
-    return generation
-
-
-def generation_size_on_disk(generation: Generation, *, stored: bool = False) -> int:
-    """Bytes of the generation's tantivy directory and (local) LanceDB table; 0 when its
-    files are deleted. In an object store: the objects' sizes when ``stored`` (a listing
-    of the store: for the rebuild plan, not for pages that poll), else 0."""
-    if generation.files_deleted_at:
-        return 0
-    cfg = rag_settings()
-    if cfg["STORAGE_URI"]:
-        if not stored:
-            return 0
-        store = ObjectStore(cfg["STORAGE_URI"], storage_options())
-        prefixes = [
-            bm25_remote_uri(generation.knowledge_base_id, generation.number)[
-                len(cfg["STORAGE_URI"]) + 1 :
-            ]
-        ]
-        if cfg["LANCEDB_URI"] == f"{cfg['STORAGE_URI']}/lancedb":
-            prefixes.append(f"lancedb/{generation.table_name}.lance")
-        return sum(sum(store.list(prefix).values()) for prefix in prefixes)
-    paths = [bm25_local_path(generation.knowledge_base_id, generation.number)]
-    uri = cfg["LANCEDB_URI"]
-    if "://" not in uri:
-        paths.append(Path(uri) / f"{generation.table_name}.lance")
-    return sum(
-        p.stat().st_size for root in paths if root.exists() for p in root.rglob("*") if p.is_file()
-    )
-
-
-def document_path(document: Document) -> Path:
-    """Where the document's uploaded file is stored."""
-    return Path(rag_settings()["UPLOAD_DIR"]) / document.storage_path
+def documents_of(kb: KnowledgeBase) -> QuerySet[Document]:
+    """The KB's documents, newest first."""
+    return kb.documents.all()

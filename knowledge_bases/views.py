@@ -13,30 +13,33 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from ingestion.selectors import rebuild_in_progress
-from ingestion.services import (
-    IncomingFile,
-    RebuildPlan,
-    document_delete,
-    documents_upload,
-    generation_promote,
-    generation_rebuild_plan,
-    generation_rebuild_start,
-    generation_rollback,
-    generations_gc,
-)
+from ingestion.selectors import rebuild_in_progress, recent_jobs
+from ingestion.services import IncomingFile, document_delete, documents_upload
 from knowledge_bases.forms import KnowledgeBaseForm, RebuildForm, UploadForm
-from knowledge_bases.lifecycle import promote_verdict, rollback_verdict
+from knowledge_bases.generations import (
+    generation_size_on_disk,
+    generations_of,
+    promote_verdict,
+    rollback_verdict,
+)
 from knowledge_bases.models import Generation, KnowledgeBase
 from knowledge_bases.selectors import (
-    generation_size_on_disk,
+    documents_of,
     knowledge_base_can_change,
     knowledge_base_get,
     knowledge_base_ref,
     knowledge_bases_with_stats,
 )
-from knowledge_bases.services import knowledge_base_create
-from ragstudio.errors import RagStudioError, ValidationError
+from knowledge_bases.services import (
+    RebuildPlan,
+    generation_promote,
+    generation_rebuild_plan,
+    generation_rebuild_start,
+    generation_rollback,
+    generations_gc,
+    knowledge_base_create,
+)
+from ragstudio.core.errors import RagStudioError, ValidationError
 from ragstudio.views import get_or_404, is_htmx
 
 
@@ -64,12 +67,12 @@ def kb_list(request: HttpRequest) -> HttpResponse:
 
 
 def _detail_context(request: HttpRequest, kb: KnowledgeBase) -> dict[str, Any]:
-    jobs = list(kb.jobs.select_related("generation")[:10])
+    jobs = recent_jobs(kb)
     return {
         "kb": kb,
         "kb_ref": knowledge_base_ref(kb, request.user),
-        "documents": kb.documents.all()[:1000],
-        "document_count": kb.documents.count(),
+        "documents": documents_of(kb)[:1000],
+        "document_count": documents_of(kb).count(),
         "jobs": jobs,
         "jobs_live": any(not j.is_finished for j in jobs),
         "can_change": knowledge_base_can_change(kb, request.user),
@@ -153,7 +156,7 @@ def _generations_context(
     request: HttpRequest, kb: KnowledgeBase, form: RebuildForm | None = None
 ) -> dict[str, Any]:
     kb.refresh_from_db()
-    generations = list(kb.generations.order_by("-number"))
+    generations = list(generations_of(kb))
     rows = []
     for g in generations:
         verdict = promote_verdict(kb, g)

@@ -19,7 +19,7 @@ from ninja.parser import Parser
 from ingestion.api import router as jobs_router
 from knowledge_bases.api import router as kb_router
 from ragstudio.auth import api_auth
-from ragstudio.errors import RagStudioError
+from ragstudio.core.errors import RagStudioError
 from search.api import evaluation as evaluation_router
 from search.api import router as search_router
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ragstudio.bounds import Bound
+from ragstudio.core.bounds import Bound
 
 
 def bounded_int(bound: Bound) -> Callable[[str], int]:

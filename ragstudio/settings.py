@@ -16,7 +16,7 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from ragstudio import bounds
+from ragstudio.core import bounds
 from ragstudio.env import (
     RagStudioConfig,
     env_bool,
@@ -99,7 +99,7 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # Behind TLS (directly or through a proxy), turn these on; `manage.py check --deploy` is
-# clean with them (see the README's deployment section).
+# clean with them (docs/deploy.md).
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("RAGSTUDIO_SECURE_COOKIES", False)
 SECURE_SSL_REDIRECT = env_bool("RAGSTUDIO_SSL_REDIRECT", False)
 SECURE_HSTS_SECONDS = env_int("RAGSTUDIO_HSTS_SECONDS", 0, minimum=0)
@@ -148,8 +148,7 @@ TEMPLATES = [
 ]
 
 # SQLite needs WAL, IMMEDIATE transactions and a busy timeout to take concurrent worker
-# writes: measured on these machines, defaults failed 198 of 200 task writes with
-# "database is locked"; with these three, none.
+# writes: with Django's defaults, most task writes fail with "database is locked".
 _SQLITE_OPTIONS: dict[str, Any] = {
     "transaction_mode": "IMMEDIATE",
     "timeout": env_float("RAGSTUDIO_SQLITE_TIMEOUT", 5.0, minimum=0.1),
@@ -255,7 +254,7 @@ RAGSTUDIO: RagStudioConfig = {
     # cache): a cache that hosts or data directories may share.
     "MODEL_DIR": Path(env_str("RAGSTUDIO_MODEL_DIR", str(DATA_DIR / "models"))),
     # Embedder spec for new knowledge bases: "local-fast" (the bundled all-MiniLM-L6-v2 in
-    # its fused int8 build: nDCG@10 within 0.002 of "local" on SciFact, ~2x faster here),
+    # its fused int8 build, the same quality several times faster: docs/benchmarks.md),
     # "local" (the bundled model as packaged), "fastembed:<model name>" (needs a network
     # once) or "openai:<model>". Existing knowledge bases keep theirs until rebuilt.
     "EMBEDDER": env_str("RAGSTUDIO_EMBEDDER", "local-fast"),

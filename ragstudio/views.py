@@ -7,7 +7,7 @@ from django.core.exceptions import BadRequest, PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 
-from ragstudio.errors import Ambiguous, Forbidden, NotFound
+from ragstudio.core.errors import Ambiguous, Forbidden, NotFound
 
 T = TypeVar("T")
 

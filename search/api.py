@@ -5,8 +5,9 @@ from django.http import HttpRequest
 from ninja import File, Router, Status
 from ninja.files import UploadedFile
 
-from knowledge_bases.selectors import generation_get, knowledge_base_get
-from ragstudio.errors import Conflict
+from knowledge_bases.generations import generation_searchable_get
+from knowledge_bases.selectors import knowledge_base_get
+from ragstudio.core.vocabulary import MetricName, SearchMode
 from ragstudio.schemas import ERRORS
 from search.evaluation import (
     QueryIn,
@@ -16,12 +17,8 @@ from search.evaluation import (
     evaluation_run,
     evaluation_set_create,
     evaluation_set_delete,
-    evaluation_set_get,
-    evaluation_sets_of,
     judgement_mark,
-    latest_run,
 )
-from search.models import EvaluationRun
 from search.schemas import (
     EvalAddOut,
     EvalCompareOut,
@@ -37,8 +34,8 @@ from search.schemas import (
     SearchIn,
     SearchOut,
 )
+from search.selectors import evaluation_set_get, evaluation_sets_of, latest_runs, runs_of
 from search.services import knowledge_base_search
-from search.vocabulary import MetricName, SearchMode
 
 router = Router(tags=["search"])
 evaluation = Router(tags=["evaluation"])
@@ -127,7 +124,7 @@ def mark(request: HttpRequest, slug: str, name: str, payload: JudgementIn):  # t
     """Judge one result for a query (what the playground's buttons do): grade 0 for not
     relevant. The set and the query are created as needed."""
     kb = knowledge_base_get(slug=slug, user=request.user, change=True)
-    judgement_mark(
+    mark = judgement_mark(
         kb=kb,
         set_name=name,
         query=payload.query,
@@ -140,8 +137,8 @@ def mark(request: HttpRequest, slug: str, name: str, payload: JudgementIn):  # t
     evaluation_set = evaluation_set_get(kb=kb, name=name)
     return {
         "evaluation_set": evaluation_set,
-        "queries_added": 0,
-        "queries_updated": 1,
+        "queries_added": int(mark.query_created),
+        "queries_updated": int(not mark.query_created),
         "judgements": 1,
     }
 
@@ -153,13 +150,8 @@ def run_set(request: HttpRequest, slug: str, name: str, payload: EvalRunIn):  # 
     409 when the set has no judged query or the generation's files are gone."""
     kb = knowledge_base_get(slug=slug, user=request.user, change=True)
     evaluation_set = evaluation_set_get(kb=kb, name=name)
-    generation = (
-        kb.active_generation
-        if payload.generation == "active"
-        else generation_get(kb=kb, number=int(payload.generation))
-    )
-    if generation is None:
-        raise Conflict("this knowledge base has no active generation yet")
+    number = None if payload.generation == "active" else int(payload.generation)
+    generation = generation_searchable_get(kb, number)
     run = evaluation_run(evaluation_set=evaluation_set, generation=generation, user=request.user)
     return Status(201, run)
 
@@ -168,11 +160,7 @@ def run_set(request: HttpRequest, slug: str, name: str, payload: EvalRunIn):  # 
 def list_runs(request: HttpRequest, slug: str, name: str):  # type: ignore[no-untyped-def]
     kb = knowledge_base_get(slug=slug, user=request.user)
     evaluation_set = evaluation_set_get(kb=kb, name=name)
-    return list(
-        EvaluationRun.objects.filter(evaluation_set=evaluation_set).select_related(
-            "generation", "evaluation_set"
-        )
-    )
+    return list(runs_of(evaluation_set))
 
 
 @evaluation.get("/{slug}/evalsets/{name}/compare", response={200: EvalCompareOut, **ERRORS})
@@ -189,10 +177,5 @@ def compare(  # type: ignore[no-untyped-def]
     latest runs on the set), with both top-10 lists."""
     kb = knowledge_base_get(slug=slug, user=request.user)
     evaluation_set = evaluation_set_get(kb=kb, name=name)
-    runs = []
-    for number in (a, b):
-        run = latest_run(evaluation_set, generation_get(kb=kb, number=number))
-        if run is None:
-            raise Conflict(f"generation {number} has not been evaluated on {name!r}: run it first")
-        runs.append(run)
+    runs = latest_runs(kb=kb, evaluation_set=evaluation_set, numbers=(a, b))
     return evaluation_compare(run_a=runs[0], run_b=runs[1], mode=mode, metric=metric)

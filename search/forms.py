@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django import forms
 
-from ragstudio.bounds import EVAL_GRADE, QUERY_MAX_CHARS, ROW_ID
-from search.vocabulary import DEFAULT_FUSION, DEFAULT_MODE, FUSION_LABELS, MODE_LABELS
+from ragstudio.core.bounds import EVAL_GRADE, QUERY_MAX_CHARS, ROW_ID
+from ragstudio.core.vocabulary import DEFAULT_FUSION, DEFAULT_MODE, FUSION_LABELS, MODE_LABELS
 
 # The playground shows at most this many results a column (two columns side by side).
 PLAYGROUND_MAX_LIMIT = 50

@@ -8,9 +8,13 @@ from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models
 
 from knowledge_bases.models import Document, Generation, KnowledgeBase
-from ragstudio.bounds import EVAL_GRADE, QUERY_MAX_CHARS
+from ragstudio.core.bounds import EVAL_GRADE, QUERY_MAX_CHARS
 
 EVALSET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+# What an evaluation ranks: a document, or one record of a JSON Lines document when the
+# query's judgements name records ("corpus.jsonl#4983"): (document id, record id or "").
+Unit = tuple[int, str]
 
 
 class EvaluationSet(models.Model):
@@ -58,6 +62,12 @@ class EvaluationQuery(models.Model):
 
     def __str__(self) -> str:
         return self.text[:80]
+
+    @staticmethod
+    def normalise(text: str | None) -> str:
+        """A query as a set stores it: white space collapsed, so "  a  b " and "a b" are
+        one query."""
+        return " ".join((text or "").split())
 
 
 class Judgement(models.Model):

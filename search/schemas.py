@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from ragstudio.bounds import (
+from ragstudio.core.bounds import (
     EVAL_GRADE,
     EVAL_JUDGEMENTS_PER_QUERY,
     EVAL_QUERIES,
@@ -23,11 +23,11 @@ from ragstudio.bounds import (
     SEARCH_LIMIT,
     SEARCH_OFFSET,
 )
+from ragstudio.core.vocabulary import DEFAULT_FUSION, DEFAULT_MODE, FusionMethod, SearchMode
 from ragstudio.schemas import JsonInt
-from search.filters import SearchFilter
-from search.fusion import FusionParams
-from search.results import SearchParams
-from search.vocabulary import DEFAULT_FUSION, DEFAULT_MODE, FusionMethod, SearchMode
+from search.ranking.filters import SearchFilter
+from search.ranking.fusion import FusionParams
+from search.ranking.results import SearchParams
 
 MetaKey = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$", max_length=64)

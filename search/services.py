@@ -10,20 +10,20 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from knowledge_bases.engines import generation_reader, query_vector
+from knowledge_bases.generations import generation_reader, generation_searchable_get, query_vector
 from knowledge_bases.models import Document, Generation, KnowledgeBase
-from knowledge_bases.selectors import generation_searchable_get
+from ragstudio.core.errors import Conflict
 from ragstudio.env import rag_settings
-from ragstudio.errors import Conflict
-from search.fusion import Fused, fuse, passages_first, single
-from search.results import Citation, SearchHit, SearchOutcome, SearchParams
+from search.ranking.fusion import Fused, fuse, passages_first, single
+from search.ranking.results import Citation, SearchHit, SearchOutcome, SearchParams
+from search.ranking.snippets import snippet_html
 from search.stores.generation import GenerationStore
 from search.stores.lancedb_store import metadata_of
 
 # Hybrid asks each engine for a deeper pool than the page, so fusion has something to
 # reorder: 300 chunks (vectors) and 300 passages (BM25), or as many as the page is deep.
 # Z-score fusion takes its statistics over each engine's top 100 passages
-# (search.fusion.Z_DEPTH): on SciFact with a new KB's chunks (96/32) a query's 300 nearest
+# (search.ranking.fusion.Z_DEPTH): on SciFact with a new KB's chunks (96/32) a query's 300 nearest
 # chunks span 165 passages (median; under 100 for 6 of 809). The pool, and the ANN refine
 # factor below, are the same for every depth up to 300, so a page of 10 shows exactly the
 # first 10 hits an evaluation (300 deep) scores; with a pool that grew with the depth, 41
@@ -195,7 +195,7 @@ def _hits(
             "pk", "title", "original_filename", "chunk_count"
         )
     }
-    snippets = store.bm25.snippets(
+    highlights = store.bm25.highlights(
         params.query, {i: r["text"] for i, r in rows.items()}, SNIPPET_CHARS
     )
     hits = []
@@ -229,7 +229,7 @@ def _hits(
                 document_id=int(row["document_id"]),
                 score=fused.score,
                 content=row["text"],
-                snippet=snippets.get(fused.chunk_id, ""),
+                snippet=snippet_html(row["text"], highlights.get(fused.chunk_id), SNIPPET_CHARS),
                 metadata=metadata_of(row),
                 citation=citation,
                 explain=explain,

@@ -11,32 +11,15 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from pydantic import ValidationError as PydanticError
 
-from knowledge_bases.models import Document, Generation, KnowledgeBase
+from knowledge_bases.generations import generation_get, generations_searchable
+from knowledge_bases.models import KnowledgeBase
 from knowledge_bases.selectors import (
-    generation_get,
     knowledge_base_can_change,
     knowledge_base_get,
     knowledge_base_ref,
 )
-from ragstudio.errors import Conflict, RagStudioError, ValidationError
-from ragstudio.views import get_or_404, is_htmx
-from search.evaluation import (
-    evaluation_compare,
-    evaluation_import,
-    evaluation_run,
-    evaluation_set_delete,
-    evaluation_set_get,
-    evaluation_sets_of,
-    judgement_mark,
-    latest_run,
-    playground_marks,
-)
-from search.forms import EvalImportForm, JudgeForm, SearchForm
-from search.models import Judgement
-from search.results import SearchOutcome
-from search.schemas import SearchIn
-from search.services import knowledge_base_search
-from search.vocabulary import (
+from ragstudio.core.errors import RagStudioError, ValidationError
+from ragstudio.core.vocabulary import (
     DEFAULT_FUSION,
     DEFAULT_MODE,
     METRIC_LABELS,
@@ -44,16 +27,30 @@ from search.vocabulary import (
     SEARCH_MODES,
     gate_label,
 )
+from ragstudio.views import get_or_404, is_htmx
+from search.evaluation import (
+    comparison_detail,
+    evaluation_import,
+    evaluation_run,
+    evaluation_set_delete,
+    judgement_mark,
+)
+from search.forms import EvalImportForm, JudgeForm, SearchForm
+from search.ranking.results import SearchOutcome
+from search.schemas import SearchIn
+from search.selectors import (
+    evaluation_set_get,
+    evaluation_sets_of,
+    latest_run,
+    playground_marks,
+)
+from search.services import knowledge_base_search
 
 
 @login_required
 def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
     kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
-    numbers = list(
-        kb.generations.filter(status__in=Generation.SEARCHABLE)
-        .order_by("-number")
-        .values_list("number", flat=True)
-    )
+    numbers = list(generations_searchable(kb).values_list("number", flat=True))
     form = SearchForm(request.GET or None, numbers=numbers)
     context: dict[str, Any] = {
         "kb": kb,
@@ -128,7 +125,7 @@ def _overlap(a: SearchOutcome, b: SearchOutcome, top: int = 10) -> dict[str, Any
 
 
 def _quality_context(request: HttpRequest, kb: KnowledgeBase) -> dict[str, Any]:
-    generations = list(kb.generations.filter(status__in=Generation.SEARCHABLE).order_by("-number"))
+    generations = list(generations_searchable(kb))
     sets = evaluation_sets_of(kb)
     rows = []
     for evaluation_set in sets:
@@ -171,58 +168,7 @@ def _comparison(kb: KnowledgeBase, name: str, a: str, b: str) -> dict[str, Any]:
     if not (a.isdigit() and b.isdigit()):
         raise ValidationError("choose two generations to compare")
     evaluation_set = evaluation_set_get(kb=kb, name=name)
-    runs = []
-    for number in (int(a), int(b)):
-        run = latest_run(evaluation_set, generation_get(kb=kb, number=number))
-        if run is None:
-            raise Conflict(f"generation #{number} has not been evaluated on {name!r} yet")
-        runs.append(run)
-    comparison = evaluation_compare(run_a=runs[0], run_b=runs[1])
-    grades = {
-        (text, doc, record): grade
-        for text, doc, record, grade in Judgement.objects.filter(
-            query__evaluation_set=evaluation_set
-        ).values_list("query__text", "document_id", "record_id", "grade")
-    }
-    ids = {
-        unit[0]
-        for item in comparison.better + comparison.worse
-        for side in (item.a, item.b)
-        for unit in side["top"]
-    }
-    names = dict(
-        Document.objects.filter(knowledge_base=kb, pk__in=ids).values_list(
-            "pk", "original_filename"
-        )
-    )
-
-    def side(item: Any, top: list[list[Any]]) -> list[dict[str, Any]]:
-        out = []
-        for doc, record, *title in top[:5]:
-            name = names.get(doc, f"document {doc}") + (f"#{record}" if record else "")
-            out.append(
-                {
-                    "label": title[0] if title and title[0] else name,
-                    "source": name,
-                    "relevant": grades.get((item.query, doc, record), 0) > 0
-                    or grades.get((item.query, doc, ""), 0) > 0,
-                }
-            )
-        return out
-
-    def rows(items: list[Any]) -> list[dict[str, Any]]:
-        return [
-            {"item": i, "top_a": side(i, i.a["top"]), "top_b": side(i, i.b["top"])} for i in items
-        ]
-
-    return {
-        "set": evaluation_set,
-        "a": runs[0],
-        "b": runs[1],
-        "better": rows(comparison.better),
-        "worse": rows(comparison.worse),
-        "unchanged": comparison.unchanged,
-    }
+    return comparison_detail(kb=kb, evaluation_set=evaluation_set, numbers=(int(a), int(b)))
 
 
 @login_required
@@ -255,8 +201,7 @@ def kb_quality_import(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def kb_quality_run(request: HttpRequest, slug: str, name: str) -> HttpResponse:
-    """Evaluate one generation on a set (synchronously: a set is at most a few thousand
-    queries, ~10 ms each)."""
+    """Evaluate one generation on a set (in the request: a set is bounded, EVAL_QUERIES)."""
     kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
     number = request.POST.get("generation", "")
     try:
@@ -300,7 +245,7 @@ def kb_judge(request: HttpRequest, slug: str) -> HttpResponse:
         return HttpResponse(f"Not recorded: {errors}", status=422)
     data = form.cleaned_data
     try:
-        judgement = judgement_mark(
+        mark = judgement_mark(
             kb=kb,
             set_name=data["set"],
             query=data["q"],
@@ -319,6 +264,6 @@ def kb_judge(request: HttpRequest, slug: str) -> HttpResponse:
         "document_id": data["document_id"],
         "record_id": data["record_id"] or "",
         "chunk_id": data["chunk_id"] or "",
-        "grade": judgement.grade,
+        "grade": mark.judgement.grade,
     }
     return render(request, "search/_judge.html", context)

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,8 @@ import pytest
 from ingestion.jobs import run_job_and_queue
 from knowledge_bases.models import ApiToken
 from tests.cluster import free_port, wait_for_http
-from tests.conftest import subprocess_env
 from tests.factories import make_kb, make_user, text, upload
+from tests.helpers import subprocess_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[1]

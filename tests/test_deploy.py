@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION = {
@@ -33,6 +33,7 @@ def _check_deploy(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.subprocess
 def test_check_deploy_is_clean_with_the_production_toggles(tmp_path: Path) -> None:
     default = _check_deploy(tmp_path)
     assert default.returncode != 0

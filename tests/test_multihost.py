@@ -27,8 +27,8 @@ from django.db import connection
 from ingestion.models import IngestionJob
 from knowledge_bases.models import ApiToken, Generation, KnowledgeBase
 from tests.cluster import free_port, wait_for, wait_for_http
-from tests.conftest import subprocess_env
 from tests.factories import make_user
+from tests.helpers import subprocess_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import free_port, wait_for, wait_for_http
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.subprocess]
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from ragstudio.env import env_bool, env_float, env_int, env_list, env_path, env_str
-from tests.conftest import subprocess_env
+from tests.helpers import subprocess_env
 
 
 def test_defaults_apply_when_unset() -> None:
@@ -49,6 +49,7 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
         env_path("D", tmp_path, environ={"D": str(file)})
 
 
+@pytest.mark.subprocess
 def test_settings_refuse_bad_environment_at_startup(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -78,6 +79,7 @@ def test_sqlite_runs_in_wal_mode_with_immediate_transactions(db) -> None:  # typ
     assert connection.settings_dict["OPTIONS"]["timeout"] >= 5
 
 
+@pytest.mark.subprocess
 def test_processes_starting_together_on_a_fresh_data_dir_share_one_private_key(
     tmp_path: Path,
 ) -> None:

@@ -17,7 +17,7 @@ from ingestion.embedders.catalog import (
     describe,
     parse_spec,
 )
-from ingestion.pipeline.types import Embedder
+from ragstudio.core.types import Embedder
 
 __all__ = [
     "LOCAL_PROVIDERS",

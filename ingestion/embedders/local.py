@@ -27,7 +27,7 @@ import numpy as np
 from ingestion.embedders.catalog import BUNDLED_DIMENSIONS, BUNDLED_MAX_TOKENS, BUNDLED_MODEL
 from ingestion.embedders.fast_model import FAST_BUILD, FAST_VECTORS, build_fast_models
 from ingestion.pipeline.tokens import HFTokenCounter
-from ingestion.pipeline.types import EmbeddingError, Matrix
+from ragstudio.core.types import EmbeddingError, Matrix
 
 _TOKENIZER_CONFIG = {
     "model_max_length": BUNDLED_MAX_TOKENS,
@@ -164,7 +164,7 @@ def _remove_older_fast_builds(target_root: Path) -> None:
 
 class LocalEmbedder:
     max_batch_items = 64
-    # 32 texts of 256 tokens: the measured sweet spot for memory (0.9 GiB) and speed.
+    # 32 texts of 256 tokens: the best speed before memory grows fast (docs/benchmarks.md).
     max_batch_tokens = 32 * BUNDLED_MAX_TOKENS
 
     def __init__(
@@ -252,14 +252,12 @@ class FastLocalEmbedder(LocalEmbedder):
     exact_below = 32
     max_batch_items = 32
     max_batch_tokens = 32 * BUNDLED_MAX_TOKENS
-    # The int8 graph runs a batch as runs of this many texts of similar length: on an
-    # AVX-512 VNNI machine runs of 4 were 25 % faster than 32 (SciFact chunks, sorted),
-    # on an AVX2 one 4 to 64 ran alike (FINDINGS: 8 ~10 % faster than 32).
+    # The int8 graph runs a batch as runs of this many texts of similar length: short runs
+    # pad less, and with VNNI they were faster than long ones (docs/benchmarks.md).
     run_items = 4
     # The runs go to one single-threaded onnxruntime session per core, each taking the next
-    # run as it finishes one: 208-216 chunks/s against 178-200 for one session on both
-    # cores (SciFact chunks, runs of 4, this 2-core machine); small runs leave a session's
-    # threads waiting on each other at every operator.
+    # run as it finishes one: small runs leave a multi-threaded session's threads waiting
+    # on each other at every operator.
     max_sessions = 8
     # Texts the pipeline's stream reads, tokenises and sorts together (see embed_stream).
     stream_group = 256

@@ -29,7 +29,7 @@ from ingestion.embedders.throttle import (
     out_of_retries,
 )
 from ingestion.pipeline.tokens import HFTokenCounter
-from ingestion.pipeline.types import EmbeddingError, Matrix
+from ragstudio.core.types import EmbeddingError, Matrix
 
 MAX_RETRY_AFTER = 120.0
 

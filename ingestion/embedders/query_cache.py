@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from ingestion.pipeline.types import Embedder, Vector
+from ragstudio.core.types import Embedder, Vector
 
 
 class QueryEmbeddingCache:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from ingestion.pipeline.types import EmbeddingError, Matrix
+from ragstudio.core.types import EmbeddingError, Matrix
 
 RATE_WINDOW = 60.0  # seconds of completed requests behind the per-minute rates
 PROBE_AFTER = 200  # successes just under the learned ceiling before probing above it

@@ -1,17 +1,14 @@
-"""Running a claimed job: the pipeline over its documents into its generation, the ANN
-index kept up, then the outcome recorded (the generation's status through the
-lifecycle). A worker that finishes a job goes on with the next one queued for the same
-generation, so none is stranded behind a busy generation. Everything the pipeline writes
-is an idempotent upsert, so running a job twice is safe."""
+"""Running a claimed job: the pipeline over its documents into its generation (one build
+context, opened once), the ANN index kept up, then the outcome recorded and handed to the
+generation's post-build policy. A worker that finishes a job goes on with the next one
+queued for the same generation, so none is stranded behind a busy generation. Everything
+the pipeline writes is an idempotent upsert, so running a job twice is safe."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
-from collections.abc import Iterable
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet, Sum
 from django.utils import timezone
@@ -19,18 +16,16 @@ from django.utils import timezone
 from ingestion.jobs.claim import job_claim, next_queued_job
 from ingestion.jobs.report import ProgressCallback, Reporter
 from ingestion.models import IngestionJob
-from ingestion.pipeline.chunk import Chunker
 from ingestion.pipeline.progress import Progress
-from ingestion.pipeline.runner import PipelineConfig, PipelineResult, run_pipeline
-from ingestion.pipeline.types import SourceDocument, VectorCache
-from ingestion.services.generations import generation_promote
-from knowledge_bases import lifecycle
-from knowledge_bases.engines import document_read, embedder_get, generation_store
-from knowledge_bases.models import Document, Generation
-from ragstudio.env import rag_settings
-from ragstudio.errors import RagStudioError
-from search.evaluation import generation_quality_gate
-from search.stores.generation import CompositeCache, GenerationStore
+from ingestion.pipeline.runner import PipelineResult, run_pipeline
+from knowledge_bases.generations import (
+    GenerationBuild,
+    build_config,
+    document_sources,
+    open_build,
+)
+from knowledge_bases.models import Document
+from knowledge_bases.services import generation_build_ended
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +51,8 @@ def run_job_and_queue(job_id: int) -> list[int]:
     return ran
 
 
-def _source_documents(documents: Iterable[Document]) -> list[SourceDocument]:
-    return [
-        SourceDocument(
-            id=doc.pk,
-            filename=doc.original_filename,
-            title=doc.title,
-            read=functools.partial(document_read, doc.storage_path),
-        )
-        for doc in documents
-    ]
-
-
 def _job_documents(
-    job: IngestionJob, store: GenerationStore
+    job: IngestionJob, build: GenerationBuild
 ) -> tuple[QuerySet[Document], set[int]]:
     """What the job still has to index, and the ids of its documents already done: for a
     rebuild all of them are to do (a resumed rebuild reuses what it already wrote); for an
@@ -80,7 +63,7 @@ def _job_documents(
     if job.kind == IngestionJob.Kind.REBUILD:
         return documents, set()
     indexed = list(documents.filter(status=Document.Status.INDEXED).values_list("pk", flat=True))
-    done = store.vectors.documents_present(indexed)
+    done = build.documents_present(indexed)
     return documents.exclude(pk__in=done), done
 
 
@@ -113,22 +96,38 @@ def _late_documents(job: IngestionJob) -> list[Document]:
     return late
 
 
-def _vector_cache(job: IngestionJob, store: GenerationStore, fingerprint: str) -> VectorCache:
-    """The target itself (a resumed job re-embeds nothing); for a rebuild, also every
-    other generation built by the same model (unchanged text is never re-embedded)."""
-    if job.kind != IngestionJob.Kind.REBUILD:
-        return store
-    others = (
-        Generation.objects.filter(
-            knowledge_base_id=job.knowledge_base_id,
-            embedder_fingerprint=fingerprint,
-            files_deleted_at__isnull=True,
-        )
-        .exclude(pk=job.generation_id)
-        .exclude(status=Generation.Status.COLLECTED)
-        .order_by("-number")
+def _run(
+    job: IngestionJob,
+    build: GenerationBuild,
+    documents: QuerySet[Document],
+    progress: Progress,
+    cancel: threading.Event,
+) -> PipelineResult:
+    """The pipeline over the job's documents; a rebuild then takes in the documents
+    uploaded while it ran, until none are left."""
+    config = build_config(
+        store_batch_size=job.store_batch_size, embed_batch_size=job.embed_batch_size
     )
-    return CompositeCache([store, *(generation_store(g) for g in others)])
+    result: PipelineResult | None = None
+    sources = document_sources(documents)
+    while True:
+        part = run_pipeline(
+            documents=sources,
+            embedder=build.embedder,
+            store=build.store,
+            chunker=build.chunker,
+            config=config,
+            progress=progress,
+            cancel=cancel,
+            vector_cache=build.cache,
+        )
+        result = part if result is None else result.merge(part)
+        if job.kind != IngestionJob.Kind.REBUILD or part.cancelled:
+            return result
+        late = _late_documents(job)
+        if not late:
+            return result
+        sources = document_sources(late)
 
 
 def job_execute(
@@ -139,68 +138,24 @@ def job_execute(
 ) -> IngestionJob:
     """Run a claimed job to the end and record how it ended. ``cancel`` (set by the CLI's
     Ctrl-C, or by a cancel request seen in the database) stops it after a flush."""
-    generation = job.generation
     progress = Progress()
     cancel = cancel or threading.Event()
     reporter = Reporter(job, progress, cancel, on_progress)
+    build: GenerationBuild | None = None
     result: PipelineResult | None = None
     error = ""
     # Heartbeat from the start: loading a model can take longer than the stale threshold.
     reporter.start()
     try:
-        embedder = embedder_get(generation.embedder)
-        if (
-            generation.embedder_fingerprint
-            and generation.embedder_fingerprint != embedder.fingerprint
-        ):
-            raise RuntimeError(
-                "the embedding model changed since this generation was built "
-                f"({generation.embedder_fingerprint} -> {embedder.fingerprint}): rebuild instead"
-            )
-        if embedder.dimensions != generation.dimensions:
-            raise RuntimeError(
-                f"the embedder gives {embedder.dimensions}-d vectors, the generation holds "
-                f"{generation.dimensions}-d"
-            )
-        if not generation.embedder_fingerprint:
-            lifecycle.generation_fingerprint_record(
-                generation=generation, fingerprint=embedder.fingerprint
-            )
-        store = generation_store(generation)
-        chunker = Chunker(
-            embedder.tokenizer, size=generation.chunk_size, overlap=generation.chunk_overlap
+        build = open_build(
+            job.generation, reuse_other_generations=job.kind == IngestionJob.Kind.REBUILD
         )
-        config = PipelineConfig(
-            store_batch_size=job.store_batch_size,
-            embed_batch_size=job.embed_batch_size,
-            max_document_bytes=settings.RAGSTUDIO_MAX_UPLOAD_BYTES,
-            parse_timeout=rag_settings()["PARSE_TIMEOUT_SECONDS"] or None,
-        )
-        cache = _vector_cache(job, store, embedder.fingerprint)
-        todo, done = _job_documents(job, store)
+        todo, done = _job_documents(job, build)
         _count_finished_work(job, done, progress)
         reporter.counting.set()
-        documents = _source_documents(todo)
-        while True:
-            part = run_pipeline(
-                documents=documents,
-                embedder=embedder,
-                store=store,
-                chunker=chunker,
-                config=config,
-                progress=progress,
-                cancel=cancel,
-                vector_cache=cache,
-            )
-            result = part if result is None else result.merge(part)
-            if job.kind != IngestionJob.Kind.REBUILD or part.cancelled:
-                break
-            late = _late_documents(job)
-            if not late:
-                break
-            documents = _source_documents(late)
-        if result is not None and not result.cancelled:
-            _index_vectors(job, store)
+        result = _run(job, build, todo, progress, cancel)
+        if not result.cancelled:
+            _index_vectors(job, build)
     except Exception as exc:
         log.exception("ingestion job %s failed", job.pk)
         error = str(exc) or type(exc).__name__
@@ -213,86 +168,47 @@ def job_execute(
         log.warning("job %s was taken over by another worker; this one stopped", job.pk)
         job.refresh_from_db()
         return job
-    return _finish(job, generation, result, error)
+    return _finish(job, build, result, error)
 
 
-def _index_vectors(job: IngestionJob, store: GenerationStore) -> None:
-    """Build (or bring up to date) the ANN index once the table is past the threshold,
-    while this job still holds the generation. A failure here leaves exact search, which
-    is slower but right, so it does not fail the job."""
+def _index_vectors(job: IngestionJob, build: GenerationBuild) -> None:
+    """Build (or bring up to date) the ANN index while this job still holds the
+    generation. A failure here leaves exact search, which is slower but right, so it does
+    not fail the job."""
     try:
-        outcome = store.vectors.ensure_vector_index(min_rows=rag_settings()["ANN_MIN_ROWS"])
+        outcome = build.index_vectors()
     except Exception:
         log.exception("job %s: building the vector index failed; searches stay exact", job.pk)
         return
     if outcome in ("built", "updated"):
-        log.info("job %s: vector index %s (%d rows)", job.pk, outcome, store.vectors.count())
+        log.info("job %s: vector index %s (%d rows)", job.pk, outcome, build.rows())
 
 
+@transaction.atomic
 def _finish(
-    job: IngestionJob, generation: Generation, result: PipelineResult | None, error: str
+    job: IngestionJob,
+    build: GenerationBuild | None,
+    result: PipelineResult | None,
+    error: str,
 ) -> IngestionJob:
-    with transaction.atomic():
-        job.refresh_from_db()
-        now = timezone.now()
-        if error:
-            job.status = IngestionJob.Status.FAILED
-            job.error_message = error[:4000]
-        elif result is not None and result.cancelled:
-            job.status = IngestionJob.Status.CANCELLED
-        else:
-            job.status = IngestionJob.Status.SUCCEEDED
-        job.buffered = 0
-        job.eta_seconds = None if job.status != IngestionJob.Status.SUCCEEDED else 0.0
-        job.finished_at = now
-        job.heartbeat_at = now
-        job.save()
-        if job.kind == IngestionJob.Kind.REBUILD:
-            _finish_rebuild(job, generation, result)
-            return job
-        if error:
-            return job
-        count = generation_store(generation).vectors.count()
-        lifecycle.generation_counts_record(generation=generation, chunks=count, vectors=count)
-    if job.status == IngestionJob.Status.SUCCEEDED:
-        lifecycle.generation_activate_first(generation=generation, actor=job.created_by)
-    return job
-
-
-def _finish_rebuild(
-    job: IngestionJob, generation: Generation, result: PipelineResult | None
-) -> None:
-    """A rebuild that ended: its generation becomes ready (then checked, and promoted when
-    asked and the check passes) or failed."""
-    ok = job.status == IngestionJob.Status.SUCCEEDED and result is not None
-    lifecycle.generation_build_finished(
-        generation=generation,
-        error="" if ok else (job.error_message or job.status),
-        chunks=sum(result.indexed.values()) if ok and result is not None else 0,
-        vectors=generation_store(generation).vectors.count() if ok else 0,
-        actor=job.created_by,
-        note=f"rebuild job {job.pk}" + ("" if ok else f" {job.status}"),
+    """The job's outcome on its row, and the generation's, in one transaction."""
+    job.refresh_from_db()
+    now = timezone.now()
+    if error:
+        job.status = IngestionJob.Status.FAILED
+        job.error_message = error[:4000]
+    elif result is not None and result.cancelled:
+        job.status = IngestionJob.Status.CANCELLED
+    else:
+        job.status = IngestionJob.Status.SUCCEEDED
+    job.buffered = 0
+    job.eta_seconds = None if job.status != IngestionJob.Status.SUCCEEDED else 0.0
+    job.finished_at = now
+    job.heartbeat_at = now
+    job.save()
+    generation_build_ended(
+        job=job,
+        chunks=sum(result.indexed.values()) if result is not None else 0,
+        store=build.store if build is not None else None,
     )
-    if ok:
-        transaction.on_commit(lambda: _check_and_promote(job, generation))
-
-
-def _check_and_promote(job: IngestionJob, generation: Generation) -> None:
-    """The structural check, then the quality gate (the KB's evaluation sets on this
-    generation and on the active one); auto-promote only when both pass. A regression
-    leaves the generation ready, marked with the numbers, for a promote by hand."""
-    lifecycle.generation_check(generation=generation)
-    if generation.check_passed:
-        try:
-            generation_quality_gate(generation=generation, actor=job.created_by)
-        except RagStudioError as exc:
-            log.warning("job %s: quality gate not run: %s", job.pk, exc)
-    if job.auto_promote and generation.check_passed and generation.quality_passed is not False:
-        try:
-            generation_promote(
-                kb=job.knowledge_base, number=generation.number, actor=job.created_by
-            )
-        except RagStudioError as exc:
-            # Refused now (an upload is still being indexed into the active generation,
-            # say): the generation stays ready and checked, for a promote by hand.
-            log.warning("job %s: generation %s not promoted: %s", job.pk, generation.number, exc)
+    return job

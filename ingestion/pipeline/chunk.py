@@ -7,8 +7,7 @@ longer than a chunk is cut by token windows.
 Consecutive chunks of one section (a JSON Lines record, a PDF page, a whole text) form
 *passages* of up to ``PASSAGE_TOKENS`` tokens (or one chunk, when chunks are bigger),
 which BM25 also indexes whole: a document's evidence is scored together instead of each
-chunk competing alone (SciFact's tuning half: lexical nDCG@10 0.638 on chunks, 0.690 on
-passages; see bench/quality.py).
+chunk competing alone (docs/ranking.md).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ingestion.pipeline.types import (
+from ragstudio.core.types import (
     Chunk,
     Section,
     TokenCounter,
@@ -54,8 +53,8 @@ class Chunker:
     def chunk(
         self, document_id: int, sections: Sequence[Section], *, title: str = ""
     ) -> list[Chunk]:
-        # The sentence-like units of every section are counted in one call (one call per
-        # section cost ~0.3 ms each: a JSON Lines file of short records is mostly that).
+        # The sentence-like units of every section are counted in one call: a call per
+        # section costs more than its counting, and a JSON Lines file is many sections.
         spans = [[(m.start(), m.end()) for m in _UNIT.finditer(s.text)] for s in sections]
         unit_counts = iter(
             self.counter.count(

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 from pathlib import PurePath
 from typing import Any
 
-from ingestion.pipeline.types import DocumentError, Section
+from ragstudio.core.types import DocumentError, Section
 
 TEXT = "text"
 MARKDOWN = "markdown"

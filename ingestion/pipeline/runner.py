@@ -20,7 +20,7 @@ from ingestion.pipeline.parse import parse_document
 from ingestion.pipeline.progress import DocumentOutcome, Progress
 from ingestion.pipeline.sandbox import ParseSandbox
 from ingestion.pipeline.sink import BufferedSink
-from ingestion.pipeline.types import (
+from ragstudio.core.types import (
     Chunk,
     ChunkStore,
     DocumentError,

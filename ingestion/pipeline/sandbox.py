@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ingestion.pipeline.parse import parse_document
-from ingestion.pipeline.types import DocumentError, Section
+from ragstudio.core.types import DocumentError, Section
 
 _HEADER = struct.Struct(">Q")
 _ROOT = Path(__file__).resolve().parents[2]  # so the child imports this project

@@ -3,9 +3,8 @@ one call, and the writing happens on a thread of its own so the embedder never w
 storage. The queue between them is bounded: a slow store slows the embedder down
 (back-pressure) instead of letting memory grow without limit.
 
-LanceDB makes every write a version with its own manifest (measured here: 5000-row writes
-139k rows/s, 10-row writes 1.2k rows/s and 1.25 GB of manifests for 50k rows), so few
-large writes are the whole point.
+LanceDB makes every write a version with its own manifest, so small writes are slow and
+leave manifests behind (docs/benchmarks.md): few large writes are the whole point.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 
-from ingestion.pipeline.types import ChunkStore, EmbeddedChunk, PipelineError
+from ragstudio.core.types import ChunkStore, EmbeddedChunk, PipelineError
 
 _END = object()
 

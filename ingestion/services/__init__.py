@@ -1,19 +1,12 @@
-"""Ingestion services: uploads and deletes, the job queue, and generation actions."""
+"""Ingestion services: uploads and deletes, and the job queue."""
 
-from ingestion.services.generations import (
-    generation_promote,
-    generation_rebuild_start,
-    generation_rollback,
-    generations_gc,
-    generations_gc_all,
-)
-from ingestion.services.plan import RebuildPlan, SettingChange, generation_rebuild_plan
 from ingestion.services.queue import (
     batch_sizes_validate,
     enqueue_job,
     ingestion_job_cancel,
     ingestion_job_create,
     ingestion_job_retry,
+    job_queue,
 )
 from ingestion.services.uploads import (
     IncomingFile,
@@ -24,20 +17,13 @@ from ingestion.services.uploads import (
 
 __all__ = [
     "IncomingFile",
-    "RebuildPlan",
-    "SettingChange",
     "UploadResult",
     "batch_sizes_validate",
     "document_delete",
     "documents_upload",
     "enqueue_job",
-    "generation_promote",
-    "generation_rebuild_plan",
-    "generation_rebuild_start",
-    "generation_rollback",
-    "generations_gc",
-    "generations_gc_all",
     "ingestion_job_cancel",
     "ingestion_job_create",
     "ingestion_job_retry",
+    "job_queue",
 ]

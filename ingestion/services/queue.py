@@ -10,11 +10,11 @@ from django.utils import timezone
 
 from ingestion.models import IngestionJob
 from ingestion.selectors import rebuild_in_progress
-from knowledge_bases.lifecycle import generation_build_resume, generation_for_ingest
+from knowledge_bases.generations import generation_build_resume, generation_for_ingest
 from knowledge_bases.models import Document, Generation, KnowledgeBase
-from ragstudio.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
+from ragstudio.core.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
+from ragstudio.core.errors import Conflict, ValidationError
 from ragstudio.env import rag_settings
-from ragstudio.errors import Conflict, ValidationError
 
 
 def batch_sizes_validate(store_batch_size: int | None, embed_batch_size: int | None) -> None:

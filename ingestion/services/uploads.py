@@ -17,17 +17,19 @@ from django.db.models import Sum
 
 from ingestion.models import IngestionJob
 from ingestion.pipeline.parse import CONTENT_TYPES, SNIFF_BYTES, detect_format
-from ingestion.pipeline.types import DocumentError
 from ingestion.services.queue import batch_sizes_validate, ingestion_job_create
-from knowledge_bases.engines import (
+from knowledge_bases.generations import (
     document_file_forget,
     document_file_share,
-    generation_store,
+    generation_documents_delete,
+    upload_dir,
+    upload_local_path,
+    upload_storage_path,
 )
-from knowledge_bases.lifecycle import generation_counts_record
 from knowledge_bases.models import Document, KnowledgeBase
+from ragstudio.core.errors import Conflict, NotFound, ValidationError
+from ragstudio.core.types import DocumentError
 from ragstudio.env import rag_settings
-from ragstudio.errors import Conflict, NotFound, ValidationError
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ def documents_upload(
     if not files and not oversized:
         raise ValidationError("no files were uploaded", {"field": "files"})
     batch_sizes_validate(store_batch_size, embed_batch_size)
-    upload_root = Path(rag_settings()["UPLOAD_DIR"]) / f"kb{kb.pk}"
+    upload_root = upload_dir(kb.pk)
     max_bytes = settings.RAGSTUDIO_MAX_UPLOAD_BYTES
     result = UploadResult()
     for name in oversized:
@@ -175,12 +177,12 @@ def documents_upload(
                 if sha in existing:
                     result.duplicates.append((name, existing[sha]))
                     continue
-                final = upload_root / sha[:2] / sha
+                storage_path = upload_storage_path(kb.pk, sha)
+                final = upload_local_path(storage_path)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, final)
-                storage_path = str(final.relative_to(rag_settings()["UPLOAD_DIR"]))
                 # Shared before its row exists: a worker on another host reads it from there.
-                document_file_share(storage_path, final)
+                document_file_share(storage_path)
                 result.accepted.append(
                     Document.objects.create(
                         knowledge_base=kb,
@@ -227,12 +229,7 @@ def document_delete(*, kb: KnowledgeBase, document_id: int) -> Document:
             )
         kb.refresh_from_db()
         if kb.active_generation is not None:
-            store = generation_store(kb.active_generation)
-            store.delete_documents([document.pk])
-            remaining = store.vectors.count()
-            generation_counts_record(
-                generation=kb.active_generation, chunks=remaining, vectors=remaining
-            )
+            generation_documents_delete(generation=kb.active_generation, document_ids=[document.pk])
         deleted_id = document.pk
         document.delete()
         document.pk = deleted_id

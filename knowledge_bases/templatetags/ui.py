@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import template
 
-from ragstudio.formatting import clock
+from ragstudio.core.formatting import clock
 
 register = template.Library()
 

@@ -10,10 +10,14 @@ from datetime import timedelta
 import numpy as np
 from django.utils import timezone
 
-from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash
-from knowledge_bases.engines import generation_store
-from knowledge_bases.lifecycle import generation_check, generation_create
+from knowledge_bases.generations import (
+    generation_check,
+    generation_create,
+    generation_store,
+    transition,
+)
 from knowledge_bases.models import Document, Generation, KnowledgeBase
+from ragstudio.core.types import Chunk, EmbeddedChunk, content_hash
 
 S = Generation.Status
 WORDS = [
@@ -71,18 +75,39 @@ def make_generation(
     archived_ago: timedelta | None = None,
     checked: bool = True,
 ) -> Generation:
+    """A generation of ``rows`` synthetic chunks brought to ``status`` through the state
+    machine (an active one is the KB's active generation; the one it replaces, if any, is
+    archived)."""
     generation = generation_create(kb=kb)
     if rows:
         generation_store(generation).write(make_rows(generation, rows))
     # The provider of the generation's embedder, as a real build would record it.
-    generation.embedder_fingerprint = f"{generation.embedder.partition(':')[0]}:test"
-    generation.chunk_count = rows
-    generation.status = status
+    Generation.objects.filter(pk=generation.pk).update(
+        embedder_fingerprint=f"{generation.embedder.partition(':')[0]}:test", chunk_count=rows
+    )
+    generation.refresh_from_db()
+    current = KnowledgeBase.objects.get(pk=kb.pk).active_generation
+    if status in (S.ACTIVE, S.ARCHIVED):
+        # Served once: the KB's active generation (if any) steps aside meanwhile, and is
+        # back in place after an archived one.
+        if current is not None:
+            transition(current, S.ARCHIVED)
+        transition(generation, S.ACTIVE)
+        if status == S.ACTIVE:
+            KnowledgeBase.objects.filter(pk=kb.pk).update(active_generation=generation)
+        else:
+            transition(generation, S.ARCHIVED)
+            if current is not None:
+                transition(current, S.ACTIVE)
+    elif status == S.COLLECTED:
+        transition(generation, S.FAILED)
+        transition(generation, S.COLLECTED)
+    elif status != S.BUILDING:
+        transition(generation, status)
     if status == S.ARCHIVED:
-        generation.archived_at = timezone.now() - (archived_ago or timedelta(days=2))
-    generation.save()
-    if status == S.ACTIVE:
-        KnowledgeBase.objects.filter(pk=kb.pk).update(active_generation=generation)
+        archived_at = timezone.now() - (archived_ago or timedelta(days=2))
+        Generation.objects.filter(pk=generation.pk).update(archived_at=archived_at)
+        generation.archived_at = archived_at
     elif checked and status == S.READY:
         generation_check(generation=generation)
     return generation

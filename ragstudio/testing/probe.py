@@ -40,9 +40,8 @@ def main() -> None:
     django.setup()
     import numpy as np
 
-    from knowledge_bases.engines import generation_store
+    from knowledge_bases.generations import active_generation, generation_store
     from knowledge_bases.models import Generation
-    from knowledge_bases.selectors import active_generation
 
     def generation_search(
         generation: Generation, *, vector: list[float], text: str, k: int

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ingestion.services import generation_promote, generation_rollback, generations_gc
 from knowledge_bases.models import KnowledgeBase
-from ragstudio.errors import Conflict
+from knowledge_bases.services import generation_promote, generation_rollback, generations_gc
+from ragstudio.core.errors import Conflict
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingestion.pipeline.types import EmbeddedChunk, Vector
-from search.stores.bm25_store import Bm25Index
+from ragstudio.core.types import EmbeddedChunk, Vector
+from search.stores.bm25 import Bm25Index
 from search.stores.lancedb_store import LanceChunkTable
 from search.stores.objects import ObjectStore
 
@@ -104,8 +104,8 @@ READER_CACHE_SIZE = 32
 
 def reader_store(location: StoreLocation) -> GenerationStore:
     """A long-lived store for searching one generation. Opening a table per request costs
-    its index loads (measured: vector search 85 ms on a fresh handle at 100k rows, 7 ms on
-    a reused one); handles see later writes (read consistency interval 0). Searches never
+    its index loads, several times a search's own work; handles see later writes (read
+    consistency interval 0). Searches never
     reach a collected generation, so a handle is never used after its files are gone."""
     with _READERS_LOCK:
         store = _READERS.get(location)

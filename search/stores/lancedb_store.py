@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ingestion.pipeline.types import EmbeddedChunk, Vector
-from search.filters import metadata_tokens
+from ragstudio.core.types import EmbeddedChunk, Vector
+from search.ranking.filters import metadata_tokens
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -36,9 +36,9 @@ def chunk_schema(dimensions: int) -> pa.Schema:
             pa.field("page", pa.int32()),
             pa.field("token_count", pa.int32()),
             pa.field("metadata", pa.string()),
-            # Hashed (key, value) tokens of the metadata, for filters (search/filters.py).
+            # Hashed (key, value) tokens of the metadata, for filters (search/ranking/filters.py).
             pa.field("meta_kv", pa.list_(pa.string())),
-            # The chunk's passage (search/stores/bm25_store.py), returned with its vector.
+            # The chunk's passage (search/stores/bm25/), returned with its vector.
             pa.field("parent", pa.string()),
             pa.field("vector", pa.list_(pa.float32(), dimensions), nullable=False),
         ]
@@ -115,8 +115,8 @@ class LanceChunkTable:
 
     def write(self, rows: Sequence[EmbeddedChunk]) -> None:
         """One LanceDB write: an append when every row is known to be new, else an upsert.
-        merge_insert joins against the whole table, so its cost grows with the table
-        (measured: 330 ms a write at 2,000 rows); an append does not."""
+        merge_insert joins against the whole table, so its cost grows with the table; an
+        append does not."""
         if not rows:
             return
         if all(r.new for r in rows):
@@ -211,7 +211,7 @@ class LanceChunkTable:
         units: dict[str, str] | None = None,
     ) -> list[tuple[str, float]]:
         """(id, cosine similarity) of the k nearest rows meeting ``where`` (a predicate
-        built by search/filters.py). Uses the ANN index when there is one, unless
+        built by search/ranking/filters.py). Uses the ANN index when there is one, unless
         ``exact``; rows written after the index was built are searched exactly by LanceDB
         and merged in. (nprobes and refine_factor are ignored by a table with no index.)
         ``units`` gets each row's passage, when the table records them."""
@@ -257,8 +257,8 @@ class LanceChunkTable:
             return "below-threshold"
         all_indices = table.list_indices()
         if not any("id" in i.columns for i in all_indices):
-            # Fetching a page of results by id is a scan of the id column without it
-            # (~40 ms at 100k rows); with it, a lookup.
+            # Fetching a page of results by id is a scan of the id column without it; with
+            # it, a lookup.
             table.create_index("id", config=BTree(), replace=True)
         indices = [i for i in all_indices if "vector" in i.columns]
         if not indices:

@@ -3,7 +3,7 @@ pyarrow's S3 filesystem (pyarrow is already here for LanceDB: no extra client li
 
 Where the hosts of a scaled-out installation keep what they share besides the database:
 LanceDB's tables (LanceDB talks to the bucket itself), tantivy's committed files
-(``bm25_store``) and the uploaded documents. A PUT of one object is atomic: readers see the
+(``bm25``) and the uploaded documents. A PUT of one object is atomic: readers see the
 old object or the new one, never a part."""
 
 from __future__ import annotations

@@ -19,15 +19,15 @@ from django.db import connection
 
 from ingestion.jobs import jobs_reap_stale, run_job_and_queue
 from ingestion.models import IngestionJob
-from ingestion.services import (
+from knowledge_bases.generations import generation_store
+from knowledge_bases.models import Document, KnowledgeBase
+from knowledge_bases.services import (
     generation_promote,
     generation_rebuild_start,
     generation_rollback,
     generations_gc,
 )
-from knowledge_bases.engines import generation_store
-from knowledge_bases.models import Document, KnowledgeBase
-from ragstudio.errors import Conflict
+from ragstudio.core.errors import Conflict
 from ragstudio.testing.embedding_server import EmbeddingServer, Reply
 from tests.cluster import start_cluster, stop_cluster, wait_for
 from tests.factories import make_kb, make_user, text, upload

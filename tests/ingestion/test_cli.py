@@ -12,8 +12,8 @@ from django.core.management.base import CommandError
 
 from ingestion.models import IngestionJob
 from knowledge_bases.models import Document, KnowledgeBase
-from tests.conftest import subprocess_env
 from tests.factories import text
+from tests.helpers import subprocess_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,16 +95,17 @@ def test_bad_arguments_are_clear_errors(corpus: Path, args: list[str], message: 
 
 
 def test_a_failed_job_is_a_nonzero_exit_with_its_reason(corpus: Path, monkeypatch) -> None:
-    from ingestion.jobs import run as job_run
+    from knowledge_bases.generations import storage as build_storage
 
     def broken(spec: str):  # type: ignore[no-untyped-def]
         raise RuntimeError("cannot load the embedding model")
 
-    monkeypatch.setattr(job_run, "embedder_get", broken)
+    monkeypatch.setattr(build_storage, "embedder_get", broken)
     with pytest.raises(CommandError, match=r"job \d+ failed: cannot load the embedding model"):
         _ingest("--kb", "cli", "--create", str(corpus))
 
 
+@pytest.mark.subprocess
 def test_the_command_line_exit_status_and_live_progress(corpus: Path, tmp_path: Path) -> None:
     """The real command in its own process, against the test database."""
     env = subprocess_env(tmp_path / "data")

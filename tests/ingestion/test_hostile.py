@@ -20,12 +20,12 @@ import requests
 
 from ingestion.jobs import run_job_and_queue
 from ingestion.models import IngestionJob
-from knowledge_bases.engines import generation_store
+from knowledge_bases.generations import generation_store
 from knowledge_bases.models import ApiToken, Document
 from ragstudio.testing.embedding_server import EmbeddingServer
 from tests.cluster import free_port, start_cluster, stop_cluster, wait_for, wait_for_http
-from tests.conftest import subprocess_env
 from tests.factories import make_kb, make_user, text, upload
+from tests.helpers import subprocess_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ingestion.models import IngestionJob
-from knowledge_bases.engines import generation_store
+from knowledge_bases.generations import generation_store
 from knowledge_bases.models import Document
 from tests.cluster import start_cluster as _start
 from tests.cluster import stop_cluster as _stop

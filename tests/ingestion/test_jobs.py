@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from ingestion.jobs import job_claim, job_execute, jobs_reap_stale, run_job_and_queue
 from ingestion.models import IngestionJob
-from knowledge_bases.engines import generation_store
+from knowledge_bases.generations import generation_store
 from knowledge_bases.models import Document, Generation
 from tests.factories import make_kb, make_user, text, upload
 
@@ -64,7 +64,7 @@ def test_later_uploads_go_into_the_active_generation(kb) -> None:
 
 
 def test_a_document_that_fails_to_parse_is_marked_and_the_job_succeeds(kb) -> None:
-    from tests.conftest import make_pdf
+    from tests.helpers import make_pdf
 
     result = upload(kb, [("ok.txt", text(8)), ("scan.pdf", make_pdf([""]))])
     job = _run(result.job.pk)
@@ -168,13 +168,13 @@ class HoldsAfterItsFirstBatch:
 
 def test_a_cancel_request_stops_a_running_job_and_keeps_what_was_embedded(kb, monkeypatch) -> None:
     from ingestion.embedders.local import FastLocalEmbedder
-    from ingestion.jobs import run as job_run
+    from knowledge_bases.generations import storage as build_storage
 
     files = [(f"d{i}.txt", text(40, f"topic{i}")) for i in range(60)]
     job = upload(kb, files, store_batch_size=2).job
     monkeypatch.setattr(FastLocalEmbedder, "stream_group", 32)  # several groups
     cancel = threading.Event()
-    real_embedder_get = job_run.embedder_get
+    real_embedder_get = build_storage.embedder_get
 
     def request_cancel_and_wait() -> None:
         """After the first batch: ask, as the page does (the row's flag), and wait until
@@ -183,7 +183,7 @@ def test_a_cancel_request_stops_a_running_job_and_keeps_what_was_embedded(kb, mo
         cancel.wait(timeout=30)
 
     monkeypatch.setattr(
-        job_run,
+        build_storage,
         "embedder_get",
         lambda spec: HoldsAfterItsFirstBatch(real_embedder_get(spec), request_cancel_and_wait),
     )
@@ -196,16 +196,16 @@ def test_a_cancel_request_stops_a_running_job_and_keeps_what_was_embedded(kb, mo
 
 
 def test_counters_reach_the_job_row_while_it_runs(kb, monkeypatch) -> None:
-    from ingestion.jobs import run as job_run
+    from knowledge_bases.generations import storage as build_storage
 
     files = [(f"d{i}.txt", text(40, f"t{i}")) for i in range(60)]  # several batches
     job = upload(kb, files, store_batch_size=10_000).job
     snapshots: list[tuple[int, int, int]] = []
     buffered_on_the_row = threading.Event()
-    real_embedder_get = job_run.embedder_get
+    real_embedder_get = build_storage.embedder_get
 
     monkeypatch.setattr(
-        job_run,
+        build_storage,
         "embedder_get",
         lambda spec: HoldsAfterItsFirstBatch(
             real_embedder_get(spec), lambda: buffered_on_the_row.wait(timeout=30)
@@ -230,12 +230,12 @@ def test_counters_reach_the_job_row_while_it_runs(kb, monkeypatch) -> None:
 
 
 def test_a_broken_embedder_fails_the_job_with_its_reason(kb, monkeypatch) -> None:
-    from ingestion.jobs import run as job_run
+    from knowledge_bases.generations import storage as build_storage
 
     def broken(spec: str):  # type: ignore[no-untyped-def]
         raise RuntimeError("model file is corrupt")
 
-    monkeypatch.setattr(job_run, "embedder_get", broken)
+    monkeypatch.setattr(build_storage, "embedder_get", broken)
     job = _run(upload(kb, [("a.txt", text(5))]).job.pk)
     assert job.status == IngestionJob.Status.FAILED
     assert job.error_message == "model file is corrupt"
@@ -390,13 +390,13 @@ def test_a_failed_job_is_retried_from_the_api_page_and_admin_reusing_what_it_wro
 ) -> None:
     """Issue 10, case 5: a job that failed (disk full, a LanceDB error) was never retried;
     its documents waited for an unrelated upload."""
-    from ingestion.jobs import run as job_run
+    from knowledge_bases.generations import storage as build_storage
 
     # Documents of 5+ chunks: the 4 rows written before the disk fills are part of a
     # document, which the retry must run again, reusing those rows' vectors.
     files = [(f"d{i}.txt", text(30, f"topic{i}")) for i in range(4)]
     job = upload(kb, files, store_batch_size=2).job
-    real_write = job_run.GenerationStore.write
+    real_write = build_storage.GenerationStore.write
     calls = {"n": 0}
 
     def disk_full_after_two_writes(self, rows):  # type: ignore[no-untyped-def]
@@ -405,7 +405,7 @@ def test_a_failed_job_is_retried_from_the_api_page_and_admin_reusing_what_it_wro
             raise OSError(28, "No space left on device")
         return real_write(self, rows)
 
-    monkeypatch.setattr(job_run.GenerationStore, "write", disk_full_after_two_writes)
+    monkeypatch.setattr(build_storage.GenerationStore, "write", disk_full_after_two_writes)
     job = _run(job.pk)
     assert job.status == "failed" and "No space left on device" in job.error_message
     written = generation_store(job.generation).vectors.count()

@@ -7,16 +7,15 @@ import pytest
 
 from ingestion.jobs import run_job_and_queue
 from ingestion.models import IngestionJob
-from ingestion.services import (
+from ingestion.services import ingestion_job_create, ingestion_job_retry
+from knowledge_bases.generations import generation_store
+from knowledge_bases.models import Document, Generation
+from knowledge_bases.services import (
     generation_promote,
     generation_rebuild_start,
     generation_rollback,
-    ingestion_job_create,
-    ingestion_job_retry,
 )
-from knowledge_bases.engines import generation_store
-from knowledge_bases.models import Document, Generation
-from ragstudio.errors import Conflict, ValidationError
+from ragstudio.core.errors import Conflict, ValidationError
 from tests.factories import make_kb, make_user, text, upload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -122,12 +121,12 @@ def test_rebuild_conflicts_and_bad_settings(kb) -> None:
 
 
 def test_a_failed_rebuild_fails_its_generation_and_leaves_the_active_one(kb, monkeypatch) -> None:
-    from ingestion.jobs import run as job_run
+    from knowledge_bases.generations import storage as build_storage
 
     def broken(spec: str):  # type: ignore[no-untyped-def]
         raise RuntimeError("model missing")
 
-    monkeypatch.setattr(job_run, "embedder_get", broken)
+    monkeypatch.setattr(build_storage, "embedder_get", broken)
     job = _run(generation_rebuild_start(kb=kb, auto_promote=True, enqueue=False))
     assert job.status == "failed"
     generation = job.generation

@@ -8,7 +8,7 @@ from django.conf import settings
 from ingestion.models import IngestionJob
 from ingestion.services import ingestion_job_cancel, ingestion_job_create
 from knowledge_bases.models import Document, Generation
-from ragstudio.errors import Conflict, ValidationError
+from ragstudio.core.errors import Conflict, ValidationError
 from tests.factories import make_kb, make_user, text, upload
 
 pytestmark = pytest.mark.django_db

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 from ingestion.jobs import run_job_and_queue
-from ingestion.services import document_delete, generation_rollback
-from knowledge_bases.engines import generation_store
-from knowledge_bases.lifecycle import storage_cleanup_run
+from ingestion.services import document_delete
+from knowledge_bases.generations import generation_store, storage_cleanup_run, upload_local_path
 from knowledge_bases.models import Document, Generation, KnowledgeBase, StorageCleanup
-from knowledge_bases.selectors import document_path
+from knowledge_bases.services import generation_rollback
 from ragstudio.env import rag_settings
 from tests.factories import make_kb, make_user, text, upload
 
@@ -42,7 +41,7 @@ def _chunk_docs(generation: Generation) -> set[int]:
 
 def test_deleting_a_document_in_the_admin_removes_its_chunks_and_file(indexed, staff) -> None:
     doc = Document.objects.get(original_filename="a.txt")
-    path = document_path(doc)
+    path = upload_local_path(doc.storage_path)
     assert path.exists() and doc.pk in _chunk_docs(indexed.active_generation)
     response = staff.post(f"/admin/knowledge_bases/document/{doc.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
@@ -62,7 +61,7 @@ def test_deleting_a_document_in_the_admin_removes_its_chunks_and_file(indexed, s
 
 
 def test_a_deleted_document_stays_deleted_across_a_rollback(indexed) -> None:
-    from ingestion.services import generation_rebuild_start
+    from knowledge_bases.services import generation_rebuild_start
 
     run_job_and_queue(generation_rebuild_start(kb=indexed, auto_promote=True, enqueue=False).pk)
     indexed.refresh_from_db()
@@ -135,16 +134,15 @@ def test_deleting_a_kb_in_the_admin_or_the_api_removes_its_files(
 
 
 def test_files_a_failed_cleanup_leaves_are_removed_by_gc(indexed, monkeypatch) -> None:
-    from ingestion.services import generations_gc_all
-    from knowledge_bases.lifecycle import gc
-    from knowledge_bases.services import knowledge_base_delete
+    from knowledge_bases.generations import storage
+    from knowledge_bases.services import generations_gc_all, knowledge_base_delete
 
     files = _kb_files(indexed)
 
     def killed(**_kwargs: object) -> None:
         raise OSError("the process died here")
 
-    monkeypatch.setattr(gc, "drop_files", killed)
+    monkeypatch.setattr(storage, "drop_files", killed)
     knowledge_base_delete(kb=indexed)
     assert not KnowledgeBase.objects.filter(pk=indexed.pk).exists()
     recorded = 5 if rag_settings()["STORAGE_URI"] else 3  # + the store's two prefixes

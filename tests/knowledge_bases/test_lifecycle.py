@@ -10,11 +10,10 @@ from django.db import connection
 from django.utils import timezone
 
 from ingestion.models import IngestionJob
-from ingestion.services import generation_promote, generation_rollback, generations_gc
-from knowledge_bases.engines import generation_store
-from knowledge_bases.lifecycle import generation_check
+from knowledge_bases.generations import generation_check, generation_store
 from knowledge_bases.models import Generation
-from ragstudio.errors import Conflict, NotFound
+from knowledge_bases.services import generation_promote, generation_rollback, generations_gc
+from ragstudio.core.errors import Conflict, NotFound
 from ragstudio.testing.generations import make_generation, make_rows, synthetic_documents
 from tests.factories import make_kb, make_user
 

@@ -9,7 +9,7 @@ from django.test import Client
 
 from ingestion.jobs import run_job_and_queue
 from ingestion.models import IngestionJob
-from knowledge_bases.engines import generation_store
+from knowledge_bases.generations import generation_store
 from knowledge_bases.models import Document, Generation, KnowledgeBase
 from ragstudio.testing.generations import make_generation
 from tests.factories import make_kb, make_user, text, upload

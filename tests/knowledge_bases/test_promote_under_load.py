@@ -10,8 +10,8 @@ import pytest
 from knowledge_bases.models import Generation
 from ragstudio.testing.generations import make_generation
 from ragstudio.testing.swap import flip_generations, start_probe, stop_probe
-from tests.conftest import subprocess_env
 from tests.factories import make_kb, make_user
+from tests.helpers import subprocess_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 S = Generation.Status

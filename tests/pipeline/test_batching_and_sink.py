@@ -9,7 +9,7 @@ import pytest
 
 from ingestion.pipeline.batching import make_batches
 from ingestion.pipeline.sink import BufferedSink
-from ingestion.pipeline.types import Chunk, EmbeddedChunk, PipelineError
+from ragstudio.core.types import Chunk, EmbeddedChunk, PipelineError
 
 
 def _chunk(i: int, tokens: int) -> Chunk:

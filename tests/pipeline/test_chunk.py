@@ -5,7 +5,7 @@ import itertools
 import pytest
 
 from ingestion.pipeline.chunk import Chunker
-from ingestion.pipeline.types import Section
+from ragstudio.core.types import Section
 
 SENTENCES = [f"Sentence number {i} talks about topic {i % 7} in some detail." for i in range(120)]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ingestion.embedders import EmbedderSpec, EmbedderSpecError, parse_spec
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 
 def test_bundled_model_matches_the_reference_vectors(embedder) -> None:

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from ingestion.embedders import describe, parse_spec
 from ingestion.embedders.fast_model import FAST_BUILD
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,7 +108,7 @@ def test_the_stream_gives_each_texts_vector_in_order_and_stops_on_cancel(
     and drops the runs not finished."""
     import threading
 
-    from ingestion.pipeline.types import StreamingEmbedder
+    from ragstudio.core.types import StreamingEmbedder
 
     assert isinstance(fast_embedder, StreamingEmbedder)
     assert fast_embedder.throttle_stats() is None
@@ -152,6 +153,7 @@ def test_fast_build_is_its_own_embedder(fast_embedder, embedder) -> None:
     )
 
 
+@pytest.mark.subprocess
 def test_concurrent_processes_build_it_once_and_the_bytes_are_reproducible(
     fast_embedder, model_root, tmp_path
 ) -> None:

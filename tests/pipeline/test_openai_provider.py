@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ingestion.embedders.openai_compat import OpenAICompatibleEmbedder
-from ingestion.pipeline.types import EmbeddingError
+from ragstudio.core.types import EmbeddingError
 from ragstudio.testing.embedding_server import EmbeddingServer, Reply, fake_vector
 
 

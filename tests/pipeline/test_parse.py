@@ -5,8 +5,8 @@ import json
 import pytest
 
 from ingestion.pipeline.parse import HTML, JSONL, MARKDOWN, PDF, TEXT, detect_format, parse_document
-from ingestion.pipeline.types import DocumentError
-from tests.conftest import make_pdf
+from ragstudio.core.types import DocumentError
+from tests.helpers import make_pdf
 
 
 def test_plain_text_is_returned_whole() -> None:

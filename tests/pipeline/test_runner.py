@@ -13,7 +13,7 @@ import pytest
 from ingestion.pipeline.chunk import Chunker
 from ingestion.pipeline.progress import Progress
 from ingestion.pipeline.runner import PipelineConfig, run_pipeline
-from ingestion.pipeline.types import EmbeddingError, Matrix, PipelineError, SourceDocument
+from ragstudio.core.types import EmbeddingError, Matrix, PipelineError, SourceDocument
 from search.stores.generation import GenerationStore
 
 TEXTS = [

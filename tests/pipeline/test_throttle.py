@@ -14,7 +14,7 @@ from ingestion.embedders.openai_compat import OpenAICompatibleEmbedder
 from ingestion.embedders.throttle import AdaptiveThrottle, ThrottleSettings, TokenBucket
 from ingestion.pipeline.chunk import Chunker
 from ingestion.pipeline.runner import run_pipeline
-from ingestion.pipeline.types import EmbeddingError, SourceDocument
+from ragstudio.core.types import EmbeddingError, SourceDocument
 from ragstudio.testing.embedding_server import EmbeddingServer, Reply, fake_vector
 from search.stores.generation import GenerationStore
 

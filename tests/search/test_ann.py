@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash
+from ragstudio.core.types import Chunk, EmbeddedChunk, content_hash
 from search.stores.lancedb_store import LanceChunkTable
 
 DIM = 32
@@ -72,7 +72,7 @@ def test_a_job_that_takes_the_table_past_the_threshold_builds_the_index() -> Non
     from django.conf import settings as django_settings
 
     from ingestion.jobs import run_job_and_queue
-    from knowledge_bases.engines import generation_store
+    from knowledge_bases.generations import generation_store
     from tests.factories import make_kb, make_user, upload
 
     django_settings.RAGSTUDIO = {**django_settings.RAGSTUDIO, "ANN_MIN_ROWS": 256}

@@ -16,23 +16,23 @@ from django.core.management.base import CommandError
 
 from ingestion.jobs import run_job_and_queue
 from ingestion.models import IngestionJob
-from ingestion.services import generation_rebuild_plan, generation_rebuild_start
-from knowledge_bases.engines import generation_reader
+from knowledge_bases.generations import generation_reader
 from knowledge_bases.models import Generation, GenerationEvent, KnowledgeBase
-from ragstudio.errors import Conflict, ValidationError
+from knowledge_bases.services import generation_rebuild_plan, generation_rebuild_start
+from ragstudio.core.errors import Conflict, ValidationError
+from ragstudio.core.vocabulary import DEFAULT_FUSION
 from search.evaluation import (
     EVAL_POOL,
     evaluation_import,
     evaluation_run,
-    evaluation_set_get,
-    generation_quality_gate,
     judgement_mark,
+    quality_gate_measure,
 )
-from search.fusion import FusionParams
 from search.models import EvaluationSet, Judgement
-from search.results import SearchParams
+from search.ranking.fusion import FusionParams
+from search.ranking.results import SearchParams
+from search.selectors import evaluation_set_get
 from search.services import knowledge_base_search, ranked_hits
-from search.vocabulary import DEFAULT_FUSION
 from tests.factories import make_kb, upload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -256,7 +256,7 @@ def test_a_gate_with_nothing_to_compare_does_not_block(alice) -> None:
     new = Generation.objects.get(pk=job.generation_id)
     assert new.status == S.ACTIVE and new.quality_passed is None
     assert new.quality_report["note"] == "no evaluation set with judged queries"
-    assert generation_quality_gate(generation=new) is None
+    assert quality_gate_measure(generation=new)[0] is None
 
 
 def test_the_plan_matches_what_the_rebuild_then_does(scifact, alice) -> None:
@@ -284,7 +284,7 @@ def test_the_plan_matches_what_the_rebuild_then_does(scifact, alice) -> None:
     job = IngestionJob.objects.get(pk=job.pk)
     assert (job.total, job.skipped, job.embedded) == (again.chunks, again.reused, 0)
     disk = Generation.objects.get(pk=job.generation_id)
-    from knowledge_bases.selectors import generation_size_on_disk
+    from knowledge_bases.generations import generation_size_on_disk
 
     actual = generation_size_on_disk(disk, stored=True)
     assert 0.5 * actual < plan.disk_bytes < 2 * actual, (plan.disk_bytes, actual)
@@ -360,7 +360,7 @@ def test_marks_from_the_playground_build_a_set(scifact, alice) -> None:
 
 
 def test_sets_are_bounded_per_knowledge_base_and_names_by_length(alice) -> None:
-    from ragstudio.bounds import EVAL_SETS
+    from ragstudio.core.bounds import EVAL_SETS
     from search.evaluation import evaluation_set_create
 
     kb = make_kb(alice, "bounded")
@@ -377,7 +377,7 @@ def test_sets_are_bounded_per_knowledge_base_and_names_by_length(alice) -> None:
 
 def test_a_set_holds_a_bounded_number_of_queries_and_a_refused_import_adds_none(alice) -> None:
     """An evaluation runs in the web request: a set's size bounds how long that takes."""
-    from ragstudio.bounds import EVAL_QUERIES
+    from ragstudio.core.bounds import EVAL_QUERIES
 
     kb = make_kb(alice, "many")
     upload(kb, [("a.txt", b"Alpha text.")])

@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from django.test import Client
 
 from ingestion.jobs import run_job_and_queue
-from knowledge_bases.lifecycle import generation_quality_record
+from knowledge_bases.generations import generation_quality_record
 from knowledge_bases.models import Generation, KnowledgeBase
 from ragstudio.testing.generations import make_generation
 from search.models import EvaluationRun, EvaluationSet, Judgement

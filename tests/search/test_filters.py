@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from search.filters import SearchFilter, metadata_token, metadata_tokens
+from search.ranking.filters import SearchFilter, metadata_token, metadata_tokens
 
 HOSTILE = ["' OR 1=1 --", "x') OR (1=1", "\\'; DROP TABLE t; --", "a\x00b", "]); --"]
 

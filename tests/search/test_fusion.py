@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from search.fusion import FusionParams, adaptive, confidence, fuse, minmax, rrf, weighted
+from search.ranking.fusion import FusionParams, adaptive, confidence, fuse, minmax, rrf, weighted
 
 VECTOR = [("a", 0.9), ("b", 0.8), ("c", 0.7)]
 LEXICAL = [("c", 12.0), ("d", 6.0), ("a", 3.0)]
@@ -71,7 +71,7 @@ def test_fuse_dispatches_and_rejects_unknown_methods() -> None:
 
 
 def test_zscore_standardises_each_engine_over_passages_not_chunks() -> None:
-    from search.fusion import zscore
+    from search.ranking.fusion import zscore
 
     # Vector: chunks a1, a2 (passage A) and b1 (passage B), c1 (C). Lexical: passages' scores
     # handed to their chunks, so A's two chunks carry A's score.
@@ -109,7 +109,7 @@ def test_zscore_is_the_default_and_fuse_passes_the_units() -> None:
 
 
 def test_passages_first_shows_distinct_passages_before_second_chunks() -> None:
-    from search.fusion import Fused, passages_first
+    from search.ranking.fusion import Fused, passages_first
 
     hits = [Fused(c, 1.0) for c in ("a1", "a2", "b1", "a3", "c1", "b2", "x")]
     units = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B", "c1": "C"}

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from search.metrics import (
+from search.ranking.metrics import (
     first_occurrences,
     mean_metrics,
     ndcg_at,

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash, parent_id
+from ragstudio.core.types import Chunk, EmbeddedChunk, content_hash, parent_id
 from ragstudio.testing.s3 import s3_options
-from search.stores.bm25_replica import VERSION_FILE
+from search.stores.bm25.replica import VERSION_FILE
 from search.stores.generation import GenerationStore
 from search.stores.objects import ObjectStore, storage_options_items
 

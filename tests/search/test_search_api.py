@@ -10,12 +10,12 @@ from django.core.management import call_command
 from django.test import Client
 
 from ingestion.jobs import run_job_and_queue
-from knowledge_bases.engines import generation_store, query_cache
+from knowledge_bases.generations import generation_store, query_cache
 from knowledge_bases.models import ApiToken, Generation, KnowledgeBase
+from ragstudio.core.vocabulary import DEFAULT_FUSION, FUSION_METHODS
 from ragstudio.testing.generations import make_generation
-from search.vocabulary import DEFAULT_FUSION, FUSION_METHODS
-from tests.conftest import make_pdf
 from tests.factories import make_kb, make_user, upload
+from tests.helpers import make_pdf
 
 pytestmark = pytest.mark.django_db
 
@@ -394,8 +394,8 @@ def test_search_a_numbered_generation_side_by_side(alice, kb, client_for) -> Non
     active = search(client, query="protein kinase", mode="lexical").json()
     assert active["generation"] == kb.active_generation.number
     assert search(client, query="x", generation=99).status_code == 404
-    Generation.objects.filter(pk=other.pk).update(status=Generation.Status.COLLECTED)
-    gone = search(client, query="x", generation=other.number)
+    collected = make_generation(kb, Generation.Status.COLLECTED, rows=6)
+    gone = search(client, query="x", generation=collected.number)
     assert gone.status_code == 409 and "collected" in gone.json()["message"]
 
 
@@ -461,10 +461,9 @@ def test_generations_from_before_metadata_tokens_keep_working(alice, client_for)
     builder.add_integer_field("document_id", stored=True, indexed=True, fast=True)
     builder.add_text_field("title", stored=True, tokenizer_name="en_stem")
     builder.add_text_field("text", stored=True, tokenizer_name="en_stem")
-    from pathlib import Path
-
-    Path(generation.bm25_path).mkdir(parents=True)
-    tantivy.Index(builder.build(), path=generation.bm25_path)
+    bm25 = generation_store(generation).bm25.path
+    bm25.mkdir(parents=True)
+    tantivy.Index(builder.build(), path=str(bm25))
 
     _ingest(kb, [("records.jsonl", _jsonl())])
     client = client_for(alice)

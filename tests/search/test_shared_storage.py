@@ -14,17 +14,17 @@ import pytest
 from django.conf import settings as django_settings
 
 from ingestion.jobs import run_job_and_queue
-from ingestion.services import (
-    document_delete,
+from ingestion.services import document_delete
+from knowledge_bases.models import Generation, KnowledgeBase
+from knowledge_bases.services import (
     generation_promote,
     generation_rebuild_start,
     generation_rollback,
     generations_gc,
+    knowledge_base_delete,
 )
-from knowledge_bases.models import Generation, KnowledgeBase
-from knowledge_bases.services import knowledge_base_delete
 from ragstudio.testing.s3 import s3_options
-from search.results import SearchParams
+from search.ranking.results import SearchParams
 from search.services import knowledge_base_search
 from search.stores.objects import ObjectStore, storage_options_items
 from tests.factories import make_kb, upload

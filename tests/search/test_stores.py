@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ingestion.pipeline.types import Chunk, EmbeddedChunk, content_hash
+from ragstudio.core.types import Chunk, EmbeddedChunk, content_hash
 from search.stores.generation import GenerationStore
 
 

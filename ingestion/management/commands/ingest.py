@@ -18,9 +18,9 @@ from ingestion.services import IncomingFile, documents_upload
 from knowledge_bases.models import Document
 from knowledge_bases.selectors import knowledge_base_for_operator
 from knowledge_bases.services import knowledge_base_create
-from ragstudio.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
 from ragstudio.cli import bounded_int
-from ragstudio.errors import NotFound, RagStudioError
+from ragstudio.core.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
+from ragstudio.core.errors import NotFound, RagStudioError
 
 READ_PIECE = 1024 * 1024
 

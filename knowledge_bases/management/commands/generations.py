@@ -9,26 +9,26 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from ingestion.foreground import run_in_foreground
-from ingestion.services import (
+from knowledge_bases.generations import generations_of, quality_summary
+from knowledge_bases.models import KnowledgeBase
+from knowledge_bases.selectors import knowledge_base_for_operator
+from knowledge_bases.services import (
     generation_promote,
     generation_rebuild_plan,
     generation_rebuild_start,
     generation_rollback,
     generations_gc,
 )
-from knowledge_bases.lifecycle import quality_summary
-from knowledge_bases.models import KnowledgeBase
-from knowledge_bases.selectors import knowledge_base_for_operator
-from ragstudio.bounds import (
+from ragstudio.cli import bounded_int
+from ragstudio.core.bounds import (
     CHUNK_OVERLAP,
     CHUNK_SIZE,
     EMBED_BATCH_SIZE,
     GENERATION_NUMBER,
     STORE_BATCH_SIZE,
 )
-from ragstudio.cli import bounded_int
-from ragstudio.errors import RagStudioError
-from ragstudio.formatting import clock
+from ragstudio.core.errors import RagStudioError
+from ragstudio.core.formatting import clock
 
 
 class Command(BaseCommand):
@@ -157,7 +157,7 @@ class Command(BaseCommand):
                 "fingerprint": g.embedder_fingerprint,
                 "active": g.pk == kb.active_generation_id,
             }
-            for g in kb.generations.order_by("-number")
+            for g in generations_of(kb)
         ]
         if as_json:
             self.stdout.write(json.dumps(rows))

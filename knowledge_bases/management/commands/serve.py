@@ -20,7 +20,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from ingestion.embedders import LOCAL_PROVIDERS
-from knowledge_bases.engines import embedder_get
+from knowledge_bases.generations import embedder_get
 from ragstudio.env import rag_settings
 
 # The cluster gets this long to stop its workers after SIGTERM; then the whole group is
@@ -44,8 +44,8 @@ def start_cluster() -> subprocess.Popen:
     group, and a cluster that got it too would restart workers it saw die while serve is
     stopping it (seen: four qcluster processes alive a minute after Ctrl-C). serve alone
     decides when and how the cluster stops."""
-    # Two malloc arenas: glibc's default (8 per core) let a long job's worker grow with the
-    # threads that allocate in it (measured: peak 572 MiB at 100k chunks vs 480 MiB).
+    # Two malloc arenas: with glibc's default (8 per core) a long job's worker grows with
+    # the threads that allocate in it.
     env = {"MALLOC_ARENA_MAX": "2", **os.environ}
     return subprocess.Popen(
         [sys.executable, "manage.py", "qcluster"],

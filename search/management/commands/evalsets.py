@@ -10,21 +10,16 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from knowledge_bases.generations import generation_searchable_get
 from knowledge_bases.models import KnowledgeBase
-from knowledge_bases.selectors import generation_get, knowledge_base_for_operator
-from ragstudio.bounds import EVAL_IMPORT_MAX_BYTES, GENERATION_NUMBER
+from knowledge_bases.selectors import knowledge_base_for_operator
 from ragstudio.cli import bounded_int
-from ragstudio.errors import Conflict, RagStudioError
-from search.evaluation import (
-    evaluation_compare,
-    evaluation_import,
-    evaluation_run,
-    evaluation_set_get,
-    evaluation_sets_of,
-    latest_run,
-)
+from ragstudio.core.bounds import EVAL_IMPORT_MAX_BYTES, GENERATION_NUMBER
+from ragstudio.core.errors import RagStudioError
+from ragstudio.core.vocabulary import METRIC_LABELS, METRICS, SEARCH_MODES
+from search.evaluation import evaluation_compare, evaluation_import, evaluation_run
 from search.models import EvaluationRun
-from search.vocabulary import METRIC_LABELS, METRICS, SEARCH_MODES
+from search.selectors import evaluation_set_get, evaluation_sets_of, latest_runs
 
 
 class Command(BaseCommand):
@@ -84,12 +79,7 @@ class Command(BaseCommand):
 
     def _run(self, kb: KnowledgeBase, name: str, number: int | None, *, as_json: bool) -> None:
         evaluation_set = evaluation_set_get(kb=kb, name=name)
-        if number is None:
-            generation = kb.active_generation
-            if generation is None:
-                raise Conflict("this knowledge base has no active generation yet")
-        else:
-            generation = generation_get(kb=kb, number=number)
+        generation = generation_searchable_get(kb, number)
         run = evaluation_run(evaluation_set=evaluation_set, generation=generation)
         if as_json:
             self.stdout.write(json.dumps(_run_json(run), indent=2))
@@ -105,12 +95,9 @@ class Command(BaseCommand):
 
     def _compare(self, kb: KnowledgeBase, options: dict[str, Any], *, as_json: bool) -> None:
         evaluation_set = evaluation_set_get(kb=kb, name=options["name"])
-        runs = []
-        for number in (options["a"], options["b"]):
-            run = latest_run(evaluation_set, generation_get(kb=kb, number=number))
-            if run is None:
-                raise Conflict(f"generation {number} has not been evaluated: run it first")
-            runs.append(run)
+        runs = latest_runs(
+            kb=kb, evaluation_set=evaluation_set, numbers=(options["a"], options["b"])
+        )
         comparison = evaluation_compare(run_a=runs[0], run_b=runs[1])
         if as_json:
             self.stdout.write(

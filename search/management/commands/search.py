@@ -13,12 +13,12 @@ from django.core.management.base import BaseCommand, CommandError
 from pydantic import ValidationError as PydanticError
 
 from knowledge_bases.selectors import knowledge_base_for_operator
-from ragstudio.bounds import GENERATION_NUMBER, SEARCH_LIMIT, SEARCH_OFFSET
 from ragstudio.cli import bounded_int
-from ragstudio.errors import RagStudioError
+from ragstudio.core.bounds import GENERATION_NUMBER, SEARCH_LIMIT, SEARCH_OFFSET
+from ragstudio.core.errors import RagStudioError
+from ragstudio.core.vocabulary import DEFAULT_FUSION, DEFAULT_MODE, FUSION_METHODS, SEARCH_MODES
 from search.schemas import SearchIn, SearchOut
 from search.services import knowledge_base_search
-from search.vocabulary import DEFAULT_FUSION, DEFAULT_MODE, FUSION_METHODS, SEARCH_MODES
 
 _MARK = re.compile(r"</?mark>")
 

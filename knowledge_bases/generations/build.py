@@ -3,24 +3,17 @@ rebuild) or active at once (the first generation of a knowledge base)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
-from knowledge_bases.build_settings import rebuild_settings_resolve
-from knowledge_bases.lifecycle.events import generation_event_record
+from knowledge_bases.generations import states
+from knowledge_bases.generations.build_settings import rebuild_settings_resolve
+from knowledge_bases.generations.storage import generation_store, table_name
 from knowledge_bases.models import Generation, KnowledgeBase
-from ragstudio.env import rag_settings
-from ragstudio.errors import Conflict
+from ragstudio.core.errors import Conflict
 
 S = Generation.Status
-
-
-def generation_paths(kb_id: int, number: int) -> tuple[str, Path]:
-    """LanceDB table name and tantivy directory of a generation (by KB id: slugs change)."""
-    return f"kb{kb_id}_g{number}", Path(rag_settings()["BM25_DIR"]) / f"kb{kb_id}" / f"g{number}"
 
 
 @transaction.atomic
@@ -39,19 +32,16 @@ def generation_create(
         kb=kb, embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, actor=actor
     )
     last = kb.generations.order_by("-number").values_list("number", flat=True).first() or 0
-    number = last + 1
-    table, bm25 = generation_paths(kb.pk, number)
     generation = Generation.objects.create(
         knowledge_base=kb,
-        number=number,
+        number=last + 1,
         embedder=built.embedder,
         dimensions=built.dimensions,
         chunk_size=built.chunk_size,
         chunk_overlap=built.chunk_overlap,
-        table_name=table,
-        bm25_path=str(bm25),
+        table_name=table_name(kb.pk, last + 1),
     )
-    generation_event_record(generation, "", S.BUILDING, actor, note)
+    states.created(generation, actor=actor, note=note)
     return generation
 
 
@@ -72,13 +62,6 @@ def generation_for_ingest(*, kb: KnowledgeBase, actor: Any = None) -> Generation
     return generation_create(kb=kb, actor=actor, note="first ingest")
 
 
-def generation_fingerprint_record(*, generation: Generation, fingerprint: str) -> None:
-    """The model that wrote the generation's first vectors (later writes must match)."""
-    Generation.objects.filter(pk=generation.pk, embedder_fingerprint="").update(
-        embedder_fingerprint=fingerprint
-    )
-
-
 def generation_counts_record(*, generation: Generation, chunks: int, vectors: int) -> None:
     """What the database expects the stores to hold (checked before promotion)."""
     Generation.objects.filter(pk=generation.pk).update(chunk_count=chunks, vector_count=vectors)
@@ -91,14 +74,9 @@ def generation_activate_first(*, generation: Generation, actor: Any = None) -> b
     generation.refresh_from_db()
     if kb.active_generation_id or generation.status != S.BUILDING:
         return False
-    now = timezone.now()
-    generation.status = S.ACTIVE
-    generation.ready_at = generation.ready_at or now
-    generation.activated_at = now
-    generation.save(update_fields=["status", "ready_at", "activated_at"])
+    states.transition(generation, S.ACTIVE, actor=actor, note="first build")
     kb.active_generation = generation
     kb.save(update_fields=["active_generation", "updated_at"])
-    generation_event_record(generation, S.BUILDING, S.ACTIVE, actor, "first build")
     return True
 
 
@@ -114,14 +92,13 @@ def generation_build_finished(
 ) -> None:
     """A rebuild ended: its generation becomes ready, with the counts the database expects
     (checked against both stores before promotion), or failed with the reason."""
+    locked = Generation.objects.select_for_update().get(pk=generation.pk)
     if error:
-        Generation.objects.filter(pk=generation.pk).update(status=S.FAILED, error_message=error)
-        generation_event_record(generation, S.BUILDING, S.FAILED, actor, note)
+        states.transition(locked, S.FAILED, actor=actor, note=note, error_message=error)
     else:
-        Generation.objects.filter(pk=generation.pk).update(
-            status=S.READY, ready_at=timezone.now(), chunk_count=chunks, vector_count=vectors
+        states.transition(
+            locked, S.READY, actor=actor, note=note, chunk_count=chunks, vector_count=vectors
         )
-        generation_event_record(generation, S.BUILDING, S.READY, actor, note)
     generation.refresh_from_db()
 
 
@@ -137,7 +114,14 @@ def generation_build_resume(*, generation: Generation, actor: Any = None) -> Non
             f"generation {generation.number} is {generation.status}: only a failed build "
             "whose files remain can be resumed"
         )
-    generation.status = S.BUILDING
-    generation.error_message = ""
-    generation.save(update_fields=["status", "error_message"])
-    generation_event_record(generation, S.FAILED, S.BUILDING, actor, "retry")
+    states.transition(generation, S.BUILDING, actor=actor, note="retry", error_message="")
+
+
+def generation_documents_delete(*, generation: Generation, document_ids: list[int]) -> int:
+    """Remove documents' rows from a generation's stores and record what it then holds;
+    returns that count."""
+    store = generation_store(generation)
+    store.delete_documents(document_ids)
+    remaining = store.vectors.count()
+    generation_counts_record(generation=generation, chunks=remaining, vectors=remaining)
+    return remaining

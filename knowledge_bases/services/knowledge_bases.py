@@ -1,4 +1,4 @@
-"""Writes to knowledge bases (their generations change in ``lifecycle``)."""
+"""Creating, changing and deleting knowledge bases."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from ingestion.models import IngestionJob
-from knowledge_bases.build_settings import build_settings_resolve
-from knowledge_bases.lifecycle import knowledge_base_files_forget, storage_cleanup_run
+from knowledge_bases.generations import (
+    build_settings_resolve,
+    knowledge_base_files_forget,
+    storage_cleanup_run,
+)
 from knowledge_bases.models import KnowledgeBase
+from ragstudio.core.errors import Conflict, Forbidden, ValidationError
+from ragstudio.core.vocabulary import quality_gate_problems
 from ragstudio.env import rag_settings
-from ragstudio.errors import Conflict, Forbidden, ValidationError
-from search.vocabulary import quality_gate_problems
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 

@@ -1,8 +1,12 @@
 """The plan of a rebuild, before anything is spent: what changes against the active
-generation, how many chunks the new settings make (chunked for real: parsing and chunking
-are cheap next to embedding), how many of them already have vectors by the same model
-(reused, as the rebuild would find them), how many must be embedded, how long that takes
-at this installation's measured rate, and how much disk the generation will take."""
+generation, how many chunks the new settings make, how many of them already have vectors
+by the same model (reused), how many must be embedded, how long that takes at this
+installation's rate, and how much disk the generation will take.
+
+The plan runs the rebuild's own pipeline (parsing in the sandbox, chunking, reuse by
+content hash, token-aware batching) with a stand-in for the model that embeds nothing and
+a sink that writes nothing, so it counts what the rebuild will do and cannot drift from
+it."""
 
 from __future__ import annotations
 
@@ -12,26 +16,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
-
 from ingestion.embedders import LOCAL_PROVIDERS, parse_spec
 from ingestion.models import IngestionJob
 from ingestion.pipeline.batching import make_batches
 from ingestion.pipeline.chunk import Chunker
-from ingestion.pipeline.parse import parse_document
-from ingestion.pipeline.sandbox import ParseSandbox
-from ingestion.pipeline.types import Chunk, DocumentError, Embedder, StreamingEmbedder
-from knowledge_bases.build_settings import rebuild_settings_resolve
-from knowledge_bases.engines import document_read, embedder_get, generation_store
+from ingestion.pipeline.runner import run_pipeline
+from knowledge_bases.generations import (
+    build_config,
+    document_sources,
+    embedder_get,
+    generation_size_on_disk,
+    generation_store,
+    rebuild_settings_resolve,
+    reuse_cache,
+)
 from knowledge_bases.models import Document, Generation, KnowledgeBase
-from knowledge_bases.selectors import generation_size_on_disk
-from ragstudio.env import rag_settings
-from ragstudio.errors import Conflict
-from search.stores.generation import CompositeCache
+from ragstudio.core.errors import Conflict
+from ragstudio.core.types import (
+    Chunk,
+    EmbeddedChunk,
+    Embedder,
+    Matrix,
+    Section,
+    StreamingEmbedder,
+    TokenCounter,
+)
 
-LOOKUP_BATCH = 1000
 TIMED_CHUNKS = 96  # chunks a local model is timed on, for the ETA
-BATCH_WINDOW = 1024  # as ingestion.pipeline.batching.make_batches sorts them
 SAMPLE_ROWS = 200  # rows of the active generation whose text sizes the disk estimate
 MIN_RATE_CHUNKS = 50  # a job that embedded fewer says little about the rate
 
@@ -86,9 +97,21 @@ def generation_rebuild_plan(
         kb=kb, embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, actor=user
     )
     model = embedder_get(built.embedder)
-    chunker = Chunker(model.tokenizer, size=built.chunk_size, overlap=built.chunk_overlap)
     documents = list(Document.objects.filter(knowledge_base=kb).order_by("pk"))
-    cache = _same_model_cache(kb, model.fingerprint)
+    tokens: dict[str, int] = {}
+    stand_in = _StandInModel(model, tokens)
+    sink = _DryRunSink(tokens)
+    result = run_pipeline(
+        documents=document_sources(documents),
+        embedder=stand_in,
+        store=sink,
+        chunker=_NotingChunker(
+            model.tokenizer, size=built.chunk_size, overlap=built.chunk_overlap, tokens=tokens
+        ),
+        config=build_config(),
+        vector_cache=reuse_cache(kb.pk, model.fingerprint),
+    )
+    names = {d.pk: d.original_filename for d in documents}
     plan = RebuildPlan(
         settings=[
             SettingChange("embedder", active.embedder, built.embedder),
@@ -98,129 +121,112 @@ def generation_rebuild_plan(
             SettingChange("chunk_overlap", active.chunk_overlap, built.chunk_overlap),
         ],
         documents=len(documents),
-        chunks=0,
-        reused=0,
-        to_embed=0,
+        chunks=result.chunks,
+        reused=result.skipped,
+        to_embed=result.embedded,
+        failed=[
+            {"document_id": pk, "filename": names.get(pk, ""), "reason": reason}
+            for pk, reason in sorted(result.failed.items())
+        ],
     )
-    text_bytes = 0
-    tokens_to_embed = 0
-    fresh_tokens: list[int] = []  # token counts of the chunks to embed, in order
-    sample: list[Chunk] = []  # chunks to time the model on (a reservoir of the fresh ones)
-    seen_fresh = 0
-    rng = random.Random(0)
-    timeout = rag_settings()["PARSE_TIMEOUT_SECONDS"]
-    sandbox = ParseSandbox(timeout) if timeout else None
-    try:
-        for document in documents:
-            try:
-                chunks = _chunks_of(document, chunker, sandbox)
-            except DocumentError as exc:
-                plan.failed.append(
-                    {
-                        "document_id": document.pk,
-                        "filename": document.original_filename,
-                        "reason": str(exc),
-                    }
-                )
-                continue
-            plan.chunks += len(chunks)
-            fresh = _to_embed(cache, chunks)
-            plan.reused += len(chunks) - len(fresh)
-            tokens_to_embed += sum(c.token_count for c in fresh)
-            fresh_tokens.extend(c.token_count for c in fresh)
-            for chunk in fresh:
-                seen_fresh += 1
-                if len(sample) < TIMED_CHUNKS:
-                    sample.append(chunk)
-                elif (slot := rng.randrange(seen_fresh)) < TIMED_CHUNKS:
-                    sample[slot] = chunk
-            text_bytes += sum(len(c.text.encode()) for c in chunks)
-    finally:
-        if sandbox is not None:
-            sandbox.close()
-    plan.to_embed = plan.chunks - plan.reused
-    if parse_spec(built.embedder).provider in LOCAL_PROVIDERS and sample:
-        _time_model(plan, model, sample, fresh_tokens)
+    if parse_spec(built.embedder).provider in LOCAL_PROVIDERS and stand_in.sample:
+        _time_model(plan, model, stand_in)
     else:
-        _estimate_time(plan, model.fingerprint, tokens_to_embed)
-    _estimate_disk(plan, kb, built.dimensions, text_bytes)
+        _estimate_time(plan, model.fingerprint, stand_in.tokens)
+    _estimate_disk(plan, kb, built.dimensions, sink.text_bytes)
     plan.seconds = time.perf_counter() - started
     return plan
 
 
-def _same_model_cache(kb: KnowledgeBase, fingerprint: str) -> CompositeCache:
-    """Where the rebuild finds vectors to reuse: every generation of the KB built by the
-    same model whose files remain (ingestion.jobs.run._vector_cache, less the new
-    generation itself, which is empty when a rebuild starts)."""
-    generations = (
-        Generation.objects.filter(
-            knowledge_base=kb, embedder_fingerprint=fingerprint, files_deleted_at__isnull=True
-        )
-        .exclude(status__in=[Generation.Status.COLLECTED])
-        .order_by("-number")
-    )
-    return CompositeCache([generation_store(g) for g in generations])
+class _NotingChunker(Chunker):
+    """The rebuild's chunker, noting each chunk's token count by its text for the stand-in
+    model (which is handed texts only), so nothing is tokenized twice."""
+
+    def __init__(
+        self, counter: TokenCounter, *, size: int, overlap: int, tokens: dict[str, int]
+    ) -> None:
+        super().__init__(counter, size=size, overlap=overlap)
+        self.tokens = tokens
+
+    def chunk(
+        self, document_id: int, sections: Sequence[Section], *, title: str = ""
+    ) -> list[Chunk]:
+        chunks = super().chunk(document_id, sections, title=title)
+        for chunk in chunks:
+            self.tokens[chunk.text] = chunk.token_count
+        return chunks
 
 
-def _chunks_of(document: Document, chunker: Chunker, sandbox: ParseSandbox | None) -> list[Chunk]:
-    max_bytes = settings.RAGSTUDIO_MAX_UPLOAD_BYTES
-    try:
-        data = document_read(document.storage_path)
-    except OSError as exc:
-        raise DocumentError(f"cannot read the stored file: {exc.strerror or exc}") from None
-    if sandbox is not None:
-        sections = sandbox.parse(data, document.original_filename, max_bytes=max_bytes)
-    else:
-        sections = parse_document(data, document.original_filename, max_bytes=max_bytes)
-    chunks = chunker.chunk(document.pk, sections, title=document.title)
-    if not chunks:
-        raise DocumentError("no text found in the document")
-    return chunks
+class _StandInModel:
+    """The model as the pipeline sees it, minus the embedding: it is handed the batches a
+    rebuild would send, counts their tokens as the model would compute them (padded to
+    each batch's longest), keeps a random sample of their texts to time the real model
+    on, and answers zero vectors."""
+
+    def __init__(self, model: Embedder, tokens: dict[str, int]) -> None:
+        self.model = model
+        self.spec = model.spec
+        self.fingerprint = model.fingerprint
+        self.dimensions = model.dimensions
+        self.max_input_tokens = model.max_input_tokens
+        self.max_batch_items = model.max_batch_items
+        self.max_batch_tokens = model.max_batch_tokens
+        self.noted = tokens
+        self.tokens = 0
+        self.padded = 0
+        self.sample: list[tuple[str, int]] = []
+        self._seen = 0
+        self._rng = random.Random(0)
+
+    @property
+    def tokenizer(self) -> TokenCounter:
+        return self.model.tokenizer
+
+    def _count(self, text: str) -> int:
+        found = self.noted.get(text)
+        return found if found is not None else self.model.tokenizer.count([text])[0]
+
+    def embed_batch(self, texts: Sequence[str], *, on_retry: Any = None) -> Matrix:
+        import numpy as np
+
+        counts = [self._count(t) for t in texts]
+        self.tokens += sum(counts)
+        self.padded += len(texts) * max(1, *counts)
+        for item in zip(texts, counts, strict=True):
+            self._seen += 1
+            if len(self.sample) < TIMED_CHUNKS:
+                self.sample.append(item)
+            elif (slot := self._rng.randrange(self._seen)) < TIMED_CHUNKS:
+                self.sample[slot] = item
+        return np.zeros((len(texts), self.dimensions), dtype=np.float32)
 
 
-def _to_embed(cache: CompositeCache, chunks: Sequence[Chunk]) -> list[Chunk]:
-    """The chunks whose text has no stored vector by the same model."""
-    missing: list[Chunk] = []
-    for start in range(0, len(chunks), LOOKUP_BATCH):
-        part = chunks[start : start + LOOKUP_BATCH]
-        hits = cache.lookup([c.content_hash for c in part])
-        missing.extend(c for c in part if c.content_hash not in hits)
-    return missing
+class _DryRunSink:
+    """Where the rows would go: it only measures their text."""
+
+    def __init__(self, tokens: dict[str, int]) -> None:
+        self.noted = tokens
+        self.text_bytes = 0
+
+    def write(self, rows: Sequence[EmbeddedChunk]) -> None:
+        for row in rows:
+            self.text_bytes += len(row.chunk.text.encode())
+            self.noted.pop(row.chunk.text, None)  # batched already: no longer needed
+
+    def delete_documents(self, document_ids: Sequence[int]) -> None:
+        pass
 
 
-def _batch_sizes(model: Embedder) -> tuple[int, int]:
-    return (
-        min(rag_settings()["EMBED_BATCH_SIZE"], model.max_batch_items),
-        model.max_batch_tokens,
-    )
-
-
-def _padded_tokens(token_counts: Sequence[int], model: Embedder) -> int:
-    """The tokens the model computes for these chunks, padding included, batched as the
-    pipeline batches them (sorted by length in windows; ingestion/pipeline/batching.py)."""
-    max_items, max_tokens = _batch_sizes(model)
-    total = 0
-    for start in range(0, len(token_counts), BATCH_WINDOW):
-        batch = longest = 0
-        for tokens in sorted(token_counts[start : start + BATCH_WINDOW]):
-            tokens = max(tokens, 1)
-            if batch and (batch >= max_items or (batch + 1) * max(longest, tokens) > max_tokens):
-                total += batch * longest
-                batch = longest = 0
-            batch += 1
-            longest = max(longest, tokens)
-        total += batch * longest
-    return total
-
-
-def _time_model(
-    plan: RebuildPlan, model: Embedder, sample: Sequence[Chunk], token_counts: Sequence[int]
-) -> None:
-    """A local model's speed, measured now on a sample of the chunks to embed, given to it
-    as the pipeline gives them (a second or two), in padded tokens a second, applied to
-    the padded tokens of all the chunks to embed."""
-    max_items, max_tokens = _batch_sizes(model)
-    batches = list(make_batches(sample, max_items=max_items, max_tokens=max_tokens))
+def _time_model(plan: RebuildPlan, model: Embedder, stand_in: _StandInModel) -> None:
+    """A local model's speed, measured now on a sample of the chunks to embed, batched as
+    the pipeline batches them (a second or two), in padded tokens a second, applied to the
+    padded tokens of every batch the rebuild will send."""
+    sample = [
+        Chunk(id=str(i), document_id=0, ordinal=i, text=text, content_hash="", token_count=n)
+        for i, (text, n) in enumerate(stand_in.sample)
+    ]
+    max_items = min(build_config().embed_batch_size, model.max_batch_items)
+    batches = list(make_batches(sample, max_items=max_items, max_tokens=model.max_batch_tokens))
     model.embed_batch([sample[0].text, sample[-1].text])  # the first call allocates
     started = time.perf_counter()
     if isinstance(model, StreamingEmbedder):  # local-fast: the pipeline streams to it
@@ -238,7 +244,7 @@ def _time_model(
     plan.rate_basis = (
         f"timed now on {len(sample)} of the chunks to embed: {per_second:,.0f} tokens/s"
     )
-    plan.eta_seconds = _padded_tokens(token_counts, model) / per_second
+    plan.eta_seconds = stand_in.padded / per_second
 
 
 def _mean_tokens(generation: Generation, cache: dict[int, float]) -> float:

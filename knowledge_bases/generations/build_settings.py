@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingestion.embedders import EmbedderSpecError, describe
-from ragstudio.bounds import CHUNK_OVERLAP, CHUNK_SIZE
+from ragstudio.core.bounds import CHUNK_OVERLAP, CHUNK_SIZE
+from ragstudio.core.errors import Forbidden, ValidationError
 from ragstudio.env import rag_settings
-from ragstudio.errors import Forbidden, ValidationError
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from django.db import transaction
@@ -12,22 +11,20 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ingestion.models import IngestionJob
-from knowledge_bases.engines import (
-    bm25_remote_uri,
+from knowledge_bases.generations import states
+from knowledge_bases.generations.storage import (
+    generation_files_delete,
     generation_store,
-    storage_options,
-    upload_remote_uri,
+    storage_cleanup_run,
 )
-from knowledge_bases.lifecycle.events import generation_event_record
-from knowledge_bases.lifecycle.swap import locked_kb
-from knowledge_bases.models import Generation, KnowledgeBase, StorageCleanup
+from knowledge_bases.generations.swap import locked_kb
+from knowledge_bases.models import Generation, KnowledgeBase
 from ragstudio.env import rag_settings
-from search.stores.generation import drop_files
 
 log = logging.getLogger(__name__)
 S = Generation.Status
 # Versions younger than this survive compaction, so a search already reading one does not
-# fail (pruning to zero breaks concurrent readers, measured).
+# fail (pruning every old version breaks readers still on one).
 KEEP_VERSIONS_FOR = timedelta(minutes=10)
 
 
@@ -59,9 +56,7 @@ def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> 
             ).exclude(pk__in=busy)
         )
         for generation in doomed:
-            previous = generation.status
-            Generation.objects.filter(pk=generation.pk).update(status=S.COLLECTED, collected_at=now)
-            generation_event_record(generation, previous, S.COLLECTED, actor, "gc")
+            states.transition(generation, S.COLLECTED, actor=actor, note="gc", now=now)
     # After the commit: files of every collected generation whose files are not yet gone,
     # including those a crash left behind last time.
     deleted = []
@@ -69,8 +64,7 @@ def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> 
         knowledge_base=kb, status=S.COLLECTED, files_deleted_at__isnull=True
     )
     for generation in pending:
-        generation_store(generation).drop()  # the LanceDB table and the tantivy directory
-        Generation.objects.filter(pk=generation.pk).update(files_deleted_at=timezone.now())
+        generation_files_delete(generation)
         deleted.append(generation.number)
     compacted = None
     kb.refresh_from_db()
@@ -88,48 +82,6 @@ def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> 
         "files_deleted": sorted(deleted),
         "compacted": compacted,
     }
-
-
-@transaction.atomic
-def knowledge_base_files_forget(*, kb: KnowledgeBase) -> list[int]:
-    """Record every file of a knowledge base for deletion (its generations' tables, its
-    tantivy and upload directories), in the transaction that deletes its rows; the files go
-    after the commit (``storage_cleanup_run``)."""
-    cfg = rag_settings()
-    rows = [
-        StorageCleanup(lancedb_uri=cfg["LANCEDB_URI"], table_name=g.table_name)
-        for g in kb.generations.filter(files_deleted_at__isnull=True)
-    ]
-    rows.append(StorageCleanup(path=str(Path(cfg["BM25_DIR"]) / f"kb{kb.pk}")))
-    rows.append(StorageCleanup(path=str(Path(cfg["UPLOAD_DIR"]) / f"kb{kb.pk}")))
-    if cfg["STORAGE_URI"]:  # the shared copies (other hosts' caches are only caches)
-        rows.append(StorageCleanup(remote=bm25_remote_uri(kb.pk)))
-        rows.append(StorageCleanup(remote=upload_remote_uri(f"kb{kb.pk}")))
-    return [row.pk for row in StorageCleanup.objects.bulk_create(rows)]
-
-
-def storage_cleanup_run(*, ids: list[int] | None = None) -> int:
-    """Delete recorded files, then their records (all of them, or these). Idempotent: a
-    crash half-way leaves records that the next run finishes."""
-    rows = StorageCleanup.objects.order_by("pk")
-    if ids is not None:
-        rows = rows.filter(pk__in=ids)
-    done = 0
-    for row in rows:
-        try:
-            drop_files(
-                lancedb_uri=row.lancedb_uri,
-                table_name=row.table_name,
-                path=row.path,
-                remote=row.remote,
-                storage_options=storage_options(),
-            )
-        except Exception:  # one stuck file must not keep the others
-            log.exception("could not delete %s", row)
-            continue
-        StorageCleanup.objects.filter(pk=row.pk).delete()
-        done += 1
-    return done
 
 
 def generations_gc_all() -> dict[str, Any]:

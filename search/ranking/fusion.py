@@ -1,6 +1,6 @@
 """Fusing a vector ranking and a BM25 ranking into one (pure functions, no I/O).
 
-- ``rrf``: reciprocal rank fusion, sum of 1 / (k + rank); scale-free, the default.
+- ``rrf``: reciprocal rank fusion, sum of 1 / (k + rank); scale-free.
 - ``weighted``: each engine's scores min-max scaled over its candidates, then
   ``vector_weight * v + bm25_weight * b`` (a hit missing from one engine gets 0 there).
 - ``adaptive``: like weighted, but each query's weights follow how confident each engine
@@ -10,7 +10,7 @@
   of its top ``Z_DEPTH`` passages (so a passage's many chunks do not weigh its engine's
   statistics), then ``vector_weight * v + bm25_weight * b``; a hit one engine missed gets
   that engine's lowest standardised score. Chosen on SciFact's tuning half
-  (bench/quality.py): see the README's ranking section."""
+  (bench/quality.py; docs/ranking.md)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from search.vocabulary import DEFAULT_FUSION, FusionMethod
+from ragstudio.core.vocabulary import DEFAULT_FUSION, FusionMethod
 
 Ranked = Sequence[tuple[str, float]]  # (chunk id, engine score), best first
 
@@ -26,8 +26,8 @@ CONFIDENCE_DEPTH = 10
 # Passages each engine's mean and spread are taken over: fixed, so a chunk's fused score
 # does not depend on how deep the caller asked (a page of 10 or an evaluation's 300), as
 # long as each engine's pool reaches that many passages (search.services.HYBRID_MIN_POOL).
-# SciFact's tuning half, hybrid nDCG@10 at equal weights: 25 passages 0.7461, 50 0.7492,
-# 100 0.7547, 200 0.7559 (not worth pools twice as deep on every search).
+# Fewer passages make noisier statistics; more would need deeper pools on every search for
+# little (docs/ranking.md).
 Z_DEPTH = 100
 
 

@@ -18,10 +18,10 @@ FUSION_LABELS: dict[str, str] = {
     "weighted": "Weighted",
     "adaptive": "Adaptive",
 }
-# Measured on SciFact's tuning half, reported on the other (bench/quality.py, README).
+# Chosen on SciFact's tuning half, reported on the other (docs/ranking.md).
 DEFAULT_FUSION: FusionMethod = "zscore"
 
-# Retrieval metrics of an evaluation run (search/metrics.py computes them).
+# Retrieval metrics of an evaluation run (search/ranking/metrics.py computes them).
 MetricName = Literal["ndcg@10", "recall@10", "recall@100", "mrr"]
 METRICS: tuple[MetricName, ...] = get_args(MetricName)
 METRIC_LABELS: dict[str, str] = {

@@ -12,11 +12,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from ingestion.models import IngestionJob
-from knowledge_bases.engines import generation_store
-from knowledge_bases.lifecycle.check import quality_summary
-from knowledge_bases.lifecycle.events import generation_event_record
+from knowledge_bases.generations import states
+from knowledge_bases.generations.check import quality_summary
+from knowledge_bases.generations.storage import generation_store
 from knowledge_bases.models import Document, Generation, KnowledgeBase
-from ragstudio.errors import Conflict, NotFound, ValidationError
+from ragstudio.core.errors import Conflict, NotFound, ValidationError
 
 S = Generation.Status
 
@@ -169,13 +169,8 @@ def _activate(kb: KnowledgeBase, target: Generation, actor: Any, note: str) -> A
     current = kb.active_generation
     if current is not None:
         # Archive first: the database allows one active generation per KB.
-        Generation.objects.filter(pk=current.pk).update(status=S.ARCHIVED, archived_at=now)
-        generation_event_record(current, S.ACTIVE, S.ARCHIVED, actor, note)
-    previous = target.status
-    target.status = S.ACTIVE
-    target.activated_at = now
-    target.save(update_fields=["status", "activated_at"])
-    generation_event_record(target, previous, S.ACTIVE, actor, note)
+        states.transition(current, S.ARCHIVED, actor=actor, note=note, now=now)
+    states.transition(target, S.ACTIVE, actor=actor, note=note, now=now)
     kb.active_generation = target
     # The KB's settings follow what it serves (a rebuild may have changed them).
     kb.embedder = target.embedder

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from search.filters import SearchFilter
-from search.fusion import FusionParams
-from search.vocabulary import DEFAULT_MODE, SearchMode
+from ragstudio.core.vocabulary import DEFAULT_MODE, SearchMode
+from search.ranking.filters import SearchFilter
+from search.ranking.fusion import FusionParams
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
-from search.vocabulary import METRICS
+from ragstudio.core.vocabulary import METRICS
 
 Unit = TypeVar("Unit", bound=Hashable)
 

@@ -26,8 +26,7 @@ EMBED_BATCH_SIZE = Bound("embed_batch_size", 1, 2048)  # texts per model call
 CHUNK_SIZE = Bound("chunk_size", 16, 8000)  # tokens; an embedder may allow fewer
 CHUNK_OVERLAP = Bound("chunk_overlap", 0, 4000)  # tokens; at most half the chunk size
 # What a new knowledge base gets unless RAGSTUDIO_CHUNK_SIZE / _OVERLAP say otherwise.
-# Chosen on SciFact's tuning half (bench/quality.py, README "Ranking"): hybrid nDCG@10
-# 0.7584 at 96/32 against 0.7543 at 200/32 (128/48 0.7565, 128/64 0.7567, 64/32 0.7498).
+# Chosen on SciFact's tuning half (bench/quality.py; docs/ranking.md has the sweep).
 # Small chunks let the vector engine match the sentence or two a query is about; lexical
 # ranking reads passages of consecutive chunks, so it keeps the context.
 DEFAULT_CHUNK_SIZE = 96
@@ -42,9 +41,8 @@ QUERY_MAX_CHARS = 2000
 # relevant units per query, and the size of an imported JSON Lines file.
 EVAL_GRADE = Bound("grade", 0, 10)
 EVAL_SETS = Bound("evaluation sets", 0, 10)  # per knowledge base: the gate runs them all
-# A page or API evaluation runs in the request: 73 ms a query (3 modes) here, ~73 s for 1,000 on
-# 12,050 chunks (SciFact), inside the web timeout (RAGSTUDIO_WEB_TIMEOUT, 120 s); 5,000
-# would have been killed by it.
+# A page or API evaluation runs in the request: a set must fit well inside the web timeout
+# (RAGSTUDIO_WEB_TIMEOUT) on a large knowledge base.
 EVAL_QUERIES = Bound("queries", 1, 1000)
 EVAL_JUDGEMENTS_PER_QUERY = Bound("relevant", 1, 1000)
 EVAL_IMPORT_MAX_BYTES = 20 * 1024 * 1024

@@ -9,9 +9,10 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from ingestion.embedders import LOCAL_PROVIDERS, parse_spec
-from knowledge_bases.engines import generation_store
-from knowledge_bases.lifecycle.events import generation_event_record
+from knowledge_bases.generations import states
+from knowledge_bases.generations.storage import generation_store
 from knowledge_bases.models import Document, Generation
+from search.stores.generation import GenerationStore
 
 S = Generation.Status
 
@@ -36,11 +37,13 @@ class CheckItem:
     detail: str
 
 
-def generation_check(*, generation: Generation) -> list[CheckItem]:
+def generation_check(
+    *, generation: Generation, store: GenerationStore | None = None
+) -> list[CheckItem]:
     """Verify a generation before it may serve: counts and ids agree between the database,
     LanceDB and tantivy; the embedder and dimensions match; a sample search works. The
-    result is stored on the generation."""
-    store = generation_store(generation)
+    result is stored on the generation. ``store``: the handle its build wrote through."""
+    store = store or generation_store(generation)
     items: list[CheckItem] = []
     expected = expected_chunks(generation)
     vectors, bm25 = store.vectors.count(), store.bm25.count()
@@ -132,10 +135,6 @@ def generation_quality_record(
     )
     generation.refresh_from_db()
     if passed is False:
-        generation_event_record(
-            generation,
-            generation.status,
-            generation.status,
-            actor,
-            ("quality regression: " + quality_summary(report))[:500],
+        states.remark(
+            generation, actor=actor, note="quality regression: " + quality_summary(report)
         )

@@ -1,28 +1,19 @@
-"""Evaluation sets: built from JSON Lines, the API and the playground; run on a
-generation (every mode, every metric, per query); compared between two generations; and
-the quality gate that compares a new generation with the active one before it may be
-auto-promoted.
-
-What is ranked is a *unit*: a document, or one record of a JSON Lines document when the
-query's judgements name records ("corpus.jsonl#4983"). A chunk ranking becomes a unit
-ranking by each unit's best chunk, as a reader would see it."""
+"""Evaluation sets: queries with the units that answer them, built from JSON Lines, the
+API and the playground's marks."""
 
 from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db.models import F
 
-from knowledge_bases import lifecycle
-from knowledge_bases.engines import generation_reader
-from knowledge_bases.models import Document, Generation, KnowledgeBase
-from ragstudio.bounds import (
+from knowledge_bases.models import Document, KnowledgeBase
+from ragstudio.core.bounds import (
     EVAL_GRADE,
     EVAL_IMPORT_MAX_BYTES,
     EVAL_JUDGEMENTS_PER_QUERY,
@@ -31,30 +22,23 @@ from ragstudio.bounds import (
     EVAL_SETS,
     QUERY_MAX_CHARS,
 )
-from ragstudio.errors import Conflict, NotFound, ValidationError
-from search.fusion import FusionParams
-from search.metrics import first_occurrences, mean_metrics, query_metrics
+from ragstudio.core.errors import Conflict, NotFound, ValidationError
 from search.models import (
     EVALSET_NAME_PATTERN,
     EvaluationQuery,
-    EvaluationRun,
     EvaluationSet,
     Judgement,
+    Unit,
 )
-from search.results import SearchParams
-from search.services import ranked_hits
-from search.vocabulary import DEFAULT_FUSION, METRIC_LABELS, SEARCH_MODES, gate_label
 
-# Chunks each mode ranks per query: enough for 100 distinct units in most cases.
-EVAL_POOL = 300
-TOP_KEPT = 10  # units kept per query and mode, for side-by-side comparisons
 TARGET_MAX_CHARS = 700  # a file name (500) and "#" a record id (200)
 _NAME = re.compile(EVALSET_NAME_PATTERN)
 
-Unit = tuple[int, str]  # (document id, record id or "")
 
-
-# --- building sets ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mark:
+    judgement: Judgement
+    query_created: bool  # the query was new to the set
 
 
 @dataclass(frozen=True)
@@ -105,13 +89,6 @@ def evaluation_set_create(
         raise Conflict(
             f"this knowledge base already has an evaluation set named {name!r}", {"name": name}
         ) from None
-
-
-def evaluation_set_get(*, kb: KnowledgeBase, name: str) -> EvaluationSet:
-    found = EvaluationSet.objects.filter(knowledge_base=kb, name=name).first()
-    if found is None:
-        raise NotFound(f"knowledge base {kb.slug!r} has no evaluation set {name!r}")
-    return found
 
 
 def evaluation_set_get_or_create(
@@ -181,7 +158,7 @@ def _grade(value: object, where: str) -> int:
 
 def _judgements_of(query: QueryIn, targets: _Targets) -> dict[Unit, int]:
     """The units of one query with their grades."""
-    text = " ".join(query.text.split())
+    text = EvaluationQuery.normalise(query.text)
     if not text:
         raise ValueError("the query is empty")
     if len(query.text) > QUERY_MAX_CHARS:
@@ -229,7 +206,7 @@ def evaluation_queries_add(
             {"errors": problems[:50]},
         )
     existing = {q.text: q for q in evaluation_set.queries.all()}
-    new_texts = {" ".join(q.text.split()) for q, _ in resolved} - set(existing)
+    new_texts = {EvaluationQuery.normalise(q.text) for q, _ in resolved} - set(existing)
     if len(existing) + len(new_texts) > EVAL_QUERIES.high:
         raise ValidationError(
             f"an evaluation set holds at most {EVAL_QUERIES.high} queries "
@@ -239,7 +216,7 @@ def evaluation_queries_add(
     result = AddResult()
     creator = user if getattr(user, "pk", None) else None
     for query, units in resolved:
-        text = " ".join(query.text.split())
+        text = EvaluationQuery.normalise(query.text)
         row = existing.get(text)
         if row is None:
             row = EvaluationQuery.objects.create(
@@ -362,12 +339,12 @@ def judgement_mark(
     record_id: str = "",
     chunk_id: str = "",
     user: Any = None,
-) -> Judgement:
+) -> Mark:
     """One click in the playground: this result (its document, or its record) answers the
     query (grade >= 1) or does not (0). The set and the query are created as needed."""
     if grade not in EVAL_GRADE:
         raise ValidationError(EVAL_GRADE.describe(), {"field": "grade"})
-    text = " ".join((query or "").split())
+    text = EvaluationQuery.normalise(query)
     if not text or len(text) > QUERY_MAX_CHARS:
         raise ValidationError(
             f"the query must be 1 to {QUERY_MAX_CHARS} characters", {"field": "query"}
@@ -395,250 +372,4 @@ def judgement_mark(
         },
     )
     EvaluationSet.objects.filter(pk=evaluation_set.pk).update(version=F("version") + 1)
-    return judgement
-
-
-def playground_marks(*, kb: KnowledgeBase, set_name: str, query: str) -> dict[Unit, int]:
-    """The grades already given to this query's units in a set (for the playground)."""
-    text = " ".join((query or "").split())
-    rows = Judgement.objects.filter(
-        query__evaluation_set__knowledge_base=kb,
-        query__evaluation_set__name=set_name,
-        query__text=text,
-    ).values_list("document_id", "record_id", "grade")
-    return {(doc, record): grade for doc, record, grade in rows}
-
-
-def evaluation_sets_of(kb: KnowledgeBase) -> list[EvaluationSet]:
-    """The KB's sets with ``query_count`` and ``judged_count`` (queries with a relevant
-    unit: the ones a run measures)."""
-    return list(
-        EvaluationSet.objects.filter(knowledge_base=kb).annotate(
-            query_count=Count("queries", distinct=True),
-            judged_count=Count(
-                "queries", filter=Q(queries__judgements__grade__gt=0), distinct=True
-            ),
-        )
-    )
-
-
-# --- running and comparing -------------------------------------------------------------
-
-
-def _judged(evaluation_set: EvaluationSet) -> list[tuple[EvaluationQuery, dict[Unit, int]]]:
-    """The set's queries with at least one relevant unit, each with its grades."""
-    grades: dict[int, dict[Unit, int]] = {}
-    for query_id, document_id, record, grade in Judgement.objects.filter(
-        query__evaluation_set=evaluation_set
-    ).values_list("query_id", "document_id", "record_id", "grade"):
-        grades.setdefault(query_id, {})[(document_id, record)] = grade
-    queries = evaluation_set.queries.filter(pk__in=list(grades)).order_by("pk")
-    return [(q, grades[q.pk]) for q in queries if any(g > 0 for g in grades[q.pk].values())]
-
-
-def evaluation_run(
-    *, evaluation_set: EvaluationSet, generation: Generation, user: Any = None
-) -> EvaluationRun:
-    """Measure a generation on a set: every mode (hybrid with the default fusion) ranks
-    each query as a search does; nDCG@10, recall@10, recall@100 and MRR per query and
-    their means. Stored with the generation."""
-    if generation.knowledge_base_id != evaluation_set.knowledge_base_id:
-        raise ValidationError("the generation belongs to another knowledge base")
-    if generation.status not in Generation.SEARCHABLE:
-        raise Conflict(
-            f"generation {generation.number} is {generation.status}: its files are gone",
-            {"generation": generation.number},
-        )
-    judged = _judged(evaluation_set)
-    if not judged:
-        raise Conflict(
-            f"evaluation set {evaluation_set.name!r} has no query with a relevant document yet",
-            {"set": evaluation_set.name},
-        )
-    started = time.perf_counter()
-    store = generation_reader(generation)
-    units_of: dict[str, tuple[int, str]] = {}
-    titles: dict[Unit, str] = {}
-    per_query: list[dict[str, Any]] = []
-    totals: dict[str, list[dict[str, float]]] = {mode: [] for mode in SEARCH_MODES}
-    for query, grades in judged:
-        by_record = {doc for doc, record in grades if record}
-        modes: dict[str, Any] = {}
-        for mode in SEARCH_MODES:
-            params = SearchParams(
-                query=query.text, mode=mode, limit=EVAL_POOL, fusion=FusionParams(DEFAULT_FUSION)
-            )
-            hits, _exact = ranked_hits(generation, store, params, EVAL_POOL, {})
-            _learn_units(store, [h.chunk_id for h in hits], units_of, titles)
-            ranked = first_occurrences(
-                _unit(units_of.get(h.chunk_id), by_record) for h in hits if h.chunk_id in units_of
-            )
-            metrics = query_metrics(ranked, grades)
-            totals[mode].append(metrics)
-            modes[mode] = {
-                **{k: round(v, 4) for k, v in metrics.items()},
-                # [document id, record, title]: the unit and what a person calls it
-                "top": [[*u, titles.get(u, "")] for u in ranked[:TOP_KEPT]],
-            }
-        per_query.append({"id": query.pk, "query": query.text, "modes": modes})
-    means = {
-        mode: {k: round(v, 4) for k, v in mean_metrics(rows).items()}
-        for mode, rows in totals.items()
-    }
-    return EvaluationRun.objects.create(
-        evaluation_set=evaluation_set,
-        generation=generation,
-        set_version=evaluation_set.version,
-        fusion=DEFAULT_FUSION,
-        queries=len(judged),
-        metrics=means,
-        per_query=per_query,
-        seconds=time.perf_counter() - started,
-        created_by=user if getattr(user, "pk", None) else None,
-    )
-
-
-def _learn_units(
-    store: Any,
-    chunk_ids: list[str],
-    units_of: dict[str, tuple[int, str]],
-    titles: dict[Unit, str],
-) -> None:
-    missing = [c for c in chunk_ids if c not in units_of]
-    if not missing:
-        return
-    for row in store.vectors.fetch(missing, ["document_id", "record_id", "title"]).values():
-        document_id, record = int(row["document_id"]), row.get("record_id") or ""
-        units_of[row["id"]] = (document_id, record)
-        titles.setdefault((document_id, record), (row.get("title") or "")[:200])
-
-
-def _unit(found: tuple[int, str] | None, by_record: set[int]) -> Unit:
-    assert found is not None
-    document_id, record = found
-    return (document_id, record) if document_id in by_record else (document_id, "")
-
-
-@dataclass(frozen=True)
-class QueryDelta:
-    query: str
-    a: dict[str, Any]  # the mode's metrics and "top" in run a
-    b: dict[str, Any]
-    delta: float  # b - a on the compared metric
-
-
-@dataclass(frozen=True)
-class Comparison:
-    run_a: EvaluationRun
-    run_b: EvaluationRun
-    mode: str
-    metric: str
-    better: list[QueryDelta]
-    worse: list[QueryDelta]
-    unchanged: int
-
-
-def evaluation_compare(
-    *, run_a: EvaluationRun, run_b: EvaluationRun, mode: str = "hybrid", metric: str = "ndcg@10"
-) -> Comparison:
-    """Per query, which got better and which got worse from run a to run b (largest
-    changes first), with both top lists for a side-by-side view."""
-    if mode not in SEARCH_MODES or metric not in METRIC_LABELS:
-        raise ValidationError(f"unknown mode or metric: {mode} {metric}", {"field": "metric"})
-    b_rows = {row["query"]: row for row in run_b.per_query}
-    better: list[QueryDelta] = []
-    worse: list[QueryDelta] = []
-    unchanged = 0
-    for row in run_a.per_query:
-        other = b_rows.get(row["query"])
-        if other is None:
-            continue
-        a, b = row["modes"][mode], other["modes"][mode]
-        delta = round(b[metric] - a[metric], 4)
-        item = QueryDelta(row["query"], a, b, delta)
-        if delta > 0:
-            better.append(item)
-        elif delta < 0:
-            worse.append(item)
-        else:
-            unchanged += 1
-    better.sort(key=lambda d: -d.delta)
-    worse.sort(key=lambda d: d.delta)
-    return Comparison(run_a, run_b, mode, metric, better, worse, unchanged)
-
-
-def latest_run(evaluation_set: EvaluationSet, generation: Generation) -> EvaluationRun | None:
-    return (
-        EvaluationRun.objects.filter(evaluation_set=evaluation_set, generation=generation)
-        .order_by("-created_at", "-id")
-        .first()
-    )
-
-
-# --- the quality gate --------------------------------------------------------------------
-
-
-def generation_quality_gate(*, generation: Generation, actor: Any = None) -> bool | None:
-    """Evaluate the KB's sets on a new generation and on the active one; a regression is
-    any gated metric ("mode:metric" in the KB's quality gate) falling by more than its
-    allowance on any set. The verdict and the numbers are recorded on the generation;
-    None when there is nothing to compare (no judged set, no other active generation)."""
-    kb = generation.knowledge_base
-    kb.refresh_from_db()
-    active = kb.active_generation
-    sets = [s for s in evaluation_sets_of(kb) if s.judged_count]  # type: ignore[attr-defined]
-    gate = dict(kb.quality_gate or {})
-    report: dict[str, Any] = {
-        "gate": gate,
-        "active_generation": active.number if active else None,
-        "sets": [],
-    }
-    if not sets or not gate or active is None or active.pk == generation.pk:
-        report["note"] = (
-            "no evaluation set with judged queries"
-            if not sets
-            else "no quality gate set"
-            if not gate
-            else "no other active generation to compare with"
-        )
-        lifecycle.generation_quality_record(
-            generation=generation, passed=None, report=report, actor=actor
-        )
-        return None
-    passed = True
-    for evaluation_set in sets:
-        new = evaluation_run(evaluation_set=evaluation_set, generation=generation, user=actor)
-        base = evaluation_run(evaluation_set=evaluation_set, generation=active, user=actor)
-        failures = []
-        for key, allowed in sorted(gate.items()):
-            mode, _, metric = key.partition(":")
-            before, after = base.metrics[mode][metric], new.metrics[mode][metric]
-            drop = before - after
-            if drop > float(allowed) + 1e-9:
-                failures.append(
-                    {
-                        "metric": key,
-                        "active": before,
-                        "new": after,
-                        "drop": round(drop, 4),
-                        "allowed": allowed,
-                        "text": f"{gate_label(key)} {before:.3f} -> {after:.3f} "
-                        f"(-{drop:.3f}, at most -{float(allowed):.3f})",
-                    }
-                )
-        passed = passed and not failures
-        report["sets"].append(
-            {
-                "name": evaluation_set.name,
-                "queries": new.queries,
-                "active": base.metrics,
-                "new": new.metrics,
-                "active_run": base.pk,
-                "new_run": new.pk,
-                "failures": failures,
-            }
-        )
-    lifecycle.generation_quality_record(
-        generation=generation, passed=passed, report=report, actor=actor
-    )
-    return passed
+    return Mark(judgement, query_created=created)

@@ -1,0 +1,35 @@
+"""A generation's model, loaded once per process and configured from settings, and the
+per-process cache of query vectors."""
+
+from __future__ import annotations
+
+import threading
+
+from ingestion.embedders import EmbedderConfig, get_embedder
+from ingestion.embedders.query_cache import QueryEmbeddingCache
+from knowledge_bases.models import Generation
+from ragstudio.core.types import Embedder, Vector
+from ragstudio.env import rag_settings
+
+
+def embedder_get(spec: str) -> Embedder:
+    """The loaded model for ``spec``, configured from settings, once per process."""
+    return get_embedder(spec, EmbedderConfig.from_settings(rag_settings()))
+
+
+_query_cache: QueryEmbeddingCache | None = None
+_query_cache_lock = threading.Lock()
+
+
+def query_cache() -> QueryEmbeddingCache:
+    global _query_cache
+    with _query_cache_lock:
+        size = rag_settings()["QUERY_CACHE_SIZE"]
+        if _query_cache is None or _query_cache.size != size:
+            _query_cache = QueryEmbeddingCache(size)
+        return _query_cache
+
+
+def query_vector(generation: Generation, text: str) -> Vector:
+    """The query's vector by the generation's model (cached per process)."""
+    return query_cache().get(embedder_get(generation.embedder), text)

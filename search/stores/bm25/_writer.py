@@ -1,0 +1,35 @@
+"""The one way anything is written to a tantivy index here: a batch of adds and deletes
+under one writer, committed whole or rolled back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+WRITER_HEAP_BYTES = 64 * 1024 * 1024
+
+
+@contextmanager
+def write_batch(index: Any) -> Iterator[Any]:
+    """A writer for one batch: committed when the block ends, rolled back if it raises;
+    merges are waited for and the index reloaded, so the next search sees the batch.
+    tantivy allows one writer per index across processes: holding it for one batch only
+    lets other processes write between our batches."""
+    writer = index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
+    try:
+        yield writer
+        writer.commit()
+    except BaseException:
+        writer.rollback()
+        raise
+    finally:
+        writer.wait_merging_threads()
+    index.reload()
+
+
+def delete_documents(index: Any, document_ids: Any) -> None:
+    """Remove every indexed row of these documents."""
+    with write_batch(index) as writer:
+        for doc in document_ids:
+            writer.delete_documents_by_term("document_id", int(doc))

@@ -1,0 +1,92 @@
+"""The passages of one generation: one tantivy document each (title and the text of its
+chunks), written with their first chunk, deleted with their document."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ragstudio.core.types import EmbeddedChunk
+from search.ranking.filters import SearchFilter, metadata_tokens
+from search.stores.bm25._query import narrowed, plain_text_query
+from search.stores.bm25._schema import PASSAGE_TITLE_BOOST, passage_schema
+from search.stores.bm25._writer import delete_documents, write_batch
+
+
+class PassageIndex:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._index: Any = None
+
+    def exists(self) -> bool:
+        return (self.path / "meta.json").exists()
+
+    def index(self) -> Any:
+        import tantivy
+
+        if self._index is None:
+            if self.exists():
+                self._index = tantivy.Index.open(str(self.path))
+            else:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._index = tantivy.Index(passage_schema(), path=str(self.path))
+        return self._index
+
+    def upsert(self, rows: Sequence[EmbeddedChunk]) -> None:
+        import tantivy
+
+        heads = [r for r in rows if r.chunk.parent_id and r.chunk.parent_text]
+        if not heads:
+            return
+        with write_batch(self.index()) as writer:
+            for row in heads:
+                chunk = row.chunk
+                if not row.new:
+                    writer.delete_documents_by_term("id", chunk.parent_id)
+                writer.add_document(
+                    tantivy.Document(
+                        id=chunk.parent_id,
+                        document_id=chunk.document_id,
+                        title=chunk.title or "",
+                        text=chunk.parent_text,
+                        meta_kv=metadata_tokens(chunk.metadata),
+                        chunks=json.dumps(list(chunk.parent_chunks)).encode(),
+                    )
+                )
+
+    def delete_documents(self, document_ids: Sequence[int]) -> None:
+        if document_ids and self.exists():
+            delete_documents(self.index(), document_ids)
+
+    def count(self) -> int:
+        if not self.exists():
+            return 0
+        index = self.index()
+        index.reload()
+        return int(index.searcher().num_docs)
+
+    def search_members(
+        self, text: str, k: int, *, where: SearchFilter | None = None
+    ) -> list[tuple[str, float, list[str]]]:
+        """(passage id, BM25 score, its chunk ids) of the best ``k`` passages."""
+        if not self.exists() or k <= 0:
+            return []
+        words = plain_text_query(text)
+        if not words:
+            return []
+        index = self.index()
+        query = index.parse_query(
+            words, ["title", "text"], field_boosts={"title": PASSAGE_TITLE_BOOST}
+        )
+        index.reload()
+        query = narrowed(query, where, index.schema)
+        if query is None:
+            return []
+        searcher = index.searcher()
+        out = []
+        for score, address in searcher.search(query, k).hits:
+            doc = searcher.doc(address)
+            out.append((doc["id"][0], float(score), json.loads(bytes(doc["chunks"][0]))))
+        return out
