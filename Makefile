@@ -1,11 +1,12 @@
 # RAG Studio. `make run` sets everything up and serves on 127.0.0.1:8000; `make test` runs
-# the whole suite. Both create the virtualenv (.venv) through `make install`.
+# the whole suite, `make test-fast` the unit and single-process tests. They create the
+# virtualenv (.venv) through `make install`.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-scaleout lint typecheck bench bench-quality bench-search bench-memory bench-remote clean
+.PHONY: install run test test-fast test-scaleout lint typecheck bench bench-quality bench-search bench-memory bench-remote clean
 
 install: $(STAMP)
 
@@ -21,8 +22,15 @@ run: install
 	$(PY) manage.py seed_demo
 	$(PY) manage.py serve 127.0.0.1:8000
 
+# Test processes (pytest-xdist): each loads the model and runs its own worker clusters.
+TEST_PROCESSES ?= 2
+
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_PROCESSES)
+
+# Unit and single-process tests: what a change is checked with before the whole suite.
+test-fast: install
+	$(PY) -m pytest -n $(TEST_PROCESSES) -m "not integration and not subprocess" -q
 
 # The suite again on PostgreSQL, Redis and an S3 API (docs/deploy.md); skipped when the
 # servers are unreachable, except under CI=true.
