@@ -60,6 +60,11 @@ class EmbeddingServer:
         self.requests: list[dict] = []
         self.count = 0
         self.headers: list[dict[str, str]] = []
+        # Requests past ``held_after`` wait until ``release()`` (a test sees a job part-way
+        # through, for as long as it needs, whatever the machine's speed).
+        self.held_after: int | None = None
+        self._gate = threading.Event()
+        self._gate.set()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -82,6 +87,9 @@ class EmbeddingServer:
                     server.count += 1
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    held = server.held_after is not None and server.count > server.held_after
+                if held:
+                    server._gate.wait(timeout=300)
                 if server.keep_requests:
                     server.requests.append(body)
                     server.headers.append({k.lower(): v for k, v in self.headers.items()})
@@ -141,6 +149,14 @@ class EmbeddingServer:
             self._accepted.append((now, tokens))
         return Reply(reply.status, reply.headers, reply.delay + self.latency, reply.dims)
 
+    def hold(self, after: int) -> None:
+        """Answer ``after`` requests, then hold every later one until ``release()``."""
+        self.held_after = after
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {
@@ -154,6 +170,7 @@ class EmbeddingServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
         self.httpd.shutdown()
         self.httpd.server_close()
 
