@@ -1,13 +1,24 @@
-"""The one way anything is written to a tantivy index here: a batch of adds and deletes
-under one writer, committed whole or rolled back."""
+"""Opening a tantivy index, and the one way anything is written to one here: a batch of
+adds and deletes under one writer, committed whole or rolled back."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 WRITER_HEAP_BYTES = 64 * 1024 * 1024
+
+
+def open_or_create(path: Path, schema: Callable[[], Any]) -> Any:
+    """The index at ``path`` with the schema it was built with, or a new, empty one."""
+    import tantivy
+
+    if (path / "meta.json").exists():
+        return tantivy.Index.open(str(path))
+    path.mkdir(parents=True, exist_ok=True)
+    return tantivy.Index(schema(), path=str(path))
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from search.ranking.filters import SearchFilter, metadata_tokens
 from search.ranking.snippets import Highlight
 from search.stores.bm25._query import highlight_words, plain_text_query, scored
 from search.stores.bm25._schema import IndexFeatures, bm25_schema
-from search.stores.bm25._writer import delete_documents, write_batch
+from search.stores.bm25._writer import delete_documents, open_or_create, write_batch
 from search.stores.bm25.passages import PassageIndex
 from search.stores.bm25.replica import Bm25Replica
 from search.stores.objects import ObjectStore
@@ -60,17 +60,11 @@ class Bm25Index:
         return (self.path / "meta.json").exists()
 
     def index(self) -> Any:
-        import tantivy
-
         self._catch_up()
         if self._index is None:
-            if self.exists():
-                # Opened with the schema it was built with: an index from an older release
-                # (without the metadata field) keeps working for search and upserts.
-                self._index = tantivy.Index.open(str(self.path))
-            else:
-                self.path.mkdir(parents=True, exist_ok=True)
-                self._index = tantivy.Index(bm25_schema(), path=str(self.path))
+            # An index from an older release opens with the schema it was built with, and
+            # keeps working for search and upserts.
+            self._index = open_or_create(self.path, bm25_schema)
         return self._index
 
     def features(self) -> IndexFeatures:
@@ -209,38 +203,32 @@ class Bm25Index:
             for score, address in searcher.search(query, 64 * len(passages), count=False).hits
         }
 
-    def parents(self, ids: Sequence[str]) -> dict[str, str]:
-        """The passage of each of these chunks (none from an index without passages)."""
+    def _stored(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The stored fields of these chunk ids."""
         import tantivy
 
         wanted = list(dict.fromkeys(ids))
-        if not wanted or not self.exists() or not self.features().passages:
-            return {}
+        if not wanted or not self.exists():
+            return []
         index = self.index()
         query = tantivy.Query.term_set_query(index.schema, "id", wanted)
         searcher = index.searcher()
-        out: dict[str, str] = {}
-        for _score, address in searcher.search(query, len(wanted) * 2, count=False).hits:
-            doc = searcher.doc(address)
-            parent = doc.get_first("parent")
-            if parent:
-                out[doc["id"][0]] = parent
-        return out
+        hits = searcher.search(query, len(wanted) * 2, count=False).hits
+        return [searcher.doc(address).to_dict() for _score, address in hits]
+
+    def parents(self, ids: Sequence[str]) -> dict[str, str]:
+        """The passage of each of these chunks (none from an index without passages)."""
+        if not self.features().passages:
+            return {}
+        return {doc["id"][0]: doc["parent"][0] for doc in self._stored(ids) if doc.get("parent")}
 
     def rows(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The stored rows of these chunk ids (fields as in LanceDB, vectors aside); none
         from an index of an older release that did not store them all."""
-        import tantivy
-
-        wanted = list(dict.fromkeys(ids))
-        if not wanted or not self.exists() or not self.features().stored_rows:
+        if not self.features().stored_rows:
             return {}
-        index = self.index()
-        query = tantivy.Query.term_set_query(index.schema, "id", wanted)
-        searcher = index.searcher()
         out: dict[str, dict[str, Any]] = {}
-        for _score, address in searcher.search(query, len(wanted) * 2, count=False).hits:
-            doc = searcher.doc(address).to_dict()
+        for doc in self._stored(ids):
             page = doc.get("page") or [None]
             metadata = doc.get("metadata") or [b"{}"]
             out[doc["id"][0]] = {

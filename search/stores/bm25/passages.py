@@ -12,7 +12,7 @@ from ragstudio.core.types import EmbeddedChunk
 from search.ranking.filters import SearchFilter, metadata_tokens
 from search.stores.bm25._query import narrowed, plain_text_query
 from search.stores.bm25._schema import PASSAGE_TITLE_BOOST, passage_schema
-from search.stores.bm25._writer import delete_documents, write_batch
+from search.stores.bm25._writer import delete_documents, open_or_create, write_batch
 
 
 class PassageIndex:
@@ -24,14 +24,8 @@ class PassageIndex:
         return (self.path / "meta.json").exists()
 
     def index(self) -> Any:
-        import tantivy
-
         if self._index is None:
-            if self.exists():
-                self._index = tantivy.Index.open(str(self.path))
-            else:
-                self.path.mkdir(parents=True, exist_ok=True)
-                self._index = tantivy.Index(passage_schema(), path=str(self.path))
+            self._index = open_or_create(self.path, passage_schema)
         return self._index
 
     def upsert(self, rows: Sequence[EmbeddedChunk]) -> None:
