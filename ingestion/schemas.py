@@ -64,8 +64,20 @@ class JobOut(Schema):
         return obj.generation.number  # type: ignore[attr-defined]
 
 
+class UnchangedOut(Schema):
+    filename: str
+    document_id: int
+    version: int
+
+
 class UploadOut(Schema):
-    accepted: list[DocumentOut]
+    accepted: list[DocumentOut] = Field(description="New documents.")
+    versions: list[DocumentOut] = Field(
+        description="New versions of documents with the same name (or external id)."
+    )
+    unchanged: list[UnchangedOut] = Field(
+        description="Files identical to their document's latest version: nothing to do."
+    )
     duplicates: list[DuplicateOut]
     rejected: list[RejectedOut]
     job: JobOut | None

@@ -1,14 +1,26 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest
 from ninja import Body, File, Form, Router, Status
 from ninja.files import UploadedFile
 
 from ingestion.schemas import JobOut, UploadOut
-from ingestion.services import IncomingFile, document_delete, documents_upload
+from ingestion.services import (
+    IncomingFile,
+    UploadMode,
+    UploadResult,
+    document_delete,
+    document_get,
+    document_replace,
+    document_version_restore,
+    documents_upload,
+)
 from knowledge_bases.generations import generations_of
 from knowledge_bases.schemas import (
     DocumentOut,
+    DocumentVersionOut,
     GcOut,
     GenerationOut,
     KnowledgeBaseIn,
@@ -18,7 +30,12 @@ from knowledge_bases.schemas import (
     RebuildIn,
     RebuildPlanOut,
 )
-from knowledge_bases.selectors import documents_of, knowledge_base_get, knowledge_bases_visible_to
+from knowledge_bases.selectors import (
+    document_versions,
+    documents_of,
+    knowledge_base_get,
+    knowledge_bases_visible_to,
+)
 from knowledge_bases.services import (
     generation_promote,
     generation_rebuild_plan,
@@ -35,6 +52,8 @@ from ragstudio.schemas import ERRORS
 
 router = Router(tags=["knowledge bases"])
 OPTIONAL_BODY = Body(None)  # an operation whose body may be left out
+MODE_FORM = Form(UploadMode.REPLACE)
+EXTERNAL_IDS_FORM = Form([])
 
 
 @router.post("", response={201: KnowledgeBaseOut, **ERRORS})
@@ -74,6 +93,26 @@ def list_documents(request: HttpRequest, slug: str):  # type: ignore[no-untyped-
     return list(documents_of(kb))
 
 
+def _upload_body(result: UploadResult) -> dict[str, Any]:
+    body = {
+        "accepted": result.accepted,
+        "versions": result.versions,
+        "unchanged": [
+            {"filename": name, "document_id": doc.pk, "version": doc.version}
+            for name, doc in result.unchanged
+        ],
+        "duplicates": [
+            {"filename": name, "document_id": doc.pk, "existing_filename": doc.original_filename}
+            for name, doc in result.duplicates
+        ],
+        "rejected": [{"filename": name, "reason": reason} for name, reason in result.rejected],
+        "job": result.job,
+    }
+    if not result.queued and not result.duplicates and not result.unchanged:
+        raise ValidationError("no file was accepted", {"rejected": body["rejected"]})
+    return body
+
+
 @router.post("/{slug}/documents", response={200: UploadOut, 202: UploadOut, **ERRORS})
 def upload_documents(  # type: ignore[no-untyped-def]
     request: HttpRequest,
@@ -86,36 +125,90 @@ def upload_documents(  # type: ignore[no-untyped-def]
     embed_batch_size: int = Form(  # type: ignore[assignment]
         None, ge=EMBED_BATCH_SIZE.low, le=EMBED_BATCH_SIZE.high
     ),
+    mode: UploadMode = MODE_FORM,
+    external_id: list[str] = EXTERNAL_IDS_FORM,
 ):
-    """Upload one or many files (multipart field `files`). Accepted files are queued in
-    one ingestion job (202); duplicates and rejected files are listed with reasons."""
+    """Upload one or many files (multipart field `files`). A file whose name a document
+    of the KB has (or whose `external_id`, given once per file in the same order, one
+    has) becomes a new version of it, replacing it in one step once indexed; the same
+    content is reported `unchanged`. `mode=new` adds every file as a separate document.
+    What changed is queued in one ingestion job (202); duplicates and rejected files are
+    listed with reasons."""
     kb = knowledge_base_get(slug=slug, user=request.user, change=True)
+    if external_id and len(external_id) != len(files):
+        raise ValidationError(
+            f"{len(external_id)} external ids for {len(files)} files: give one per file",
+            {"field": "external_id"},
+        )
+    ids = [e[:500] for e in external_id] or [""] * len(files)
     result = documents_upload(
         kb=kb,
-        files=[IncomingFile(name=f.name or "upload", chunks=f.chunks()) for f in files],
+        files=[
+            IncomingFile(name=f.name or "upload", chunks=f.chunks(), external_id=e)
+            for f, e in zip(files, ids, strict=True)
+        ],
         user=request.user,
         oversized=getattr(request, "oversized_uploads", []),
         store_batch_size=store_batch_size,
         embed_batch_size=embed_batch_size,
+        mode=mode,
     )
-    body = {
-        "accepted": result.accepted,
-        "duplicates": [
-            {"filename": name, "document_id": doc.pk, "existing_filename": doc.original_filename}
-            for name, doc in result.duplicates
-        ],
-        "rejected": [{"filename": name, "reason": reason} for name, reason in result.rejected],
-        "job": result.job,
-    }
-    if not result.accepted and not result.duplicates:
-        raise ValidationError("no file was accepted", {"rejected": body["rejected"]})
-    return Status(202 if result.job else 200, body)
+    return Status(202 if result.job else 200, _upload_body(result))
+
+
+@router.get("/{slug}/documents/{int:document_id}", response={200: DocumentOut, **ERRORS})
+def get_document(request: HttpRequest, slug: str, document_id: int):  # type: ignore[no-untyped-def]
+    kb = knowledge_base_get(slug=slug, user=request.user)
+    return document_get(kb=kb, document_id=document_id)
+
+
+@router.put(
+    "/{slug}/documents/{int:document_id}", response={200: UploadOut, 202: UploadOut, **ERRORS}
+)
+def replace_document(  # type: ignore[no-untyped-def]
+    request: HttpRequest, slug: str, document_id: int, file: File[UploadedFile]
+):
+    """A new version of the document from `file` (multipart), whatever the file's name;
+    searches find the previous version until the new one is wholly indexed, then the new
+    one only. The same content as the latest version is `unchanged` (200)."""
+    kb = knowledge_base_get(slug=slug, user=request.user, change=True)
+    document = document_get(kb=kb, document_id=document_id)
+    result = document_replace(
+        kb=kb,
+        document=document,
+        file=IncomingFile(name=file.name or document.original_filename, chunks=file.chunks()),
+        user=request.user,
+    )
+    return Status(202 if result.job else 200, _upload_body(result))
+
+
+@router.get(
+    "/{slug}/documents/{int:document_id}/versions",
+    response={200: list[DocumentVersionOut], **ERRORS},
+)
+def list_versions(request: HttpRequest, slug: str, document_id: int):  # type: ignore[no-untyped-def]
+    """Every version of the document, newest first: who, when, size, chunks changed."""
+    kb = knowledge_base_get(slug=slug, user=request.user)
+    return list(document_versions(document_get(kb=kb, document_id=document_id)))
+
+
+@router.post(
+    "/{slug}/documents/{int:document_id}/versions/{int:number}/restore",
+    response={202: JobOut, **ERRORS},
+)
+def restore_version(request: HttpRequest, slug: str, document_id: int, number: int):  # type: ignore[no-untyped-def]
+    """Make an older version current again, as a new version (history only grows); 409
+    when it has the latest version's content."""
+    kb = knowledge_base_get(slug=slug, user=request.user, change=True)
+    document = document_get(kb=kb, document_id=document_id)
+    job = document_version_restore(kb=kb, document=document, number=number, user=request.user)
+    return Status(202, job)
 
 
 @router.delete("/{slug}/documents/{int:document_id}", response={204: None, **ERRORS})
 def delete_document(request: HttpRequest, slug: str, document_id: int):  # type: ignore[no-untyped-def]
-    """Delete a document and its chunks from the active generation. 409 while a job of
-    the KB is queued or running."""
+    """Delete a document (every version) and its chunks from the active generation. 409
+    while a job of the KB is queued or running."""
     kb = knowledge_base_get(slug=slug, user=request.user, change=True)
     document_delete(kb=kb, document_id=document_id)
     return Status(204, None)

@@ -77,6 +77,12 @@ class KnowledgeBase(models.Model):
 
 
 class Document(models.Model):
+    """A document of a knowledge base: an identity (its file name, or an ``external_id``
+    given by the API or a source) with versions. Its file fields are the latest
+    version's; ``status`` is that version's indexing status, ``serving_version`` the
+    version the serving generation shows (0: none), so a document being replaced stays
+    searchable as its previous version."""
+
     class Status(models.TextChoices):
         PENDING = "pending"
         INDEXED = "indexed"
@@ -87,10 +93,13 @@ class Document(models.Model):
     )
     title = models.CharField(max_length=500)
     original_filename = models.CharField(max_length=500)
+    external_id = models.CharField(max_length=500, blank=True)
     sha256 = models.CharField(max_length=64)
     size = models.PositiveBigIntegerField()
     content_type = models.CharField(max_length=100)
     storage_path = models.CharField(max_length=500)
+    version = models.PositiveIntegerField(default=1)
+    serving_version = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     error_message = models.TextField(blank=True)
     chunk_count = models.PositiveIntegerField(default=0)
@@ -102,15 +111,46 @@ class Document(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["knowledge_base", "sha256"], name="document_unique_content_per_kb"
-            )
+        indexes = [
+            models.Index(fields=["knowledge_base", "status"]),
+            models.Index(fields=["knowledge_base", "sha256"]),
+            models.Index(fields=["knowledge_base", "original_filename"]),
+            models.Index(fields=["knowledge_base", "external_id"]),
         ]
-        indexes = [models.Index(fields=["knowledge_base", "status"])]
 
     def __str__(self) -> str:
         return self.title
+
+
+class DocumentVersion(models.Model):
+    """One version of a document: its file, who brought it, and what indexing it did."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    content_type = models.CharField(max_length=100)
+    storage_path = models.CharField(max_length=500)
+    original_filename = models.CharField(max_length=500)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.CharField(max_length=200, blank=True)  # "uploaded", "restored from v1"
+    # Filled when the version is indexed: its chunks, and how many of them had to be
+    # embedded (their text was new) against reused.
+    chunk_count = models.PositiveIntegerField(null=True, blank=True)
+    chunks_embedded = models.PositiveIntegerField(null=True, blank=True)
+    indexed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["document", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "number"], name="document_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document} v{self.number}"
 
 
 class StatusWriteRefused(RuntimeError):
@@ -248,6 +288,34 @@ class Generation(models.Model):
             yield
         finally:
             _STATUS_WRITER.reset(token)
+
+
+class VersionMask(models.Model):
+    """A document version whose rows a generation holds but searches must not see: one
+    being written (pending: it becomes visible in one step when all its chunks are
+    stored), or one replaced (retired: its rows are deleted after the switch). Searches
+    leave out every masked version, so a reader sees the old version or the new one,
+    never both or neither, and never a document half-indexed."""
+
+    class Kind(models.TextChoices):
+        PENDING = "pending"
+        RETIRED = "retired"
+
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="masks")
+    document_id = models.BigIntegerField()  # rows outlive a deleted document's row
+    version = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["generation", "document_id", "version"], name="version_mask_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.document_id} v{self.version} in {self.generation_id}"
 
 
 class GenerationEvent(models.Model):

@@ -88,6 +88,9 @@ class GcOut(Schema):
     collected: list[int]
     files_deleted: list[int]
     compacted: dict | None
+    versions_swept: int = Field(
+        0, description="Replaced or failed document versions whose rows were deleted."
+    )
 
 
 class KnowledgeBaseOut(Schema):
@@ -126,13 +129,51 @@ class DocumentOut(Schema):
     id: int
     title: str
     original_filename: str
+    external_id: str = Field(description="Its identity when not its file name ('' if none).")
     sha256: str
     size: int
     content_type: str
-    status: str
+    version: int = Field(description="The latest version (what the fields above describe).")
+    serving_version: int = Field(
+        description="The version searches find (0: none yet); below `version` while the "
+        "latest is being indexed, or when it failed."
+    )
+    status: str = Field(description="Of the latest version: pending, indexed or failed.")
     error_message: str
     chunk_count: int
     created_at: datetime
+    updated_at: datetime
+
+
+class DocumentVersionOut(Schema):
+    number: int
+    sha256: str
+    size: int
+    content_type: str
+    original_filename: str
+    uploaded_by: str | None
+    note: str
+    chunk_count: int | None = Field(description="Chunks once indexed (null: not yet).")
+    chunks_embedded: int | None = Field(
+        description="Of those, the chunks whose text was new (the rest reused vectors)."
+    )
+    created_at: datetime
+    indexed_at: datetime | None
+    current: bool = Field(description="The document's latest version.")
+    serving: bool = Field(description="The version searches find.")
+
+    @staticmethod
+    def resolve_uploaded_by(obj: object) -> str | None:
+        user = getattr(obj, "uploaded_by", None)
+        return user.get_username() if user is not None else None
+
+    @staticmethod
+    def resolve_current(obj: object) -> bool:
+        return obj.number == obj.document.version  # type: ignore[attr-defined]
+
+    @staticmethod
+    def resolve_serving(obj: object) -> bool:
+        return obj.number == obj.document.serving_version  # type: ignore[attr-defined]
 
 
 class DuplicateOut(Schema):

@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
 from ingestion.models import IngestionJob
-from knowledge_bases.models import Document, KnowledgeBase
+from knowledge_bases.models import Document, DocumentVersion, KnowledgeBase
 from ragstudio.core.errors import Ambiguous, Forbidden, NotFound
 
 
@@ -104,3 +104,8 @@ def knowledge_bases_with_stats(user: Any) -> QuerySet[KnowledgeBase]:
 def documents_of(kb: KnowledgeBase) -> QuerySet[Document]:
     """The KB's documents, newest first."""
     return kb.documents.all()
+
+
+def document_versions(document: Document) -> QuerySet[DocumentVersion]:
+    """The document's versions, newest first."""
+    return document.versions.select_related("uploaded_by", "document").order_by("-number")

@@ -154,6 +154,7 @@ class RagStudioConfig(TypedDict):
     HEARTBEAT_STALE_SECONDS: int
     JOB_MAX_ATTEMPTS: int
     GC_MIN_AGE_SECONDS: int
+    VERSION_GRACE_SECONDS: int
     ANN_MIN_ROWS: int
     ANN_NPROBES: int
     ANN_REFINE_FACTOR: int

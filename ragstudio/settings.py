@@ -66,6 +66,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "ragstudio.middleware.RequestSizeLimitMiddleware",  # before anything reads the body
+    # Django reads multipart bodies of POST only: a document's new version is a PUT.
+    "ninja.compatibility.files.fix_request_files_middleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -292,6 +294,9 @@ RAGSTUDIO: RagStudioConfig = {
     "JOB_MAX_ATTEMPTS": env_int("RAGSTUDIO_JOB_MAX_ATTEMPTS", 3, minimum=1),
     # GC keeps archived generations younger than this whatever the retention says.
     "GC_MIN_AGE_SECONDS": env_int("RAGSTUDIO_GC_MIN_AGE_SECONDS", 3600, minimum=0),
+    # A replaced document version's rows stay (hidden) this long, so a search that began
+    # before the switch still finds the version it looked for.
+    "VERSION_GRACE_SECONDS": env_int("RAGSTUDIO_VERSION_GRACE_SECONDS", 60, minimum=0),
     # Vector search: exact below this many rows; an IVF_HNSW_SQ index from here up.
     "ANN_MIN_ROWS": env_int("RAGSTUDIO_ANN_MIN_ROWS", 10_000, minimum=256),
     "ANN_NPROBES": env_int("RAGSTUDIO_ANN_NPROBES", 20, minimum=1),

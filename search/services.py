@@ -9,8 +9,14 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
-from knowledge_bases.generations import generation_reader, generation_searchable_get, query_vector
+from knowledge_bases.generations import (
+    generation_reader,
+    generation_searchable_get,
+    query_vector,
+    version_masks,
+)
 from knowledge_bases.models import Document, Generation, KnowledgeBase
 from ragstudio.core.errors import Conflict
 from ragstudio.env import rag_settings
@@ -54,7 +60,7 @@ def vector_ranking(
     vector = query_vector(generation, params.query)
     timings["embed_ms"] = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
-    where = params.filter.lance_where()
+    where = params.filter.lance_where(with_versions=store.vectors.supports_versions())
     # A selective filter leaves few rows: search them exactly rather than ask the ANN
     # index for neighbours most of which the filter then throws away.
     exact = where is not None and store.vectors.count_where(where) <= cfg["ANN_MIN_ROWS"]
@@ -101,7 +107,32 @@ def lexical_ranking(
     return ranked
 
 
+MASK_ATTEMPTS = 3
+
+
 def ranked_hits(
+    generation: Generation,
+    store: GenerationStore,
+    params: SearchParams,
+    depth: int,
+    timings: dict,
+) -> tuple[list[Fused], bool | None]:
+    """The first ``depth`` hits of a search, leaving out the document versions masked in
+    the generation (being written, or replaced). The masks are read again after the
+    engines answered: if a version was masked or unmasked meanwhile, the engines may have
+    seen rows the first reading did not account for, so the search runs again."""
+    masked = version_masks(generation)
+    for _attempt in range(MASK_ATTEMPTS):
+        hidden = replace(params, filter=params.filter.hiding(masked)) if masked else params
+        ranked = _ranked_hits(generation, store, hidden, depth, timings)
+        now = version_masks(generation)
+        if now == masked:
+            break
+        masked = now
+    return ranked
+
+
+def _ranked_hits(
     generation: Generation,
     store: GenerationStore,
     params: SearchParams,

@@ -7,15 +7,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from ingestion.models import IngestionJob
 from ingestion.pipeline.progress import DocumentOutcome, Progress, ProgressSnapshot
-from knowledge_bases.models import Document
+from knowledge_bases.generations import version_show
+from knowledge_bases.models import Document, DocumentVersion, KnowledgeBase
 
 log = logging.getLogger(__name__)
 
@@ -118,23 +120,58 @@ class Reporter(threading.Thread):
         ).update(**fields)
         if not updated:
             return False, False  # taken over: outcomes belong to the new owner now
-        for outcome in outcomes if self.write_documents else []:
-            if outcome.ok:
-                fields = {
-                    "status": Document.Status.INDEXED,
-                    "chunk_count": outcome.chunk_count,
-                    "error_message": "",
-                }
-            else:
-                fields = {
-                    "status": Document.Status.FAILED,
-                    "chunk_count": 0,
-                    "error_message": outcome.error[:2000],
-                }
-            # Document rows describe the generation that serves (or the first build).
-            Document.objects.filter(pk=outcome.document_id).filter(
-                Q(knowledge_base__active_generation_id=self.job.generation_id)
-                | Q(knowledge_base__active_generation__isnull=True)
-            ).update(updated_at=now, **fields)
+        if self.write_documents and outcomes:
+            self._record_outcomes(outcomes, now)
         cancel = IngestionJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
         return True, cancel
+
+    def _record_outcomes(self, outcomes: list[DocumentOutcome], now: datetime) -> None:
+        """A document version whose rows are all stored becomes visible in the job's
+        generation (replacing the version it showed before, in one step); document rows,
+        which describe the generation that serves (or the first build), say so."""
+        generation = self.job.generation
+        active = (
+            KnowledgeBase.objects.filter(pk=self.job.knowledge_base_id)
+            .values_list("active_generation_id", flat=True)
+            .first()
+        )
+        serving = active in (None, generation.pk)
+        documents = {
+            d.pk: d
+            for d in Document.objects.filter(pk__in=[o.document_id for o in outcomes]).only(
+                "pk", "version", "serving_version"
+            )
+        }
+        for outcome in outcomes:
+            document = documents.get(outcome.document_id)
+            if document is None:
+                continue  # deleted meanwhile
+            latest = document.version == outcome.version
+            if not outcome.ok:
+                if latest:
+                    Document.objects.filter(pk=document.pk).update(
+                        status=Document.Status.FAILED,
+                        error_message=outcome.error[:2000],
+                        updated_at=now,
+                    )
+                continue
+            version_show(
+                generation,
+                document.pk,
+                outcome.version,
+                replaces=document.serving_version if serving else 0,
+            )
+            DocumentVersion.objects.filter(document=document, number=outcome.version).update(
+                chunk_count=outcome.chunk_count,
+                chunks_embedded=outcome.chunk_count - outcome.reused,
+                indexed_at=now,
+            )
+            if serving:
+                fields: dict[str, Any] = {
+                    "serving_version": outcome.version,
+                    "chunk_count": outcome.chunk_count,
+                    "updated_at": now,
+                }
+                if latest:
+                    fields.update(status=Document.Status.INDEXED, error_message="")
+                Document.objects.filter(pk=document.pk).update(**fields)

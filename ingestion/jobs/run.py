@@ -24,7 +24,7 @@ from knowledge_bases.generations import (
     document_sources,
     open_build,
 )
-from knowledge_bases.models import Document
+from knowledge_bases.models import Document, KnowledgeBase
 from knowledge_bases.services import generation_build_ended
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,11 @@ def _count_finished_work(job: IngestionJob, done: set[int], progress: Progress) 
     IngestionJob.objects.filter(pk=job.pk).update(documents_done=len(done), documents_failed=0)
 
 
-def _late_documents(job: IngestionJob) -> list[Document]:
-    """Documents uploaded while a rebuild ran: it takes them in before it is ready."""
+def _late_documents(
+    job: IngestionJob, built: dict[int, int], build: GenerationBuild
+) -> list[Document]:
+    """What a rebuild takes in before it is ready: documents uploaded while it ran, and
+    new versions of documents it had built already (their earlier version's rows go)."""
     late = list(
         Document.objects.filter(knowledge_base_id=job.knowledge_base_id)
         .exclude(pk__in=job.documents.values("pk"))
@@ -93,7 +96,13 @@ def _late_documents(job: IngestionJob) -> list[Document]:
         IngestionJob.objects.filter(pk=job.pk).update(
             documents_total=F("documents_total") + len(late)
         )
-    return late
+    changed = [
+        d
+        for d in Document.objects.filter(pk__in=list(built)).order_by("pk")
+        if d.version != built[d.pk]
+    ]
+    build.store.delete_versions([(d.pk, built[d.pk]) for d in changed])
+    return late + changed
 
 
 def _run(
@@ -110,7 +119,9 @@ def _run(
     )
     result: PipelineResult | None = None
     sources = document_sources(documents)
+    built: dict[int, int] = {}  # document -> the version this run built
     while True:
+        built.update((source.id, source.version) for source in sources)
         part = run_pipeline(
             documents=sources,
             embedder=build.embedder,
@@ -124,7 +135,7 @@ def _run(
         result = part if result is None else result.merge(part)
         if job.kind != IngestionJob.Kind.REBUILD or part.cancelled:
             return result
-        late = _late_documents(job)
+        late = _late_documents(job, built, build)
         if not late:
             return result
         sources = document_sources(late)
@@ -151,6 +162,8 @@ def job_execute(
             job.generation, reuse_other_generations=job.kind == IngestionJob.Kind.REBUILD
         )
         todo, done = _job_documents(job, build)
+        if job.kind == IngestionJob.Kind.INGEST:
+            build.mask_pending(todo, serving=_serving(job))
         _count_finished_work(job, done, progress)
         reporter.counting.set()
         result = _run(job, build, todo, progress, cancel)
@@ -168,7 +181,26 @@ def job_execute(
         log.warning("job %s was taken over by another worker; this one stopped", job.pk)
         job.refresh_from_db()
         return job
+    if build is not None:
+        _sweep(job, build)
     return _finish(job, build, result, error)
+
+
+def _serving(job: IngestionJob) -> bool:
+    """Whether the job writes into the generation that serves (or the first build)."""
+    active = KnowledgeBase.objects.filter(pk=job.knowledge_base_id).values_list(
+        "active_generation_id", flat=True
+    )
+    return active.first() in (None, job.generation_id)
+
+
+def _sweep(job: IngestionJob, build: GenerationBuild) -> None:
+    """Rows of versions replaced or failed for good during the job go (they are masked
+    already, so a failure here costs disk only, until GC sweeps again)."""
+    try:
+        build.sweep()
+    except Exception:
+        log.exception("job %s: deleting replaced document versions failed", job.pk)
 
 
 def _index_vectors(job: IngestionJob, build: GenerationBuild) -> None:

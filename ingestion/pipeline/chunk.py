@@ -51,7 +51,7 @@ class Chunker:
         self.overlap = overlap
 
     def chunk(
-        self, document_id: int, sections: Sequence[Section], *, title: str = ""
+        self, document_id: int, sections: Sequence[Section], *, title: str = "", version: int = 1
     ) -> list[Chunk]:
         # The sentence-like units of every section are counted in one call: a call per
         # section costs more than its counting, and a JSON Lines file is many sections.
@@ -75,7 +75,7 @@ class Chunker:
         passages = self._passages(pieces, counts)
         texts = [sections[n].text[a:b] for n, a, b in pieces]
         digests = [content_hash(t) for t in texts]
-        ids = [chunk_id(document_id, i, d) for i, d in enumerate(digests)]
+        ids = [chunk_id(document_id, i, d, version) for i, d in enumerate(digests)]
         chunks = []
         for ordinal, (number, _start, _end) in enumerate(pieces):
             section = sections[number]
@@ -94,9 +94,10 @@ class Chunker:
                     page=section.page,
                     record_id=section.record_id,
                     metadata=dict(section.metadata),
-                    parent_id=parent_id(document_id, first, content_hash(whole)),
+                    parent_id=parent_id(document_id, first, content_hash(whole), version),
                     parent_text=whole if head else "",
                     parent_chunks=tuple(ids[first : last + 1]) if head else (),
+                    version=version,
                 )
             )
         return chunks

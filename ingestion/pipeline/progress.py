@@ -17,6 +17,8 @@ class DocumentOutcome:
     ok: bool
     chunk_count: int = 0
     error: str = ""
+    version: int = 1
+    reused: int = 0  # chunks whose vector was found, not computed
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,11 +97,19 @@ class _Ledger:
         self.failed: dict[int, str] = {}
         self.persisted_docs: set[int] = set()
         self.indexed: dict[int, int] = {}
+        self.versions: dict[int, int] = {}
+        self.reused: dict[int, int] = {}
 
-    def expect(self, document_id: int, chunks: int) -> None:
+    def expect(self, document_id: int, chunks: int, version: int = 1) -> None:
         with self.lock:
             self.remaining[document_id] = chunks
             self.counts[document_id] = chunks
+            self.versions[document_id] = version
+
+    def note_reused(self, chunks: Sequence[Chunk]) -> None:
+        with self.lock:
+            for chunk in chunks:
+                self.reused[chunk.document_id] = self.reused.get(chunk.document_id, 0) + 1
 
     def fail(self, document_id: int, message: str) -> None:
         with self.lock:
@@ -109,7 +117,10 @@ class _Ledger:
                 return
             self.failed[document_id] = message
             self.remaining.pop(document_id, None)
-        self.progress.document_done(DocumentOutcome(document_id, ok=False, error=message))
+            version = self.versions.get(document_id, 1)
+        self.progress.document_done(
+            DocumentOutcome(document_id, ok=False, error=message, version=version)
+        )
 
     def is_failed(self, document_id: int) -> bool:
         with self.lock:
@@ -130,7 +141,15 @@ class _Ledger:
                     done.append(doc)
         self.progress.add(persisted=len(rows))
         for doc in done:
-            self.progress.document_done(DocumentOutcome(doc, ok=True, chunk_count=self.counts[doc]))
+            self.progress.document_done(
+                DocumentOutcome(
+                    doc,
+                    ok=True,
+                    chunk_count=self.counts[doc],
+                    version=self.versions.get(doc, 1),
+                    reused=self.reused.get(doc, 0),
+                )
+            )
 
 
 Parse = Callable[..., list[Section]]
@@ -141,7 +160,7 @@ def _chunk_document(
 ) -> list[Chunk]:
     try:
         sections = parse(doc.read(), doc.filename, max_bytes=max_bytes)
-        doc_chunks = chunker.chunk(doc.id, sections, title=doc.title)
+        doc_chunks = chunker.chunk(doc.id, sections, title=doc.title, version=doc.version)
         if not doc_chunks:
             raise DocumentError("no text found in the document")
     except DocumentError as exc:
@@ -153,7 +172,7 @@ def _chunk_document(
     except Exception as exc:  # a parser bug must not take the other documents down
         ledger.fail(doc.id, f"unexpected error while parsing: {type(exc).__name__}: {exc}")
         return []
-    ledger.expect(doc.id, len(doc_chunks))
+    ledger.expect(doc.id, len(doc_chunks), doc.version)
     ledger.progress.add(total=len(doc_chunks))
     return doc_chunks
 
@@ -240,7 +259,7 @@ def run_pipeline(
                 def windows_to_embed() -> Iterator[list[Chunk]]:
                     for window in windows:
                         result.chunks += len(window)
-                        yield _reuse(window, vector_cache, sink, progress, result, cancel)
+                        yield _reuse(window, vector_cache, sink, progress, result, cancel, ledger)
 
                 def items() -> Iterator[tuple[str, int]]:
                     for part in prefetched:
@@ -260,7 +279,7 @@ def run_pipeline(
             else:
                 for window in windows:
                     result.chunks += len(window)
-                    to_embed = _reuse(window, vector_cache, sink, progress, result, cancel)
+                    to_embed = _reuse(window, vector_cache, sink, progress, result, cancel, ledger)
                     batches = _one_at_a_time(
                         to_embed, embedder, ledger, cancel, max_items, max_tokens, count_retry
                     )
@@ -273,11 +292,13 @@ def run_pipeline(
         result.writes = sink.writes
         result.cancelled = cancel.is_set()
         result.seconds = time.monotonic() - started
-    # Rows already written for a document that failed later are removed, so a failed
-    # document never answers searches.
-    stale = [doc for doc in ledger.failed if doc in ledger.persisted_docs]
+    # Rows already written for a document version that failed later are removed (that
+    # version only: an earlier one may be serving).
+    stale = [
+        (doc, ledger.versions.get(doc, 1)) for doc in ledger.failed if doc in ledger.persisted_docs
+    ]
     if stale:
-        store.delete_documents(stale)
+        store.delete_versions(stale)
     result.persisted = progress.persisted
     result.failed = dict(ledger.failed)
     result.indexed = dict(ledger.indexed)
@@ -345,6 +366,7 @@ def _reuse(
     progress: Progress,
     result: PipelineResult,
     cancel: threading.Event,
+    ledger: _Ledger,
 ) -> list[Chunk]:
     """Hand the chunks whose vectors the cache has to the sink; return the others."""
     if vector_cache is None:
@@ -358,6 +380,7 @@ def _reuse(
         reused = [EmbeddedChunk(c, found[c.content_hash]) for c in part if c.content_hash in found]
         to_embed.extend(c for c in part if c.content_hash not in found)
         if reused:
+            ledger.note_reused([r.chunk for r in reused])
             progress.add(skipped=len(reused), queued=len(reused))
             sink.put(reused)
             result.skipped += len(reused)

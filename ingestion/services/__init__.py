@@ -1,5 +1,11 @@
-"""Ingestion services: uploads and deletes, and the job queue."""
+"""Ingestion services: uploads, document versions and deletes, and the job queue."""
 
+from ingestion.services.documents import (
+    document_delete,
+    document_get,
+    document_replace,
+    document_version_restore,
+)
 from ingestion.services.queue import (
     batch_sizes_validate,
     enqueue_job,
@@ -10,16 +16,20 @@ from ingestion.services.queue import (
 )
 from ingestion.services.uploads import (
     IncomingFile,
+    UploadMode,
     UploadResult,
-    document_delete,
     documents_upload,
 )
 
 __all__ = [
     "IncomingFile",
+    "UploadMode",
     "UploadResult",
     "batch_sizes_validate",
     "document_delete",
+    "document_get",
+    "document_replace",
+    "document_version_restore",
     "documents_upload",
     "enqueue_job",
     "ingestion_job_cancel",

@@ -1,4 +1,6 @@
-"""Uploads and deletes of documents: the writes the web, the API and the CLI share."""
+"""Uploads of documents: the writes the web, the API, the CLI and sources share. A file
+whose name (or external id) a document of the knowledge base already has becomes a new
+version of that document, unless the caller asks for a separate document."""
 
 from __future__ import annotations
 
@@ -8,26 +10,25 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Max, Sum
 
 from ingestion.models import IngestionJob
 from ingestion.pipeline.parse import CONTENT_TYPES, SNIFF_BYTES, detect_format
 from ingestion.services.queue import batch_sizes_validate, ingestion_job_create
 from knowledge_bases.generations import (
-    document_file_forget,
     document_file_share,
-    generation_documents_delete,
     upload_dir,
     upload_local_path,
     upload_storage_path,
 )
-from knowledge_bases.models import Document, KnowledgeBase
-from ragstudio.core.errors import Conflict, NotFound, ValidationError
+from knowledge_bases.models import Document, DocumentVersion, KnowledgeBase
+from ragstudio.core.errors import ValidationError
 from ragstudio.core.types import DocumentError
 from ragstudio.env import rag_settings
 
@@ -38,14 +39,27 @@ class IncomingFile:
 
     name: str
     chunks: Iterable[bytes]
+    # The document's identity when it is not its file name (the API, a source).
+    external_id: str = ""
+
+
+class UploadMode(StrEnum):
+    REPLACE = "replace"  # a known name or external id: a new version of that document
+    NEW = "new"  # always a separate document
 
 
 @dataclass
 class UploadResult:
-    accepted: list[Document] = field(default_factory=list)
+    accepted: list[Document] = field(default_factory=list)  # new documents
+    versions: list[Document] = field(default_factory=list)  # new versions of documents
+    unchanged: list[tuple[str, Document]] = field(default_factory=list)  # same content
     duplicates: list[tuple[str, Document]] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     job: IngestionJob | None = None
+
+    @property
+    def queued(self) -> list[Document]:
+        return [*self.accepted, *self.versions]
 
 
 def _clean_name(name: str) -> str:
@@ -95,13 +109,195 @@ def _storage_quota(kb: KnowledgeBase) -> tuple[int, int] | None:
     owner = kb.owner
     if not limit or owner is None or owner.is_staff:
         return None
-    used = Document.objects.filter(knowledge_base__owner=owner).aggregate(n=Sum("size"))["n"]
+    used = DocumentVersion.objects.filter(document__knowledge_base__owner=owner).aggregate(
+        n=Sum("size")
+    )["n"]
     return int(used or 0), limit
 
 
 def _title_from(name: str) -> str:
     stem = PurePath(name).stem.replace("_", " ").replace("-", " ").strip()
     return (stem or name)[:500]
+
+
+@dataclass(frozen=True)
+class _Staged:
+    name: str
+    tmp: Path
+    sha256: str
+    size: int
+    content_type: str
+    external_id: str
+
+
+def _stage(files: Sequence[IncomingFile], kb: KnowledgeBase, result: UploadResult) -> list[_Staged]:
+    """Each file streamed to a temp file, hashed, size-checked, quota-checked and sniffed;
+    the rejected ones recorded with their reason."""
+    upload_root = upload_dir(kb.pk)
+    max_bytes = settings.RAGSTUDIO_MAX_UPLOAD_BYTES
+    staged: list[_Staged] = []
+    seen: dict[str, str] = {}
+    quota = _storage_quota(kb)
+    for incoming in files:
+        name = _clean_name(incoming.name)
+        try:
+            tmp, sha, size = _store_stream(incoming.chunks, upload_root, max_bytes)
+        except DocumentError as exc:
+            result.rejected.append((name, str(exc)))
+            continue
+        reason = ""
+        if quota is not None:
+            used, limit = quota
+            if used + size > limit:
+                reason = f"over the storage quota: {used:,} of {limit:,} bytes used"
+            else:
+                quota = (used + size, limit)
+        fmt = ""
+        if not reason:
+            try:
+                with open(tmp, "rb") as fh:
+                    fmt = detect_format(_sniff_head(fh), name)
+            except DocumentError as exc:
+                reason = str(exc)
+            except Exception as exc:  # a file no sniffing rule expected: its own verdict
+                reason = f"unreadable file ({type(exc).__name__})"
+        if not reason and sha in seen:
+            reason = f"duplicate of {seen[sha]!r} in this upload"
+        if reason:
+            os.unlink(tmp)
+            result.rejected.append((name, reason))
+            continue
+        seen[sha] = name
+        external_id = (incoming.external_id or "").strip()[:500]
+        staged.append(_Staged(name, tmp, sha, size, CONTENT_TYPES[fmt], external_id))
+    return staged
+
+
+def _identity(kb: KnowledgeBase, item: _Staged) -> Document | None:
+    """The document a file is a version of: the one with its external id, else the
+    newest with its name (and no external id)."""
+    documents = Document.objects.filter(knowledge_base=kb)
+    if item.external_id:
+        return documents.filter(external_id=item.external_id).first()
+    return (
+        documents.filter(original_filename=item.name, external_id="")
+        .order_by("-updated_at", "-pk")
+        .first()
+    )
+
+
+def _keep_file(kb: KnowledgeBase, item: _Staged) -> str:
+    """Move a staged file to where its content lives (content-addressed: a file already
+    there is the same bytes) and share it with the other hosts; its storage path."""
+    storage_path = upload_storage_path(kb.pk, item.sha256)
+    final = upload_local_path(storage_path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(item.tmp, final)
+    # Shared before its row exists: a worker on another host reads it from there.
+    document_file_share(storage_path)
+    return storage_path
+
+
+def version_add(
+    *,
+    document: Document,
+    sha256: str,
+    size: int,
+    content_type: str,
+    storage_path: str,
+    filename: str,
+    user: Any = None,
+    note: str = "uploaded",
+) -> Document:
+    """A new version of ``document`` (its latest, to be indexed: pending)."""
+    number = (document.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+    uploader = user if getattr(user, "pk", None) else None
+    DocumentVersion.objects.create(
+        document=document,
+        number=number,
+        sha256=sha256,
+        size=size,
+        content_type=content_type,
+        storage_path=storage_path,
+        original_filename=filename,
+        uploaded_by=uploader,
+        note=note[:200],
+    )
+    document.version = number
+    document.sha256, document.size, document.content_type = sha256, size, content_type
+    document.storage_path, document.original_filename = storage_path, filename
+    document.status, document.error_message = Document.Status.PENDING, ""
+    document.uploaded_by = uploader
+    document.save()
+    return document
+
+
+def _document_add(kb: KnowledgeBase, item: _Staged, storage_path: str, user: Any) -> Document:
+    document = Document.objects.create(
+        knowledge_base=kb,
+        title=_title_from(item.name),
+        original_filename=item.name,
+        external_id=item.external_id,
+        sha256=item.sha256,
+        size=item.size,
+        content_type=item.content_type,
+        storage_path=storage_path,
+        uploaded_by=user if getattr(user, "pk", None) else None,
+    )
+    DocumentVersion.objects.create(
+        document=document,
+        number=1,
+        sha256=item.sha256,
+        size=item.size,
+        content_type=item.content_type,
+        storage_path=storage_path,
+        original_filename=item.name,
+        uploaded_by=document.uploaded_by,
+        note="uploaded",
+    )
+    return document
+
+
+def _place(
+    kb: KnowledgeBase,
+    item: _Staged,
+    mode: UploadMode,
+    user: Any,
+    result: UploadResult,
+    target: Document | None,
+) -> None:
+    """One staged file: a new document, a new version, unchanged, or a duplicate."""
+    if target is None and mode == UploadMode.REPLACE:
+        target = _identity(kb, item)
+    if mode == UploadMode.NEW and item.external_id and _identity(kb, item) is not None:
+        result.rejected.append(
+            (item.name, f"a document with external id {item.external_id!r} exists already")
+        )
+        return
+    if target is not None and target.sha256 == item.sha256:
+        result.unchanged.append((item.name, target))
+        return
+    same = Document.objects.filter(knowledge_base=kb, sha256=item.sha256)
+    if target is not None:
+        same = same.exclude(pk=target.pk)
+    duplicate = same.first()
+    if duplicate is not None:
+        result.duplicates.append((item.name, duplicate))
+        return
+    storage_path = _keep_file(kb, item)
+    if target is None:
+        result.accepted.append(_document_add(kb, item, storage_path, user))
+        return
+    version_add(
+        document=target,
+        sha256=item.sha256,
+        size=item.size,
+        content_type=item.content_type,
+        storage_path=storage_path,
+        filename=item.name,
+        user=user,
+    )
+    result.versions.append(target)
 
 
 def documents_upload(
@@ -113,125 +309,51 @@ def documents_upload(
     store_batch_size: int | None = None,
     embed_batch_size: int | None = None,
     oversized: Sequence[str] = (),
+    mode: UploadMode | str = UploadMode.REPLACE,
+    document: Document | None = None,
 ) -> UploadResult:
-    """Store files, create Document rows (one per distinct content per KB) and queue one
-    job for them. Empty, binary, unsupported and oversized files are rejected with a
-    reason; the same content twice is reported as a duplicate, not stored twice.
-    ``oversized`` names files the request stopped reading at the size limit."""
+    """Store files and queue one job for what changed. A file whose name (or external
+    id) a document has is a new version of it (``mode="new"``: a separate document
+    instead), or unchanged when its content is the same; new content becomes a new
+    document. The same content as another document is a duplicate, not stored twice.
+    Empty, binary, unsupported and oversized files are rejected with a reason
+    (``oversized`` names files the request stopped reading at the size limit).
+    ``document``: the one file is a new version of that document, whatever its name."""
     if not files and not oversized:
         raise ValidationError("no files were uploaded", {"field": "files"})
+    try:
+        mode = UploadMode(mode)
+    except ValueError:
+        raise ValidationError("mode is 'replace' or 'new'", {"field": "mode"}) from None
     batch_sizes_validate(store_batch_size, embed_batch_size)
-    upload_root = upload_dir(kb.pk)
     max_bytes = settings.RAGSTUDIO_MAX_UPLOAD_BYTES
     result = UploadResult()
     for name in oversized:
         result.rejected.append(
             (_clean_name(name), f"file too large: over {max_bytes:,} bytes (the limit)")
         )
-    staged: list[tuple[str, Path, str, int, str]] = []
-    seen: dict[str, str] = {}
-    quota = _storage_quota(kb)
+    staged: list[_Staged] = []
     try:
-        for incoming in files:
-            name = _clean_name(incoming.name)
-            try:
-                tmp, sha, size = _store_stream(incoming.chunks, upload_root, max_bytes)
-            except DocumentError as exc:
-                result.rejected.append((name, str(exc)))
-                continue
-            if quota is not None:
-                used, limit = quota
-                if used + size > limit:
-                    os.unlink(tmp)
-                    result.rejected.append(
-                        (name, f"over the storage quota: {used:,} of {limit:,} bytes used")
-                    )
-                    continue
-                quota = (used + size, limit)
-            try:
-                with open(tmp, "rb") as fh:
-                    fmt = detect_format(_sniff_head(fh), name)
-            except DocumentError as exc:
-                os.unlink(tmp)
-                result.rejected.append((name, str(exc)))
-                continue
-            except Exception as exc:  # a file no sniffing rule expected: its own verdict
-                os.unlink(tmp)
-                result.rejected.append((name, f"unreadable file ({type(exc).__name__})"))
-                continue
-            if sha in seen:
-                os.unlink(tmp)
-                result.rejected.append((name, f"duplicate of {seen[sha]!r} in this upload"))
-                continue
-            seen[sha] = name
-            staged.append((name, tmp, sha, size, CONTENT_TYPES[fmt]))
-
+        staged = _stage(files, kb, result)
         with transaction.atomic():
-            existing = {
-                d.sha256: d
-                for d in Document.objects.filter(
-                    knowledge_base=kb, sha256__in=[s[2] for s in staged]
-                )
-            }
-            for name, tmp, sha, size, content_type in staged:
-                if sha in existing:
-                    result.duplicates.append((name, existing[sha]))
-                    continue
-                storage_path = upload_storage_path(kb.pk, sha)
-                final = upload_local_path(storage_path)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, final)
-                # Shared before its row exists: a worker on another host reads it from there.
-                document_file_share(storage_path)
-                result.accepted.append(
-                    Document.objects.create(
-                        knowledge_base=kb,
-                        title=_title_from(name),
-                        original_filename=name,
-                        sha256=sha,
-                        size=size,
-                        content_type=content_type,
-                        storage_path=storage_path,
-                        uploaded_by=user if getattr(user, "pk", None) else None,
-                    )
-                )
-            if result.accepted:
+            # One upload at a time per knowledge base: identities and duplicates are
+            # decided against what the others stored.
+            KnowledgeBase.objects.select_for_update().filter(pk=kb.pk).first()
+            if document is not None:
+                document.refresh_from_db()
+            for item in staged:
+                _place(kb, item, mode, user, result, document)
+            if result.queued:
                 result.job = ingestion_job_create(
                     kb=kb,
-                    documents=result.accepted,
+                    documents=result.queued,
                     user=user,
                     enqueue=enqueue,
                     store_batch_size=store_batch_size,
                     embed_batch_size=embed_batch_size,
                 )
     finally:
-        for _, tmp, *_rest in staged:
+        for item in staged:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+                os.unlink(item.tmp)
     return result
-
-
-def document_delete(*, kb: KnowledgeBase, document_id: int) -> Document:
-    """Remove a document: its rows from the active generation's stores, its stored file,
-    its row. Refused (409) while a job of the KB is queued or running, since a job may be
-    writing to the same stores (tantivy allows one writer) or be about to read the file.
-    Archived generations keep their copy of its chunks: they are snapshots."""
-    with transaction.atomic():
-        KnowledgeBase.objects.select_for_update().filter(pk=kb.pk).first()
-        document = Document.objects.filter(knowledge_base=kb, pk=document_id).first()
-        if document is None:
-            raise NotFound(f"document {document_id} not found in {kb.slug!r}")
-        busy = IngestionJob.objects.filter(knowledge_base=kb, status__in=IngestionJob.LIVE).first()
-        if busy is not None:
-            raise Conflict(
-                f"job {busy.pk} is {busy.status}: delete documents when it has finished",
-                {"job": busy.pk},
-            )
-        kb.refresh_from_db()
-        if kb.active_generation is not None:
-            generation_documents_delete(generation=kb.active_generation, document_ids=[document.pk])
-        deleted_id = document.pk
-        document.delete()
-        document.pk = deleted_id
-    document_file_forget(document.storage_path)
-    return document

@@ -71,6 +71,12 @@ from knowledge_bases.generations.swap import (
     promote_verdict,
     rollback_verdict,
 )
+from knowledge_bases.generations.versions import (
+    version_counts_visible,
+    version_masks,
+    version_show,
+    versions_sweep,
+)
 
 __all__ = [
     "OVERRIDE_MAX_CHARS",
@@ -124,4 +130,8 @@ __all__ = [
     "upload_dir",
     "upload_local_path",
     "upload_storage_path",
+    "version_counts_visible",
+    "version_masks",
+    "version_show",
+    "versions_sweep",
 ]

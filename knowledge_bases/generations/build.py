@@ -10,6 +10,7 @@ from django.db import transaction
 from knowledge_bases.generations import states
 from knowledge_bases.generations.build_settings import rebuild_settings_resolve
 from knowledge_bases.generations.storage import generation_store, table_name
+from knowledge_bases.generations.versions import masks_forget
 from knowledge_bases.models import Generation, KnowledgeBase
 from ragstudio.core.errors import Conflict
 
@@ -122,6 +123,7 @@ def generation_documents_delete(*, generation: Generation, document_ids: list[in
     returns that count."""
     store = generation_store(generation)
     store.delete_documents(document_ids)
+    masks_forget(generation, document_ids)
     remaining = store.vectors.count()
     generation_counts_record(generation=generation, chunks=remaining, vectors=remaining)
     return remaining

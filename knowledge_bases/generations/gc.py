@@ -18,6 +18,7 @@ from knowledge_bases.generations.storage import (
     storage_cleanup_run,
 )
 from knowledge_bases.generations.swap import locked_kb
+from knowledge_bases.generations.versions import versions_sweep
 from knowledge_bases.models import Generation, KnowledgeBase
 from ragstudio.env import rag_settings
 
@@ -66,6 +67,16 @@ def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> 
     for generation in pending:
         generation_files_delete(generation)
         deleted.append(generation.number)
+    # Rows of document versions no search will see again, where no job writes (a job
+    # sweeps its own generation when it ends; this finishes what a crash left).
+    swept = 0
+    idle = Generation.objects.filter(knowledge_base=kb, masks__isnull=False).exclude(
+        pk__in=IngestionJob.objects.filter(knowledge_base=kb, status__in=IngestionJob.LIVE).values(
+            "generation_id"
+        )
+    )
+    for generation in idle.exclude(status=S.COLLECTED).distinct():
+        swept += versions_sweep(generation, generation_store(generation))
     compacted = None
     kb.refresh_from_db()
     if kb.active_generation is not None:
@@ -81,6 +92,7 @@ def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> 
         "collected": sorted(g.number for g in doomed),
         "files_deleted": sorted(deleted),
         "compacted": compacted,
+        "versions_swept": swept,
     }
 
 

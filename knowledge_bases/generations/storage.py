@@ -20,6 +20,7 @@ from django.utils import timezone
 from ingestion.pipeline.chunk import Chunker
 from ingestion.pipeline.runner import PipelineConfig
 from knowledge_bases.generations.embedding import embedder_get
+from knowledge_bases.generations.versions import versions_mask, versions_sweep
 from knowledge_bases.models import Document, Generation, KnowledgeBase, StorageCleanup
 from ragstudio.core.errors import Conflict
 from ragstudio.core.types import Embedder, SourceDocument, VectorCache
@@ -131,13 +132,15 @@ def document_file_forget(storage_path: str) -> None:
 
 
 def document_sources(documents: Iterable[Document]) -> list[SourceDocument]:
-    """Documents as the pipeline reads them: each file read when its turn comes."""
+    """Documents (their latest versions) as the pipeline reads them: each file read when
+    its turn comes."""
     return [
         SourceDocument(
             id=doc.pk,
             filename=doc.original_filename,
             title=doc.title,
             read=functools.partial(document_read, doc.storage_path),
+            version=doc.version,
         )
         for doc in documents
     ]
@@ -230,6 +233,23 @@ class GenerationBuild:
 
     def rows(self) -> int:
         return self.store.vectors.count()
+
+    def mask_pending(self, documents: Iterable[Document], *, serving: bool) -> None:
+        """Mask the versions about to be written, so none is seen until all its rows are
+        (a version already serving here stays visible). In stores of an older release,
+        which do not tell versions apart, a document's old rows go first."""
+        to_mask = [d for d in documents if not (serving and d.version == d.serving_version)]
+        if not self.store.supports_versions():
+            replaced = [
+                d.pk for d in to_mask if d.serving_version and d.serving_version != d.version
+            ]
+            self.store.delete_documents(replaced)
+        versions_mask(self.generation, [(d.pk, d.version) for d in to_mask])
+
+    def sweep(self) -> int:
+        """Delete the rows of versions no search will see again (replaced, failed,
+        superseded)."""
+        return versions_sweep(self.generation, self.store)
 
     def index_vectors(self) -> str:
         """Build (or bring up to date) the ANN index once the table is past the size

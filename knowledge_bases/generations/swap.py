@@ -4,7 +4,6 @@ and the pages, the admin and the CLI show the same reason."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +14,8 @@ from ingestion.models import IngestionJob
 from knowledge_bases.generations import states
 from knowledge_bases.generations.check import quality_summary
 from knowledge_bases.generations.storage import generation_store
-from knowledge_bases.models import Document, Generation, KnowledgeBase
+from knowledge_bases.generations.versions import masks_forget, version_counts_visible
+from knowledge_bases.models import Document, DocumentVersion, Generation, KnowledgeBase
 from ragstudio.core.errors import Conflict, NotFound, ValidationError
 
 S = Generation.Status
@@ -66,6 +66,8 @@ class Activation:
 
     generation: Generation
     requeue: list[Document] = field(default_factory=list)
+    # Documents that went back to the version this generation was built with (a rollback).
+    reverted: list[Document] = field(default_factory=list)
 
 
 def promote_verdict(
@@ -151,7 +153,7 @@ def generation_promote(
     if generation.quality_passed is False:
         who = getattr(actor, "username", "") or "the operator (CLI)"
         note = f"promote despite a quality regression, override by {who}: {reason}"
-    return _activate(kb, verdict.target, actor, note)
+    return _activate(kb, verdict.target, actor, note, rollback=False)
 
 
 @transaction.atomic
@@ -161,10 +163,13 @@ def generation_rollback(*, kb: KnowledgeBase, actor: Any = None) -> Activation:
     if verdict.target is None:
         raise Conflict(verdict.blocker)
     target = Generation.objects.select_for_update().get(pk=verdict.target.pk)
-    return _activate(kb, target, actor, f"rollback from {kb.active_generation.number}")  # type: ignore[union-attr]
+    note = f"rollback from {kb.active_generation.number}"  # type: ignore[union-attr]
+    return _activate(kb, target, actor, note, rollback=True)
 
 
-def _activate(kb: KnowledgeBase, target: Generation, actor: Any, note: str) -> Activation:
+def _activate(
+    kb: KnowledgeBase, target: Generation, actor: Any, note: str, *, rollback: bool
+) -> Activation:
     now = timezone.now()
     current = kb.active_generation
     if current is not None:
@@ -187,40 +192,68 @@ def _activate(kb: KnowledgeBase, target: Generation, actor: Any, note: str) -> A
             "updated_at",
         ]
     )
-    return Activation(target, _sync_documents(kb, target))
+    requeue, reverted = _sync_documents(kb, target, rollback=rollback)
+    return Activation(target, requeue, reverted)
 
 
-def _sync_documents(kb: KnowledgeBase, target: Generation) -> list[Document]:
-    """Document rows describe the active generation: take the chunk counts from the one now
-    serving. Documents it lacks (uploaded after it was built, or rolled back past) go back
-    to pending; they are returned for the caller to index into it."""
+DOCUMENT_STATE = ["status", "chunk_count", "error_message", "serving_version"]
+FILE_FIELDS = ["version", "sha256", "size", "content_type", "storage_path", "original_filename"]
+
+
+def _sync_documents(
+    kb: KnowledgeBase, target: Generation, *, rollback: bool
+) -> tuple[list[Document], list[Document]]:
+    """Document rows describe the active generation: take each document's version and
+    chunk count from the one now serving. A rollback brings back the versions that
+    generation was built with (returned second); after a promote, a document it holds in
+    an older version serves that one until its latest is indexed into it. Documents it
+    lacks (uploaded after it was built, or rolled back past) go back to pending. The
+    documents to index into it are returned first, for the caller to queue."""
     store = generation_store(target)
-    counts = Counter(r["document_id"] for r in store.vectors.rows(columns=["document_id"]))
+    held = version_counts_visible(target, store)
     # A document deleted since this generation was built stays deleted: an archived
     # generation still holds its chunks, which would answer with an empty citation.
     existing = set(
-        Document.objects.filter(knowledge_base=kb, pk__in=list(counts)).values_list("pk", flat=True)
+        Document.objects.filter(knowledge_base=kb, pk__in=list(held)).values_list("pk", flat=True)
     )
-    deleted = sorted(set(counts) - existing)
+    deleted = sorted(set(held) - existing)
     if deleted:
         store.delete_documents(deleted)
+        masks_forget(target, deleted)
     changed: list[Document] = []
+    reverted: list[Document] = []
     missing: list[Document] = []
-    for doc in Document.objects.filter(knowledge_base=kb).only(
-        "pk", "status", "chunk_count", "error_message"
-    ):
-        if counts.get(doc.pk):
-            new = (Document.Status.INDEXED, counts[doc.pk], "")
+    for doc in Document.objects.filter(knowledge_base=kb):
+        before = [getattr(doc, f) for f in DOCUMENT_STATE + FILE_FIELDS]
+        if doc.pk in held:
+            version, count = held[doc.pk]
+            if version != doc.version and (rollback or version > doc.version):
+                _point_at(doc, version)
+                reverted.append(doc)
+            doc.serving_version, doc.chunk_count = version, count
+            if version == doc.version:
+                doc.status, doc.error_message = Document.Status.INDEXED, ""
+            else:
+                doc.status = Document.Status.PENDING
+                missing.append(doc)
         elif doc.status == Document.Status.FAILED:
-            continue
+            doc.serving_version, doc.chunk_count = 0, 0
         else:
-            new = (Document.Status.PENDING, 0, doc.error_message)
+            doc.status, doc.serving_version, doc.chunk_count = Document.Status.PENDING, 0, 0
             missing.append(doc)
-        if (doc.status, doc.chunk_count, doc.error_message) != new:
-            doc.status, doc.chunk_count, doc.error_message = new
+        if [getattr(doc, f) for f in DOCUMENT_STATE + FILE_FIELDS] != before:
             changed.append(doc)
     # One statement per batch, and only for what changed: this runs with the KB row locked.
-    Document.objects.bulk_update(
-        changed, ["status", "chunk_count", "error_message"], batch_size=500
-    )
-    return missing
+    Document.objects.bulk_update(changed, DOCUMENT_STATE + FILE_FIELDS, batch_size=500)
+    return missing, reverted
+
+
+def _point_at(doc: Document, number: int) -> None:
+    """Make ``number`` the document's current version again (its file and name)."""
+    version = DocumentVersion.objects.filter(document=doc, number=number).first()
+    if version is None:  # its history is gone: the number alone
+        doc.version = number
+        return
+    doc.version = number
+    doc.sha256, doc.size, doc.content_type = version.sha256, version.size, version.content_type
+    doc.storage_path, doc.original_filename = version.storage_path, version.original_filename

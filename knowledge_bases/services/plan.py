@@ -34,6 +34,7 @@ from knowledge_bases.models import Document, Generation, KnowledgeBase
 from ragstudio.core.errors import Conflict
 from ragstudio.core.types import (
     Chunk,
+    DocumentVersionKey,
     EmbeddedChunk,
     Embedder,
     Matrix,
@@ -149,9 +150,9 @@ class _NotingChunker(Chunker):
         self.tokens = tokens
 
     def chunk(
-        self, document_id: int, sections: Sequence[Section], *, title: str = ""
+        self, document_id: int, sections: Sequence[Section], *, title: str = "", version: int = 1
     ) -> list[Chunk]:
-        chunks = super().chunk(document_id, sections, title=title)
+        chunks = super().chunk(document_id, sections, title=title, version=version)
         for chunk in chunks:
             self.tokens[chunk.text] = chunk.token_count
         return chunks
@@ -213,7 +214,7 @@ class _DryRunSink:
             self.text_bytes += len(row.chunk.text.encode())
             self.noted.pop(row.chunk.text, None)  # batched already: no longer needed
 
-    def delete_documents(self, document_ids: Sequence[int]) -> None:
+    def delete_versions(self, keys: Sequence[DocumentVersionKey]) -> None:
         pass
 
 

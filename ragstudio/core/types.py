@@ -60,22 +60,30 @@ class SourceDocument:
     filename: str
     read: Callable[[], bytes]
     title: str = ""
+    version: int = 1  # the document's version these bytes are
 
 
 def content_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
-def parent_id(document_id: int, first_ordinal: int, text_hash: str) -> str:
+def _version_part(version: int) -> str:
+    # Version 1 keeps the ids chunks had before documents had versions, so stores written
+    # then are still upserted, not duplicated.
+    return "" if version == 1 else f"v{version}:"
+
+
+def parent_id(document_id: int, first_ordinal: int, text_hash: str, version: int = 1) -> str:
     """A passage's id: deterministic like a chunk's, from a key chunk ids never use."""
-    key = f"{document_id}:p{first_ordinal}:{text_hash}".encode()
+    key = f"{document_id}:{_version_part(version)}p{first_ordinal}:{text_hash}".encode()
     return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
-def chunk_id(document_id: int, ordinal: int, text_hash: str) -> str:
-    """Deterministic: the same document, position and text always give the same id, so
-    every write is an idempotent upsert."""
-    key = f"{document_id}:{ordinal}:{text_hash}".encode()
+def chunk_id(document_id: int, ordinal: int, text_hash: str, version: int = 1) -> str:
+    """Deterministic: the same document version, position and text always give the same
+    id, so every write is an idempotent upsert; two versions of a document never share a
+    row, so a new one is written beside the old one and replaces it in one step."""
+    key = f"{document_id}:{_version_part(version)}{ordinal}:{text_hash}".encode()
     return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
@@ -97,6 +105,7 @@ class Chunk:
     parent_id: str = ""
     parent_text: str = ""
     parent_chunks: tuple[str, ...] = ()  # the passage's chunk ids, on its first chunk
+    version: int = 1  # of its document
 
     def metadata_json(self) -> str:
         return json.dumps(self.metadata, sort_keys=True, ensure_ascii=False)
@@ -155,13 +164,17 @@ class StreamingEmbedder(Embedder, Protocol):
     def throttle_stats(self) -> dict[str, object] | None: ...
 
 
+# A document's version in a generation: (document id, version).
+DocumentVersionKey = tuple[int, int]
+
+
 @runtime_checkable
 class ChunkStore(Protocol):
     """Where rows go: one ``write`` per flush of the buffered sink."""
 
     def write(self, rows: Sequence[EmbeddedChunk]) -> None: ...
 
-    def delete_documents(self, document_ids: Sequence[int]) -> None: ...
+    def delete_versions(self, keys: Sequence[DocumentVersionKey]) -> None: ...
 
 
 @runtime_checkable

@@ -75,10 +75,45 @@ class MetadataCondition:
         return sorted({t for v in self.values if (t := metadata_token(self.key, v)) is not None})
 
 
+def versions_predicate(keys: Iterable[tuple[int, int]], *, with_versions: bool) -> str:
+    """A LanceDB predicate matching the rows of these (document, version) pairs; rows
+    without a version column are version 1, so there the document id alone says it."""
+    pairs = sorted({(int(d), int(v)) for d, v in keys})
+    if not with_versions:
+        return f"document_id IN ({', '.join(str(d) for d, _v in pairs)})"
+    return " OR ".join(f"(document_id = {d} AND version = {v})" for d, v in pairs)
+
+
+def versions_query(keys: Iterable[tuple[int, int]], schema: Any, *, with_versions: bool) -> Any:
+    """A tantivy query matching the documents of these (document, version) pairs."""
+    import tantivy
+
+    pairs = sorted({(int(d), int(v)) for d, v in keys})
+    if not with_versions:
+        return tantivy.Query.term_set_query(schema, "document_id", [d for d, _v in pairs])
+    return tantivy.Query.boolean_query(
+        [
+            (
+                tantivy.Occur.Should,
+                tantivy.Query.boolean_query(
+                    [
+                        (tantivy.Occur.Must, tantivy.Query.term_query(schema, "document_id", d)),
+                        (tantivy.Occur.Must, tantivy.Query.term_query(schema, "version", v)),
+                    ]
+                ),
+            )
+            for d, v in pairs
+        ]
+    )
+
+
 @dataclass(frozen=True)
 class SearchFilter:
     document_ids: tuple[int, ...] = ()
     metadata: tuple[MetadataCondition, ...] = field(default_factory=tuple)
+    # Document versions written but not visible (being written, or replaced and awaiting
+    # deletion): never part of a result, whatever else the filter says.
+    hidden: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def build(
@@ -98,15 +133,22 @@ class SearchFilter:
 
     @property
     def empty(self) -> bool:
-        return not self.document_ids and not self.metadata
+        return not self.document_ids and not self.metadata and not self.hidden
+
+    def hiding(self, keys: Iterable[tuple[int, int]]) -> SearchFilter:
+        """This filter, also leaving out these document versions."""
+        hidden = tuple(sorted({*self.hidden, *((int(d), int(v)) for d, v in keys)}))
+        return SearchFilter(self.document_ids, self.metadata, hidden)
 
     def impossible(self) -> bool:
         """A condition no row can meet (every value of one key unusable, e.g. NaN)."""
         return any(not c.tokens() for c in self.metadata)
 
-    def lance_where(self) -> str | None:
+    def lance_where(self, *, with_versions: bool = True) -> str | None:
         """A LanceDB SQL predicate made of integers and hex digests only."""
         parts: list[str] = []
+        if self.hidden:
+            parts.append(f"NOT ({versions_predicate(self.hidden, with_versions=with_versions)})")
         if self.document_ids:
             parts.append(f"document_id IN ({', '.join(str(int(d)) for d in self.document_ids)})")
         for condition in self.metadata:
@@ -116,11 +158,15 @@ class SearchFilter:
             parts.append(f"array_has_any(meta_kv, [{quoted}])")
         return " AND ".join(parts) or None
 
-    def tantivy_query(self, schema: Any) -> Any | None:
+    def tantivy_query(self, schema: Any, *, with_versions: bool = True) -> Any | None:
         """A tantivy query built from terms (never parsed from text)."""
         import tantivy
 
         clauses: list[tuple[Any, Any]] = []
+        if self.hidden:
+            hidden = versions_query(self.hidden, schema, with_versions=with_versions)
+            clauses.append((tantivy.Occur.MustNot, hidden))
+            clauses.append((tantivy.Occur.Must, tantivy.Query.all_query()))
         if self.document_ids:
             clauses.append(
                 (

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragstudio.core.types import EmbeddedChunk, Vector
+from ragstudio.core.types import DocumentVersionKey, EmbeddedChunk, Vector
 from search.stores.bm25 import Bm25Index
 from search.stores.lancedb_store import LanceChunkTable
 from search.stores.objects import ObjectStore
@@ -70,6 +70,16 @@ class GenerationStore:
     def delete_documents(self, document_ids: Sequence[int]) -> None:
         self.vectors.delete_documents(document_ids)
         self.bm25.delete_documents(document_ids)
+
+    def delete_versions(self, keys: Sequence[DocumentVersionKey]) -> None:
+        """Remove the rows of these document versions from both stores."""
+        self.vectors.delete_versions(keys)
+        self.bm25.delete_versions(keys)
+
+    def supports_versions(self) -> bool:
+        """Both stores tell a document's versions apart (those of an older release do not:
+        a document there has one version at a time)."""
+        return self.vectors.supports_versions() and self.bm25.features().versions
 
     def lookup(self, hashes: Sequence[str]) -> dict[str, Vector]:
         return self.vectors.lookup(hashes)

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ragstudio.core.types import EmbeddedChunk, Vector
-from search.ranking.filters import metadata_tokens
+from ragstudio.core.types import DocumentVersionKey, EmbeddedChunk, Vector
+from search.ranking.filters import metadata_tokens, versions_predicate
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -40,6 +40,9 @@ def chunk_schema(dimensions: int) -> pa.Schema:
             pa.field("meta_kv", pa.list_(pa.string())),
             # The chunk's passage (search/stores/bm25/), returned with its vector.
             pa.field("parent", pa.string()),
+            # The document's version the chunk belongs to (a table of an older release has
+            # none: every row there is version 1).
+            pa.field("version", pa.int32()),
             pa.field("vector", pa.list_(pa.float32(), dimensions), nullable=False),
         ]
     )
@@ -66,6 +69,7 @@ def rows_to_arrow(rows: Sequence[EmbeddedChunk], dimensions: int) -> pa.Table:
             pa.array([c.metadata_json() for c in chunks], pa.string()),
             pa.array([metadata_tokens(c.metadata) for c in chunks], pa.list_(pa.string())),
             pa.array([c.parent_id or None for c in chunks], pa.string()),
+            pa.array([c.version for c in chunks], pa.int32()),
             pa.FixedSizeListArray.from_arrays(pa.array(vectors, pa.float32()), dimensions),
         ],
         schema=chunk_schema(dimensions),
@@ -135,6 +139,35 @@ class LanceChunkTable:
     def supports_metadata_filters(self) -> bool:
         table = self.table()
         return table is None or "meta_kv" in table.schema.names
+
+    def supports_versions(self) -> bool:
+        """False for a table of an older release, whose rows carry no version."""
+        table = self.table()
+        return table is None or "version" in table.schema.names
+
+    def version_counts(self) -> dict[DocumentVersionKey, int]:
+        """Rows per (document, version)."""
+        if not self.exists():
+            return {}
+        columns = ["document_id", "version"] if self.supports_versions() else ["document_id"]
+        data = self._project(columns)
+        documents = data.column("document_id").to_pylist()
+        versions = (
+            data.column("version").to_pylist() if "version" in columns else [1] * len(documents)
+        )
+        counts: dict[DocumentVersionKey, int] = {}
+        for document, version in zip(documents, versions, strict=True):
+            key = (int(document), int(version or 1))
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def delete_versions(self, keys: Sequence[DocumentVersionKey]) -> None:
+        """Remove the rows of these document versions (a table without versions holds
+        version 1 of each document only)."""
+        table = self.table()
+        if table is None or not keys:
+            return
+        table.delete(versions_predicate(keys, with_versions=self.supports_versions()))
 
     def upsert(self, rows: Sequence[EmbeddedChunk]) -> None:
         if not rows:

@@ -59,10 +59,14 @@ def test_ingest_creates_the_kb_runs_the_job_and_summarises(corpus: Path) -> None
     assert (job.store_batch_size, job.status, job.persisted) == (7, "succeeded", chunks)
 
 
-def test_ingesting_the_same_files_again_reports_duplicates(corpus: Path) -> None:
+def test_ingesting_the_same_files_again_reports_them_unchanged(corpus: Path, tmp_path) -> None:
     _ingest("--kb", "cli", "--create", str(corpus / "a.txt"))
     output = _ingest("--kb", "cli", str(corpus / "a.txt"))
-    assert "duplicate: a.txt (same content as a.txt)" in output
+    assert "unchanged: a.txt (the same as v1)" in output
+    copy = tmp_path / "copy-of-a.txt"
+    copy.write_bytes((corpus / "a.txt").read_bytes())
+    output = _ingest("--kb", "cli", str(copy))
+    assert "duplicate: copy-of-a.txt (same content as a.txt)" in output
     assert output.strip().endswith("0 failed in " + output.strip().split(" in ")[-1])
     assert IngestionJob.objects.count() == 1
 

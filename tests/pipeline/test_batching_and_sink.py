@@ -36,7 +36,7 @@ class RecordingStore:
         time.sleep(self.delay)
         self.writes.append([r.chunk.id for r in rows])
 
-    def delete_documents(self, document_ids: Sequence[int]) -> None:
+    def delete_versions(self, keys: Sequence[tuple[int, int]]) -> None:
         raise AssertionError("not expected")
 
 

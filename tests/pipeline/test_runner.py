@@ -164,7 +164,7 @@ def test_a_store_failure_fails_the_job(tmp_path, embedder) -> None:
         def write(self, rows) -> None:  # type: ignore[no-untyped-def]
             raise OSError("No space left on device")
 
-        def delete_documents(self, ids) -> None:  # type: ignore[no-untyped-def]
+        def delete_versions(self, keys) -> None:  # type: ignore[no-untyped-def]
             pass
 
         def lookup(self, hashes):  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
-"""manage.py ingest --kb SLUG [--create] PATH... [--store-batch-size N] [--embed-batch-size N]
+"""manage.py ingest --kb SLUG [--create] [--mode replace|new] PATH... [--store-batch-size N]
+[--embed-batch-size N]
 
 Runs the same pipeline as the workers, in the foreground, with a live progress line."""
 
@@ -14,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ingestion.foreground import run_in_foreground
 from ingestion.models import IngestionJob
-from ingestion.services import IncomingFile, documents_upload
+from ingestion.services import IncomingFile, UploadMode, documents_upload
 from knowledge_bases.models import Document
 from knowledge_bases.selectors import knowledge_base_for_operator
 from knowledge_bases.services import knowledge_base_create
@@ -60,6 +61,13 @@ class Command(BaseCommand):
         parser.add_argument("paths", nargs="+", help="files or directories (recursive)")
         parser.add_argument("--store-batch-size", type=bounded_int(STORE_BATCH_SIZE), default=None)
         parser.add_argument("--embed-batch-size", type=bounded_int(EMBED_BATCH_SIZE), default=None)
+        parser.add_argument(
+            "--mode",
+            choices=[m.value for m in UploadMode],
+            default=UploadMode.REPLACE.value,
+            help="replace (default): a file named like a document is a new version of it; "
+            "new: every file a separate document",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         started = time.monotonic()
@@ -81,10 +89,15 @@ class Command(BaseCommand):
                 enqueue=False,
                 store_batch_size=options["store_batch_size"],
                 embed_batch_size=options["embed_batch_size"],
+                mode=options["mode"],
             )
         except RagStudioError as exc:
             raise CommandError(exc.message) from None
 
+        for document in result.versions:
+            self.stdout.write(f"new version: {document.original_filename} (v{document.version})")
+        for name, existing in result.unchanged:
+            self.stdout.write(f"unchanged: {name} (the same as v{existing.version})")
         for name, existing in result.duplicates:
             self.stdout.write(f"duplicate: {name} (same content as {existing.original_filename})")
         failures = list(result.rejected)

@@ -38,7 +38,9 @@ def highlight_words(text: str) -> str:
     return " ".join(_highlight_analyzer.analyze(words)) or words
 
 
-def narrowed(query: Any, where: SearchFilter | None, schema: Any) -> Any | None:
+def narrowed(
+    query: Any, where: SearchFilter | None, schema: Any, *, with_versions: bool = True
+) -> Any | None:
     """``query`` restricted by ``where`` (None: the filter matches nothing)."""
     import tantivy
 
@@ -46,7 +48,7 @@ def narrowed(query: Any, where: SearchFilter | None, schema: Any) -> Any | None:
         return query
     if where.impossible():
         return None
-    narrowing = where.tantivy_query(schema)
+    narrowing = where.tantivy_query(schema, with_versions=with_versions)
     assert narrowing is not None  # a non-empty filter has clauses
     return tantivy.Query.boolean_query(
         [(tantivy.Occur.Must, query), (tantivy.Occur.Must, narrowing)]
@@ -54,13 +56,13 @@ def narrowed(query: Any, where: SearchFilter | None, schema: Any) -> Any | None:
 
 
 def scored(
-    index: Any, query: Any | None, k: int, where: SearchFilter | None
+    index: Any, query: Any | None, k: int, where: SearchFilter | None, *, with_versions: bool
 ) -> list[tuple[str, float]]:
     """(id, score) of the best ``k`` matches of ``query`` narrowed by ``where``."""
     if query is None:
         return []
     index.reload()
-    query = narrowed(query, where, index.schema)
+    query = narrowed(query, where, index.schema, with_versions=with_versions)
     if query is None:
         return []
     searcher = index.searcher()

@@ -28,6 +28,8 @@ def bm25_schema() -> Any:
     # The chunk's passage (its id in the passages index), and its JSON Lines record.
     builder.add_text_field("parent", stored=True, tokenizer_name="raw", index_option="basic")
     builder.add_text_field("record_id", stored=True, tokenizer_name="raw", index_option="basic")
+    # The document's version the chunk belongs to (absent: version 1).
+    builder.add_integer_field("version", stored=True, indexed=True, fast=True)
     return builder.build()
 
 
@@ -42,11 +44,14 @@ def passage_schema() -> Any:
     builder.add_text_field("meta_kv", stored=False, tokenizer_name="raw", index_option="basic")
     # Its chunks' ids in document order (JSON): a search reads them with the passage's id.
     builder.add_bytes_field("chunks", stored=True, indexed=False)
+    builder.add_integer_field("version", stored=True, indexed=True, fast=True)
     return builder.build()
 
 
 # Fields added after the first release; an index built before lacks them (see field_names).
-LATER_FIELDS = frozenset({"meta_kv", "ordinal", "page", "metadata", "parent", "record_id"})
+LATER_FIELDS = frozenset(
+    {"meta_kv", "ordinal", "page", "metadata", "parent", "record_id", "version"}
+)
 # How much a title counts against the text in passage scores. JSON Lines records lead
 # their text with their title (so it counts twice at 1.0); for files it is the file name.
 # Chosen on SciFact's tuning half (bench/quality.py; docs/ranking.md).
@@ -85,3 +90,7 @@ class IndexFeatures:
     @property
     def records(self) -> bool:
         return "record_id" in self.fields
+
+    @property
+    def versions(self) -> bool:
+        return "version" in self.fields

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ragstudio.core.types import Chunk, EmbeddedChunk
-from search.ranking.filters import SearchFilter, metadata_tokens
+from ragstudio.core.types import Chunk, DocumentVersionKey, EmbeddedChunk
+from search.ranking.filters import SearchFilter, metadata_tokens, versions_query
 from search.ranking.snippets import Highlight
 from search.stores.bm25._query import highlight_words, plain_text_query, scored
 from search.stores.bm25._schema import IndexFeatures, bm25_schema
@@ -108,6 +108,20 @@ class Bm25Index:
         """False for an index built before passages existed (or still empty)."""
         return self.features().passages and self.passages.exists()
 
+    def delete_versions(self, keys: Sequence[DocumentVersionKey]) -> None:
+        """Remove the chunks and passages of these document versions."""
+        if not keys:
+            return
+        self.sync()
+        if not self.exists():
+            return
+        index = self.index()
+        query = versions_query(keys, index.schema, with_versions=self.features().versions)
+        with write_batch(index) as writer:
+            writer.delete_documents_by_query(query)
+        self.passages.delete_versions(keys)
+        self._publish()
+
     def delete_documents(self, document_ids: Sequence[int]) -> None:
         if not document_ids:
             return
@@ -155,7 +169,9 @@ class Bm25Index:
         English stemming; ``where`` narrows them with term queries."""
         if not self.exists() or k <= 0:
             return []
-        return scored(self.index(), self.text_query(text), k, where)
+        return scored(
+            self.index(), self.text_query(text), k, where, with_versions=self.features().versions
+        )
 
     def passage_ranking(
         self,
@@ -296,4 +312,6 @@ def _document(chunk: Chunk, features: IndexFeatures) -> Any:
         fields["parent"] = chunk.parent_id
     if features.records and chunk.record_id is not None:
         fields["record_id"] = chunk.record_id
+    if features.versions:
+        fields["version"] = chunk.version
     return tantivy.Document(**fields)

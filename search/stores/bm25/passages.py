@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ragstudio.core.types import EmbeddedChunk
-from search.ranking.filters import SearchFilter, metadata_tokens
+from ragstudio.core.types import DocumentVersionKey, EmbeddedChunk
+from search.ranking.filters import SearchFilter, metadata_tokens, versions_query
 from search.stores.bm25._query import narrowed, plain_text_query
-from search.stores.bm25._schema import PASSAGE_TITLE_BOOST, passage_schema
+from search.stores.bm25._schema import PASSAGE_TITLE_BOOST, IndexFeatures, passage_schema
 from search.stores.bm25._writer import delete_documents, open_or_create, write_batch
 
 
@@ -19,6 +19,14 @@ class PassageIndex:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._index: Any = None
+        self._versions: bool | None = None  # whether the index on disk records them
+
+    def with_versions(self) -> bool:
+        if self._versions is None:
+            if not self.exists():
+                return True  # built now, with today's schema
+            self._versions = IndexFeatures.of(self.path).versions
+        return self._versions
 
     def exists(self) -> bool:
         return (self.path / "meta.json").exists()
@@ -34,25 +42,36 @@ class PassageIndex:
         heads = [r for r in rows if r.chunk.parent_id and r.chunk.parent_text]
         if not heads:
             return
-        with write_batch(self.index()) as writer:
+        index = self.index()
+        versions = self.with_versions()
+        with write_batch(index) as writer:
             for row in heads:
                 chunk = row.chunk
                 if not row.new:
                     writer.delete_documents_by_term("id", chunk.parent_id)
-                writer.add_document(
-                    tantivy.Document(
-                        id=chunk.parent_id,
-                        document_id=chunk.document_id,
-                        title=chunk.title or "",
-                        text=chunk.parent_text,
-                        meta_kv=metadata_tokens(chunk.metadata),
-                        chunks=json.dumps(list(chunk.parent_chunks)).encode(),
-                    )
-                )
+                fields: dict[str, Any] = {
+                    "id": chunk.parent_id,
+                    "document_id": chunk.document_id,
+                    "title": chunk.title or "",
+                    "text": chunk.parent_text,
+                    "meta_kv": metadata_tokens(chunk.metadata),
+                    "chunks": json.dumps(list(chunk.parent_chunks)).encode(),
+                }
+                if versions:
+                    fields["version"] = chunk.version
+                writer.add_document(tantivy.Document(**fields))
 
     def delete_documents(self, document_ids: Sequence[int]) -> None:
         if document_ids and self.exists():
             delete_documents(self.index(), document_ids)
+
+    def delete_versions(self, keys: Sequence[DocumentVersionKey]) -> None:
+        if not keys or not self.exists():
+            return
+        index = self.index()
+        query = versions_query(keys, index.schema, with_versions=self.with_versions())
+        with write_batch(index) as writer:
+            writer.delete_documents_by_query(query)
 
     def count(self) -> int:
         if not self.exists():
@@ -75,7 +94,7 @@ class PassageIndex:
             words, ["title", "text"], field_boosts={"title": PASSAGE_TITLE_BOOST}
         )
         index.reload()
-        query = narrowed(query, where, index.schema)
+        query = narrowed(query, where, index.schema, with_versions=self.with_versions())
         if query is None:
             return []
         searcher = index.searcher()
