@@ -41,6 +41,14 @@ class UploadForm(forms.Form):
     # Django's form metaclass moves declared fields into base_fields, so this does not
     # shadow Form.files at run time.
     files = MultipleFileField()  # type: ignore[assignment]
+    as_new = forms.BooleanField(
+        required=False,
+        label="Add as new documents (a file named like a document does not replace it)",
+    )
+
+
+class ReplaceForm(forms.Form):
+    file = forms.FileField()
 
 
 class RebuildForm(forms.Form):

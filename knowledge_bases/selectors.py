@@ -102,8 +102,8 @@ def knowledge_bases_with_stats(user: Any) -> QuerySet[KnowledgeBase]:
 
 
 def documents_of(kb: KnowledgeBase) -> QuerySet[Document]:
-    """The KB's documents, newest first."""
-    return kb.documents.all()
+    """The KB's documents, newest first, with ``version_count``."""
+    return kb.documents.annotate(version_count=Count("versions"))
 
 
 def document_versions(document: Document) -> QuerySet[DocumentVersion]:

@@ -24,6 +24,21 @@ urlpatterns = [
     path("kbs/<kbref:slug>/", views.kb_detail, name="kb-detail"),
     path("kbs/<kbref:slug>/upload/", views.kb_upload, name="kb-upload"),
     path(
+        "kbs/<kbref:slug>/documents/<int:document_id>/",
+        views.kb_document,
+        name="kb-document",
+    ),
+    path(
+        "kbs/<kbref:slug>/documents/<int:document_id>/replace/",
+        views.kb_document_replace,
+        name="kb-document-replace",
+    ),
+    path(
+        "kbs/<kbref:slug>/documents/<int:document_id>/versions/<int:number>/restore/",
+        views.kb_document_restore,
+        name="kb-document-restore",
+    ),
+    path(
         "kbs/<kbref:slug>/documents/<int:document_id>/delete/",
         views.kb_document_delete,
         name="kb-document-delete",

@@ -14,8 +14,16 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from ingestion.selectors import rebuild_in_progress, recent_jobs
-from ingestion.services import IncomingFile, document_delete, documents_upload
-from knowledge_bases.forms import KnowledgeBaseForm, RebuildForm, UploadForm
+from ingestion.services import (
+    IncomingFile,
+    UploadMode,
+    document_delete,
+    document_get,
+    document_replace,
+    document_version_restore,
+    documents_upload,
+)
+from knowledge_bases.forms import KnowledgeBaseForm, RebuildForm, ReplaceForm, UploadForm
 from knowledge_bases.generations import (
     generation_size_on_disk,
     generations_of,
@@ -24,6 +32,7 @@ from knowledge_bases.generations import (
 )
 from knowledge_bases.models import Generation, KnowledgeBase
 from knowledge_bases.selectors import (
+    document_versions,
     documents_of,
     knowledge_base_can_change,
     knowledge_base_get,
@@ -108,6 +117,7 @@ def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
                 files=files,
                 user=request.user,
                 oversized=getattr(request, "oversized_uploads", []),
+                mode=UploadMode.NEW if form.cleaned_data["as_new"] else UploadMode.REPLACE,
             )
         except RagStudioError as exc:
             error = exc.message
@@ -122,6 +132,10 @@ def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
     assert result is not None
     for doc in result.accepted:
         messages.success(request, f"Accepted {doc.original_filename}.")
+    for doc in result.versions:
+        messages.success(request, f"{doc.original_filename}: new version v{doc.version}.")
+    for name, existing in result.unchanged:
+        messages.info(request, f"{name}: unchanged (the same as v{existing.version}).")
     for name, existing in result.duplicates:
         messages.warning(
             request, f"{name}: duplicate of {existing.original_filename}, not stored again."
@@ -131,6 +145,78 @@ def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
     if result.job is not None:
         return redirect("job-detail", job_id=result.job.pk)
     return redirect("kb-detail", slug=knowledge_base_ref(kb, request.user))
+
+
+@login_required
+def kb_document(request: HttpRequest, slug: str, document_id: int) -> HttpResponse:
+    """A document: its versions (who, when, size, chunks changed), which one serves,
+    restoring an older one, uploading a new one."""
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
+    document = get_or_404(document_get, kb=kb, document_id=document_id)
+    context = {
+        "kb": kb,
+        "kb_ref": knowledge_base_ref(kb, request.user),
+        "document": document,
+        "versions": list(document_versions(document)),
+        "can_change": knowledge_base_can_change(kb, request.user),
+        "form": ReplaceForm(),
+        "max_upload_bytes": settings.RAGSTUDIO_MAX_UPLOAD_BYTES,
+    }
+    return render(request, "knowledge_bases/document.html", context)
+
+
+@login_required
+@require_POST
+def kb_document_replace(request: HttpRequest, slug: str, document_id: int) -> HttpResponse:
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
+    document = get_or_404(document_get, kb=kb, document_id=document_id)
+    form = ReplaceForm(request.POST, request.FILES)
+    back = redirect(
+        "kb-document", slug=knowledge_base_ref(kb, request.user), document_id=document.pk
+    )
+    if not form.is_valid():
+        messages.error(request, "Choose a file for the new version.")
+        return back
+    upload = form.cleaned_data["file"]
+    try:
+        result = document_replace(
+            kb=kb,
+            document=document,
+            file=IncomingFile(name=upload.name, chunks=upload.chunks()),
+            user=request.user,
+        )
+    except RagStudioError as exc:
+        messages.error(request, exc.message)
+        return back
+    for name, reason in result.rejected:
+        messages.error(request, f"{name}: rejected ({reason}).")
+    for name, existing in result.duplicates:
+        messages.warning(request, f"{name}: the same content as {existing.original_filename}.")
+    for name, _doc in result.unchanged:
+        messages.info(request, f"{name}: unchanged (the same as the latest version).")
+    for doc in result.versions:
+        messages.success(request, f"New version v{doc.version}: it serves once indexed.")
+    return back
+
+
+@login_required
+@require_POST
+def kb_document_restore(
+    request: HttpRequest, slug: str, document_id: int, number: int
+) -> HttpResponse:
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
+    document = get_or_404(document_get, kb=kb, document_id=document_id)
+    try:
+        document_version_restore(kb=kb, document=document, number=number, user=request.user)
+    except RagStudioError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request, f"Version {number} restored as v{document.version}: it serves once indexed."
+        )
+    return redirect(
+        "kb-document", slug=knowledge_base_ref(kb, request.user), document_id=document.pk
+    )
 
 
 @login_required
