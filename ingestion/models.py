@@ -102,3 +102,74 @@ class IngestionJob(models.Model):
             return None
         end = self.finished_at or self.heartbeat_at or self.started_at
         return (end - self.started_at).total_seconds()
+
+
+class Source(models.Model):
+    """Where a knowledge base's documents also live, kept in sync on a schedule: a folder,
+    an S3 prefix, web pages or a Git repository (``ingestion.connectors``). ``config``
+    holds the kind's settings; credentials are never stored, only the names of the
+    environment variables that hold them."""
+
+    class Status(models.TextChoices):
+        NEVER = "never"  # not synced yet
+        RUNNING = "running"
+        OK = "ok"
+        FAILED = "failed"
+
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="sources"
+    )
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=16)
+    config = models.JSONField(default=dict)
+    # Minutes between syncs (0: only when asked).
+    schedule_minutes = models.PositiveIntegerField(default=60)
+    # What a file removed at the source does here: its document is deleted, or kept.
+    delete_missing = models.BooleanField(default=True)
+    enabled = models.BooleanField(default=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEVER)
+    claimed_at = models.DateTimeField(null=True, blank=True)  # a sync running since
+    last_sync_at = models.DateTimeField(null=True, blank=True)
+    next_sync_at = models.DateTimeField(null=True, blank=True)
+    # seen, added, changed, unchanged, removed, failed, duplicates, seconds, job
+    last_stats = models.JSONField(default=dict, blank=True)
+    last_error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["knowledge_base", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["knowledge_base", "name"], name="source_unique_name_per_kb"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+
+class SourceItem(models.Model):
+    """One file of a source as the last sync saw it: its fingerprint, the document it
+    became, or why it could not."""
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="items")
+    key = models.CharField(max_length=2000)
+    key_hash = models.CharField(max_length=64)  # sha256 of the key: unique and indexable
+    fingerprint = models.CharField(max_length=300, blank=True)
+    document = models.ForeignKey(
+        Document, null=True, blank=True, on_delete=models.SET_NULL, related_name="source_items"
+    )
+    error = models.TextField(blank=True)  # why it could not be read or indexed
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["source", "key"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "key_hash"], name="source_item_unique_key")
+        ]
+
+    def __str__(self) -> str:
+        return self.key

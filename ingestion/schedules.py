@@ -9,6 +9,7 @@ SCHEDULES = [
     # (name, function, minutes)
     ("ragstudio: reap stale ingestion jobs", "ingestion.tasks.reap_stale_jobs", 1),
     ("ragstudio: collect old generations", "knowledge_bases.tasks.collect_generations", 60),
+    ("ragstudio: sync sources that are due", "ingestion.tasks.sync_due_sources", 1),
 ]
 
 

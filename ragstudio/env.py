@@ -155,6 +155,10 @@ class RagStudioConfig(TypedDict):
     JOB_MAX_ATTEMPTS: int
     GC_MIN_AGE_SECONDS: int
     VERSION_GRACE_SECONDS: int
+    SOURCE_FOLDER_ROOTS: list[Path]
+    FETCH_ALLOW: list[str]
+    FETCH_TIMEOUT_SECONDS: float
+    SOURCE_MAX_ITEMS: int
     ANN_MIN_ROWS: int
     ANN_NPROBES: int
     ANN_REFINE_FACTOR: int

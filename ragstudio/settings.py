@@ -297,6 +297,16 @@ RAGSTUDIO: RagStudioConfig = {
     # A replaced document version's rows stay (hidden) this long, so a search that began
     # before the switch still finds the version it looked for.
     "VERSION_GRACE_SECONDS": env_int("RAGSTUDIO_VERSION_GRACE_SECONDS", 60, minimum=0),
+    # Sources: folders (and local Git repositories) a source may read, under these only;
+    # hosts or networks a source may reach although private or loopback ("host:port",
+    # "host", or a CIDR such as "10.0.0.0/8"); one request's timeout; items per listing.
+    "SOURCE_FOLDER_ROOTS": [
+        Path(p).expanduser()
+        for p in env_list("RAGSTUDIO_SOURCE_FOLDER_ROOTS", [str(DATA_DIR / "sources")])
+    ],
+    "FETCH_ALLOW": env_list("RAGSTUDIO_FETCH_ALLOW", []),
+    "FETCH_TIMEOUT_SECONDS": env_float("RAGSTUDIO_FETCH_TIMEOUT_SECONDS", 20.0, minimum=0.5),
+    "SOURCE_MAX_ITEMS": env_int("RAGSTUDIO_SOURCE_MAX_ITEMS", 100_000, minimum=1),
     # Vector search: exact below this many rows; an IVF_HNSW_SQ index from here up.
     "ANN_MIN_ROWS": env_int("RAGSTUDIO_ANN_MIN_ROWS", 10_000, minimum=256),
     "ANN_NPROBES": env_int("RAGSTUDIO_ANN_NPROBES", 20, minimum=1),

@@ -4,7 +4,7 @@
     3 services  (services, jobs, evaluation: uploads, the job queue, generation actions,
                  running jobs, search, evaluation runs and the quality gate)
     2 domain    (models, selectors, migrations, generations: what a generation is)
-    1 engines   (pipeline, embedders, stores, ranking: no Django)
+    1 engines   (pipeline, embedders, connectors, stores, ranking: no Django)
     0 foundation (ragstudio.core: errors, bounds, vocabulary, engine types; settings)
 
 Every project module is classified here; a new one fails this test until it is placed.
@@ -27,7 +27,7 @@ NAMES = ["foundation", "engines", "domain", "services", "surfaces"]
 RULES: list[tuple[str, int]] = [
     (r"ragstudio\.core(\..+)?", FOUNDATION),  # plain Python: errors, bounds, shared types
     (r"ragstudio\.(env|settings|settings_test)", FOUNDATION),  # configuration
-    (r"(ingestion|search)\.(pipeline|embedders|stores|ranking)(\..+)?", ENGINES),
+    (r"(ingestion|search)\.(pipeline|embedders|connectors|stores|ranking)(\..+)?", ENGINES),
     (
         r"(knowledge_bases|ingestion|search)\.(models|selectors|migrations|generations)(\..+)?",
         DOMAIN,

@@ -14,6 +14,15 @@ from ingestion.services.queue import (
     ingestion_job_retry,
     job_queue,
 )
+from ingestion.services.sources import (
+    SyncResult,
+    source_create,
+    source_delete,
+    source_sync,
+    source_sync_request,
+    source_update,
+    sources_due,
+)
 from ingestion.services.uploads import (
     IncomingFile,
     UploadMode,
@@ -23,6 +32,7 @@ from ingestion.services.uploads import (
 
 __all__ = [
     "IncomingFile",
+    "SyncResult",
     "UploadMode",
     "UploadResult",
     "batch_sizes_validate",
@@ -36,4 +46,10 @@ __all__ = [
     "ingestion_job_create",
     "ingestion_job_retry",
     "job_queue",
+    "source_create",
+    "source_delete",
+    "source_sync",
+    "source_sync_request",
+    "source_update",
+    "sources_due",
 ]

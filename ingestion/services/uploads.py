@@ -56,6 +56,9 @@ class UploadResult:
     duplicates: list[tuple[str, Document]] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     job: IngestionJob | None = None
+    # Each file's verdict by its position in the upload: "accepted", "version",
+    # "unchanged", "duplicate" or "rejected", with its document and the reason.
+    verdicts: dict[int, tuple[str, Document | None, str]] = field(default_factory=dict)
 
     @property
     def queued(self) -> list[Document]:
@@ -122,6 +125,7 @@ def _title_from(name: str) -> str:
 
 @dataclass(frozen=True)
 class _Staged:
+    index: int
     name: str
     tmp: Path
     sha256: str
@@ -138,12 +142,13 @@ def _stage(files: Sequence[IncomingFile], kb: KnowledgeBase, result: UploadResul
     staged: list[_Staged] = []
     seen: dict[str, str] = {}
     quota = _storage_quota(kb)
-    for incoming in files:
+    for index, incoming in enumerate(files):
         name = _clean_name(incoming.name)
         try:
             tmp, sha, size = _store_stream(incoming.chunks, upload_root, max_bytes)
         except DocumentError as exc:
             result.rejected.append((name, str(exc)))
+            result.verdicts[index] = ("rejected", None, str(exc))
             continue
         reason = ""
         if quota is not None:
@@ -166,10 +171,11 @@ def _stage(files: Sequence[IncomingFile], kb: KnowledgeBase, result: UploadResul
         if reason:
             os.unlink(tmp)
             result.rejected.append((name, reason))
+            result.verdicts[index] = ("rejected", None, reason)
             continue
         seen[sha] = name
         external_id = (incoming.external_id or "").strip()[:500]
-        staged.append(_Staged(name, tmp, sha, size, CONTENT_TYPES[fmt], external_id))
+        staged.append(_Staged(index, name, tmp, sha, size, CONTENT_TYPES[fmt], external_id))
     return staged
 
 
@@ -270,12 +276,13 @@ def _place(
     if target is None and mode == UploadMode.REPLACE:
         target = _identity(kb, item)
     if mode == UploadMode.NEW and item.external_id and _identity(kb, item) is not None:
-        result.rejected.append(
-            (item.name, f"a document with external id {item.external_id!r} exists already")
-        )
+        reason = f"a document with external id {item.external_id!r} exists already"
+        result.rejected.append((item.name, reason))
+        result.verdicts[item.index] = ("rejected", None, reason)
         return
     if target is not None and target.sha256 == item.sha256:
         result.unchanged.append((item.name, target))
+        result.verdicts[item.index] = ("unchanged", target, "")
         return
     same = Document.objects.filter(knowledge_base=kb, sha256=item.sha256)
     if target is not None:
@@ -283,10 +290,17 @@ def _place(
     duplicate = same.first()
     if duplicate is not None:
         result.duplicates.append((item.name, duplicate))
+        result.verdicts[item.index] = (
+            "duplicate",
+            duplicate,
+            f"the same content as {duplicate.original_filename}",
+        )
         return
     storage_path = _keep_file(kb, item)
     if target is None:
-        result.accepted.append(_document_add(kb, item, storage_path, user))
+        document = _document_add(kb, item, storage_path, user)
+        result.accepted.append(document)
+        result.verdicts[item.index] = ("accepted", document, "")
         return
     version_add(
         document=target,
@@ -298,6 +312,7 @@ def _place(
         user=user,
     )
     result.versions.append(target)
+    result.verdicts[item.index] = ("version", target, "")
 
 
 def documents_upload(

@@ -39,6 +39,8 @@ QUERY_MAX_CHARS = 2000
 # Evaluation sets: a judgement's grade, sets per knowledge base, queries per set (each run
 # searches them all),
 # relevant units per query, and the size of an imported JSON Lines file.
+SOURCE_SCHEDULE_MINUTES = Bound("schedule_minutes", 0, 7 * 24 * 60)  # a week at most
+SOURCES_PER_KB = Bound("sources", 0, 20)
 EVAL_GRADE = Bound("grade", 0, 10)
 EVAL_SETS = Bound("evaluation sets", 0, 10)  # per knowledge base: the gate runs them all
 # A page or API evaluation runs in the request: a set must fit well inside the web timeout

@@ -97,6 +97,11 @@ class ObjectStore:
 
     def list(self, prefix: str = "") -> dict[str, int]:
         """Keys (relative to this store) and sizes of the objects under ``prefix``."""
+        return {key: size for key, (size, _mtime) in self.list_info(prefix).items()}
+
+    def list_info(self, prefix: str = "") -> dict[str, tuple[int, int]]:
+        """Keys (relative to this store) of the objects under ``prefix``, with their size
+        and modification time (nanoseconds)."""
         import pyarrow.fs as pafs
 
         base = self._path(prefix).rstrip("/")
@@ -107,7 +112,7 @@ class ObjectStore:
             raise ObjectStoreError(f"could not list {base}: {exc}") from exc
         start = len(self.root) + 1
         return {
-            info.path[start:]: int(info.size or 0)
+            info.path[start:]: (int(info.size or 0), int(info.mtime_ns or 0))
             for info in infos
             if info.type == pafs.FileType.File
         }
