@@ -150,6 +150,16 @@ class Source(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.kind})"
 
+    @property
+    def location(self) -> str:
+        """Where it reads, in a few words (for pages and lists)."""
+        config = self.config if isinstance(self.config, dict) else {}
+        for key in ("path", "uri", "sitemap", "repository"):
+            if config.get(key):
+                return str(config[key])
+        urls = config.get("urls") or []
+        return f"{len(urls)} page(s)" if urls else ""
+
 
 class SourceItem(models.Model):
     """One file of a source as the last sync saw it: its fingerprint, the document it

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import ConfigDict, Field, StrictBool
 
 from knowledge_bases.schemas import DocumentOut, DuplicateOut, RejectedOut
+from ragstudio.core.bounds import SOURCE_SCHEDULE_MINUTES
+from ragstudio.core.vocabulary import SourceKind
+from ragstudio.schemas import JsonInt
 
 
 class EmbeddingThrottleOut(Schema):
@@ -81,3 +85,52 @@ class UploadOut(Schema):
     duplicates: list[DuplicateOut]
     rejected: list[RejectedOut]
     job: JobOut | None
+
+
+class SourceIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    kind: SourceKind = Field(description="folder, s3, web or git")
+    config: dict[str, Any] = Field(
+        description="The kind's settings. folder: `path`, `include` (shell patterns, "
+        "`*` crosses folders). s3: `uri` (s3://bucket/prefix), `endpoint`, `region`, "
+        "`access_key_env` and `secret_key_env` (names of environment variables: secrets "
+        "are never stored), `include`. web: `urls` and/or `sitemap`. git: `repository` (a "
+        "path under an allowed folder, or an https URL), `branch`, `include`."
+    )
+    schedule_minutes: JsonInt = Field(
+        60,
+        ge=SOURCE_SCHEDULE_MINUTES.low,
+        le=SOURCE_SCHEDULE_MINUTES.high,
+        description="Minutes between syncs (0: only when asked).",
+    )
+    delete_missing: StrictBool = Field(
+        True, description="Delete the documents of files removed at the source (else keep)."
+    )
+
+
+class SourceUpdateIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    schedule_minutes: JsonInt | None = Field(
+        None, ge=SOURCE_SCHEDULE_MINUTES.low, le=SOURCE_SCHEDULE_MINUTES.high
+    )
+    delete_missing: StrictBool | None = None
+    enabled: StrictBool | None = None
+
+
+class SourceOut(Schema):
+    id: int
+    name: str
+    kind: str
+    config: dict[str, Any]
+    schedule_minutes: int
+    delete_missing: bool
+    enabled: bool
+    status: str = Field(description="never, running, ok or failed")
+    last_sync_at: datetime | None
+    next_sync_at: datetime | None
+    last_stats: dict[str, Any] = Field(
+        description="Of the last sync: seen, added, changed, unchanged, removed, kept, "
+        "failed (and the failures), job, seconds."
+    )
+    last_error: str

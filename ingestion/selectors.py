@@ -4,7 +4,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from ingestion.models import IngestionJob
+from ingestion.models import IngestionJob, Source
 from knowledge_bases.models import KnowledgeBase
 from knowledge_bases.selectors import knowledge_base_can_change, knowledge_bases_visible_to
 from ragstudio.core.errors import Forbidden, NotFound
@@ -36,3 +36,18 @@ def rebuild_in_progress(kb_id: int) -> IngestionJob | None:
 def recent_jobs(kb: KnowledgeBase, limit: int = 10) -> list[IngestionJob]:
     """The KB's latest jobs, newest first."""
     return list(kb.jobs.select_related("generation")[:limit])
+
+
+def sources_of(kb: KnowledgeBase) -> QuerySet[Source]:
+    return Source.objects.filter(knowledge_base=kb).order_by("name")
+
+
+def source_get(*, kb: KnowledgeBase, source_id: int) -> Source:
+    source = (
+        Source.objects.filter(knowledge_base=kb, pk=source_id)
+        .select_related("knowledge_base")
+        .first()
+    )
+    if source is None:
+        raise NotFound(f"source {source_id} not found in {kb.slug!r}")
+    return source

@@ -1,5 +1,6 @@
 from django.urls import path, register_converter
 
+from ingestion import views as ingestion_views
 from knowledge_bases import views
 from search import views as search_views
 
@@ -49,6 +50,12 @@ urlpatterns = [
         "kbs/<kbref:slug>/generations/<str:action>/",
         views.kb_generation_action,
         name="kb-generation-action",
+    ),
+    path("kbs/<kbref:slug>/sources/", ingestion_views.kb_sources, name="kb-sources"),
+    path(
+        "kbs/<kbref:slug>/sources/<int:source_id>/<str:action>/",
+        ingestion_views.kb_source_action,
+        name="kb-source-action",
     ),
     path("kbs/<kbref:slug>/search/", search_views.kb_search, name="kb-search"),
     path("kbs/<kbref:slug>/search/judge/", search_views.kb_judge, name="kb-judge"),

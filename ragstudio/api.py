@@ -17,6 +17,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from ninja.parser import Parser
 
 from ingestion.api import router as jobs_router
+from ingestion.api import sources as sources_router
 from knowledge_bases.api import router as kb_router
 from ragstudio.auth import api_auth
 from ragstudio.core.errors import RagStudioError
@@ -126,4 +127,5 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 api.add_router("/kbs", kb_router)
 api.add_router("/kbs", search_router)
 api.add_router("/kbs", evaluation_router)
+api.add_router("/kbs", sources_router)
 api.add_router("/jobs", jobs_router)

@@ -18,11 +18,12 @@ from ingestion.connectors.folder import FolderConnector
 from ingestion.connectors.git import GitConnector
 from ingestion.connectors.s3 import S3Connector
 from ingestion.connectors.web import WebConnector
+from ragstudio.core.vocabulary import SOURCE_KINDS
 
 CONNECTORS: dict[str, Any] = {
     c.kind: c for c in (FolderConnector, S3Connector, WebConnector, GitConnector)
 }
-SOURCE_KINDS = tuple(CONNECTORS)
+assert tuple(CONNECTORS) == SOURCE_KINDS, "one connector per kind of the vocabulary"
 
 
 def connector_for(kind: str, config: Any, limits: Limits) -> Connector:

@@ -58,3 +58,14 @@ def quality_gate_problems(gate: object) -> list[str]:
         elif isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
             problems.append(f"{key}: the largest drop allowed must be a number from 0 to 1")
     return problems
+
+
+# Kinds of sources a knowledge base keeps itself in sync with (ingestion.connectors).
+SourceKind = Literal["folder", "s3", "web", "git"]
+SOURCE_KINDS: tuple[SourceKind, ...] = get_args(SourceKind)
+SOURCE_KIND_LABELS: dict[str, str] = {
+    "folder": "A folder on the server",
+    "s3": "An S3 prefix (AWS, MinIO, Ceph)",
+    "web": "Web pages or a sitemap",
+    "git": "A Git repository",
+}
