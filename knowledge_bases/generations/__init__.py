@@ -72,6 +72,7 @@ from knowledge_bases.generations.swap import (
     rollback_verdict,
 )
 from knowledge_bases.generations.versions import (
+    rows_visible,
     version_counts_visible,
     version_masks,
     version_show,
@@ -125,6 +126,7 @@ __all__ = [
     "rebuild_settings_resolve",
     "reuse_cache",
     "rollback_verdict",
+    "rows_visible",
     "storage_cleanup_run",
     "transition",
     "upload_dir",

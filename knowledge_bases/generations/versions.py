@@ -121,6 +121,13 @@ def version_counts_visible(
     return held
 
 
+def rows_visible(generation: Generation, store: GenerationStore) -> int:
+    """The rows a search of the generation can find (masked versions left out)."""
+    if not VersionMask.objects.filter(generation=generation).exists():
+        return store.vectors.count()
+    return sum(count for _version, count in version_counts_visible(generation, store).values())
+
+
 def masks_forget(generation: Generation, document_ids: Sequence[int]) -> None:
     """Forget a generation's masks of documents whose rows were deleted from it."""
     VersionMask.objects.filter(generation=generation, document_id__in=list(document_ids)).delete()

@@ -111,7 +111,7 @@ def generation_build_ended(
     and both passed."""
     generation = job.generation
     succeeded = job.status == IngestionJob.Status.SUCCEEDED
-    rows = store.vectors.count() if store is not None else 0
+    rows = generations.rows_visible(generation, store) if store is not None else 0
     if job.kind == IngestionJob.Kind.INGEST:
         if store is None or job.status == IngestionJob.Status.FAILED:
             return  # its documents stay pending; a retry resumes what it wrote

@@ -349,6 +349,103 @@ def test_the_job_page_shows_both_counters_rising(page: Any, tmp_path: Path) -> N
             get_embedder.cache_clear()
 
 
+def manual(interval: str) -> bytes:
+    steps = [f"Step {i}: clean the machine and check container number {i}." for i in range(10)]
+    steps.insert(5, f"Descale the machine every {interval} months.")
+    return " ".join(steps).encode()
+
+
+def test_a_user_replaces_a_document_restores_a_version_and_syncs_a_folder(
+    page: Any, tmp_path: Path
+) -> None:
+    from ingestion.models import IngestionJob, Source
+    from knowledge_bases.models import Document
+    from tests.factories import make_kb
+
+    shared = tmp_path / "shared"
+    (shared / "manuals").mkdir(parents=True)
+    (shared / "manuals" / "grinder.txt").write_bytes(
+        b"The grinder setting changes how fast espresso flows. " * 8
+    )
+    django_settings.RAGSTUDIO = {**django_settings.RAGSTUDIO, "SOURCE_FOLDER_ROOTS": [shared]}
+    kb = make_kb(make_user("vera"), "coffee")
+    cluster = start_cluster(tmp_path, RAGSTUDIO_SOURCE_FOLDER_ROOTS=str(shared))
+
+    def jobs_done() -> bool:
+        return not IngestionJob.objects.filter(status__in=IngestionJob.LIVE).exists()
+
+    def upload_manual(interval: str) -> str:
+        page.goto("/kbs/coffee/")
+        page.set_input_files(
+            "#id_files",
+            files=[{"name": "machine.txt", "mimeType": "text/plain", "buffer": manual(interval)}],
+        )
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_selector("[data-testid=upload-results]")
+        return page.inner_text("[data-testid=upload-results]")
+
+    try:
+        sign_in(page, "vera")
+        assert "machine.txt accepted" in upload_manual("three")
+        wait_for(jobs_done, 180, "the first version to be indexed")
+        results = upload_manual("two")
+        assert "machine.txt: new version v2" in results, results
+        shot(page, "22-new-version-uploaded")
+        wait_for(jobs_done, 180, "the second version to be indexed")
+        page.goto("/kbs/coffee/")
+        row = page.locator("[data-testid='doc-machine.txt']")
+        expect(row.locator("[data-testid=doc-version]")).to_contain_text("v2 of 2")
+        row.locator("a").first.click()
+        page.wait_for_selector("[data-testid=versions-table]")
+        assert page.inner_text("[data-testid=serving-version]") == "v2"
+        assert page.locator("[data-testid=version-1]").count() == 1
+        shot(page, "23-document-versions")
+        page.click("[data-testid=restore-1]")
+        expect(page.locator("main")).to_contain_text("Version 1 restored as v3")
+        wait_for(jobs_done, 180, "the restored version to be indexed")
+        page.reload()
+        assert page.inner_text("[data-testid=serving-version]") == "v3"
+        assert "restored from v1" in page.inner_text("[data-testid=version-3]")
+        shot(page, "24-document-restored")
+        document = Document.objects.get(knowledge_base=kb, original_filename="machine.txt")
+        assert (document.version, document.serving_version) == (3, 3)
+
+        page.goto("/kbs/coffee/sources/")
+        page.fill("#id_name", "manuals")
+        page.select_option("#id_kind", "folder")
+        page.fill("#id_location", str(shared / "manuals"))
+        page.fill("#id_schedule_minutes", "0")
+        page.click("#source-form button[type=submit]")
+        expect(page.locator("main")).to_contain_text("Added the source manuals")
+        source = Source.objects.get(knowledge_base=kb)
+
+        def synced(seen: int) -> bool:
+            source.refresh_from_db()
+            return source.status == "ok" and source.last_stats.get("seen") == seen
+
+        wait_for(lambda: synced(1), 180, "the first sync")
+        wait_for(jobs_done, 180, "the synced file to be indexed")
+        page.reload()
+        stats = page.inner_text("[data-testid=source-manuals] [data-testid=source-stats]")
+        assert "1 seen, 1 added" in stats, stats
+        shot(page, "25-source-synced")
+        (shared / "manuals" / "milk.txt").write_bytes(b"Steam the milk until it is glossy. " * 8)
+        page.click("[data-testid=sync-manuals]")
+        wait_for(lambda: synced(2), 180, "the second sync")
+        wait_for(jobs_done, 180, "the new file to be indexed")
+        page.reload()
+        stats = page.inner_text("[data-testid=source-manuals] [data-testid=source-stats]")
+        assert "2 seen, 1 added" in stats, stats
+        assert sorted(
+            Document.objects.filter(knowledge_base=kb, status="indexed").values_list(
+                "original_filename", flat=True
+            )
+        ) == ["grinder.txt", "machine.txt", "milk.txt"]
+        shot(page, "26-source-resynced")
+    finally:
+        stop_cluster(cluster)
+
+
 def test_files_dropped_on_the_upload_zone_are_uploaded(page: Any) -> None:
     from tests.factories import make_kb
 
