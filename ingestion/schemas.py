@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from ninja import Schema
 from pydantic import ConfigDict, Field, StrictBool
@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field, StrictBool
 from knowledge_bases.schemas import DocumentOut, DuplicateOut, RejectedOut
 from ragstudio.core.bounds import SOURCE_SCHEDULE_MINUTES
 from ragstudio.core.vocabulary import SourceKind
-from ragstudio.schemas import JsonInt
+from ragstudio.schemas import JSON_INTEGER, JsonInt, within
 
 
 class EmbeddingThrottleOut(Schema):
@@ -111,9 +111,7 @@ class SourceIn(Schema):
 
 class SourceUpdateIn(Schema):
     model_config = ConfigDict(extra="forbid")
-    schedule_minutes: JsonInt | None = Field(
-        None, ge=SOURCE_SCHEDULE_MINUTES.low, le=SOURCE_SCHEDULE_MINUTES.high
-    )
+    schedule_minutes: Annotated[int, within(SOURCE_SCHEDULE_MINUTES), JSON_INTEGER] | None = None
     delete_missing: StrictBool | None = None
     enabled: StrictBool | None = None
 

@@ -10,7 +10,7 @@ from knowledge_bases.generations import OVERRIDE_MAX_CHARS
 from knowledge_bases.models import KnowledgeBase
 from ragstudio.core.bounds import CHUNK_OVERLAP, CHUNK_SIZE, EMBED_BATCH_SIZE, STORE_BATCH_SIZE
 from ragstudio.core.vocabulary import GATE_KEYS
-from ragstudio.schemas import JsonInt, json_number
+from ragstudio.schemas import JSON_INTEGER, json_number, within
 
 GateKey = Literal[GATE_KEYS]  # type: ignore[valid-type]
 # Bounds first, then the JSON-number check: the other order puts "ge"/"le" (not
@@ -29,8 +29,8 @@ class KnowledgeBaseIn(Schema):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=10_000)
     embedder: str | None = Field(default=None, max_length=255)
-    chunk_size: JsonInt | None = Field(default=None, ge=CHUNK_SIZE.low, le=CHUNK_SIZE.high)
-    chunk_overlap: JsonInt | None = Field(default=None, ge=CHUNK_OVERLAP.low, le=CHUNK_OVERLAP.high)
+    chunk_size: Annotated[int, within(CHUNK_SIZE), JSON_INTEGER] | None = None
+    chunk_overlap: Annotated[int, within(CHUNK_OVERLAP), JSON_INTEGER] | None = None
     quality_gate: dict[GateKey, Allowance] | None = Field(
         default=None, description=QUALITY_GATE_HELP
     )
@@ -190,21 +190,17 @@ class RejectedOut(Schema):
 class RebuildIn(Schema):
     model_config = ConfigDict(extra="forbid")
     embedder: str | None = Field(default=None, max_length=255)
-    chunk_size: JsonInt | None = Field(default=None, ge=CHUNK_SIZE.low, le=CHUNK_SIZE.high)
-    chunk_overlap: JsonInt | None = Field(default=None, ge=CHUNK_OVERLAP.low, le=CHUNK_OVERLAP.high)
+    chunk_size: Annotated[int, within(CHUNK_SIZE), JSON_INTEGER] | None = None
+    chunk_overlap: Annotated[int, within(CHUNK_OVERLAP), JSON_INTEGER] | None = None
     auto_promote: StrictBool = False
     dry_run: StrictBool = Field(
         default=False,
         description="Plan only (200 with the plan): chunks, reused vectors, what to embed, "
         "ETA and disk size; nothing is embedded or written.",
     )
-    store_batch_size: JsonInt | None = Field(
-        default=None, ge=STORE_BATCH_SIZE.low, le=STORE_BATCH_SIZE.high
-    )
-    embed_batch_size: JsonInt | None = Field(
+    store_batch_size: Annotated[int, within(STORE_BATCH_SIZE), JSON_INTEGER] | None = None
+    embed_batch_size: Annotated[int, within(EMBED_BATCH_SIZE), JSON_INTEGER] | None = Field(
         default=None,
-        ge=EMBED_BATCH_SIZE.low,
-        le=EMBED_BATCH_SIZE.high,
         description="texts per model call for the local and fastembed: models; local-fast "
         "runs its own (runs of 4 texts per core) and remote (openai:) ones size their own "
         "requests within RAGSTUDIO_OPENAI_MAX_BATCH_ITEMS",

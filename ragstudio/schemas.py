@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from ninja import Schema
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
+
+from ragstudio.core.bounds import Bound
 
 
 def _json_integer(value: Any) -> Any:
@@ -18,6 +20,17 @@ def _json_integer(value: Any) -> Any:
 
 # An integer in a JSON body, as the OpenAPI schema describes it.
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+
+
+# For an optional bounded integer: `Annotated[int, within(BOUND), JSON_INTEGER] | None`.
+# Bounds given to `Field()` beside an optional JsonInt reach the OpenAPI schema as `ge`/`le`,
+# which no client reads; inside the type they become `minimum`/`maximum`.
+JSON_INTEGER = BeforeValidator(_json_integer)
+
+
+def within(bound: Bound) -> Any:
+    """The pydantic bounds of `bound`, as metadata of an Annotated integer."""
+    return Field(ge=bound.low, le=bound.high)
 
 
 def json_number(value: Any) -> Any:

@@ -24,7 +24,7 @@ from ragstudio.core.bounds import (
     SEARCH_OFFSET,
 )
 from ragstudio.core.vocabulary import DEFAULT_FUSION, DEFAULT_MODE, FusionMethod, SearchMode
-from ragstudio.schemas import JsonInt
+from ragstudio.schemas import JSON_INTEGER, JsonInt, within
 from search.ranking.filters import SearchFilter
 from search.ranking.fusion import FusionParams
 from search.ranking.results import SearchParams
@@ -44,7 +44,7 @@ class InFilter(Schema):
 
 class FiltersIn(Schema):
     model_config = ConfigDict(extra="forbid")
-    document_ids: list[Annotated[JsonInt, Field(ge=ROW_ID.low, le=ROW_ID.high)]] = Field(
+    document_ids: list[Annotated[int, within(ROW_ID), JSON_INTEGER]] = Field(
         default_factory=list, max_length=1000, description="Only chunks of these documents."
     )
     metadata: dict[MetaKey, MetaValue | InFilter] = Field(
@@ -179,10 +179,10 @@ EvalSetName = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", max_length=64)
 ]
 Target = (
-    Annotated[JsonInt, Field(ge=ROW_ID.low, le=ROW_ID.high)]
+    Annotated[int, within(ROW_ID), JSON_INTEGER]
     | Annotated[str, StringConstraints(min_length=1, max_length=700)]
 )
-Grade = Annotated[JsonInt, Field(ge=EVAL_GRADE.low, le=EVAL_GRADE.high)]
+Grade = Annotated[int, within(EVAL_GRADE), JSON_INTEGER]
 
 
 class EvalQueryIn(Schema):

@@ -233,6 +233,26 @@ def test_openapi_schema_documents_the_routes(alice, client_for) -> None:
     assert {"/api/kbs", "/api/kbs/{slug}/documents", "/api/jobs/{job_id}"} <= set(schema["paths"])
 
 
+def _bounds_keys(node: object) -> set[str]:
+    if isinstance(node, dict):
+        found = {
+            k for k, v in node.items() if k in {"ge", "le", "gt", "lt"} and not isinstance(v, dict)
+        }
+        return found.union(*(_bounds_keys(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_bounds_keys(v) for v in node))
+    return set()
+
+
+def test_every_bounded_integer_reaches_the_schema_as_minimum_and_maximum(alice, client_for) -> None:
+    # pydantic writes bounds it cannot place on a type as `ge`/`le`, which no client or
+    # fuzzer reads: a schema-valid request would then be refused.
+    schema = client_for(alice).get("/api/openapi.json").json()
+    assert _bounds_keys(schema) == set()
+    update = schema["components"]["schemas"]["SourceUpdateIn"]["properties"]["schedule_minutes"]
+    assert {"minimum": 0, "maximum": 10080, "type": "integer"}.items() <= update["anyOf"][0].items()
+
+
 def test_delete_a_document_through_the_api(alice, client_for) -> None:
     kb = make_kb(alice, "docs")
     client = client_for(alice)
