@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
 from pydantic import (
+    BeforeValidator,
     ConfigDict,
     StrictBool,
     StrictFloat,
@@ -24,7 +25,7 @@ from ragstudio.core.bounds import (
     SEARCH_OFFSET,
 )
 from ragstudio.core.vocabulary import DEFAULT_FUSION, DEFAULT_MODE, FusionMethod, SearchMode
-from ragstudio.schemas import JSON_INTEGER, JsonInt, within
+from ragstudio.schemas import JSON_INTEGER, JsonInt, json_number, within
 from search.ranking.filters import SearchFilter
 from search.ranking.fusion import FusionParams
 from search.ranking.results import SearchParams
@@ -58,12 +59,16 @@ class FiltersIn(Schema):
     )
 
 
+# A weight between 0 and 1 (a JSON number, never a string or a boolean).
+Share = Annotated[float, Field(ge=0, le=1), BeforeValidator(json_number)]
+
+
 class FusionIn(Schema):
     model_config = ConfigDict(extra="forbid")
     method: FusionMethod = DEFAULT_FUSION
     k: JsonInt = Field(60, ge=1, le=10_000, description="RRF constant: 1 / (k + rank).")
-    vector_weight: float = Field(0.5, ge=0, le=1, description="weighted: vector share.")
-    bm25_weight: float = Field(0.5, ge=0, le=1, description="weighted: BM25 share.")
+    vector_weight: Share = Field(0.5, description="weighted: vector share.")
+    bm25_weight: Share = Field(0.5, description="weighted: BM25 share.")
 
     @model_validator(mode="after")
     def _weights(self) -> FusionIn:
@@ -76,12 +81,11 @@ class SearchIn(Schema):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(min_length=1, max_length=QUERY_MAX_CHARS)
     mode: SearchMode = DEFAULT_MODE
-    limit: int = Field(10, ge=SEARCH_LIMIT.low, le=SEARCH_LIMIT.high)
-    offset: int = Field(0, ge=SEARCH_OFFSET.low, le=SEARCH_OFFSET.high)
-    generation: (
-        Literal["active"]
-        | Annotated[int, Field(ge=GENERATION_NUMBER.low, le=GENERATION_NUMBER.high)]
-    ) = Field("active", description='"active", or a generation number (staging or archived).')
+    limit: JsonInt = Field(10, ge=SEARCH_LIMIT.low, le=SEARCH_LIMIT.high)
+    offset: JsonInt = Field(0, ge=SEARCH_OFFSET.low, le=SEARCH_OFFSET.high)
+    generation: Literal["active"] | Annotated[int, within(GENERATION_NUMBER), JSON_INTEGER] = Field(
+        "active", description='"active", or a generation number (staging or archived).'
+    )
     filters: FiltersIn | None = None
     fusion: FusionMethod | FusionIn = Field(
         default=DEFAULT_FUSION, description="Hybrid only: a method name or its parameters."
@@ -289,10 +293,9 @@ class EvalAddOut(Schema):
 
 class EvalRunIn(Schema):
     model_config = ConfigDict(extra="forbid")
-    generation: (
-        Literal["active"]
-        | Annotated[int, Field(ge=GENERATION_NUMBER.low, le=GENERATION_NUMBER.high)]
-    ) = Field("active", description='"active", or a generation number.')
+    generation: Literal["active"] | Annotated[int, within(GENERATION_NUMBER), JSON_INTEGER] = Field(
+        "active", description='"active", or a generation number.'
+    )
 
 
 class EvalRunOut(Schema):

@@ -313,6 +313,11 @@ def test_query_syntax_is_never_interpreted(alice, kb, query: str, title, client_
         ({"query": "x", "offset": -1}, "offset"),
         ({"query": "x", "generation": 0}, "generation"),
         ({"query": "x", "generation": "latest"}, "generation"),
+        # JSON says integer or number: a boolean or a numeric string is not one.
+        ({"query": "x", "generation": True}, "generation"),
+        ({"query": "x", "limit": "5"}, "limit"),
+        ({"query": "x", "offset": True}, "offset"),
+        ({"query": "x", "fusion": {"method": "weighted", "vector_weight": "0.5"}}, "fusion"),
         (
             {"query": "x", "fusion": {"method": "weighted", "vector_weight": 0, "bm25_weight": 0}},
             "fusion",
