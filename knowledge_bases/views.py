@@ -108,7 +108,11 @@ def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
     result = None
     error = ""
     if not form.is_valid():
-        error = "Choose at least one file to upload."
+        error = (
+            "Choose at least one file to upload."
+            if not request.FILES.getlist("files")
+            else " ".join(str(e) for errors in form.errors.values() for e in errors)
+        )
     else:
         files = [IncomingFile(name=f.name, chunks=f.chunks()) for f in form.cleaned_data["files"]]
         try:

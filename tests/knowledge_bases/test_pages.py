@@ -69,6 +69,7 @@ def test_upload_fragment_reports_each_file(alice, indexed, login) -> None:
         SimpleUploadedFile("again.txt", text(12, "enzymes")),  # same bytes as a.txt
         SimpleUploadedFile("pic.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20),
         big,
+        SimpleUploadedFile("empty.txt", b""),  # refused on its own, not with the batch
     ]
     from django.conf import settings
 
@@ -84,6 +85,7 @@ def test_upload_fragment_reports_each_file(alice, indexed, login) -> None:
     assert 'data-testid="duplicate"' in html and "again.txt</strong>: duplicate of a.txt" in html
     assert "pic.png</strong>: unsupported file type: PNG image" in html
     assert "big.txt</strong>:" in html and "limit" in html
+    assert "empty.txt</strong>: empty file" in html
     assert 'id="kb-live" hx-swap-oob="true"' in html  # the tables refresh too
     none = client.post("/kbs/docs/upload/", {}, headers=HX)
     assert none.status_code == 422 and "no files were uploaded" in none.content.decode()
