@@ -17,8 +17,9 @@ from ragstudio.core.formatting import clock
 
 
 def progress_line(job: IngestionJob) -> str:
+    total = f"{job.total}+ (counting)" if job.counting else str(job.total)
     parts = [
-        f"embedded {job.ready}/{job.total}",
+        f"embedded {job.ready}/{total}",
         f"persisted {job.persisted}",
         f"buffer {job.buffered}",
         f"{job.rate:.0f} chunks/s",

@@ -24,6 +24,7 @@ class IngestionJob(models.Model):
     LIVE = (Status.QUEUED, Status.RUNNING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
     MAX_SAMPLES = 240
+    MAX_FAILURES = 200
 
     knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="jobs")
     generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="jobs")
@@ -43,6 +44,12 @@ class IngestionJob(models.Model):
     documents_total = models.PositiveIntegerField(default=0)
     documents_done = models.PositiveIntegerField(default=0)
     documents_failed = models.PositiveIntegerField(default=0)
+    # Every document has been chunked: `total` is final (until then the page says
+    # "counting" and gives no ETA).
+    total_known = models.BooleanField(default=False)
+    # Documents that failed in this job: [{"document_id", "name", "error"}], the first
+    # MAX_FAILURES of them.
+    failures = models.JSONField(default=list, blank=True)
     rate = models.FloatField(default=0.0, help_text="chunks per second, recent window")
     eta_seconds = models.FloatField(null=True, blank=True)
     # [seconds since start, embedded + skipped, persisted], one per report (thinned to at
@@ -91,6 +98,11 @@ class IngestionJob(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def counting(self) -> bool:
+        """Documents are still being chunked: the total may still grow."""
+        return not self.total_known and not self.is_finished
 
     @property
     def ready(self) -> int:

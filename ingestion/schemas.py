@@ -26,6 +26,12 @@ class EmbeddingThrottleOut(Schema):
     note: str
 
 
+class JobFailureOut(Schema):
+    document_id: int
+    name: str
+    error: str
+
+
 class JobOut(Schema):
     id: int
     knowledge_base: str
@@ -33,6 +39,9 @@ class JobOut(Schema):
     kind: str
     status: str
     total: int
+    total_known: bool = Field(
+        description="Every document has been chunked: total will not grow (no ETA before)."
+    )
     embedded: int
     persisted: int
     buffered: int
@@ -43,6 +52,9 @@ class JobOut(Schema):
     documents_total: int
     documents_done: int
     documents_failed: int
+    failures: list[JobFailureOut] = Field(
+        description="The documents that failed in this job and why (the first 200)."
+    )
     rate: float
     eta_seconds: float | None
     store_batch_size: int

@@ -103,6 +103,7 @@ class Reporter(threading.Thread):
             fields.update(
                 samples=self.samples,
                 total=snap.total,
+                total_known=snap.total_known,
                 embedded=snap.embedded,
                 persisted=snap.persisted,
                 buffered=snap.buffered,
@@ -120,10 +121,33 @@ class Reporter(threading.Thread):
         ).update(**fields)
         if not updated:
             return False, False  # taken over: outcomes belong to the new owner now
+        failed = [o for o in outcomes if not o.ok]
+        if failed:
+            self._record_failures(failed)
         if self.write_documents and outcomes:
             self._record_outcomes(outcomes, now)
         cancel = IngestionJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
         return True, cancel
+
+    def _record_failures(self, failed: list[DocumentOutcome]) -> None:
+        """Which documents failed and why, on the job row (the job page lists them)."""
+        job = IngestionJob.objects.select_for_update().only("failures").get(pk=self.job.pk)
+        names = dict(
+            Document.objects.filter(pk__in=[o.document_id for o in failed]).values_list(
+                "pk", "original_filename"
+            )
+        )
+        # A retried job may fail a document again: its latest reason replaces the earlier.
+        by_document = {f["document_id"]: f for f in job.failures}
+        for o in failed:
+            if o.document_id in by_document or len(by_document) < IngestionJob.MAX_FAILURES:
+                name = names.get(o.document_id, "")
+                by_document[o.document_id] = {
+                    "document_id": o.document_id,
+                    "name": name,
+                    "error": o.error[:2000],
+                }
+        IngestionJob.objects.filter(pk=self.job.pk).update(failures=list(by_document.values()))
 
     def _record_outcomes(self, outcomes: list[DocumentOutcome], now: datetime) -> None:
         """A document version whose rows are all stored becomes visible in the job's

@@ -234,6 +234,7 @@ def _finish(
     else:
         job.status = IngestionJob.Status.SUCCEEDED
     job.buffered = 0
+    job.total_known = True  # nothing more will be counted
     job.eta_seconds = None if job.status != IngestionJob.Status.SUCCEEDED else 0.0
     job.finished_at = now
     job.heartbeat_at = now

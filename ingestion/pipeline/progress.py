@@ -31,11 +31,13 @@ class ProgressSnapshot:
     errors: int
     retries: int
     rate: float  # chunks with a vector ready per second, recent window
-    eta_seconds: float | None
+    eta_seconds: float | None  # None until the total is known and the rate measured
     elapsed: float
     # A remote embedder's throttle: concurrency, batch size, requests and tokens a
     # minute, throttle events, the last one in words (None: not a remote embedder).
     embedding: dict[str, object] | None = None
+    # Every document has been chunked: the total will not grow any more.
+    total_known: bool = False
 
     @property
     def ready(self) -> int:
@@ -43,10 +45,18 @@ class ProgressSnapshot:
         return self.embedded + self.skipped
 
 
+# The rate is measured over the last WINDOW seconds of embedding; an ETA is given once
+# it has been measured over MIN_RATE_SPAN seconds (the first batches of a job, with the
+# model warming up, would otherwise promise hours) and the total is known.
+RATE_WINDOW_SECONDS = 30.0
+MIN_RATE_SPAN_SECONDS = 5.0
+
+
 @dataclass
 class Progress:
     clock: Callable[[], float] = time.monotonic
-    window_seconds: float = 10.0
+    window_seconds: float = RATE_WINDOW_SECONDS
+    total_known: bool = False
     total: int = 0
     embedded: int = 0
     persisted: int = 0
@@ -75,6 +85,16 @@ class Progress:
                 self._samples.append((now, self.embedded + self.skipped))
                 while len(self._samples) > 2 and now - self._samples[0][0] > self.window_seconds:
                     self._samples.popleft()
+
+    def counting(self) -> None:
+        """More documents are about to be chunked: the total may grow again."""
+        with self._lock:
+            self.total_known = False
+
+    def counted(self) -> None:
+        """Every document has been chunked: the total is final."""
+        with self._lock:
+            self.total_known = True
 
     def start_rate_window(self) -> None:
         """Measure the rate from now on (parsing and model loading are not throughput)."""
@@ -106,7 +126,11 @@ class Progress:
             span = now - first_t
             rate = (ready - first_n) / span if span > 0 else 0.0
             remaining = max(self.total - ready, 0)
-            eta = remaining / rate if rate > 0 else (0.0 if remaining == 0 else None)
+            eta: float | None = None
+            if self.total_known and remaining == 0:
+                eta = 0.0
+            elif self.total_known and rate > 0 and span >= MIN_RATE_SPAN_SECONDS:
+                eta = remaining / rate
             return ProgressSnapshot(
                 total=self.total,
                 embedded=self.embedded,
@@ -119,4 +143,5 @@ class Progress:
                 eta_seconds=eta,
                 elapsed=now - self._started,
                 embedding=embedding,
+                total_known=self.total_known,
             )

@@ -197,6 +197,8 @@ def chunk_windows(
         if len(window) >= window_chunks:
             yield window
             window = []
+    if not cancel.is_set():
+        ledger.progress.counted()
     if window and not cancel.is_set():
         yield window
 
@@ -246,6 +248,7 @@ def run_pipeline(
         window_chunks=max(1, config.stream_window_chunks if streaming else config.window_chunks),
         cancel=cancel,
     )
+    progress.counting()
     progress.start_rate_window()
     try:
         with sink:

@@ -72,6 +72,31 @@ def test_a_document_that_fails_to_parse_is_marked_and_the_job_succeeds(kb) -> No
     assert (job.documents_done, job.documents_failed) == (1, 1)
     failed = Document.objects.get(original_filename="scan.pdf")
     assert failed.status == Document.Status.FAILED and "no text layer" in failed.error_message
+    # The job says which document failed and why, once (not one line per report).
+    assert len(job.failures) == 1 and job.total_known
+    assert job.failures[0]["document_id"] == failed.pk
+    assert job.failures[0]["name"] == "scan.pdf" and "no text layer" in job.failures[0]["error"]
+
+
+def test_the_job_page_and_api_name_each_failed_document_and_say_when_the_total_is_counted(
+    kb, client_for, login
+) -> None:
+    from tests.helpers import make_pdf
+
+    result = upload(kb, [("ok.txt", text(8)), ("scan.pdf", make_pdf([""]))])
+    client = login(kb.owner)
+    queued = client.get(f"/jobs/{result.job.pk}/", headers={"HX-Request": "true"}).content.decode()
+    assert 'data-testid="counting"' in queued and "counting…" in queued
+    assert "aria-valuenow" not in queued  # no bar claims a share of a total still growing
+    job = _run(result.job.pk)
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'data-testid="counting"' not in page and 'data-testid="job-failures"' in page
+    assert "scan.pdf</a>: <span" in page and "no text layer" in page
+    body = client_for(kb.owner).get(f"/api/jobs/{job.pk}").json()
+    assert body["total_known"] is True
+    assert [(f["name"], "no text layer" in f["error"]) for f in body["failures"]] == [
+        ("scan.pdf", True)
+    ]
 
 
 def test_running_the_same_job_twice_leaves_the_same_rows(kb) -> None:

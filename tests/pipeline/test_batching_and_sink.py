@@ -115,6 +115,7 @@ def test_progress_rate_and_eta_come_from_the_recent_window() -> None:
     now = [0.0]
     progress = Progress(clock=lambda: now[0], window_seconds=10.0)
     progress.add(total=1000)
+    progress.counted()
     now[0] = 30.0  # parsing and model loading: not throughput
     progress.start_rate_window()
     for _ in range(10):
@@ -129,3 +130,54 @@ def test_progress_rate_and_eta_come_from_the_recent_window() -> None:
         now[0] += 1.0
         progress.add(skipped=5)
     assert progress.snapshot().rate == pytest.approx(5.0, rel=0.1)
+
+
+def test_no_eta_while_the_total_is_still_counted_or_the_rate_barely_measured() -> None:
+    from ingestion.pipeline.progress import MIN_RATE_SPAN_SECONDS, Progress
+
+    now = [0.0]
+    progress = Progress(clock=lambda: now[0])
+    progress.add(total=100)
+    progress.start_rate_window()
+    now[0] += 1.0
+    progress.add(embedded=2)  # a slow first batch: it would promise a long wait
+    snap = progress.snapshot()
+    assert snap.eta_seconds is None and not snap.total_known
+    progress.counted()
+    assert progress.snapshot().eta_seconds is None  # measured over 1 s only
+    now[0] += MIN_RATE_SPAN_SECONDS
+    progress.add(embedded=50)
+    snap = progress.snapshot()
+    assert snap.total_known and snap.eta_seconds == pytest.approx(48 / (52 / 6.0))
+    progress.counting()  # a rebuild takes in late documents: counting again
+    assert progress.snapshot().eta_seconds is None
+
+
+def test_the_eta_moves_no_more_than_the_rate_when_batches_arrive_in_bursts() -> None:
+    import random
+    from itertools import pairwise
+
+    from ingestion.pipeline.progress import Progress
+
+    rng = random.Random(7)
+    now = [0.0]
+    progress = Progress(clock=lambda: now[0])
+    progress.add(total=20_000)
+    progress.counted()
+    progress.start_rate_window()
+    etas = []
+    while progress.embedded < 18_000:
+        # Batches of 256 every 0.5-3 s (about 170 chunks/s), read once a second.
+        now[0] += rng.uniform(0.5, 3.0)
+        progress.add(embedded=256)
+        snap = progress.snapshot()
+        if snap.eta_seconds is not None:
+            etas.append((now[0], snap.eta_seconds))
+    assert etas
+    true_rate = progress.embedded / now[0]
+    for (t0, e0), (t1, e1) in pairwise(etas):
+        # Between two reads the ETA falls by about the time that passed; what is left
+        # over is the rate's own wobble, which a 30 s window keeps small.
+        assert abs((e0 - e1) - (t1 - t0)) <= 0.2 * e0 + 5, (t0, e0, t1, e1)
+    first_at, first_eta = etas[0]
+    assert first_eta == pytest.approx((20_000 - true_rate * first_at) / true_rate, rel=0.5)
