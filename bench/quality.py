@@ -258,7 +258,7 @@ def evaluate(queries: dict[str, str], qrels: dict, modes: dict | None = None) ->
         "report": sum(not tuning_half(q) for q in queries),
     }
     spread = {}
-    if "hybrid" in per_mode:
+    if len(per_mode.get("hybrid", {}).get("all", [])) >= 2:
         # How much a half's mean moves with the split alone: the same per-query scores,
         # 1,000 random halves (not used to choose anything).
         import random

@@ -36,7 +36,11 @@ def source_chunks() -> object:
     """The arrow table of bench/quality.py's chunks (built on first use)."""
     import lancedb
 
-    pattern = "quality-*-c200-local-fast-p2/data/lancedb"  # bench/quality.py's default build
+    from ragstudio.core.bounds import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+
+    # bench/quality.py's default build (a new knowledge base's chunk settings, local-fast).
+    size, overlap = DEFAULT_CHUNK_SIZE, min(DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE // 2)
+    pattern = f"quality-*-c{size}o{overlap}-local-fast-p2/data/lancedb"
     dirs = sorted(CACHE.glob(pattern))
     if not dirs:
         print("building the SciFact index first (bench/quality.py, ~5 min)...", file=sys.stderr)

@@ -51,6 +51,9 @@ class KnowledgeBase(models.Model):
     active_generation = models.ForeignKey(
         "Generation", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # Rollback undoes the last promote: each promote pushes the generation it replaced
+    # (its pk), each rollback pops back to the newest one still archived.
+    rollback_stack = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -16,6 +16,7 @@ from knowledge_bases.generations import (
     generation_searchable_get,
     query_vector,
     version_masks,
+    versions_of_deleted_documents,
 )
 from knowledge_bases.models import Document, Generation, KnowledgeBase
 from ragstudio.core.errors import Conflict
@@ -182,6 +183,11 @@ def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchO
             "rebuild it to filter on metadata (document filters work)",
             {"generation": generation.number},
         )
+    if generation.pk != kb.active_generation_id:
+        # An older generation still holds documents deleted since: not what to answer with.
+        gone = versions_of_deleted_documents(generation, store)
+        if gone:
+            params = replace(params, filter=params.filter.hiding(gone))
     depth = params.offset + params.limit
     timings: dict[str, float] = {}
     fused, exact = ranked_hits(generation, store, params, depth, timings)

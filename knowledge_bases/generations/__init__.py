@@ -76,6 +76,7 @@ from knowledge_bases.generations.versions import (
     version_counts_visible,
     version_masks,
     version_show,
+    versions_of_deleted_documents,
     versions_sweep,
 )
 
@@ -135,5 +136,6 @@ __all__ = [
     "version_counts_visible",
     "version_masks",
     "version_show",
+    "versions_of_deleted_documents",
     "versions_sweep",
 ]

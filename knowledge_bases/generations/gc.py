@@ -17,7 +17,7 @@ from knowledge_bases.generations.storage import (
     generation_store,
     storage_cleanup_run,
 )
-from knowledge_bases.generations.swap import locked_kb
+from knowledge_bases.generations.swap import locked_kb, rollback_candidate
 from knowledge_bases.generations.versions import versions_sweep
 from knowledge_bases.models import Generation, KnowledgeBase
 from ragstudio.env import rag_settings
@@ -32,8 +32,8 @@ KEEP_VERSIONS_FOR = timedelta(minutes=10)
 def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> dict[str, Any]:
     """Collect generations past retention, then delete their files, then compact the active
     table. Kept: the active one, any a queued or running job writes to, ready and building
-    ones, the newest ``kb.retention`` archived, and archived ones younger than the minimum
-    age."""
+    ones, ``kb.retention`` archived ones (the one a rollback would return to first, then
+    the newest), and archived ones younger than the minimum age."""
     now = now or timezone.now()
     min_age = timedelta(seconds=rag_settings()["GC_MIN_AGE_SECONDS"])
     with transaction.atomic():
@@ -41,10 +41,10 @@ def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> 
         busy = IngestionJob.objects.filter(knowledge_base=kb, status__in=IngestionJob.LIVE).values(
             "generation_id"
         )
-        archived = list(
-            Generation.objects.filter(knowledge_base=kb, status=S.ARCHIVED)
-            .exclude(pk__in=busy)
-            .order_by("-number")
+        undo, _rest = rollback_candidate(kb)
+        archived = sorted(
+            Generation.objects.filter(knowledge_base=kb, status=S.ARCHIVED).exclude(pk__in=busy),
+            key=lambda g: (undo is None or g.pk != undo.pk, -g.number),
         )
         doomed = [
             g

@@ -98,19 +98,30 @@ def promote_verdict(
     return Verdict(generation)
 
 
+def rollback_candidate(kb: KnowledgeBase) -> tuple[Generation | None, list[int]]:
+    """The generation the last promote replaced (skipping any collected since), and the
+    stack as it is once a rollback has returned to it."""
+    stack = [pk for pk in kb.rollback_stack if isinstance(pk, int)]
+    archived = {g.pk: g for g in kb.generations.filter(pk__in=stack, status=S.ARCHIVED)}
+    while stack:
+        pk = stack.pop()
+        if pk in archived:
+            return archived[pk], stack
+    return None, []
+
+
 def rollback_verdict(kb: KnowledgeBase) -> Verdict:
-    """One step back: the newest archived generation older than the active one."""
+    """Undo the last promote: the generation it replaced (promote #2 over #3, and a
+    rollback returns to #3); then the one before that, and so on."""
     active = kb.active_generation
     if active is None:
         return Verdict(None, "nothing to roll back: there is no active generation")
-    target = (
-        kb.generations.filter(status=S.ARCHIVED, number__lt=active.number)
-        .order_by("-number")
-        .first()
-    )
+    target, _rest = rollback_candidate(kb)
     if target is None:
         return Verdict(
-            None, f"nothing to roll back to: no archived generation older than #{active.number}"
+            None,
+            f"nothing to roll back to: no promote replaced a generation still kept "
+            f"before #{active.number}",
         )
     if blocker := _writer_blocker(kb):
         return Verdict(None, blocker)
@@ -122,6 +133,7 @@ def locked_kb(kb: KnowledgeBase) -> KnowledgeBase:
 
 
 OVERRIDE_MAX_CHARS = 400
+ROLLBACK_STACK_MAX = 100  # promotes remembered; generations past retention drop out anyway
 
 
 @transaction.atomic
@@ -163,6 +175,7 @@ def generation_rollback(*, kb: KnowledgeBase, actor: Any = None) -> Activation:
     if verdict.target is None:
         raise Conflict(verdict.blocker)
     target = Generation.objects.select_for_update().get(pk=verdict.target.pk)
+    _target, kb.rollback_stack = rollback_candidate(kb)
     note = f"rollback from {kb.active_generation.number}"  # type: ignore[union-attr]
     return _activate(kb, target, actor, note, rollback=True)
 
@@ -172,6 +185,8 @@ def _activate(
 ) -> Activation:
     now = timezone.now()
     current = kb.active_generation
+    if current is not None and not rollback:
+        kb.rollback_stack = [*kb.rollback_stack, current.pk][-ROLLBACK_STACK_MAX:]
     if current is not None:
         # Archive first: the database allows one active generation per KB.
         states.transition(current, S.ARCHIVED, actor=actor, note=note, now=now)
@@ -185,6 +200,7 @@ def _activate(
     kb.save(
         update_fields=[
             "active_generation",
+            "rollback_stack",
             "embedder",
             "embedding_dimensions",
             "chunk_size",

@@ -121,6 +121,20 @@ def version_counts_visible(
     return held
 
 
+def versions_of_deleted_documents(
+    generation: Generation, store: GenerationStore
+) -> list[DocumentVersionKey]:
+    """The versions a generation holds of documents deleted since it was built (an
+    archived generation is a snapshot and keeps them; a search of it must not find them)."""
+    held = store.vectors.version_counts()
+    existing = set(
+        Document.objects.filter(
+            knowledge_base_id=generation.knowledge_base_id, pk__in={d for d, _v in held}
+        ).values_list("pk", flat=True)
+    )
+    return sorted(key for key in held if key[0] not in existing)
+
+
 def rows_visible(generation: Generation, store: GenerationStore) -> int:
     """The rows a search of the generation can find (masked versions left out)."""
     if not VersionMask.objects.filter(generation=generation).exists():

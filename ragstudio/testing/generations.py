@@ -77,7 +77,9 @@ def make_generation(
 ) -> Generation:
     """A generation of ``rows`` synthetic chunks brought to ``status`` through the state
     machine (an active one is the KB's active generation; the one it replaces, if any, is
-    archived)."""
+    archived). Generations that served go on the rollback stack as promotes would put
+    them: an archived one as replaced by what serves, and what served before an active
+    one."""
     generation = generation_create(kb=kb)
     if rows:
         generation_store(generation).write(make_rows(generation, rows))
@@ -93,6 +95,10 @@ def make_generation(
         if current is not None:
             transition(current, S.ARCHIVED)
         transition(generation, S.ACTIVE)
+        stack = KnowledgeBase.objects.get(pk=kb.pk).rollback_stack
+        replaced = generation if status == S.ARCHIVED else current
+        if replaced is not None:
+            KnowledgeBase.objects.filter(pk=kb.pk).update(rollback_stack=[*stack, replaced.pk])
         if status == S.ACTIVE:
             KnowledgeBase.objects.filter(pk=kb.pk).update(active_generation=generation)
         else:

@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from ingestion.models import IngestionJob
-from knowledge_bases.generations import generation_check, generation_store
+from knowledge_bases.generations import generation_check, generation_store, rollback_verdict
 from knowledge_bases.models import Generation
 from knowledge_bases.services import generation_promote, generation_rollback, generations_gc
 from ragstudio.core.errors import Conflict, NotFound
@@ -108,6 +108,30 @@ def test_rollback_steps_back_one_generation_at_a_time(kb) -> None:
     statuses = dict(Generation.objects.filter(knowledge_base=kb).values_list("number", "status"))
     assert statuses == {1: "active", 2: "archived", 3: "archived"}
     assert generation_promote(kb=kb, number=3).number == 3  # and forward again
+
+
+def test_rollback_undoes_the_last_promote_not_the_newest_number(kb) -> None:
+    make_generation(kb, S.ARCHIVED)  # 1
+    make_generation(kb, S.ARCHIVED)  # 2
+    make_generation(kb, S.ACTIVE)  # 3
+    assert generation_promote(kb=kb, number=2).number == 2  # 2 replaces 3
+    kb.refresh_from_db()
+    assert rollback_verdict(kb).target.number == 3
+    assert generation_rollback(kb=kb).number == 3  # back to what the promote replaced
+    assert generation_rollback(kb=kb).number == 2  # then what 3 had replaced
+    assert generation_rollback(kb=kb).number == 1
+
+
+def test_gc_keeps_the_generation_a_rollback_returns_to(kb) -> None:
+    kb.retention = 1
+    kb.save()
+    make_generation(kb, S.ARCHIVED)  # 1
+    make_generation(kb, S.ACTIVE)  # 2
+    make_generation(kb, S.ARCHIVED)  # 3 (newer, served before 2 came back)
+    generation_promote(kb=kb, number=1)  # 1 replaces 2: a rollback returns to 2
+    kb.refresh_from_db()
+    assert generations_gc(kb=kb)["collected"] == [3]  # not 2, although 3 is newer
+    assert generation_rollback(kb=kb).number == 2
 
 
 def test_rollback_without_an_active_generation_is_a_conflict(kb) -> None:

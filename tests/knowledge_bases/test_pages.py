@@ -138,13 +138,19 @@ def test_generation_actions_report_success_and_refusals(alice, login) -> None:
     client = login(alice)
     html = client.post("/kbs/gens/generations/rollback/", headers=HX).content.decode()
     assert "Rolled back: generation #1 is active." in html
+    # The header above the table says so too (it is sent out of band with the fragment).
+    status = html[html.index('<p id="kb-status"') :]
+    assert 'hx-swap-oob="true"' in status.split(">")[0]
+    assert 'data-testid="active-generation">#1</strong>' in status
     html = client.post("/kbs/gens/generations/rollback/", headers=HX).content.decode()
     assert "nothing to roll back to" in html
-    assert 'title="Nothing to roll back to: no archived generation older than #1"' in html
+    assert 'title="Nothing to roll back to: no promote replaced a generation still kept' in html
     html = client.post(
         "/kbs/gens/generations/promote/", {"number": "2"}, headers=HX
     ).content.decode()
     assert "Generation #2 is active." in html
+    assert 'data-testid="active-generation">#2</strong>' in html
+    assert "Roll back to #1" in html  # the page says where a rollback goes before it is clicked
     html = client.post(
         "/kbs/gens/generations/promote/", {"number": "x"}, headers=HX
     ).content.decode()

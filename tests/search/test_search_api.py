@@ -487,3 +487,27 @@ def test_the_largest_document_id_is_searched_not_refused(alice, kb, client_for) 
         )
         assert response.status_code == 200, response.content
         assert response.json()["results"] == []
+
+
+def test_an_archived_generation_does_not_answer_with_documents_deleted_since(
+    alice, kb, client_for
+) -> None:
+    from ingestion.services import document_delete
+    from knowledge_bases.generations import generation_check
+    from knowledge_bases.services import generation_promote, generation_rebuild_start
+
+    job = generation_rebuild_start(kb=kb, enqueue=False, user=alice)
+    run_job_and_queue(job.pk)
+    generation_check(generation=kb.generations.get(number=2))
+    generation_promote(kb=kb, number=2)
+    kb.refresh_from_db()
+    assert kb.active_generation.number == 2
+    paper = kb.documents.get(original_filename="paper.pdf")
+    document_delete(kb=kb, document_id=paper.pk)
+    client = client_for(alice)
+    for generation in ("active", 1):
+        response = search(client, query="mitochondria powerhouse cell", generation=generation)
+        assert response.status_code == 200, response.content
+        results = response.json()["results"]
+        assert all(r["document_id"] != paper.pk for r in results), generation
+        assert all(r["citation"]["filename"] for r in results), generation
