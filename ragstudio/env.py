@@ -134,6 +134,7 @@ class RagStudioConfig(TypedDict):
     STORAGE_OPTIONS: dict[str, str]
     MODEL_DIR: Path
     EMBEDDER: str
+    PRELOAD_MODELS: bool
     EMBEDDERS_FOR_USERS: list[str]
     QUOTA_KNOWLEDGE_BASES: int
     QUOTA_BYTES: int

@@ -192,6 +192,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
+# collectstatic fills it where an operator runs it; without it WhiteNoise warns at every
+# start that the directory is missing.
+STATIC_ROOT.mkdir(exist_ok=True)
 # WhiteNoise serves static files from the app and the installed packages (Swagger UI's)
 # with DEBUG off, under any server, with no collectstatic step.
 WHITENOISE_USE_FINDERS = True
@@ -260,6 +263,9 @@ RAGSTUDIO: RagStudioConfig = {
     # "local" (the bundled model as packaged), "fastembed:<model name>" (needs a network
     # once) or "openai:<model>". Existing knowledge bases keep theirs until rebuilt.
     "EMBEDDER": env_str("RAGSTUDIO_EMBEDDER", "local-fast"),
+    # Web and worker processes load the local models in use before they take work (the
+    # first search would otherwise wait seconds for them); /readyz waits for it.
+    "PRELOAD_MODELS": env_bool("RAGSTUDIO_PRELOAD_MODELS", True),
     # Embedders users other than staff may choose (shell-style patterns, e.g. "openai:*").
     "EMBEDDERS_FOR_USERS": env_list("RAGSTUDIO_EMBEDDERS_FOR_USERS", ["local", "local-fast"]),
     # Per-user quotas (staff are exempt; 0: no limit): knowledge bases owned, and bytes
@@ -351,15 +357,24 @@ else:
 # `manage.py serve`: gunicorn worker processes for the web (pages and API).
 WEB_WORKERS = env_int("RAGSTUDIO_WEB_WORKERS", 2, minimum=1, maximum=64)
 WEB_TIMEOUT = env_int("RAGSTUDIO_WEB_TIMEOUT", 120, minimum=5)
+# One log line per request (gunicorn's access log): off unless asked for.
+ACCESS_LOG = env_bool("RAGSTUDIO_ACCESS_LOG", False)
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("RAGSTUDIO_LOG_LEVEL", "INFO")},
+    # Libraries log at WARNING and up (the model build's quantizer logs each tensor at
+    # INFO on the root logger); the app's own modules at RAGSTUDIO_LOG_LEVEL.
+    "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        "django_q": {"level": "WARNING"},
+        **{
+            name: {"level": env_str("RAGSTUDIO_LOG_LEVEL", "INFO")}
+            for name in ("ragstudio", "ingestion", "knowledge_bases", "search")
+        },
+        # The worker's line per task and per schedule tick (7 a minute when idle).
+        "django-q": {"level": env_str("RAGSTUDIO_QUEUE_LOG_LEVEL", "WARNING")},
         "axes": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},

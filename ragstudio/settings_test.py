@@ -8,6 +8,9 @@ import tempfile
 
 os.environ.setdefault("RAGSTUDIO_DATA_DIR", tempfile.mkdtemp(prefix="ragstudio-test-"))
 os.environ.setdefault("RAGSTUDIO_EMBED_THREADS", "2")
+# Worker clusters of tests that embed nothing need not load a model (tests that check the
+# preload turn it on).
+os.environ.setdefault("RAGSTUDIO_PRELOAD_MODELS", "0")
 # A queue of this run's own: test runs sharing a Redis server never take each other's tasks.
 os.environ.setdefault("RAGSTUDIO_QUEUE_NAME", f"test-{os.getpid()}")
 

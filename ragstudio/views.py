@@ -4,10 +4,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.core.exceptions import BadRequest, PermissionDenied
+from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 
 from ragstudio.core.errors import Ambiguous, Forbidden, NotFound
+from ragstudio.readiness import preload_in_background, readiness
 
 T = TypeVar("T")
 
@@ -37,3 +39,34 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if request.path.startswith("/api/"):
         return JsonResponse({"message": f"not found: {request.path}", "extra": {}}, status=404)
     return page_not_found(request, exception)
+
+
+def healthz(_request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers (nothing else is checked)."""
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(_request: HttpRequest) -> JsonResponse:
+    """Readiness: the database answers and this process has loaded its models (503 until
+    then). A process that no hook preloaded starts loading on the first ask."""
+    state = readiness()
+    checks: dict[str, str] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # any driver error means "not ready", said in the body
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    if state.done.is_set():
+        checks["models"] = "ok"
+    else:
+        preload_in_background("web")
+        checks["models"] = "loading"
+    ready = all(v == "ok" for v in checks.values())
+    body = {
+        "ready": ready,
+        "checks": checks,
+        "models": state.models,
+        "preload_seconds": round(state.seconds, 2) if state.done.is_set() else None,
+    }
+    return JsonResponse(body, status=200 if ready else 503)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
@@ -24,11 +24,17 @@ from ragstudio.core.bounds import (
     SEARCH_LIMIT,
     SEARCH_OFFSET,
 )
-from ragstudio.core.vocabulary import DEFAULT_FUSION, DEFAULT_MODE, FusionMethod, SearchMode
+from ragstudio.core.vocabulary import (
+    DEFAULT_FUSION,
+    DEFAULT_MODE,
+    SCORE_MEANINGS,
+    FusionMethod,
+    SearchMode,
+)
 from ragstudio.schemas import JSON_INTEGER, JsonInt, json_number, within
 from search.ranking.filters import SearchFilter
 from search.ranking.fusion import FusionParams
-from search.ranking.results import SearchParams
+from search.ranking.results import DocumentQuery, SearchParams
 
 MetaKey = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$", max_length=64)
@@ -56,6 +62,18 @@ class FiltersIn(Schema):
         "Nested keys are dotted (`source.kind`).",
         # Keys that miss the pattern are invalid, as the schema must say.
         json_schema_extra={"additionalProperties": False},
+    )
+    document_name: str = Field(
+        "",
+        max_length=200,
+        description="Only chunks of documents whose title or file name contains this "
+        "(case-insensitive).",
+    )
+    uploaded_after: datetime | None = Field(
+        None, description="Only documents uploaded at or after this time (ISO 8601)."
+    )
+    uploaded_before: datetime | None = Field(
+        None, description="Only documents uploaded before this time (ISO 8601)."
     )
 
 
@@ -91,6 +109,12 @@ class SearchIn(Schema):
         default=DEFAULT_FUSION, description="Hybrid only: a method name or its parameters."
     )
     explain: StrictBool = False
+    min_score: Annotated[float, BeforeValidator(json_number)] | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="Leave out results scoring below this. A score means something else in "
+        "each mode: " + "; ".join(f"{mode}: {text}" for mode, text in SCORE_MEANINGS.items()),
+    )
 
     @model_validator(mode="after")
     def _query_has_text(self) -> SearchIn:
@@ -120,6 +144,13 @@ class SearchIn(Schema):
             search_filter = SearchFilter.build(
                 document_ids=self.filters.document_ids, metadata=metadata
             )
+        documents = DocumentQuery()
+        if self.filters is not None:
+            documents = DocumentQuery(
+                name=self.filters.document_name.strip(),
+                uploaded_after=_aware(self.filters.uploaded_after),
+                uploaded_before=_aware(self.filters.uploaded_before),
+            )
         return SearchParams(
             query=self.query,
             mode=self.mode,
@@ -129,7 +160,16 @@ class SearchIn(Schema):
             filter=search_filter,
             fusion=fusion_params,
             explain=self.explain,
+            documents=documents,
+            min_score=self.min_score,
         )
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A time given without a zone is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 class CitationOut(Schema):
@@ -141,6 +181,11 @@ class CitationOut(Schema):
     page: int | None
     record_id: str | None = Field(
         default=None, description="The JSON Lines record of the chunk (null for other files)."
+    )
+    document_title: str = Field(
+        default="",
+        description="The document's title as the Documents tab shows it (`title` is the "
+        "chunk's own: its record's or section's title, or else the document's).",
     )
 
 

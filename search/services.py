@@ -11,6 +11,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+from django.db.models import Q
+
 from knowledge_bases.generations import (
     generation_reader,
     generation_searchable_get,
@@ -19,7 +21,7 @@ from knowledge_bases.generations import (
     versions_of_deleted_documents,
 )
 from knowledge_bases.models import Document, Generation, KnowledgeBase
-from ragstudio.core.errors import Conflict
+from ragstudio.core.errors import Conflict, ValidationError
 from ragstudio.env import rag_settings
 from search.ranking.fusion import Fused, fuse, passages_first, single
 from search.ranking.results import Citation, SearchHit, SearchOutcome, SearchParams
@@ -183,6 +185,10 @@ def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchO
             "rebuild it to filter on metadata (document filters work)",
             {"generation": generation.number},
         )
+    if params.documents:
+        params = replace(
+            params, filter=params.filter.within_documents(_documents_matching(kb, params))
+        )
     if generation.pk != kb.active_generation_id:
         # An older generation still holds documents deleted since: not what to answer with.
         gone = versions_of_deleted_documents(generation, store)
@@ -191,6 +197,8 @@ def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchO
     depth = params.offset + params.limit
     timings: dict[str, float] = {}
     fused, exact = ranked_hits(generation, store, params, depth, timings)
+    if params.min_score is not None:
+        fused = [hit for hit in fused if hit.score >= params.min_score]
     page = fused[params.offset : depth]
     fetch_started = time.perf_counter()
     hits = _hits(kb, generation, store, params, page)
@@ -205,6 +213,32 @@ def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchO
         timings={k: round(v, 3) for k, v in timings.items()},
         exact_vector_search=exact,
     )
+
+
+# Documents a name or date filter may stand for: past this the filter is too broad to
+# send to the engines as a list of ids (narrow it, or leave it out).
+MAX_MATCHED_DOCUMENTS = 10_000
+
+
+def _documents_matching(kb: KnowledgeBase, params: SearchParams) -> list[int]:
+    query = params.documents
+    documents = Document.objects.filter(knowledge_base=kb)
+    if query.name:
+        documents = documents.filter(
+            Q(title__icontains=query.name) | Q(original_filename__icontains=query.name)
+        )
+    if query.uploaded_after is not None:
+        documents = documents.filter(created_at__gte=query.uploaded_after)
+    if query.uploaded_before is not None:
+        documents = documents.filter(created_at__lt=query.uploaded_before)
+    ids = list(documents.values_list("pk", flat=True)[: MAX_MATCHED_DOCUMENTS + 1])
+    if len(ids) > MAX_MATCHED_DOCUMENTS:
+        raise ValidationError(
+            f"the document filters match more than {MAX_MATCHED_DOCUMENTS:,} documents: "
+            "narrow them",
+            {"field": "filters"},
+        )
+    return ids
 
 
 ROW_COLUMNS = ["document_id", "ordinal", "text", "title", "page", "metadata", "record_id"]
@@ -250,6 +284,7 @@ def _hits(
             chunks=document.chunk_count if document and active else 0,
             page=row.get("page"),
             record_id=row.get("record_id"),
+            document_title=document.title if document else "",
         )
         explain = None
         if params.explain:

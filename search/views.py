@@ -18,12 +18,14 @@ from knowledge_bases.selectors import (
     knowledge_base_get,
     knowledge_base_ref,
 )
+from ragstudio.core.bounds import SEARCH_OFFSET
 from ragstudio.core.errors import RagStudioError, ValidationError
 from ragstudio.core.vocabulary import (
     DEFAULT_FUSION,
     DEFAULT_MODE,
     METRIC_LABELS,
     METRICS,
+    SCORE_MEANINGS,
     SEARCH_MODES,
     gate_label,
 )
@@ -59,15 +61,21 @@ def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
         "columns": [],
         "overlap": None,
         "can_change": knowledge_base_can_change(kb, request.user),
+        "score_meanings": SCORE_MEANINGS,
     }
     status = 200
     if request.GET and form.is_valid():
         data = form.cleaned_data
+        limit = data["limit"] or 10
+        page = data["page"] or 1
         base = {
             "query": data["q"],
             "mode": data["mode"] or DEFAULT_MODE,
-            "limit": data["limit"] or 10,
+            "limit": limit,
+            "offset": (page - 1) * limit,
             "fusion": data["fusion"] or DEFAULT_FUSION,
+            "filters": form.filters(),
+            "min_score": data["min_score"],
             "explain": True,
         }
         targets = [data["generation"]]
@@ -89,6 +97,7 @@ def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             context["columns"] = outcomes
             context["query"] = data["q"]
+            context["pages"] = _pages(request, page, limit, outcomes)
             if len(outcomes) == 2:
                 context["overlap"] = _overlap(outcomes[0], outcomes[1])
             if data["set"] and knowledge_base_can_change(kb, request.user):
@@ -106,6 +115,26 @@ def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
         status = 422
     template = "search/_results.html" if is_htmx(request) else "search/page.html"
     return render(request, template, context, status=status)
+
+
+def _pages(
+    request: HttpRequest, page: int, limit: int, outcomes: list[SearchOutcome]
+) -> dict[str, Any]:
+    """Links to the previous and next page of the same search (a full page may have a
+    next one)."""
+
+    def link(number: int) -> str:
+        query = request.GET.copy()
+        query["page"] = str(number)
+        return "?" + query.urlencode()
+
+    full = any(len(o.results) == limit for o in outcomes)
+    return {
+        "number": page,
+        "first": (page - 1) * limit + 1,
+        "previous": link(page - 1) if page > 1 else "",
+        "next": link(page + 1) if full and page * limit < SEARCH_OFFSET.high else "",
+    }
 
 
 def _overlap(a: SearchOutcome, b: SearchOutcome, top: int = 10) -> dict[str, Any]:

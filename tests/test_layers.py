@@ -46,6 +46,9 @@ LOCAL_IMPORTS_ALLOWED = {
     ("ingestion.embedders", "ingestion.embedders.openai_compat"),
     # AppConfig.ready runs before the app's modules may import models.
     ("ingestion.apps", "ingestion.schedules"),
+    ("ingestion.apps", "ragstudio.readiness"),
+    # gunicorn reads its config before the app (and Django) is loaded.
+    ("ragstudio.gunicorn_conf", "ragstudio.readiness"),
     # A subprocess entry point: Django is set up by main() before these are imported.
     ("ragstudio.testing.probe", "knowledge_bases.generations"),
     ("ragstudio.testing.probe", "knowledge_bases.models"),

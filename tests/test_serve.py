@@ -121,21 +121,27 @@ def test_ctrl_c_to_the_process_group_during_a_job_stops_everything_in_10_s(
 def test_serve_runs_gunicorn_workers_with_static_files_and_debug_off(tmp_path: Path) -> None:
     """Issue 12: the pages, the API and /api/docs with DEBUG off, without runserver: static
     files (the app's and Swagger UI's) come from WhiteNoise."""
+    import json
     import re
     import urllib.request
 
     port = free_port()
+    log = tmp_path / "serve.log"
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "serve", f"127.0.0.1:{port}", "--workers", "2"],
         cwd=ROOT,
-        env=subprocess_env(tmp_path / "data", RAGSTUDIO_DEBUG="false"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        env=subprocess_env(
+            tmp_path / "data", RAGSTUDIO_DEBUG="false", RAGSTUDIO_PRELOAD_MODELS="1"
+        ),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{base}/accounts/login/")
+        wait_for_http(f"{base}/readyz", timeout=120)
+        with urllib.request.urlopen(f"{base}/readyz") as response:
+            assert json.loads(response.read())["models"] == ["local-fast"]
         tree = _descendants(proc.pid)
         commands = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in tree if _alive(pid)}
         gunicorn = [pid for pid, cmd in commands.items() if b"gunicorn" in cmd]
@@ -152,7 +158,16 @@ def test_serve_runs_gunicorn_workers_with_static_files_and_debug_off(tmp_path: P
                 assert response.status == 200 and len(response.read()) > 0, asset
         with urllib.request.urlopen(f"{base}/static/css/app.css") as response:
             assert response.headers["Content-Type"].startswith("text/css")
+        # Each web process loaded the model before its first request, and said so once;
+        # so did the worker; requests are not logged unless RAGSTUDIO_ACCESS_LOG asks.
+        wait_for(lambda: "worker process" in log.read_text(), 120, "the worker's preload")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     assert [p for p in tree if _alive(p)] == []
+    text = log.read_text()
+    web = re.findall(r"web process (\d+) ready: local-fast loaded", text)
+    assert len(set(web)) == len(web) == 2, text
+    assert {int(pid) for pid in web} <= set(gunicorn)
+    assert re.search(r"worker process \d+ ready: local-fast loaded", text), text
+    assert '"GET /static/css/app.css' not in text and "/readyz HTTP" not in text

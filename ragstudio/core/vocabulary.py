@@ -9,6 +9,16 @@ SearchMode = Literal["hybrid", "vector", "lexical"]
 SEARCH_MODES: tuple[SearchMode, ...] = get_args(SearchMode)
 MODE_LABELS: dict[str, str] = {"hybrid": "Hybrid", "vector": "Vector", "lexical": "Lexical (BM25)"}
 DEFAULT_MODE: SearchMode = "hybrid"
+# What a result's score is in each mode: what a minimum score means.
+SCORE_MEANINGS: dict[str, str] = {
+    "vector": "cosine similarity of the chunk to the query, from -1 to 1 (related text "
+    "scores about 0.3 and up with the local model)",
+    "lexical": "BM25: grows with how many of the query's rarer words the chunk holds; no "
+    "upper bound, comparable only within one knowledge base",
+    "hybrid": "the fused score: with z-score fusion, how far above each engine's average for "
+    "this query the chunk stands, in standard deviations, weighted (about 1 and up stands "
+    "out); with RRF a sum of 1 / (k + rank)",
+}
 
 FusionMethod = Literal["zscore", "rrf", "weighted", "adaptive"]
 FUSION_METHODS: tuple[FusionMethod, ...] = get_args(FusionMethod)

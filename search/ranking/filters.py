@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 Scalar = str | int | float | bool
@@ -114,6 +114,8 @@ class SearchFilter:
     # Document versions written but not visible (being written, or replaced and awaiting
     # deletion): never part of a result, whatever else the filter says.
     hidden: tuple[tuple[int, int], ...] = ()
+    # No document can match (document conditions that exclude every one).
+    nothing: bool = False
 
     @classmethod
     def build(
@@ -133,16 +135,24 @@ class SearchFilter:
 
     @property
     def empty(self) -> bool:
-        return not self.document_ids and not self.metadata and not self.hidden
+        return not (self.document_ids or self.metadata or self.hidden or self.nothing)
 
     def hiding(self, keys: Iterable[tuple[int, int]]) -> SearchFilter:
         """This filter, also leaving out these document versions."""
         hidden = tuple(sorted({*self.hidden, *((int(d), int(v)) for d, v in keys)}))
-        return SearchFilter(self.document_ids, self.metadata, hidden)
+        return replace(self, hidden=hidden)
+
+    def within_documents(self, ids: Iterable[int]) -> SearchFilter:
+        """This filter, also limited to these documents (none: nothing matches)."""
+        chosen = {int(d) for d in ids}
+        if self.document_ids:
+            chosen &= set(self.document_ids)
+        return replace(self, document_ids=tuple(sorted(chosen)), nothing=not chosen)
 
     def impossible(self) -> bool:
-        """A condition no row can meet (every value of one key unusable, e.g. NaN)."""
-        return any(not c.tokens() for c in self.metadata)
+        """A condition no row can meet (every value of one key unusable, e.g. NaN, or no
+        document left to search)."""
+        return self.nothing or any(not c.tokens() for c in self.metadata)
 
     def lance_where(self, *, with_versions: bool = True) -> str | None:
         """A LanceDB SQL predicate made of integers and hex digests only."""

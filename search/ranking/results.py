@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ragstudio.core.vocabulary import DEFAULT_MODE, SearchMode
 from search.ranking.filters import SearchFilter
 from search.ranking.fusion import FusionParams
+
+
+@dataclass(frozen=True)
+class DocumentQuery:
+    """Documents chosen by what the database knows of them (the service turns them into
+    document ids): a name or title containing ``name``, uploaded within the dates."""
+
+    name: str = ""
+    uploaded_after: datetime | None = None
+    uploaded_before: datetime | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.name or self.uploaded_after or self.uploaded_before)
 
 
 @dataclass(frozen=True)
@@ -20,6 +34,9 @@ class SearchParams:
     filter: SearchFilter = field(default_factory=SearchFilter)
     fusion: FusionParams = field(default_factory=FusionParams)
     explain: bool = False
+    documents: DocumentQuery = field(default_factory=DocumentQuery)
+    # Hits scoring below this are left out (the score of the mode: see SCORE_MEANINGS).
+    min_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +48,7 @@ class Citation:
     chunks: int  # how many chunks the document has (0: unknown)
     page: int | None
     record_id: str | None = None  # the JSON Lines record the chunk comes from
+    document_title: str = ""  # the document's title, as its page and the Documents tab say
 
 
 @dataclass(frozen=True)

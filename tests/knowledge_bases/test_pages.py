@@ -196,6 +196,7 @@ def test_job_page_chart_and_htmx_cancel(alice, login) -> None:
     IngestionJob.objects.filter(pk=job.pk).update(
         status="running",
         total=100,
+        total_known=True,
         embedded=60,
         persisted=40,
         buffered=20,

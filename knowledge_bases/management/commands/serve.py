@@ -7,21 +7,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from ingestion.embedders import LOCAL_PROVIDERS
-from knowledge_bases.generations import embedder_get
-from ragstudio.env import rag_settings
+from ragstudio.readiness import preload_in_background
 
 # The cluster gets this long to stop its workers after SIGTERM; then the whole group is
 # killed. A task cut short is resumable: its job's heartbeat goes stale and the reaper
@@ -66,36 +66,29 @@ def stop_cluster(proc: subprocess.Popen, grace: float = CLUSTER_STOP_GRACE) -> N
     proc.wait()
 
 
-def _warm_model() -> None:
-    spec = rag_settings()["EMBEDDER"]
-    if spec in LOCAL_PROVIDERS:  # others may need a network or a key: leave them to first use
-        try:
-            embedder_get(spec)
-        except Exception:  # a broken model shows up in the first search's error instead
-            logging.getLogger(__name__).warning("could not preload the model", exc_info=True)
-
-
 def start_gunicorn(addrport: str, workers: int, timeout: int) -> subprocess.Popen:
-    """gunicorn in serve's own process group (a Ctrl-C reaches it too), its workers
-    started from a loaded app so they share what was imported before the fork."""
+    """gunicorn in serve's own process group (a Ctrl-C reaches it too); each worker loads
+    the models before it takes a request (ragstudio.gunicorn_conf)."""
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "ragstudio.wsgi:application",
+        "--config",
+        "python:ragstudio.gunicorn_conf",
+        "--bind",
+        addrport,
+        "--workers",
+        str(workers),
+        "--timeout",
+        str(timeout),
+        "--graceful-timeout",
+        str(int(CLUSTER_STOP_GRACE)),
+    ]
+    if settings.ACCESS_LOG:
+        command += ["--access-logfile", "-"]
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "ragstudio.wsgi:application",
-            "--bind",
-            addrport,
-            "--workers",
-            str(workers),
-            "--timeout",
-            str(timeout),
-            "--graceful-timeout",
-            str(int(CLUSTER_STOP_GRACE)),
-            "--access-logfile",
-            "-",
-        ],
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        command, preexec_fn=_die_with_parent if sys.platform == "linux" else None
     )
 
 
@@ -108,6 +101,31 @@ def stop_gunicorn(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def announce_when_ready(addrport: str, write: Any, timeout: float = 600.0) -> None:
+    """Once the web answers /readyz: where to go, and the demo sign-in if there is one,
+    as the last lines of start-up (they would scroll away under the start-up logs)."""
+    host, _, port = addrport.rpartition(":")
+    base = f"http://{host or '127.0.0.1'}:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        time.sleep(0.5)  # waiting for our own server to start, bounded by the deadline
+    else:
+        return
+    lines = [f"RAG Studio is ready at {base}/"]
+    credentials = Path(settings.DATA_DIR) / "demo-credentials.txt"
+    with contextlib.suppress(OSError, ValueError):
+        name, password = credentials.read_text().split()
+        lines.append(f"Sign in as {name} / {password}")
+    lines.append("Ctrl-C stops the server and the worker.")
+    write("\n".join(lines))
 
 
 class Command(BaseCommand):
@@ -139,14 +157,21 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, _interrupt)
         cluster = None if options["no_cluster"] else start_cluster()
         web = None
+        if not options["no_web"]:
+            threading.Thread(
+                target=announce_when_ready,
+                args=(options["addrport"], self.stdout.write),
+                name="announce",
+                daemon=True,
+            ).start()
         try:
             if options["no_web"]:
                 assert cluster is not None
                 cluster.wait()
             elif options["dev"]:
-                # Load the default model in the background, so the first search does not
-                # wait for it (about 2 s); searches that come first load it themselves.
-                threading.Thread(target=_warm_model, name="warm-model", daemon=True).start()
+                # The development server has no hook before its first request: the models
+                # load in the background (/readyz says when).
+                preload_in_background("web")
                 call_command(
                     "runserver", options["addrport"], use_reloader=False, insecure_serving=True
                 )
@@ -156,7 +181,13 @@ class Command(BaseCommand):
         except (KeyboardInterrupt, SystemExit):
             pass
         finally:
-            if web is not None:
-                stop_gunicorn(web)
-            if cluster is not None:
-                stop_cluster(cluster)
+            # Both halves stop at once: each waits out its own grace in parallel.
+            stoppers = [
+                threading.Thread(target=stop, args=(proc,))
+                for stop, proc in ((stop_gunicorn, web), (stop_cluster, cluster))
+                if proc is not None
+            ]
+            for thread in stoppers:
+                thread.start()
+            for thread in stoppers:
+                thread.join()

@@ -1,0 +1,12 @@
+"""gunicorn settings `manage.py serve` passes (`--config python:ragstudio.gunicorn_conf`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def post_worker_init(worker: Any) -> None:
+    # Runs in each web process after Django is loaded and before it accepts a request.
+    from ragstudio.readiness import preload
+
+    preload("web")

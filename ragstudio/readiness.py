@@ -1,0 +1,84 @@
+"""A process is ready once its models are loaded: web processes (gunicorn, after a worker
+initialises and before it takes a request) and worker processes (django-q2, as each
+spawns) load the local models that knowledge bases serve with, so the first search or job
+does not wait seconds for them. `/readyz` answers 503 until then; `/healthz` only says the
+process is alive."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from django.db import connection
+
+from ingestion.embedders import LOCAL_PROVIDERS
+from knowledge_bases.generations import embedder_get
+from knowledge_bases.models import Generation
+from ragstudio.env import rag_settings
+
+log = logging.getLogger("ragstudio.ready")
+
+
+@dataclass
+class Readiness:
+    models: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str = ""
+
+
+_state = Readiness()
+_lock = threading.Lock()
+
+
+def models_to_preload() -> list[str]:
+    """The default model and the local models of every serving generation (remote ones
+    need a network or a key: they are left to first use)."""
+    specs = {rag_settings()["EMBEDDER"]}
+    specs.update(
+        Generation.objects.filter(status=Generation.Status.ACTIVE)
+        .values_list("embedder", flat=True)
+        .distinct()
+    )
+    return sorted(s for s in specs if s in LOCAL_PROVIDERS)
+
+
+def preload(role: str = "web") -> Readiness:
+    """Load (and warm) the models once per process; logs one line. Later calls return
+    at once. A model that fails to load is logged and left to fail its first use."""
+    with _lock:
+        if _state.done.is_set():
+            return _state
+        started = time.perf_counter()
+        try:
+            specs = models_to_preload() if rag_settings()["PRELOAD_MODELS"] else []
+            for spec in specs:
+                embedder_get(spec).embed_batch(["ready"])
+            _state.models = specs
+        except Exception as exc:  # the process still serves: the first use reports it
+            _state.error = f"{type(exc).__name__}: {exc}"
+            log.warning("%s process %d: could not preload models", role, os.getpid(), exc_info=True)
+        finally:
+            connection.close()  # opened here, before the fork's own request handling
+        _state.seconds = time.perf_counter() - started
+        _state.done.set()
+        log.info(
+            "%s process %d ready: %s loaded in %.1f s",
+            role,
+            os.getpid(),
+            ", ".join(_state.models) or "no local model",
+            _state.seconds,
+        )
+        return _state
+
+
+def preload_in_background(role: str = "web") -> None:
+    """For the development server, which has no hook before its first request."""
+    threading.Thread(target=preload, args=(role,), name="preload", daemon=True).start()
+
+
+def readiness() -> Readiness:
+    return _state
