@@ -36,3 +36,21 @@ function applyFills(root) {
 }
 document.addEventListener("DOMContentLoaded", () => applyFills(document));
 document.addEventListener("htmx:load", (event) => applyFills(event.detail.elt));
+// A mark is kept per document (or JSON Lines record), not per chunk: when one result is
+// marked, the other results of the same document on the page show the same mark.
+document.addEventListener("htmx:load", (event) => {
+  const judge = event.detail.elt;
+  if (!judge.classList || !judge.classList.contains("judge") || !judge.dataset.unit) return;
+  for (const other of document.querySelectorAll(".judge[data-unit]")) {
+    if (other === judge || other.dataset.unit !== judge.dataset.unit) continue;
+    for (const button of judge.querySelectorAll("button[name=grade]")) {
+      const twin = other.querySelector(`button[name=grade][value="${button.value}"]`);
+      if (!twin) continue;
+      twin.className = button.className;
+      twin.setAttribute("aria-pressed", button.getAttribute("aria-pressed") || "false");
+    }
+    const state = judge.querySelector("[data-testid=mark-state]");
+    const twinState = other.querySelector("[data-testid=mark-state]");
+    if (state && twinState) twinState.textContent = state.textContent;
+  }
+});

@@ -609,3 +609,97 @@ def test_quality_is_measured_and_gates_a_worse_rebuild(page: Any, tmp_path: Path
         shot(page, "21-after-override-and-rollback")
     finally:
         stop_cluster(cluster)
+
+
+def test_the_first_hour_an_empty_file_a_steerable_search_and_an_undoable_promote(
+    page: Any,
+) -> None:
+    """Issue 27: one empty file among those chosen fails alone; the header follows promote
+    and rollback; rollback returns to what the last promote replaced; the generations table
+    fits a laptop and a phone; the search page filters, pages and cuts by score; a mark
+    shows on every result of its document."""
+    from ingestion.jobs import run_job_and_queue
+    from knowledge_bases.models import Document
+    from ragstudio.testing.generations import make_generation
+    from tests.factories import make_kb
+
+    user = make_user("erin")
+    kb = make_kb(user, "daily", chunk_size=32, chunk_overlap=0)
+    sign_in(page, "erin")
+    page.goto("/kbs/daily/")
+    page.set_input_files(
+        "#id_files",
+        [
+            {"name": "harbour.txt", "mimeType": "text/plain", "buffer": paper("harbour tides", 30)},
+            {"name": "empty.txt", "mimeType": "text/plain", "buffer": b""},
+            {"name": "moon.txt", "mimeType": "text/plain", "buffer": paper("moon tides", 30)},
+        ],
+    )
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("[data-testid=upload-results]")
+    results = page.inner_text("[data-testid=upload-results]")
+    assert "harbour.txt accepted" in results and "moon.txt accepted" in results
+    assert "empty.txt: empty file" in results
+    shot(page, "27-upload-with-an-empty-file")
+
+    def run_queued_jobs() -> None:
+        # A swap queues the documents the generation now serving lacks: index them, as
+        # the worker would, before the next action (a swap waits for such a job).
+        for job in kb.jobs.filter(status="queued"):
+            run_job_and_queue(job.pk)
+
+    run_queued_jobs()
+    assert Document.objects.filter(knowledge_base=kb, status="indexed").count() == 2
+
+    # Generations: #1 serves; #2 archived earlier; #3 ready. Promote #3, then #2 over it.
+    make_generation(kb, Generation.Status.ARCHIVED, rows=4)
+    make_generation(kb, Generation.Status.READY, rows=4)
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto("/kbs/daily/generations/")
+    page.click("[data-testid=promote-3]")
+    expect(page.locator("[data-testid=active-generation]")).to_have_text("#3")
+    run_queued_jobs()
+    page.reload()
+    page.click("[data-testid=promote-2]")
+    expect(page.locator("[data-testid=active-generation]")).to_have_text("#2")
+    run_queued_jobs()
+    page.reload()
+    expect(page.locator("[data-testid=rollback]")).to_have_text("Roll back to #3")
+    for testid in ("promote-1", "generation-1-quality", "rollback"):
+        box = page.locator(f"[data-testid={testid}]").bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 1366, (testid, box)
+    shot(page, "28-generations-at-1366")
+    page.click("[data-testid=rollback]")
+    expect(page.locator("[data-testid=active-generation]")).to_have_text("#3")
+    run_queued_jobs()
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto("/kbs/daily/generations/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(page, "29-generations-on-a-phone")
+    page.click("[data-testid=rollback]")  # back to #1, what #3's promote replaced
+    expect(page.locator("[data-testid=active-generation]")).to_have_text("#1")
+
+    # Search: filter by a document's name, a page of 2 and the next, a minimum score.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto("/kbs/daily/search/")
+    page.fill("#id_q", "tides study")
+    page.select_option("#id_mode", "lexical")
+    page.click("[data-testid=search-options] summary")
+    page.fill("#id_doc", "harbour")
+    page.fill("#id_limit", "2")
+    page.fill("#id_set", "daily-set")
+    page.click("form[role=search] button[type=submit]")
+    page.wait_for_selector("[data-testid=result]")
+    names = page.locator("[data-testid=result-document]").all_inner_texts()
+    assert names == ["harbour"] * 2, names
+    shot(page, "30-search-filtered")
+    page.click("[data-testid=result] [data-testid=mark-relevant] >> nth=0")
+    expect(page.locator("[data-testid=mark-state]").nth(1)).to_have_text("relevant in daily-set")
+    page.click("[data-testid=next-page]")
+    expect(page.locator("[data-testid=results-for]")).to_contain_text("Results from 3 for")
+    assert page.locator("[data-testid=result-document]").all_inner_texts() == ["harbour"] * 2
+    page.fill("#id_min_score", "1000")  # the options stay open
+    page.fill("#id_doc", "")
+    page.click("form[role=search] button[type=submit]")
+    expect(page.locator("#search-results")).to_contain_text("No results.")
+    assert "cosine similarity" in page.inner_text("[data-testid=search-options]")
