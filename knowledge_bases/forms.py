@@ -1,14 +1,23 @@
 from __future__ import annotations
 
 from django import forms
+from django.utils.text import slugify
 
+from knowledge_bases.services.knowledge_bases import SLUG, SLUG_RULE
 from ragstudio.core.bounds import CHUNK_OVERLAP, CHUNK_SIZE
 from ragstudio.env import rag_settings
 
 
 class KnowledgeBaseForm(forms.Form):
     name = forms.CharField(max_length=200)
-    slug = forms.SlugField(max_length=64, help_text="lowercase letters, digits and hyphens")
+    # Checked by the service, whose message says the same as this hint (Django's SlugField
+    # allowed underscores and capitals the service then refused).
+    slug = forms.CharField(
+        max_length=64,
+        required=False,
+        help_text="lowercase letters, digits and hyphens; empty: made from the name",
+        widget=forms.TextInput(attrs={"data-slug-from": "id_name"}),
+    )
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
     embedder = forms.CharField(
         max_length=255, required=False, initial=lambda: rag_settings()["EMBEDDER"]
@@ -19,6 +28,25 @@ class KnowledgeBaseForm(forms.Form):
     chunk_overlap = forms.IntegerField(
         min_value=CHUNK_OVERLAP.low, max_value=CHUNK_OVERLAP.high, required=False
     )
+
+    def clean_slug(self) -> str:
+        slug = self.cleaned_data["slug"].strip().lower()
+        if slug and not SLUG.match(slug):
+            raise forms.ValidationError(f"must be {SLUG_RULE}")
+        return slug
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean() or {}
+        if not data.get("slug") and data.get("name"):
+            data["slug"] = slug_from(str(data["name"]))
+            if not data["slug"]:
+                self.add_error("slug", "choose one: lowercase letters, digits and hyphens")
+        return data
+
+
+def slug_from(name: str) -> str:
+    """A slug made from a name: what the page fills in as the name is typed."""
+    return slugify(name).replace("_", "-").strip("-")[:64].strip("-")
 
 
 class MultipleFileInput(forms.ClearableFileInput):

@@ -19,6 +19,7 @@ from ragstudio.core.vocabulary import quality_gate_problems
 from ragstudio.env import rag_settings
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+SLUG_RULE = "1-64 lowercase letters, digits or hyphens, not starting or ending with a hyphen"
 
 
 @transaction.atomic
@@ -35,11 +36,7 @@ def knowledge_base_create(
 ) -> KnowledgeBase:
     slug = (slug or "").strip().lower()
     if not SLUG.match(slug):
-        raise ValidationError(
-            "slug must be 1-64 lowercase letters, digits or hyphens, not starting or ending "
-            "with a hyphen",
-            {"field": "slug"},
-        )
+        raise ValidationError(f"slug must be {SLUG_RULE}", {"field": "slug"})
     name = (name or "").strip()
     if not name or len(name) > 200:
         raise ValidationError("name must be 1 to 200 characters", {"field": "name"})

@@ -54,3 +54,19 @@ document.addEventListener("htmx:load", (event) => {
     if (state && twinState) twinState.textContent = state.textContent;
   }
 });
+// The slug follows the name as it is typed, until the slug is edited by hand (the server
+// makes the same slug from the name when the field is left empty).
+document.addEventListener("DOMContentLoaded", () => {
+  for (const slug of document.querySelectorAll("input[data-slug-from]")) {
+    const name = document.getElementById(slug.dataset.slugFrom);
+    if (!name) continue;
+    let edited = slug.value !== "";
+    slug.addEventListener("input", () => { edited = slug.value !== ""; });
+    name.addEventListener("input", () => {
+      if (edited) return;
+      slug.value = name.value.normalize("NFKD").replace(/[\u0300-\u036f]/g, "")
+        .toLowerCase().replace(/[^a-z0-9\s-]/g, "").trim().replace(/[\s_-]+/g, "-")
+        .replace(/^-+|-+$/g, "").slice(0, 64).replace(/-+$/, "");
+    });
+  }
+});

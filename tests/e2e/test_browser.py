@@ -626,6 +626,8 @@ def test_the_first_hour_an_empty_file_a_steerable_search_and_an_undoable_promote
     user = make_user("erin")
     kb = make_kb(user, "daily", chunk_size=32, chunk_overlap=0)
     sign_in(page, "erin")
+    page.type("#id_name", "Harbour Tides, 2026")  # the slug follows the name as it is typed
+    expect(page.locator("#id_slug")).to_have_value("harbour-tides-2026")
     page.goto("/kbs/daily/")
     page.set_input_files(
         "#id_files",

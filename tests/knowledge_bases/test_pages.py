@@ -45,9 +45,22 @@ def test_create_form_errors_are_shown_by_field(alice, login) -> None:
     page = response.content.decode()
     assert response.status_code == 422
     assert 'data-testid="error-name"' in page and 'data-testid="error-slug"' in page
+    # The message says what the hint says (Django's slug rule allowed "Bad_Slug").
+    assert "lowercase letters, digits or hyphens" in page
+    underscore = client.post("/", {"name": "T", "slug": "bad_slug"}).content.decode()
+    assert "must be 1-64 lowercase letters, digits or hyphens" in underscore
     make_kb(alice, "taken")
     page = client.post("/", {"name": "T", "slug": "taken"}).content.decode()
     assert "already" in page and KnowledgeBase.objects.count() == 1
+
+
+def test_an_empty_slug_is_made_from_the_name(alice, login) -> None:
+    client = login(alice)
+    response = client.post("/", {"name": "Café Notes 2026!", "slug": ""})
+    assert response.status_code == 302, response.content
+    assert KnowledgeBase.objects.get(owner=alice).slug == "cafe-notes-2026"
+    page = client.get("/").content.decode()
+    assert 'data-slug-from="id_name"' in page and "empty: made from the name" in page
 
 
 def test_kb_page_and_its_live_fragment(alice, indexed, login) -> None:
