@@ -164,7 +164,12 @@ def main() -> None:
     work = setup("ragstudio-bench-search-")
     from django.contrib.auth import get_user_model
 
-    from knowledge_bases.generations import embedder_get, generation_create, generation_store
+    from knowledge_bases.generations import (
+        embedder_get,
+        generation_create,
+        generation_store,
+        transition,
+    )
     from knowledge_bases.models import ApiToken, Generation, KnowledgeBase
     from knowledge_bases.services import knowledge_base_create
     from ragstudio.env import rag_settings
@@ -182,10 +187,10 @@ def main() -> None:
     index_s = time.perf_counter() - started
     embedder = embedder_get(kb.embedder)
     Generation.objects.filter(pk=generation.pk).update(
-        status=Generation.Status.ACTIVE,
-        chunk_count=args.chunks,
-        embedder_fingerprint=embedder.fingerprint,
+        chunk_count=args.chunks, embedder_fingerprint=embedder.fingerprint
     )
+    generation.refresh_from_db()
+    transition(generation, Generation.Status.ACTIVE)
     KnowledgeBase.objects.filter(pk=kb.pk).update(active_generation=generation)
     print(
         f"{args.chunks} chunks written in {write_s:.1f} s; vector index {outcome} in {index_s:.1f} s",
