@@ -73,6 +73,21 @@ _LOCATIONS = {"body", "query", "path", "form", "file", "payload"}
 
 @api.exception_handler(NinjaValidationError)
 def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    oversized = getattr(request, "oversized_uploads", [])
+    missing = {str(e.get("loc", [""])[-1]) for e in exc.errors if e.get("type") == "missing"}
+    if oversized and "files" in missing:
+        # Every file was over the limit, so the request stopped reading them: say that,
+        # not that the field is missing.
+        limit = settings.RAGSTUDIO_MAX_UPLOAD_BYTES
+        reason = f"file too large: over {limit:,} bytes (the limit)"
+        return api.create_response(
+            request,
+            {
+                "message": f"{oversized[0]}: {reason}",
+                "extra": {"rejected": [{"filename": n, "reason": reason} for n in oversized]},
+            },
+            status=413,
+        )
     errors = []
     for err in exc.errors:
         loc = [str(p) for p in err.get("loc", [])]

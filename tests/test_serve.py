@@ -171,3 +171,5 @@ def test_serve_runs_gunicorn_workers_with_static_files_and_debug_off(tmp_path: P
     assert {int(pid) for pid in web} <= set(gunicorn)
     assert re.search(r"worker process \d+ ready: local-fast loaded", text), text
     assert '"GET /static/css/app.css' not in text and "/readyz HTTP" not in text
+    # No control socket shared with every other gunicorn of this user (issue 25, case 9).
+    assert "Control socket" not in text

@@ -26,6 +26,11 @@ from ragstudio.core.types import (
 )
 
 PASSAGE_TOKENS = 1024
+# A chunk is bounded in characters too: the tokenizer counts a "word" of any length (a
+# base64 blob, a line of one letter repeated) as one unknown token, so a bound in tokens
+# alone let one chunk grow to megabytes. Text runs about 4-6 characters a token; 16 leaves
+# room for code and URLs.
+MAX_CHARS_PER_TOKEN = 16
 
 _UNIT = re.compile(r"\S.*?(?:[.!?;:]+[\"')\]]*(?=\s|$)|(?=\n)|$)")
 
@@ -49,6 +54,7 @@ class Chunker:
         self.counter = counter
         self.size = size
         self.overlap = overlap
+        self.max_chars = size * MAX_CHARS_PER_TOKEN
 
     def chunk(
         self, document_id: int, sections: Sequence[Section], *, title: str = "", version: int = 1
@@ -135,10 +141,34 @@ class Chunker:
         units: list[_Unit] = []
         for (start, end), tokens in zip(spans, counts, strict=True):
             if tokens <= self.size:
-                units.append(_Unit(start, end, tokens))
+                whole = [_Unit(start, end, tokens)]
             else:
-                units.extend(self._windows(text, start, end))
+                whole = self._windows(text, start, end)
+            for unit in whole:
+                units.extend(self._within_chars(text, unit))
         return [(group[0].start, group[-1].end) for group in self._pack(units)]
+
+    def _within_chars(self, text: str, unit: _Unit) -> list[_Unit]:
+        """``unit``, cut into pieces of at most ``max_chars`` characters if it is longer."""
+        if unit.end - unit.start <= self.max_chars:
+            return [unit]
+        cuts = [
+            (a, min(a + self.max_chars, unit.end))
+            for a in range(unit.start, unit.end, self.max_chars)
+        ]
+        counts = self.counter.count([text[a:b] for a, b in cuts])
+        pieces: list[_Unit] = []
+        for (a, b), tokens in zip(cuts, counts, strict=True):
+            if tokens <= self.size:
+                pieces.append(_Unit(a, b, tokens))
+            else:  # at most max_chars characters: its token windows are within it
+                pieces.extend(self._windows(text, a, b))
+        return pieces
+
+    def _fits(self, group: list[_Unit], tokens: int, unit: _Unit) -> bool:
+        return tokens + unit.tokens <= self.size and (
+            not group or unit.end - group[0].start <= self.max_chars
+        )
 
     def _windows(self, text: str, start: int, end: int) -> list[_Unit]:
         offsets = self.counter.offsets(text[start:end])
@@ -156,7 +186,7 @@ class Chunker:
         current: list[_Unit] = []
         tokens = 0
         for unit in units:
-            if current and tokens + unit.tokens > self.size:
+            if current and not self._fits(current, tokens, unit):
                 groups.append(current)
                 kept: list[_Unit] = []
                 kept_tokens = 0
@@ -165,7 +195,7 @@ class Chunker:
                         break
                     kept.insert(0, previous)
                     kept_tokens += previous.tokens
-                while kept and kept_tokens + unit.tokens > self.size:
+                while kept and not self._fits(kept, kept_tokens, unit):
                     kept_tokens -= kept.pop(0).tokens
                 current, tokens = kept, kept_tokens
             current.append(unit)

@@ -95,6 +95,8 @@ def decode_text(data: bytes) -> str:
 
 # The request sniffs only this much of an upload; the worker parses the whole file.
 SNIFF_BYTES = 8192
+_TEXT_KEY = re.compile(r'"text"\s*:')
+_JSONL_EXTENSIONS = {".jsonl", ".ndjson"}
 
 
 def _head_text(data: bytes, limit: int = SNIFF_BYTES) -> str:
@@ -123,7 +125,8 @@ def detect_format(data: bytes, filename: str = "") -> str:
     if _HTML_START.match(data[:1024]):
         return HTML
     text_head = _head_text(data)
-    first_line = next((ln for ln in text_head.splitlines() if ln.strip()), "").strip()
+    stripped = text_head.lstrip()
+    first_line = stripped.split("\n", 1)[0].strip()
     if first_line.startswith("{"):
         try:
             record = json.loads(first_line)
@@ -133,11 +136,17 @@ def detect_format(data: bytes, filename: str = "") -> str:
             raise DocumentError("the first line is JSON nested too deeply to read") from None
         if isinstance(record, dict) and "text" in record:
             return JSONL
+        # A first record longer than the sniffed head cannot be parsed from it: then a
+        # "text" key in what was read, or the name, says JSON Lines (the parser reads every
+        # record in full).
+        cut = "\n" not in stripped and len(data) >= SNIFF_BYTES
+        if record is None and cut and (_TEXT_KEY.search(first_line) or suffix in _JSONL_EXTENSIONS):
+            return JSONL
     if suffix in _HTML_EXTENSIONS and _HTML_TAGS.search(data[:SNIFF_BYTES]):
         return HTML
     if suffix in _MD_EXTENSIONS:
         return MARKDOWN
-    if suffix in {".jsonl", ".ndjson"}:
+    if suffix in _JSONL_EXTENSIONS:
         raise DocumentError("JSON Lines file whose first record has no 'text' field")
     if suffix not in {".txt", ".text", ""} and len(_MD_SIGNS.findall(text_head)) >= 3:
         return MARKDOWN

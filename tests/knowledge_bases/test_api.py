@@ -402,3 +402,21 @@ def test_a_file_over_the_limit_is_cut_off_while_it_streams_in(alice, client_for,
     ]
     # Cut off by the upload handler while the body was read, not after it was stored.
     assert response.wsgi_request.oversized_uploads == ["big.txt"]
+
+
+def test_a_single_file_over_the_limit_is_called_too_large_not_missing(
+    alice, client_for, settings
+) -> None:
+    """Issue 25, case 9: the only file, cut off at the limit, answered 'files: Field
+    required'."""
+    make_kb(alice, "docs")
+    settings.RAGSTUDIO_MAX_UPLOAD_BYTES = 1000
+    response = client_for(alice).post(
+        "/api/kbs/docs/documents", {"files": [SimpleUploadedFile("big.txt", b"b" * 5000)]}
+    )
+    assert response.status_code == 413, response.content
+    body = response.json()
+    assert body["message"] == "big.txt: file too large: over 1,000 bytes (the limit)"
+    assert body["extra"]["rejected"] == [
+        {"filename": "big.txt", "reason": "file too large: over 1,000 bytes (the limit)"}
+    ]

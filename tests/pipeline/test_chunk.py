@@ -69,3 +69,26 @@ def test_sections_keep_their_title_page_record_and_metadata(embedder) -> None:
 def test_invalid_settings_are_refused(embedder, size: int, overlap: int) -> None:
     with pytest.raises(ValueError, match="chunk"):
         Chunker(embedder.tokenizer, size=size, overlap=overlap)
+
+
+def test_a_word_of_any_length_cannot_make_a_chunk_longer_than_its_character_bound(
+    embedder,
+) -> None:
+    """Issue 25, case 2: the tokenizer counts a word of any length as one token, so 45
+    'words' of a million letters made one chunk of 45 MB."""
+    from ingestion.pipeline.chunk import MAX_CHARS_PER_TOKEN
+
+    chunker = Chunker(embedder.tokenizer, size=64, overlap=16)
+    words = [letter * 20_000 for letter in "abcdefghij"]
+    text = "Intro sentence here. " + " ".join(words) + " A closing sentence."
+    chunks = chunker.chunk(1, [Section(text=text)])
+    bound = 64 * MAX_CHARS_PER_TOKEN
+    assert max(len(c.text) for c in chunks) <= bound
+    covered = "".join(c.text for c in chunks)
+    for word in words:  # nothing is lost: every letter of every word is in some chunk
+        assert covered.count(word[0]) >= len(word)
+    assert chunks[0].text.startswith("Intro sentence here.")
+    assert chunks[-1].text.endswith("A closing sentence.")
+    # Ordinary prose is chunked as before: no chunk reaches the character bound.
+    prose = chunker.chunk(2, [Section(text=" ".join(SENTENCES))])
+    assert max(len(c.text) for c in prose) < bound / 2

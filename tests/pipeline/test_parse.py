@@ -169,3 +169,27 @@ def test_deeply_nested_json_is_a_clear_rejection() -> None:
     later = b'{"text": "fine"}\n{"text": "x", "metadata": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
     with pytest.raises(DocumentError, match="line 2: JSON nested too deeply"):
         parse_document(later, "deep.jsonl")
+
+
+def test_a_jsonl_file_whose_first_record_is_longer_than_the_sniffed_head_is_read() -> None:
+    """Issue 25, case 9: a valid .jsonl whose first line is 9.8 KB was refused as 'first
+    record has no text field' (the format was sniffed from its first 8 KB)."""
+    import json
+
+    from ingestion.pipeline.parse import SNIFF_BYTES
+
+    second = json.dumps({"id": "b", "text": "Second record."})
+    # "text" within the first 8 KB: records whatever the name; past it, the name says so.
+    early = json.dumps({"id": "a", "text": "First record.", "meta": "x" * 9800})
+    late = json.dumps({"id": "a", "meta": "x" * 9800, "text": "First record."})
+    assert len(early) > SNIFF_BYTES
+    for first, names in ((early, ("r.jsonl", "r.txt", "r")), (late, ("r.jsonl", "r.ndjson"))):
+        data = f"{first}\n{second}\n".encode()
+        for name in names:
+            assert detect_format(data, name) == JSONL, name
+            assert detect_format(data[:SNIFF_BYTES], name) == JSONL, name  # the upload's sniff
+        texts = [s.text for s in parse_document(data, names[0])]
+        assert texts == ["First record.", "Second record."]
+    # A long first line without a "text" key is still not taken for records.
+    prose = ("{ not json " + "word " * 3000).encode()
+    assert detect_format(prose, "notes.txt") == TEXT
