@@ -79,6 +79,22 @@ class KnowledgeBase(models.Model):
         return f"{owner}{self.REF_SEPARATOR}{self.slug}"
 
 
+def orphan_slugs_made_unique(sender: object, instance: object, **_kwargs: object) -> None:
+    """Before a user is deleted: their knowledge bases stay, without an owner, and slugs
+    of unowned knowledge bases are unique. One whose slug another knowledge base has (an
+    unowned one, or another user's that may be orphaned in the same delete) takes the
+    former owner's id as a suffix (`papers-u12`), so deleting users never fails."""
+    for kb in KnowledgeBase.objects.filter(owner_id=getattr(instance, "pk", None)):
+        if not KnowledgeBase.objects.filter(slug=kb.slug).exclude(pk=kb.pk).exists():
+            continue
+        base = kb.slug[: 64 - len(f"-u{kb.owner_id}") - 3]
+        candidate, n = f"{base}-u{kb.owner_id}", 1
+        while KnowledgeBase.objects.filter(slug=candidate).exists():
+            n += 1
+            candidate = f"{base}-u{kb.owner_id}-{n}"
+        KnowledgeBase.objects.filter(pk=kb.pk).update(slug=candidate)
+
+
 class Document(models.Model):
     """A document of a knowledge base: an identity (its file name, or an ``external_id``
     given by the API or a source) with versions. Its file fields are the latest

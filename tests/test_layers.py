@@ -47,6 +47,7 @@ LOCAL_IMPORTS_ALLOWED = {
     # AppConfig.ready runs before the app's modules may import models.
     ("ingestion.apps", "ingestion.schedules"),
     ("ingestion.apps", "ragstudio.readiness"),
+    ("knowledge_bases.apps", "knowledge_bases.models"),
     # gunicorn reads its config before the app (and Django) is loaded.
     ("ragstudio.gunicorn_conf", "ragstudio.readiness"),
     # A subprocess entry point: Django is set up by main() before these are imported.

@@ -158,3 +158,29 @@ def test_a_kb_with_a_live_job_is_not_deleted(indexed, client_for) -> None:
     response = client_for(indexed.owner).delete("/api/kbs/docs")
     assert response.status_code == 409 and f"job {job.pk}" in response.json()["message"]
     assert KnowledgeBase.objects.filter(pk=indexed.pk).exists()
+
+
+def test_deleting_users_who_own_knowledge_bases_of_one_slug_keeps_them_all(
+    admin_client,
+) -> None:
+    """Issue 25, case 9: deleting (in the admin) two users who each own a `shared-name`
+    answered 500: their knowledge bases, left without an owner, collided on the slug."""
+    from django.contrib.auth import get_user_model
+
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    for user in (alice, bob, carol):
+        make_kb(user, "shared-name")
+    make_kb(alice, "only-alices")
+    response = admin_client.post(
+        "/admin/auth/user/",
+        {"action": "delete_selected", "_selected_action": [alice.pk, bob.pk], "post": "yes"},
+    )
+    assert response.status_code == 302, response.content[:500]
+    assert not get_user_model().objects.filter(pk__in=[alice.pk, bob.pk]).exists()
+    slugs = sorted(KnowledgeBase.objects.values_list("slug", "owner__username"))
+    assert slugs == [
+        ("only-alices", None),  # no clash: its slug is kept
+        ("shared-name", "carol"),
+        (f"shared-name-u{alice.pk}", None),
+        (f"shared-name-u{bob.pk}", None),
+    ]
