@@ -15,6 +15,7 @@ from pathlib import Path, PurePath
 from typing import Any, BinaryIO
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Max, Sum
 
@@ -116,6 +117,11 @@ def _storage_quota(kb: KnowledgeBase) -> tuple[int, int] | None:
         n=Sum("size")
     )["n"]
     return int(used or 0), limit
+
+
+def _content_known(kb: KnowledgeBase, sha256: str) -> bool:
+    """The knowledge base stores these bytes already (an upload of them stores nothing)."""
+    return DocumentVersion.objects.filter(document__knowledge_base=kb, sha256=sha256).exists()
 
 
 def _title_from(name: str) -> str:
@@ -356,8 +362,22 @@ def documents_upload(
             KnowledgeBase.objects.select_for_update().filter(pk=kb.pk).first()
             if document is not None:
                 document.refresh_from_db()
+            # The quota again, now that uploads of this owner take turns: checked while
+            # staging only, two parallel uploads could each pass it alone.
+            if kb.owner_id is not None:
+                get_user_model().objects.select_for_update().filter(pk=kb.owner_id).first()
+            quota = _storage_quota(kb)
             for item in staged:
+                stored = len(result.queued)
+                over = quota is not None and quota[0] + item.size > quota[1]
+                if over and quota is not None and not _content_known(kb, item.sha256):
+                    reason = f"over the storage quota: {quota[0]:,} of {quota[1]:,} bytes used"
+                    result.rejected.append((item.name, reason))
+                    result.verdicts[item.index] = ("rejected", None, reason)
+                    continue
                 _place(kb, item, mode, user, result, document)
+                if quota is not None and len(result.queued) > stored:
+                    quota = (quota[0] + item.size, quota[1])
             if result.queued:
                 result.job = ingestion_job_create(
                     kb=kb,

@@ -118,3 +118,50 @@ def test_upload_enqueues_a_worker_task_after_commit(django_capture_on_commit_cal
     assert task["func"] == "ingestion.tasks.run_ingestion_job"
     assert task["args"] == (job.pk,)
     assert broker.queue_size() == 0  # one task: no cluster is running here
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_uploads_cannot_pass_the_quota_together(monkeypatch, settings) -> None:
+    """Issue 25, case 7: with a 1 MB quota, two parallel 600 KB uploads were both accepted
+    (the quota was checked while staging, before either stored its file). Both uploads here
+    finish staging before either stores, the worst interleaving."""
+    import threading
+
+    from django.db import connection
+
+    from ingestion.services import uploads
+
+    settings.RAGSTUDIO = {**settings.RAGSTUDIO, "QUOTA_BYTES": 1_000_000}
+    owner = make_user("quota")
+    kbs = [make_kb(owner, "first"), make_kb(owner, "second")]
+    both_staged = threading.Barrier(2)
+    stage = uploads._stage
+
+    def stage_then_wait(*args, **kwargs):  # type: ignore[no-untyped-def]
+        staged = stage(*args, **kwargs)
+        both_staged.wait(timeout=60)
+        return staged
+
+    monkeypatch.setattr(uploads, "_stage", stage_then_wait)
+    results = {}
+
+    def send(kb, word: str) -> None:  # type: ignore[no-untyped-def]
+        try:
+            results[word] = upload(kb, [(f"{word}.txt", ((word + " ") * 100_000).encode())])
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=send, args=(kb, word))
+        for kb, word in zip(kbs, ("alpha", "bravo"), strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(results) == ["alpha", "bravo"]
+    accepted = [d for r in results.values() for d in r.accepted]
+    rejected = [reason for r in results.values() for _name, reason in r.rejected]
+    assert len(accepted) == 1, rejected
+    assert len(rejected) == 1 and rejected[0].startswith("over the storage quota: 600,000")
+    assert Document.objects.filter(knowledge_base__owner=owner).count() == 1
