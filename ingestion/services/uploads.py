@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import Max, Sum
 
 from ingestion.models import IngestionJob
@@ -119,6 +119,27 @@ def _storage_quota(kb: KnowledgeBase) -> tuple[int, int] | None:
     return int(used or 0), limit
 
 
+PLACE_ATTEMPTS = 3
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    """A deadlock or serialization failure the database resolved by aborting us."""
+    cause = exc.__cause__
+    return getattr(cause, "sqlstate", None) in {"40P01", "40001"}
+
+
+def _copy(result: UploadResult) -> UploadResult:
+    return UploadResult(
+        accepted=list(result.accepted),
+        versions=list(result.versions),
+        unchanged=list(result.unchanged),
+        duplicates=list(result.duplicates),
+        rejected=list(result.rejected),
+        job=result.job,
+        verdicts=dict(result.verdicts),
+    )
+
+
 def _content_known(kb: KnowledgeBase, sha256: str) -> bool:
     """The knowledge base stores these bytes already (an upload of them stores nothing)."""
     return DocumentVersion.objects.filter(document__knowledge_base=kb, sha256=sha256).exists()
@@ -204,7 +225,8 @@ def _keep_file(kb: KnowledgeBase, item: _Staged) -> str:
     storage_path = upload_storage_path(kb.pk, item.sha256)
     final = upload_local_path(storage_path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(item.tmp, final)
+    if item.tmp.exists() or not final.exists():  # moved already by an attempt rolled back
+        os.replace(item.tmp, final)
     # Shared before its row exists: a worker on another host reads it from there.
     document_file_share(storage_path)
     return storage_path
@@ -356,37 +378,50 @@ def documents_upload(
     staged: list[_Staged] = []
     try:
         staged = _stage(files, kb, result)
-        with transaction.atomic():
-            # One upload at a time per knowledge base: identities and duplicates are
-            # decided against what the others stored.
-            KnowledgeBase.objects.select_for_update().filter(pk=kb.pk).first()
-            if document is not None:
-                document.refresh_from_db()
-            # The quota again, now that uploads of this owner take turns: checked while
-            # staging only, two parallel uploads could each pass it alone.
-            if kb.owner_id is not None:
-                get_user_model().objects.select_for_update().filter(pk=kb.owner_id).first()
-            quota = _storage_quota(kb)
-            for item in staged:
-                stored = len(result.queued)
-                over = quota is not None and quota[0] + item.size > quota[1]
-                if over and quota is not None and not _content_known(kb, item.sha256):
-                    reason = f"over the storage quota: {quota[0]:,} of {quota[1]:,} bytes used"
-                    result.rejected.append((item.name, reason))
-                    result.verdicts[item.index] = ("rejected", None, reason)
-                    continue
-                _place(kb, item, mode, user, result, document)
-                if quota is not None and len(result.queued) > stored:
-                    quota = (quota[0] + item.size, quota[1])
-            if result.queued:
-                result.job = ingestion_job_create(
-                    kb=kb,
-                    documents=result.queued,
-                    user=user,
-                    enqueue=enqueue,
-                    store_batch_size=store_batch_size,
-                    embed_batch_size=embed_batch_size,
-                )
+        for attempt in range(1, PLACE_ATTEMPTS + 1):
+            before = _copy(result)
+            try:
+                with transaction.atomic():
+                    # One upload at a time per knowledge base: identities and duplicates are
+                    # decided against what the others stored.
+                    KnowledgeBase.objects.select_for_update().filter(pk=kb.pk).first()
+                    if document is not None:
+                        document.refresh_from_db()
+                    # The quota again, now that uploads of this owner take turns: checked while
+                    # staging only, two parallel uploads could each pass it alone.
+                    if kb.owner_id is not None:
+                        get_user_model().objects.select_for_update().filter(pk=kb.owner_id).first()
+                    quota = _storage_quota(kb)
+                    for item in staged:
+                        stored = len(result.queued)
+                        over = quota is not None and quota[0] + item.size > quota[1]
+                        if over and quota is not None and not _content_known(kb, item.sha256):
+                            reason = (
+                                f"over the storage quota: {quota[0]:,} of {quota[1]:,} bytes used"
+                            )
+                            result.rejected.append((item.name, reason))
+                            result.verdicts[item.index] = ("rejected", None, reason)
+                            continue
+                        _place(kb, item, mode, user, result, document)
+                        if quota is not None and len(result.queued) > stored:
+                            quota = (quota[0] + item.size, quota[1])
+                    if result.queued:
+                        result.job = ingestion_job_create(
+                            kb=kb,
+                            documents=result.queued,
+                            user=user,
+                            enqueue=enqueue,
+                            store_batch_size=store_batch_size,
+                            embed_batch_size=embed_batch_size,
+                        )
+                break
+            except OperationalError as exc:
+                # PostgreSQL checks foreign keys at commit; a swap or a job ending at the
+                # same moment can lock the same rows the other way round, and the database
+                # then aborts one of the two. Nothing of this attempt stayed: again.
+                if attempt == PLACE_ATTEMPTS or not _is_lock_conflict(exc):
+                    raise
+                result = before
     finally:
         for item in staged:
             with contextlib.suppress(FileNotFoundError):

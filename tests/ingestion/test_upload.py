@@ -165,3 +165,39 @@ def test_parallel_uploads_cannot_pass_the_quota_together(monkeypatch, settings) 
     assert len(accepted) == 1, rejected
     assert len(rejected) == 1 and rejected[0].startswith("over the storage quota: 600,000")
     assert Document.objects.filter(knowledge_base__owner=owner).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_upload_the_database_aborts_for_a_deadlock_is_placed_again(monkeypatch) -> None:
+    """PostgreSQL checks foreign keys at commit; an upload and a swap or a job ending at
+    that moment can deadlock and the database aborts one (seen in the scale-out run while
+    swaps were hammered during uploads). The upload tries again, once nothing of it stayed."""
+    from django.db import OperationalError
+
+    from ingestion.services import uploads
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    create = uploads.ingestion_job_create
+    calls = []
+
+    def aborted_once(**kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            try:
+                raise Deadlock("deadlock detected")
+            except Deadlock as cause:
+                raise OperationalError("deadlock detected") from cause
+        return create(**kwargs)
+
+    monkeypatch.setattr(uploads, "ingestion_job_create", aborted_once)
+    kb = make_kb(make_user(), "retry")
+    result = upload(kb, [("a.txt", text(20)), ("b.txt", text(20, "rivers"))])
+    assert len(calls) == 2 and result.job is not None
+    assert [d.original_filename for d in result.accepted] == ["a.txt", "b.txt"]
+    assert Document.objects.filter(knowledge_base=kb).count() == 2
+    from knowledge_bases.generations import upload_local_path
+
+    for document in Document.objects.filter(knowledge_base=kb):
+        assert upload_local_path(document.storage_path).exists()
