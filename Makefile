@@ -36,9 +36,10 @@ TEST_PROCESSES ?= 2
 test: install-dev
 	$(PY) -m pytest -n $(TEST_PROCESSES)
 
-# Unit and single-process tests: what a change is checked with before the whole suite.
+# Unit and single-process tests, less the slow ones: what a change is checked with before the
+# whole suite (which runs them all).
 test-fast: install-dev
-	$(PY) -m pytest -n $(TEST_PROCESSES) -m "not integration and not subprocess" -q
+	$(PY) -m pytest -n $(TEST_PROCESSES) -m "not integration and not subprocess and not slow" -q
 
 # The suite again on PostgreSQL, Redis and an S3 API (docs/deploy.md); skipped when the
 # servers are unreachable, except under CI=true.

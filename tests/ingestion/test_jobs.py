@@ -269,6 +269,7 @@ def test_a_broken_embedder_fails_the_job_with_its_reason(kb, monkeypatch) -> Non
     assert kb.active_generation is None
 
 
+@pytest.mark.slow
 def test_a_worker_whose_job_was_taken_over_stops_and_leaves_the_row_alone(kb) -> None:
     files = [(f"d{i}.txt", text(40, f"topic{i}")) for i in range(60)]
     job = upload(kb, files, store_batch_size=2).job

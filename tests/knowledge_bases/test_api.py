@@ -253,6 +253,7 @@ def test_every_bounded_integer_reaches_the_schema_as_minimum_and_maximum(alice, 
     assert {"minimum": 0, "maximum": 10080, "type": "integer"}.items() <= update["anyOf"][0].items()
 
 
+@pytest.mark.slow
 def test_delete_a_document_through_the_api(alice, client_for) -> None:
     kb = make_kb(alice, "docs")
     client = client_for(alice)

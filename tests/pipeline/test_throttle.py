@@ -116,6 +116,7 @@ def _items(n: int) -> list[tuple[str, int]]:
     return [(f"text number {i} about topic {i % 7}", 6) for i in range(n)]
 
 
+@pytest.mark.slow
 def test_a_stream_rides_a_hidden_limit_and_keeps_the_input_order() -> None:
     """Hidden limit 10 requests/s, 50 ms a request: concurrency finds its level, the 429s
     stay few, and every vector comes back in input order."""
@@ -138,6 +139,7 @@ def test_a_stream_rides_a_hidden_limit_and_keeps_the_input_order() -> None:
     assert server.throttled == 0 or stats["throttle_events"] >= 1
 
 
+@pytest.mark.slow
 def test_without_retry_after_the_stream_backs_off_on_its_own() -> None:
     with EmbeddingServer(dims=8, latency=0.02, requests_per_s=8, retry_after=False) as server:
         embedder = _embedder(server, start_batch_items=2, max_batch_items=4)

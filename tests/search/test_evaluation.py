@@ -167,6 +167,7 @@ def test_an_evaluation_measures_every_mode_per_query_and_overall(scifact) -> Non
     assert mean == pytest.approx(run.metrics["hybrid"]["ndcg@10"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_the_gate_passes_an_equal_rebuild_and_refuses_a_worse_one(scifact, alice) -> None:
     first = scifact.active_generation
     # An equal generation (same settings: every vector reused) passes and is promoted.
@@ -198,6 +199,7 @@ def test_the_gate_passes_an_equal_rebuild_and_refuses_a_worse_one(scifact, alice
     assert first.pk != worse.pk
 
 
+@pytest.mark.slow
 def test_a_regression_is_409_with_the_metrics_until_someone_overrides_it(
     scifact, alice, client_for
 ) -> None:
@@ -259,6 +261,7 @@ def test_a_gate_with_nothing_to_compare_does_not_block(alice) -> None:
     assert quality_gate_measure(generation=new)[0] is None
 
 
+@pytest.mark.slow
 def test_the_plan_matches_what_the_rebuild_then_does(scifact, alice) -> None:
     plan = generation_rebuild_plan(kb=scifact, chunk_size=120, chunk_overlap=16)
     changed = {c.name: (c.active, c.new) for c in plan.changes}

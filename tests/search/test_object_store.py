@@ -148,6 +148,7 @@ def test_a_reader_never_sees_a_half_published_version(store, tmp_path) -> None:
     assert reader.bm25.replica.local_version() == 1
 
 
+@pytest.mark.slow
 def test_superseded_segments_leave_the_store(store, tmp_path) -> None:
     writer = _generation(tmp_path / "a", store)
     assert writer.bm25.replica is not None
