@@ -362,14 +362,14 @@ def test_a_user_replaces_a_document_restores_a_version_and_syncs_a_folder(
     from knowledge_bases.models import Document
     from tests.factories import make_kb
 
-    shared = tmp_path / "shared"
-    (shared / "manuals").mkdir(parents=True)
-    (shared / "manuals" / "grinder.txt").write_bytes(
+    allowed = tmp_path / "allowed"
+    (allowed / "manuals").mkdir(parents=True)
+    (allowed / "manuals" / "grinder.txt").write_bytes(
         b"The grinder setting changes how fast espresso flows. " * 8
     )
-    django_settings.RAGSTUDIO = {**django_settings.RAGSTUDIO, "SOURCE_FOLDER_ROOTS": [shared]}
+    django_settings.RAGSTUDIO = {**django_settings.RAGSTUDIO, "SOURCE_FOLDER_ROOTS": [allowed]}
     kb = make_kb(make_user("vera"), "coffee")
-    cluster = start_cluster(tmp_path, RAGSTUDIO_SOURCE_FOLDER_ROOTS=str(shared))
+    cluster = start_cluster(tmp_path, RAGSTUDIO_SOURCE_FOLDER_ROOTS=str(allowed))
 
     def jobs_done() -> bool:
         return not IngestionJob.objects.filter(status__in=IngestionJob.LIVE).exists()
@@ -413,7 +413,7 @@ def test_a_user_replaces_a_document_restores_a_version_and_syncs_a_folder(
         page.goto("/kbs/coffee/sources/")
         page.fill("#id_name", "manuals")
         page.select_option("#id_kind", "folder")
-        page.fill("#id_location", str(shared / "manuals"))
+        page.fill("#id_location", str(allowed / "manuals"))
         page.fill("#id_schedule_minutes", "0")
         page.click("#source-form button[type=submit]")
         expect(page.locator("main")).to_contain_text("Added the source manuals")
@@ -429,7 +429,7 @@ def test_a_user_replaces_a_document_restores_a_version_and_syncs_a_folder(
         stats = page.inner_text("[data-testid=source-manuals] [data-testid=source-stats]")
         assert "1 seen, 1 added" in stats, stats
         shot(page, "25-source-synced")
-        (shared / "manuals" / "milk.txt").write_bytes(b"Steam the milk until it is glossy. " * 8)
+        (allowed / "manuals" / "milk.txt").write_bytes(b"Steam the milk until it is glossy. " * 8)
         page.click("[data-testid=sync-manuals]")
         wait_for(lambda: synced(2), 180, "the second sync")
         wait_for(jobs_done, 180, "the new file to be indexed")

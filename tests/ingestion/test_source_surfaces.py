@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def folder(tmp_path: Path, settings) -> Path:  # type: ignore[no-untyped-def]
-    root = tmp_path / "shared"
+    root = tmp_path / "allowed"
     (root / "notes").mkdir(parents=True)
     (root / "notes" / "a.txt").write_bytes(text(6, "alpha"))
     settings.RAGSTUDIO = {**settings.RAGSTUDIO, "SOURCE_FOLDER_ROOTS": [root]}

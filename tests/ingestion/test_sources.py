@@ -31,7 +31,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def roots(tmp_path: Path, settings) -> Path:  # type: ignore[no-untyped-def]
-    root = tmp_path / "shared"
+    root = tmp_path / "allowed"
     root.mkdir()
     settings.RAGSTUDIO = {**settings.RAGSTUDIO, "SOURCE_FOLDER_ROOTS": [root]}
     return root
