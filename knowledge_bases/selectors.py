@@ -4,6 +4,7 @@ is shared with and by staff; only its owner and staff may change it."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
@@ -104,6 +105,27 @@ def knowledge_bases_with_stats(user: Any) -> QuerySet[KnowledgeBase]:
 def documents_of(kb: KnowledgeBase) -> QuerySet[Document]:
     """The KB's documents, newest first, with ``version_count``."""
     return kb.documents.annotate(version_count=Count("versions"))
+
+
+def documents_matching(
+    kb: KnowledgeBase,
+    *,
+    name: str = "",
+    uploaded_after: datetime | None = None,
+    uploaded_before: datetime | None = None,
+) -> QuerySet[Document]:
+    """The KB's documents whose title or file name contains ``name`` (any case), uploaded
+    within the times given."""
+    documents = kb.documents.all()
+    if name:
+        documents = documents.filter(
+            Q(title__icontains=name) | Q(original_filename__icontains=name)
+        )
+    if uploaded_after is not None:
+        documents = documents.filter(created_at__gte=uploaded_after)
+    if uploaded_before is not None:
+        documents = documents.filter(created_at__lt=uploaded_before)
+    return documents
 
 
 def document_versions(document: Document) -> QuerySet[DocumentVersion]:

@@ -27,6 +27,7 @@ class Readiness:
     models: list[str] = field(default_factory=list)
     seconds: float = 0.0
     done: threading.Event = field(default_factory=threading.Event)
+    loading: threading.Event = field(default_factory=threading.Event)  # started in background
     error: str = ""
 
 
@@ -76,7 +77,12 @@ def preload(role: str = "web") -> Readiness:
 
 
 def preload_in_background(role: str = "web") -> None:
-    """For the development server, which has no hook before its first request."""
+    """For the development server, which has no hook before its first request (once: a
+    readiness probe asking every second starts no second load)."""
+    with _lock:
+        if _state.loading.is_set() or _state.done.is_set():
+            return
+        _state.loading.set()
     threading.Thread(target=preload, args=(role,), name="preload", daemon=True).start()
 
 

@@ -11,8 +11,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from django.db.models import Q
-
 from knowledge_bases.generations import (
     generation_reader,
     generation_searchable_get,
@@ -21,6 +19,7 @@ from knowledge_bases.generations import (
     versions_of_deleted_documents,
 )
 from knowledge_bases.models import Document, Generation, KnowledgeBase
+from knowledge_bases.selectors import documents_matching
 from ragstudio.core.errors import Conflict, ValidationError
 from ragstudio.env import rag_settings
 from search.ranking.fusion import Fused, fuse, passages_first, single
@@ -222,16 +221,13 @@ MAX_MATCHED_DOCUMENTS = 10_000
 
 def _documents_matching(kb: KnowledgeBase, params: SearchParams) -> list[int]:
     query = params.documents
-    documents = Document.objects.filter(knowledge_base=kb)
-    if query.name:
-        documents = documents.filter(
-            Q(title__icontains=query.name) | Q(original_filename__icontains=query.name)
-        )
-    if query.uploaded_after is not None:
-        documents = documents.filter(created_at__gte=query.uploaded_after)
-    if query.uploaded_before is not None:
-        documents = documents.filter(created_at__lt=query.uploaded_before)
-    ids = list(documents.values_list("pk", flat=True)[: MAX_MATCHED_DOCUMENTS + 1])
+    matching = documents_matching(
+        kb,
+        name=query.name,
+        uploaded_after=query.uploaded_after,
+        uploaded_before=query.uploaded_before,
+    )
+    ids = list(matching.values_list("pk", flat=True)[: MAX_MATCHED_DOCUMENTS + 1])
     if len(ids) > MAX_MATCHED_DOCUMENTS:
         raise ValidationError(
             f"the document filters match more than {MAX_MATCHED_DOCUMENTS:,} documents: "

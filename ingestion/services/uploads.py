@@ -140,6 +140,10 @@ def _copy(result: UploadResult) -> UploadResult:
     )
 
 
+def _over_quota(used: int, limit: int) -> str:
+    return f"over the storage quota: {used:,} of {limit:,} bytes used"
+
+
 def _content_known(kb: KnowledgeBase, sha256: str) -> bool:
     """The knowledge base stores these bytes already (an upload of them stores nothing)."""
     return DocumentVersion.objects.filter(document__knowledge_base=kb, sha256=sha256).exists()
@@ -181,7 +185,7 @@ def _stage(files: Sequence[IncomingFile], kb: KnowledgeBase, result: UploadResul
         if quota is not None:
             used, limit = quota
             if used + size > limit:
-                reason = f"over the storage quota: {used:,} of {limit:,} bytes used"
+                reason = _over_quota(used, limit)
             else:
                 quota = (used + size, limit)
         fmt = ""
@@ -343,6 +347,52 @@ def _place(
     result.verdicts[item.index] = ("version", target, "")
 
 
+@transaction.atomic
+def _place_staged(
+    kb: KnowledgeBase,
+    staged: Sequence[_Staged],
+    result: UploadResult,
+    *,
+    mode: UploadMode,
+    user: Any,
+    document: Document | None,
+    enqueue: bool,
+    store_batch_size: int | None,
+    embed_batch_size: int | None,
+) -> None:
+    """The staged files as documents or versions, and their job, in one transaction."""
+    # One upload at a time per knowledge base: identities and duplicates are decided
+    # against what the others stored.
+    KnowledgeBase.objects.select_for_update().filter(pk=kb.pk).first()
+    if document is not None:
+        document.refresh_from_db()
+    # The quota again, now that uploads of this owner take turns: checked while staging
+    # only, two parallel uploads could each pass it alone.
+    if kb.owner_id is not None:
+        get_user_model().objects.select_for_update().filter(pk=kb.owner_id).first()
+    quota = _storage_quota(kb)
+    for item in staged:
+        stored = len(result.queued)
+        over = quota is not None and quota[0] + item.size > quota[1]
+        if quota is not None and over and not _content_known(kb, item.sha256):
+            reason = _over_quota(*quota)
+            result.rejected.append((item.name, reason))
+            result.verdicts[item.index] = ("rejected", None, reason)
+            continue
+        _place(kb, item, mode, user, result, document)
+        if quota is not None and len(result.queued) > stored:
+            quota = (quota[0] + item.size, quota[1])
+    if result.queued:
+        result.job = ingestion_job_create(
+            kb=kb,
+            documents=result.queued,
+            user=user,
+            enqueue=enqueue,
+            store_batch_size=store_batch_size,
+            embed_batch_size=embed_batch_size,
+        )
+
+
 def documents_upload(
     *,
     kb: KnowledgeBase,
@@ -381,39 +431,17 @@ def documents_upload(
         for attempt in range(1, PLACE_ATTEMPTS + 1):
             before = _copy(result)
             try:
-                with transaction.atomic():
-                    # One upload at a time per knowledge base: identities and duplicates are
-                    # decided against what the others stored.
-                    KnowledgeBase.objects.select_for_update().filter(pk=kb.pk).first()
-                    if document is not None:
-                        document.refresh_from_db()
-                    # The quota again, now that uploads of this owner take turns: checked while
-                    # staging only, two parallel uploads could each pass it alone.
-                    if kb.owner_id is not None:
-                        get_user_model().objects.select_for_update().filter(pk=kb.owner_id).first()
-                    quota = _storage_quota(kb)
-                    for item in staged:
-                        stored = len(result.queued)
-                        over = quota is not None and quota[0] + item.size > quota[1]
-                        if over and quota is not None and not _content_known(kb, item.sha256):
-                            reason = (
-                                f"over the storage quota: {quota[0]:,} of {quota[1]:,} bytes used"
-                            )
-                            result.rejected.append((item.name, reason))
-                            result.verdicts[item.index] = ("rejected", None, reason)
-                            continue
-                        _place(kb, item, mode, user, result, document)
-                        if quota is not None and len(result.queued) > stored:
-                            quota = (quota[0] + item.size, quota[1])
-                    if result.queued:
-                        result.job = ingestion_job_create(
-                            kb=kb,
-                            documents=result.queued,
-                            user=user,
-                            enqueue=enqueue,
-                            store_batch_size=store_batch_size,
-                            embed_batch_size=embed_batch_size,
-                        )
+                _place_staged(
+                    kb,
+                    staged,
+                    result,
+                    mode=mode,
+                    user=user,
+                    document=document,
+                    enqueue=enqueue,
+                    store_batch_size=store_batch_size,
+                    embed_batch_size=embed_batch_size,
+                )
                 break
             except OperationalError as exc:
                 # PostgreSQL checks foreign keys at commit; a swap or a job ending at the
