@@ -12,6 +12,7 @@ from ingestion.services import (
     UploadMode,
     UploadResult,
     document_delete,
+    document_file,
     document_get,
     document_replace,
     document_version_restore,
@@ -49,6 +50,7 @@ from knowledge_bases.services import (
 from ragstudio.core.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
 from ragstudio.core.errors import ValidationError
 from ragstudio.schemas import ERRORS
+from ragstudio.views import attachment_response
 
 router = Router(tags=["knowledge bases"])
 OPTIONAL_BODY = Body(None)  # an operation whose body may be left out
@@ -154,6 +156,16 @@ def upload_documents(  # type: ignore[no-untyped-def]
         mode=mode,
     )
     return Status(202 if result.job else 200, _upload_body(result))
+
+
+@router.get("/{slug}/documents/{int:document_id}/content", response={200: None, **ERRORS})
+def get_document_content(request: HttpRequest, slug: str, document_id: int):  # type: ignore[no-untyped-def]
+    """The latest version's original file, as uploaded (an attachment)."""
+    kb = knowledge_base_get(slug=slug, user=request.user)
+    document = document_get(kb=kb, document_id=document_id)
+    return attachment_response(
+        document_file(document), document.original_filename, document.content_type
+    )
 
 
 @router.get("/{slug}/documents/{int:document_id}", response={200: DocumentOut, **ERRORS})

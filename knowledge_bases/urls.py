@@ -30,6 +30,11 @@ urlpatterns = [
         name="kb-document",
     ),
     path(
+        "kbs/<kbref:slug>/documents/<int:document_id>/file/",
+        views.kb_document_file,
+        name="kb-document-file",
+    ),
+    path(
         "kbs/<kbref:slug>/documents/<int:document_id>/replace/",
         views.kb_document_replace,
         name="kb-document-replace",

@@ -18,6 +18,7 @@ from ingestion.services import (
     IncomingFile,
     UploadMode,
     document_delete,
+    document_file,
     document_get,
     document_replace,
     document_version_restore,
@@ -49,7 +50,7 @@ from knowledge_bases.services import (
     knowledge_base_create,
 )
 from ragstudio.core.errors import RagStudioError, ValidationError
-from ragstudio.views import get_or_404, is_htmx
+from ragstudio.views import attachment_response, get_or_404, is_htmx
 
 
 def _form_error(form: Any, exc: RagStudioError) -> None:
@@ -155,18 +156,49 @@ def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
 def kb_document(request: HttpRequest, slug: str, document_id: int) -> HttpResponse:
     """A document: its versions (who, when, size, chunks changed), which one serves,
     restoring an older one, uploading a new one."""
+    from search.services import MAX_DOCUMENT_CHUNKS, document_chunks
+
     kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
     document = get_or_404(document_get, kb=kb, document_id=document_id)
+    chunks = document_chunks(kb=kb, document=document)
+    # Consecutive chunks of one place (heading path, slide, sheet, page) under one heading.
+    groups: list[dict[str, Any]] = []
+    for chunk in chunks:
+        place = " · ".join(
+            p
+            for p in (
+                f"slide {chunk.slide}" if chunk.slide else "",
+                f"sheet {chunk.sheet}" if chunk.sheet and chunk.sheet != chunk.section else "",
+                chunk.section or "",
+                f"page {chunk.page}" if chunk.page else "",
+                f"record {chunk.record_id}" if chunk.record_id else "",
+            )
+            if p
+        )
+        if not groups or groups[-1]["place"] != place:
+            groups.append({"place": place, "chunks": []})
+        groups[-1]["chunks"].append(chunk)
     context = {
         "kb": kb,
         "kb_ref": knowledge_base_ref(kb, request.user),
         "document": document,
+        "chunk_groups": groups,
+        "chunks_cut": len(chunks) >= MAX_DOCUMENT_CHUNKS,
         "versions": list(document_versions(document)),
         "can_change": knowledge_base_can_change(kb, request.user),
         "form": ReplaceForm(),
         "max_upload_bytes": settings.RAGSTUDIO_MAX_UPLOAD_BYTES,
     }
     return render(request, "knowledge_bases/document.html", context)
+
+
+@login_required
+def kb_document_file(request: HttpRequest, slug: str, document_id: int) -> HttpResponse:
+    """The document's original file (its latest version), to download."""
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
+    document = get_or_404(document_get, kb=kb, document_id=document_id)
+    data = get_or_404(document_file, document=document)
+    return attachment_response(data, document.original_filename, document.content_type)
 
 
 @login_required

@@ -165,6 +165,7 @@ class RagStudioConfig(TypedDict):
     ANN_REFINE_FACTOR: int
     QUERY_CACHE_SIZE: int
     PARSE_TIMEOUT_SECONDS: float
+    PARSE_MEMORY_MB: int
 
 
 def rag_settings() -> RagStudioConfig:

@@ -320,6 +320,9 @@ RAGSTUDIO: RagStudioConfig = {
     # A document that takes longer than this to parse fails alone (0: no budget, parse in
     # the worker's own process).
     "PARSE_TIMEOUT_SECONDS": env_float("RAGSTUDIO_PARSE_TIMEOUT_SECONDS", 60.0, minimum=0.0),
+    # The parsing process's memory (address space, MB): a document that needs more fails
+    # alone ("ran out of memory"). OCR runs within it too.
+    "PARSE_MEMORY_MB": env_int("RAGSTUDIO_PARSE_MEMORY_MB", 3072, minimum=256),
     # Query embeddings kept in memory per process (same text, same model: no model call).
     "QUERY_CACHE_SIZE": env_int("RAGSTUDIO_QUERY_CACHE_SIZE", 2048, minimum=0),
 }

@@ -28,6 +28,17 @@ def get_or_404(selector: Callable[..., T], **kwargs: Any) -> T:
         raise BadRequest(exc.message) from None
 
 
+def attachment_response(data: bytes, filename: str, content_type: str) -> HttpResponse:
+    """A file to download, never shown inline (an uploaded HTML page or SVG must not run
+    in the app's origin)."""
+    response = HttpResponse(data, content_type=content_type or "application/octet-stream")
+    safe = "".join(c if c.isprintable() and c not in '"\\' else "_" for c in filename) or "file"
+    response["Content-Disposition"] = f'attachment; filename="{safe}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "sandbox"
+    return response
+
+
 def is_htmx(request: HttpRequest) -> bool:
     """A request made by htmx (django-htmx's middleware): answer with the fragment."""
     return bool(getattr(request, "htmx", False))

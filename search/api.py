@@ -5,6 +5,7 @@ from django.http import HttpRequest
 from ninja import File, Router, Status
 from ninja.files import UploadedFile
 
+from ingestion.services.documents import document_get
 from knowledge_bases.generations import generation_searchable_get
 from knowledge_bases.selectors import knowledge_base_get
 from ragstudio.core.vocabulary import MetricName, SearchMode
@@ -20,6 +21,7 @@ from search.evaluation import (
     judgement_mark,
 )
 from search.schemas import (
+    DocumentChunkOut,
     EvalAddOut,
     EvalCompareOut,
     EvalQueriesIn,
@@ -35,10 +37,22 @@ from search.schemas import (
     SearchOut,
 )
 from search.selectors import evaluation_set_get, evaluation_sets_of, latest_runs, runs_of
-from search.services import knowledge_base_search
+from search.services import document_chunks, knowledge_base_search
 
 router = Router(tags=["search"])
 evaluation = Router(tags=["evaluation"])
+
+
+@router.get(
+    "/{slug}/documents/{int:document_id}/chunks",
+    response={200: list[DocumentChunkOut], **ERRORS},
+)
+def list_document_chunks(request: HttpRequest, slug: str, document_id: int):  # type: ignore[no-untyped-def]
+    """What was read from a document and how it was cut: the chunks the serving generation
+    holds for it, in order, each with its place (section path, page, slide, sheet, rows,
+    OCR). Empty while nothing serves it yet; at most 2,000 chunks."""
+    kb = knowledge_base_get(slug=slug, user=request.user)
+    return document_chunks(kb=kb, document=document_get(kb=kb, document_id=document_id))
 
 
 @router.post("/{slug}/search", response={200: SearchOut, **ERRORS})

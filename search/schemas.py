@@ -187,6 +187,34 @@ class CitationOut(Schema):
         description="The document's title as the Documents tab shows it (`title` is the "
         "chunk's own: its record's or section's title, or else the document's).",
     )
+    section: str | None = Field(
+        default=None,
+        description="The heading path of the chunk's section, e.g. `Installation > "
+        "Requirements` (a slide's or sheet's name for those; null if the format has none).",
+    )
+    slide: int | None = Field(default=None, description="The slide (presentations), from 1.")
+    sheet: str | None = Field(default=None, description="The sheet (spreadsheets).")
+    rows: str | None = Field(
+        default=None,
+        description="The table rows the chunk holds, `first-last` (row numbers of the sheet "
+        "or file; every chunk repeats the header row).",
+    )
+    ocr: bool = Field(default=False, description="The text was read from an image by OCR.")
+
+
+class DocumentChunkOut(Schema):
+    id: str
+    number: int = Field(description="Position of the chunk in its document, from 1.")
+    text: str = Field(description="As embedded and indexed (a table's chunk repeats its header).")
+    tokens: int
+    page: int | None
+    record_id: str | None
+    section: str | None = Field(description="The heading path of its section.")
+    slide: int | None
+    sheet: str | None
+    rows: str | None = Field(description="The table rows it holds, `first-last`.")
+    ocr: bool = Field(description="Read from an image by OCR.")
+    metadata: dict[str, Any]
 
 
 class ExplainOut(Schema):

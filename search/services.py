@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from knowledge_bases.generations import (
     generation_reader,
@@ -237,6 +238,23 @@ def _documents_matching(kb: KnowledgeBase, params: SearchParams) -> list[int]:
     return ids
 
 
+def location_of(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A chunk's place in its document, from the keys its parser set in its metadata."""
+
+    def text(key: str) -> str | None:
+        value = metadata.get(key)
+        return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+    slide = metadata.get("slide")
+    return {
+        "section": text("section"),
+        "slide": slide if isinstance(slide, int) and not isinstance(slide, bool) else None,
+        "sheet": text("sheet"),
+        "rows": text("rows"),
+        "ocr": metadata.get("ocr") is True,
+    }
+
+
 ROW_COLUMNS = ["document_id", "ordinal", "text", "title", "page", "metadata", "record_id"]
 
 
@@ -271,6 +289,7 @@ def _hits(
         if row is None:  # written to one store only (a crash mid-flush): skip it
             continue
         document = documents.get(int(row["document_id"]))
+        meta = metadata_of(row)
         citation = Citation(
             document_id=int(row["document_id"]),
             title=(row.get("title") or (document.title if document else "")),
@@ -281,6 +300,7 @@ def _hits(
             page=row.get("page"),
             record_id=row.get("record_id"),
             document_title=document.title if document else "",
+            **location_of(meta),
         )
         explain = None
         if params.explain:
@@ -298,9 +318,58 @@ def _hits(
                 score=fused.score,
                 content=row["text"],
                 snippet=snippet_html(row["text"], highlights.get(fused.chunk_id), SNIPPET_CHARS),
-                metadata=metadata_of(row),
+                metadata=meta,
                 citation=citation,
                 explain=explain,
             )
         )
     return hits
+
+
+# A document page lists at most this many chunks (a bigger document is cut, and says so).
+MAX_DOCUMENT_CHUNKS = 2000
+CHUNK_COLUMNS = ["id", "ordinal", "text", "title", "page", "metadata", "record_id", "token_count"]
+
+
+@dataclass(frozen=True)
+class DocumentChunk:
+    id: str
+    number: int  # its position in the document, from 1
+    text: str
+    tokens: int
+    page: int | None
+    record_id: str | None
+    metadata: dict[str, Any]
+    section: str | None
+    slide: int | None
+    sheet: str | None
+    rows: str | None
+    ocr: bool
+
+
+def document_chunks(
+    *, kb: KnowledgeBase, document: Document, limit: int = MAX_DOCUMENT_CHUNKS
+) -> list[DocumentChunk]:
+    """The chunks the serving generation holds for a document, in order: what was read
+    from the file and how it was cut (empty when nothing serves yet)."""
+    if kb.active_generation_id is None:
+        return []
+    generation = generation_searchable_get(kb, None)
+    store = generation_reader(generation)
+    rows = store.vectors.document_rows(document.pk, CHUNK_COLUMNS, limit=limit)
+    chunks = []
+    for row in rows:
+        meta = metadata_of(row)
+        chunks.append(
+            DocumentChunk(
+                id=row["id"],
+                number=int(row["ordinal"]) + 1,
+                text=row["text"],
+                tokens=int(row.get("token_count") or 0),
+                page=row.get("page"),
+                record_id=row.get("record_id"),
+                metadata=meta,
+                **location_of(meta),
+            )
+        )
+    return chunks

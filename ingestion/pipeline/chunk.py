@@ -13,6 +13,7 @@ chunk competing alone (docs/ranking.md).
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,24 @@ PASSAGE_TOKENS = 1024
 MAX_CHARS_PER_TOKEN = 16
 
 _UNIT = re.compile(r"\S.*?(?:[.!?;:]+[\"')\]]*(?=\s|$)|(?=\n)|$)")
+_ROW = re.compile(r"[^\n]+")  # a table's row: one line
+
+
+def _piece_text(section: Section, start: int, end: int) -> str:
+    """A chunk's text: its span, after the header row when the section is a table."""
+    body = section.text[start:end]
+    return f"{section.header}\n{body}" if section.header else body
+
+
+def _line_starts(text: str) -> list[int]:
+    return [0, *(m.end() for m in re.finditer("\n", text))]
+
+
+def _row_range(section: Section, starts: list[int], start: int, end: int) -> str:
+    """The rows a span of a table's text holds, as ``first-last`` (or one number)."""
+    first = section.rows[min(bisect_right(starts, start) - 1, len(section.rows) - 1)]
+    last = section.rows[min(bisect_right(starts, max(end - 1, start)) - 1, len(section.rows) - 1)]
+    return str(first) if first == last else f"{first}-{last}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +80,10 @@ class Chunker:
     ) -> list[Chunk]:
         # The sentence-like units of every section are counted in one call: a call per
         # section costs more than its counting, and a JSON Lines file is many sections.
-        spans = [[(m.start(), m.end()) for m in _UNIT.finditer(s.text)] for s in sections]
+        spans = [
+            [(m.start(), m.end()) for m in (_ROW if s.header else _UNIT).finditer(s.text)]
+            for s in sections
+        ]
         unit_counts = iter(
             self.counter.count(
                 [
@@ -71,23 +93,31 @@ class Chunker:
                 ]
             )
         )
+        header_tokens = self._header_tokens(sections)
         pieces: list[tuple[int, int, int]] = []  # (section, start, end)
         for number, (section, section_spans) in enumerate(zip(sections, spans, strict=True)):
             counts = [next(unit_counts) for _ in section_spans]
-            pieces.extend(
-                (number, a, b) for a, b in self._split_spans(section.text, section_spans, counts)
-            )
-        counts = self.counter.count([sections[n].text[a:b] for n, a, b in pieces])
+            if section.header:  # rows: never overlapped, room left for the header
+                size = max(self.size - header_tokens[number], self.size // 2)
+                cut = self._split_spans(section.text, section_spans, counts, size=size, overlap=0)
+            else:
+                cut = self._split_spans(section.text, section_spans, counts)
+            pieces.extend((number, a, b) for a, b in cut)
+        texts = [_piece_text(sections[n], a, b) for n, a, b in pieces]
+        counts = self.counter.count(texts)
         passages = self._passages(pieces, counts)
-        texts = [sections[n].text[a:b] for n, a, b in pieces]
         digests = [content_hash(t) for t in texts]
         ids = [chunk_id(document_id, i, d, version) for i, d in enumerate(digests)]
+        lines = {n: _line_starts(s.text) for n, s in enumerate(sections) if s.rows}
         chunks = []
-        for ordinal, (number, _start, _end) in enumerate(pieces):
+        for ordinal, (number, start, end) in enumerate(pieces):
             section = sections[number]
             first, last = passages[ordinal]
-            whole = section.text[pieces[first][1] : pieces[last][2]]
+            whole = _piece_text(section, pieces[first][1], pieces[last][2])
             head = first == ordinal  # the passage's first chunk carries it
+            metadata = dict(section.metadata)
+            if number in lines:
+                metadata["rows"] = _row_range(section, lines[number], start, end)
             chunks.append(
                 Chunk(
                     id=ids[ordinal],
@@ -99,7 +129,7 @@ class Chunker:
                     title=section.title or title,
                     page=section.page,
                     record_id=section.record_id,
-                    metadata=dict(section.metadata),
+                    metadata=metadata,
                     parent_id=parent_id(document_id, first, content_hash(whole), version),
                     parent_text=whole if head else "",
                     parent_chunks=tuple(ids[first : last + 1]) if head else (),
@@ -107,6 +137,11 @@ class Chunker:
                 )
             )
         return chunks
+
+    def _header_tokens(self, sections: Sequence[Section]) -> dict[int, int]:
+        tables = [(n, s.header) for n, s in enumerate(sections) if s.header]
+        counts = self.counter.count([h for _, h in tables]) if tables else []
+        return {n: c + 1 for (n, _), c in zip(tables, counts, strict=True)}
 
     def _passages(
         self, pieces: Sequence[tuple[int, int, int]], counts: Sequence[int]
@@ -132,23 +167,31 @@ class Chunker:
         return [text[a:b] for a, b in self._split_spans(text, spans, counts)]
 
     def _split_spans(
-        self, text: str, spans: list[tuple[int, int]], counts: list[int]
+        self,
+        text: str,
+        spans: list[tuple[int, int]],
+        counts: list[int],
+        *,
+        size: int | None = None,
+        overlap: int | None = None,
     ) -> list[tuple[int, int]]:
         """Where the chunks of ``text`` start and end, from its units and their token
-        counts."""
+        counts (chunks of ``size`` tokens sharing ``overlap``; the chunker's by default)."""
         if not spans:
             return []
+        size = self.size if size is None else size
+        overlap = self.overlap if overlap is None else overlap
         units: list[_Unit] = []
         for (start, end), tokens in zip(spans, counts, strict=True):
-            if tokens <= self.size:
+            if tokens <= size:
                 whole = [_Unit(start, end, tokens)]
             else:
-                whole = self._windows(text, start, end)
+                whole = self._windows(text, start, end, size, overlap)
             for unit in whole:
-                units.extend(self._within_chars(text, unit))
-        return [(group[0].start, group[-1].end) for group in self._pack(units)]
+                units.extend(self._within_chars(text, unit, size, overlap))
+        return [(g[0].start, g[-1].end) for g in self._pack(units, size, overlap)]
 
-    def _within_chars(self, text: str, unit: _Unit) -> list[_Unit]:
+    def _within_chars(self, text: str, unit: _Unit, size: int, overlap: int) -> list[_Unit]:
         """``unit``, cut into pieces of at most ``max_chars`` characters if it is longer."""
         if unit.end - unit.start <= self.max_chars:
             return [unit]
@@ -159,43 +202,43 @@ class Chunker:
         counts = self.counter.count([text[a:b] for a, b in cuts])
         pieces: list[_Unit] = []
         for (a, b), tokens in zip(cuts, counts, strict=True):
-            if tokens <= self.size:
+            if tokens <= size:
                 pieces.append(_Unit(a, b, tokens))
             else:  # at most max_chars characters: its token windows are within it
-                pieces.extend(self._windows(text, a, b))
+                pieces.extend(self._windows(text, a, b, size, overlap))
         return pieces
 
-    def _fits(self, group: list[_Unit], tokens: int, unit: _Unit) -> bool:
-        return tokens + unit.tokens <= self.size and (
+    def _fits(self, group: list[_Unit], tokens: int, unit: _Unit, size: int) -> bool:
+        return tokens + unit.tokens <= size and (
             not group or unit.end - group[0].start <= self.max_chars
         )
 
-    def _windows(self, text: str, start: int, end: int) -> list[_Unit]:
+    def _windows(self, text: str, start: int, end: int, size: int, overlap: int) -> list[_Unit]:
         offsets = self.counter.offsets(text[start:end])
-        step = self.size - self.overlap
+        step = size - overlap
         windows = []
         for i in range(0, len(offsets), step):
-            window = offsets[i : i + self.size]
+            window = offsets[i : i + size]
             windows.append(_Unit(start + window[0][0], start + window[-1][1], len(window)))
-            if i + self.size >= len(offsets):
+            if i + size >= len(offsets):
                 break
         return windows
 
-    def _pack(self, units: list[_Unit]) -> list[list[_Unit]]:
+    def _pack(self, units: list[_Unit], size: int, overlap: int) -> list[list[_Unit]]:
         groups: list[list[_Unit]] = []
         current: list[_Unit] = []
         tokens = 0
         for unit in units:
-            if current and not self._fits(current, tokens, unit):
+            if current and not self._fits(current, tokens, unit, size):
                 groups.append(current)
                 kept: list[_Unit] = []
                 kept_tokens = 0
                 for previous in reversed(current):
-                    if kept_tokens + previous.tokens > self.overlap:
+                    if kept_tokens + previous.tokens > overlap:
                         break
                     kept.insert(0, previous)
                     kept_tokens += previous.tokens
-                while kept and not self._fits(kept, kept_tokens, unit):
+                while kept and not self._fits(kept, kept_tokens, unit, size):
                     kept_tokens -= kept.pop(0).tokens
                 current, tokens = kept, kept_tokens
             current.append(unit)

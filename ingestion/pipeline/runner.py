@@ -55,6 +55,7 @@ class PipelineConfig:
     # Seconds one document may take to parse, in a child process (None: in this process,
     # no budget; for tests and trusted input).
     parse_timeout: float | None = None
+    parse_memory_mb: int | None = None  # the parsing process's address space, if bounded
 
 
 @dataclass
@@ -238,7 +239,11 @@ def run_pipeline(
         max_pending=config.sink_queue_batches,
         on_flush=ledger.persisted,
     )
-    sandbox = ParseSandbox(config.parse_timeout) if config.parse_timeout else None
+    sandbox = (
+        ParseSandbox(config.parse_timeout, memory_mb=config.parse_memory_mb)
+        if config.parse_timeout
+        else None
+    )
     windows = chunk_windows(
         documents,
         chunker,

@@ -11,6 +11,7 @@ child only ever unpickles what its parent sent."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import select
@@ -25,6 +26,7 @@ from ingestion.pipeline.parse import parse_document
 from ragstudio.core.types import DocumentError, Section
 
 _HEADER = struct.Struct(">Q")
+_MEMORY_ENV = "RAGSTUDIO_SANDBOX_MEMORY_MB"
 _ROOT = Path(__file__).resolve().parents[2]  # so the child imports this project
 
 
@@ -55,15 +57,18 @@ def _receive(fd: int, deadline: float | None) -> Any:
 
 
 class ParseSandbox:
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, *, memory_mb: int | None = None) -> None:
         if timeout <= 0:
             raise ValueError("the parse time budget must be positive")
         self.timeout = timeout
+        self.memory_mb = memory_mb
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _child(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
             env = {**os.environ, "PYTHONPATH": str(_ROOT)}
+            if self.memory_mb:
+                env[_MEMORY_ENV] = str(self.memory_mb)
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "ingestion.pipeline.sandbox"],
                 stdin=subprocess.PIPE,
@@ -122,6 +127,14 @@ def _serve() -> None:
     """The child: parse what arrives on stdin, answer on stdout, until stdin closes."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the replies
+    memory_mb = int(os.environ.get(_MEMORY_ENV) or 0)
+    if memory_mb:
+        import resource
+
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # Libraries' warnings about fonts and odd markup are no verdict on the document.
+    logging.disable(logging.WARNING)
     while True:
         try:
             data, filename, max_bytes = _receive(stdin.fileno(), None)
@@ -131,6 +144,11 @@ def _serve() -> None:
             reply: tuple[str, Any] = ("ok", parse_document(data, filename, max_bytes=max_bytes))
         except DocumentError as exc:
             reply = ("document-error", str(exc))
+        except MemoryError:
+            reply = (
+                "document-error",
+                f"ran out of memory while parsing (the limit is {memory_mb:,} MB)",
+            )
         except Exception as exc:
             reply = ("error", f"{type(exc).__name__}: {exc}")
         _send(stdout, reply)

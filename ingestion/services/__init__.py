@@ -2,6 +2,7 @@
 
 from ingestion.services.documents import (
     document_delete,
+    document_file,
     document_get,
     document_replace,
     document_version_restore,
@@ -37,6 +38,7 @@ __all__ = [
     "UploadResult",
     "batch_sizes_validate",
     "document_delete",
+    "document_file",
     "document_get",
     "document_replace",
     "document_version_restore",

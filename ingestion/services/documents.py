@@ -15,7 +15,11 @@ from ingestion.services.uploads import (
     documents_upload,
     version_add,
 )
-from knowledge_bases.generations import document_file_forget, generation_documents_delete
+from knowledge_bases.generations import (
+    document_file_forget,
+    document_read,
+    generation_documents_delete,
+)
 from knowledge_bases.models import Document, DocumentVersion, KnowledgeBase
 from ragstudio.core.errors import Conflict, NotFound
 
@@ -101,3 +105,11 @@ def document_delete(*, kb: KnowledgeBase, document_id: int) -> Document:
     for path in sorted(paths - still_used):
         document_file_forget(path)
     return document
+
+
+def document_file(document: Document) -> bytes:
+    """The latest version's original bytes, as uploaded."""
+    try:
+        return document_read(document.storage_path)
+    except FileNotFoundError:
+        raise NotFound(f"the file of document {document.pk} is missing from storage") from None

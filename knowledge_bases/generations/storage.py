@@ -157,6 +157,7 @@ def build_config(
         embed_batch_size=embed_batch_size or cfg["EMBED_BATCH_SIZE"],
         max_document_bytes=settings.RAGSTUDIO_MAX_UPLOAD_BYTES,
         parse_timeout=cfg["PARSE_TIMEOUT_SECONDS"] or None,
+        parse_memory_mb=cfg["PARSE_MEMORY_MB"],
     )
 
 

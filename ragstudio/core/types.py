@@ -45,13 +45,21 @@ class EmbeddingError(PipelineError):
 
 @dataclass(frozen=True, slots=True)
 class Section:
-    """A run of text from one document: a page of a PDF, a JSONL record, a whole file."""
+    """A run of text from one document, following its own structure: a heading's part, a
+    PDF page, a slide, a sheet or table, an e-mail part, a JSON Lines record. Chunks never
+    cross a section. Where the parser knows it, ``metadata`` says where the section lies
+    (``section``: the heading path, ``slide``, ``sheet``, ``ocr``)."""
 
     text: str
     title: str = ""
     page: int | None = None
     record_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # A table: each line of ``text`` is a row, ``header`` the header row that every chunk
+    # of it repeats, ``rows`` each line's row number (in its sheet or table), so chunks
+    # are cut between rows and cite the rows they hold.
+    header: str = ""
+    rows: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,13 @@ class Citation:
     page: int | None
     record_id: str | None = None  # the JSON Lines record the chunk comes from
     document_title: str = ""  # the document's title, as its page and the Documents tab say
+    # Where in the document, where its format says: the heading path, the slide, the sheet
+    # and its rows, whether the text was read by OCR.
+    section: str | None = None
+    slide: int | None = None
+    sheet: str | None = None
+    rows: str | None = None
+    ocr: bool = False
 
 
 @dataclass(frozen=True)

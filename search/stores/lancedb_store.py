@@ -200,6 +200,17 @@ class LanceChunkTable:
             found.update(_select(table, where, ["document_id"]).column("document_id").to_pylist())
         return found
 
+    def document_rows(
+        self, document_id: int, columns: list[str], *, limit: int
+    ) -> list[dict[str, Any]]:
+        """One document's rows (at most ``limit``), in their order in the document."""
+        table = self.table()
+        if table is None:
+            return []
+        where = f"document_id = {int(document_id)}"  # an int: nothing to escape
+        rows = _select(table, where, sorted({"ordinal", *columns}), limit=limit).to_pylist()
+        return sorted(rows, key=lambda r: int(r["ordinal"]))
+
     def delete_documents(self, document_ids: Sequence[int]) -> None:
         table = self.table()
         if table is None or not document_ids:

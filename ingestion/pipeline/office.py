@@ -1,0 +1,499 @@
+"""Office Open XML (DOCX, PPTX, XLSX/XLSM), OpenDocument (ODT, ODP, ODS), EPUB and legacy
+Office (XLS; DOC and PPT are refused by name) files, read into structured sections.
+
+Every one of these is a zip (or an OLE container) of XML: an archive is checked before
+any reader opens it (entries, declared sizes, ratio: zip bombs fail fast), and XML is read
+with entities left unresolved and no network (XXE, billion laughs)."""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import zipfile
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ingestion.pipeline.structure import SectionBuilder, normalize
+from ragstudio.core.types import DocumentError, Section
+
+MAX_ENTRIES = 10_000
+MAX_UNZIPPED = 512 * 1024 * 1024  # bytes, all entries together
+MAX_RATIO = 200  # uncompressed / compressed, per entry bigger than 1 MB
+MAX_CELLS = 2_000_000  # a spreadsheet's cells read, all sheets together
+
+DOCX = "docx"
+PPTX = "pptx"
+XLSX = "xlsx"
+ODT = "odt"
+ODP = "odp"
+ODS = "ods"
+EPUB = "epub"
+XLS = "xls"
+
+_ODF_TYPES = {
+    "application/vnd.oasis.opendocument.text": ODT,
+    "application/vnd.oasis.opendocument.presentation": ODP,
+    "application/vnd.oasis.opendocument.spreadsheet": ODS,
+}
+
+
+def open_zip(data: bytes) -> zipfile.ZipFile:
+    """The archive, once its declared sizes are sane. Reading an entry never yields more
+    than its declared size (zipfile stops there and checks the CRC), so checking those
+    bounds what any reader can inflate."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
+        raise DocumentError(f"damaged zip container: {exc}") from None
+    if len(infos) > MAX_ENTRIES:
+        raise DocumentError(
+            f"the archive holds {len(infos):,} entries (the limit is {MAX_ENTRIES:,})"
+        )
+    total = sum(i.file_size for i in infos)
+    if total > MAX_UNZIPPED:
+        raise DocumentError(
+            f"the file expands to {total:,} bytes (the limit is {MAX_UNZIPPED:,}): a zip bomb?"
+        )
+    for info in infos:
+        if info.file_size > 1 << 20 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise DocumentError(
+                f"{info.filename} expands {info.file_size // max(info.compress_size, 1):,}-fold: "
+                "a zip bomb?"
+            )
+        if info.flag_bits & 0x1:
+            raise DocumentError("encrypted zip archive: a password is needed")
+    return archive
+
+
+def zip_format(archive: zipfile.ZipFile) -> str:
+    names = set(archive.namelist())
+    if "word/document.xml" in names:
+        return DOCX
+    if "ppt/presentation.xml" in names:
+        return PPTX
+    if "xl/workbook.xml" in names:
+        return XLSX
+    if "mimetype" in names:
+        mimetype = archive.read("mimetype")[:200].decode("ascii", "replace").strip()
+        if mimetype in _ODF_TYPES:
+            return _ODF_TYPES[mimetype]
+        if mimetype == "application/epub+zip":
+            return EPUB
+        if mimetype.startswith("application/vnd.oasis.opendocument."):
+            kind = mimetype.rsplit(".", 1)[-1]
+            raise DocumentError(f"unsupported file type: OpenDocument {kind}")
+    if "content.xml" in names and "META-INF/manifest.xml" in names:
+        return ODT
+    raise DocumentError(
+        "unsupported file type: ZIP archive (not an Office, OpenDocument or EPUB file)"
+    )
+
+
+def read_zip_document(data: bytes) -> tuple[str, list[Section]]:
+    archive = open_zip(data)
+    fmt = zip_format(archive)
+    reader = {
+        DOCX: _docx,
+        PPTX: _pptx,
+        XLSX: _xlsx,
+        ODT: _odf,
+        ODP: _odf,
+        ODS: _odf,
+        EPUB: _epub,
+    }[fmt]
+    return fmt, reader(data, archive)
+
+
+def _xml(data: bytes) -> Any:
+    from lxml import etree
+
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False
+    )
+    try:
+        return etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as exc:
+        raise DocumentError(f"damaged XML inside the file: {exc}") from None
+
+
+# DOCX -------------------------------------------------------------------------------------
+
+_W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+_NS = {
+    "w": _W,
+    "m": "http://schemas.openxmlformats.org/officeDocument/2006/math",
+    "mc": "http://schemas.openxmlformats.org/markup-compatibility/2006",
+}
+
+
+def _docx_text(element: Any) -> str:
+    """A paragraph's text, with its text boxes and equations; a text box's fallback copy
+    (the same words for old readers) is skipped."""
+    parts = []
+    for node in element.iter(f"{{{_W}}}t", f"{{{_NS['m']}}}t", f"{{{_W}}}tab", f"{{{_W}}}br"):
+        if any(a.tag == f"{{{_NS['mc']}}}Fallback" for a in node.iterancestors()):
+            continue
+        if node.tag in (f"{{{_W}}}tab", f"{{{_W}}}br"):
+            parts.append(" ")
+        else:
+            parts.append(node.text or "")
+    return "".join(parts)
+
+
+def _heading_level(style_name: str) -> int | None:
+    name = style_name.lower()
+    if name == "title":
+        return 0
+    if name.startswith("heading "):
+        try:
+            return int(name.split()[1])
+        except (IndexError, ValueError):
+            return None
+    return None
+
+
+def _docx(data: bytes, archive: zipfile.ZipFile) -> list[Section]:
+    import docx
+    from docx.table import Table
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except (KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise DocumentError(f"damaged Word document: {exc}") from None
+    builder = SectionBuilder()
+    for block in document.iter_inner_content():
+        if isinstance(block, Table):
+            builder.table([[c.text for c in row.cells] for row in block.rows])
+            continue
+        text = _docx_text(block._p)
+        try:
+            style = block.style.name if block.style is not None else ""
+        except (KeyError, ValueError):
+            style = ""
+        level = _heading_level(style or "")
+        if level is not None and text.strip():
+            builder.heading(level, text)
+        else:
+            builder.text(text)
+    return builder.done()
+
+
+# PPTX -------------------------------------------------------------------------------------
+
+
+def _shape_blocks(shape: Any, builder: SectionBuilder) -> None:
+    if shape.shape_type == 6 and hasattr(shape, "shapes"):  # a group
+        for inner in shape.shapes:
+            _shape_blocks(inner, builder)
+        return
+    if getattr(shape, "has_table", False) and shape.has_table:
+        rows = [[cell.text for cell in row.cells] for row in shape.table.rows]
+        builder.table(rows)
+        return
+    if getattr(shape, "has_chart", False) and shape.has_chart:
+        _chart_table(shape.chart, builder)
+        return
+    if getattr(shape, "has_text_frame", False) and shape.has_text_frame:
+        builder.text(shape.text_frame.text)
+
+
+def _chart_table(chart: Any, builder: SectionBuilder) -> None:
+    try:
+        plot = chart.plots[0]
+        categories = [str(c) for c in plot.categories]
+        series = list(plot.series)
+    except (IndexError, KeyError, ValueError, AttributeError):
+        return
+    if chart.has_title and chart.chart_title.has_text_frame:
+        builder.text(chart.chart_title.text_frame.text)
+    rows = [["", *[s.name for s in series]]]
+    for i, category in enumerate(categories):
+        rows.append([category, *[(s.values[i] if i < len(s.values) else "") for s in series]])
+    builder.table(rows)
+
+
+def _pptx(data: bytes, archive: zipfile.ZipFile) -> list[Section]:
+    from pptx import Presentation
+
+    try:
+        deck = Presentation(io.BytesIO(data))
+    except (KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise DocumentError(f"damaged PowerPoint file: {exc}") from None
+    sections: list[Section] = []
+    for number, slide in enumerate(deck.slides, start=1):
+        builder = SectionBuilder({"slide": number})
+        title_shape = slide.shapes.title
+        title = title_shape.text_frame.text if title_shape is not None else ""
+        builder.heading(1, title.strip() or f"Slide {number}")
+        for shape in slide.shapes:
+            if title_shape is not None and shape.shape_id == title_shape.shape_id:
+                continue
+            _shape_blocks(shape, builder)
+        if slide.has_notes_slide:
+            frame = slide.notes_slide.notes_text_frame
+            if frame is not None and frame.text.strip():
+                builder.heading(2, "Notes")
+                builder.text(frame.text)
+        sections.extend(builder.done())
+    return sections
+
+
+# Spreadsheets ------------------------------------------------------------------------------
+
+
+def _blocks(rows: Iterator[tuple[int, Sequence[Any]]]) -> Iterator[list[tuple[int, list[Any]]]]:
+    """Runs of non-empty rows: a sheet's tables, separated by empty rows."""
+    block: list[tuple[int, list[Any]]] = []
+    for number, row in rows:
+        values = list(row)
+        if any(v is not None and str(v).strip() for v in values):
+            block.append((number, values))
+        elif block:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def _sheet(builder: SectionBuilder, name: str, rows: Iterator[tuple[int, Sequence[Any]]]) -> None:
+    builder.flush()  # the previous sheet's text keeps its own sheet
+    builder.metadata["sheet"] = name
+    builder.heading(1, name)
+    for block in _blocks(rows):
+        filled = [sum(1 for v in row if v is not None and str(v).strip()) for _, row in block]
+        # A title or note above a table: rows with one cell before the first wide one.
+        lead = 0
+        while lead < len(block) - 1 and filled[lead] < 2:
+            lead += 1
+        for _, row in block[:lead]:
+            builder.text(" ".join(str(v) for v in row if v is not None))
+        table = block[lead:]
+        builder.table([r for _, r in table], numbers=[n for n, _ in table])
+
+
+def _counted(
+    rows: Iterator[tuple[int, Sequence[Any]]], budget: list[int]
+) -> Iterator[tuple[int, Sequence[Any]]]:
+    for number, row in rows:
+        budget[0] -= len(row)
+        if budget[0] < 0:
+            raise DocumentError(f"the spreadsheet has more than {MAX_CELLS:,} cells")
+        yield number, row
+
+
+def _xlsx(data: bytes, archive: zipfile.ZipFile) -> list[Section]:
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except (KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:
+        raise DocumentError(f"damaged Excel workbook: {exc}") from None
+    builder = SectionBuilder()
+    budget = [MAX_CELLS]
+    try:
+        for sheet in book.worksheets:
+            first = sheet.min_row or 1
+            rows = enumerate(sheet.iter_rows(values_only=True), start=first)
+            _sheet(builder, sheet.title, _counted(rows, budget))
+    finally:
+        book.close()
+    return builder.done()
+
+
+def read_xls(data: bytes) -> list[Section]:
+    import xlrd
+
+    try:
+        book = xlrd.open_workbook(file_contents=data, on_demand=True)
+    except (xlrd.XLRDError, ValueError, KeyError, IndexError, AssertionError) as exc:
+        raise DocumentError(f"damaged Excel 97-2003 workbook: {exc}") from None
+    builder = SectionBuilder()
+    budget = [MAX_CELLS]
+    for index in range(book.nsheets):
+        sheet = book.sheet_by_index(index)
+        rows = ((r + 1, sheet.row_values(r)) for r in range(sheet.nrows))
+        _sheet(builder, sheet.name, _counted(rows, budget))
+        book.unload_sheet(index)
+    return builder.done()
+
+
+# OpenDocument ------------------------------------------------------------------------------
+
+_ODF = {
+    "office": "urn:oasis:names:tc:opendocument:xmlns:office:1.0",
+    "text": "urn:oasis:names:tc:opendocument:xmlns:text:1.0",
+    "table": "urn:oasis:names:tc:opendocument:xmlns:table:1.0",
+    "draw": "urn:oasis:names:tc:opendocument:xmlns:drawing:1.0",
+    "presentation": "urn:oasis:names:tc:opendocument:xmlns:presentation:1.0",
+}
+MAX_REPEAT = 1000  # a repeated row or cell is read at most this often
+
+
+def _q(prefix: str, name: str) -> str:
+    return f"{{{_ODF[prefix]}}}{name}"
+
+
+def _odf_text(element: Any) -> str:
+    parts: list[str] = []
+
+    def walk(node: Any) -> None:
+        if node.tag == _q("text", "s"):
+            parts.append(" " * min(int(node.get(_q("text", "c"), "1") or 1), 8))
+        elif node.tag in (_q("text", "tab"), _q("text", "line-break")):
+            parts.append(" ")
+        elif node.tag == _q("text", "note"):
+            return  # footnotes: not inline text
+        if node.text and node.tag != _q("text", "note"):
+            parts.append(node.text)
+        for child in node:
+            walk(child)
+            if child.tail:
+                parts.append(child.tail)
+
+    walk(element)
+    return "".join(parts)
+
+
+def _odf_table(table: Any, budget: list[int]) -> tuple[list[list[str]], list[int]]:
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    number = 0
+    for row in table.iter(_q("table", "table-row")):
+        cells: list[str] = []
+        for cell in row:
+            if cell.tag not in (_q("table", "table-cell"), _q("table", "covered-table-cell")):
+                continue
+            text = " ".join(_odf_text(p) for p in cell.iter(_q("text", "p")))
+            repeat = int(cell.get(_q("table", "number-columns-repeated"), "1") or 1)
+            # Trailing empty cells repeated to the sheet's edge are not read one by one.
+            cells.extend([text] * (min(repeat, MAX_REPEAT) if text.strip() else min(repeat, 64)))
+        repeat = int(row.get(_q("table", "number-rows-repeated"), "1") or 1)
+        filled = any(c.strip() for c in cells)
+        for _ in range(min(repeat, MAX_REPEAT) if filled else 1):
+            number += 1
+            budget[0] -= len(cells)
+            if budget[0] < 0:
+                raise DocumentError(f"the spreadsheet has more than {MAX_CELLS:,} cells")
+            if filled:
+                rows.append(cells)
+                numbers.append(number)
+        if not filled:
+            number += repeat - 1
+    return rows, numbers
+
+
+def _odf_blocks(node: Any, builder: SectionBuilder, budget: list[int]) -> None:
+    for child in node:
+        tag = child.tag
+        if tag == _q("text", "h"):
+            level = int(child.get(_q("text", "outline-level"), "1") or 1)
+            builder.heading(level, _odf_text(child))
+        elif tag == _q("text", "p"):
+            builder.text(_odf_text(child))
+        elif tag == _q("table", "table"):
+            rows, numbers = _odf_table(child, budget)
+            builder.table(rows, numbers=numbers)
+        elif tag in (
+            _q("text", "list"),
+            _q("text", "list-item"),
+            _q("text", "section"),
+            _q("text", "list-header"),
+            _q("draw", "frame"),
+            _q("draw", "text-box"),
+        ):
+            _odf_blocks(child, builder, budget)
+
+
+def _odf(data: bytes, archive: zipfile.ZipFile) -> list[Section]:
+    try:
+        content = archive.read("content.xml")
+    except KeyError:
+        raise DocumentError("damaged OpenDocument file: content.xml is missing") from None
+    root = _xml(content)
+    body = root.find(_q("office", "body"))
+    if body is None:
+        raise DocumentError("damaged OpenDocument file: no document body")
+    budget = [MAX_CELLS]
+    text = body.find(_q("office", "text"))
+    if text is not None:
+        builder = SectionBuilder()
+        _odf_blocks(text, builder, budget)
+        return builder.done()
+    sheet_root = body.find(_q("office", "spreadsheet"))
+    if sheet_root is not None:
+        builder = SectionBuilder()
+        for table in sheet_root.iter(_q("table", "table")):
+            name = table.get(_q("table", "name"), "") or "Sheet"
+            rows, numbers = _odf_table(table, budget)
+            _sheet(builder, name, iter(zip(numbers, rows, strict=True)))
+        return builder.done()
+    deck = body.find(_q("office", "presentation"))
+    if deck is None:
+        raise DocumentError("unsupported OpenDocument body")
+    sections: list[Section] = []
+    for number, page in enumerate(deck.iter(_q("draw", "page")), start=1):
+        builder = SectionBuilder({"slide": number})
+        title = ""
+        for frame in page.iter(_q("draw", "frame")):
+            if frame.get(_q("presentation", "class")) == "title":
+                title = normalize(_odf_text(frame))
+                break
+        builder.heading(1, title or page.get(_q("draw", "name"), "") or f"Slide {number}")
+        for frame in page.findall(_q("draw", "frame")):
+            if frame.get(_q("presentation", "class")) == "title":
+                continue
+            _odf_blocks(frame, builder, budget)
+        notes = page.find(_q("presentation", "notes"))
+        if notes is not None:
+            note_builder = SectionBuilder()
+            for frame in notes.iter(_q("draw", "frame")):
+                if frame.get(_q("presentation", "class")) == "notes":
+                    _odf_blocks(frame, note_builder, budget)
+            note_text = "\n".join(s.text for s in note_builder.done())
+            if note_text.strip():
+                builder.heading(2, "Notes")
+                builder.text(note_text)
+        sections.extend(builder.done())
+    return sections
+
+
+# EPUB --------------------------------------------------------------------------------------
+
+_OPF = "http://www.idpf.org/2007/opf"
+_CONTAINER = "urn:oasis:names:tc:opendocument:xmlns:container"
+
+
+def _epub(data: bytes, archive: zipfile.ZipFile) -> list[Section]:
+    from ingestion.pipeline.parse import decode_text
+    from ingestion.pipeline.web import html_sections
+
+    try:
+        container = _xml(archive.read("META-INF/container.xml"))
+        rootfile = container.find(f".//{{{_CONTAINER}}}rootfile")
+        opf_path = rootfile.get("full-path") if rootfile is not None else None
+        if not opf_path:
+            raise DocumentError("damaged EPUB: no package file")
+        opf = _xml(archive.read(opf_path))
+    except KeyError as exc:
+        raise DocumentError(f"damaged EPUB: {exc} is missing") from None
+    base = posixpath.dirname(opf_path)
+    manifest = {
+        item.get("id"): item
+        for item in opf.iter(f"{{{_OPF}}}item")
+        if item.get("id") and item.get("href")
+    }
+    sections: list[Section] = []
+    for chapter, ref in enumerate(opf.iter(f"{{{_OPF}}}itemref"), start=1):
+        item = manifest.get(ref.get("idref"))
+        if item is None or "html" not in (item.get("media-type") or ""):
+            continue
+        path = posixpath.normpath(posixpath.join(base, item.get("href").split("#")[0]))
+        try:
+            page = archive.read(path)
+        except KeyError:
+            continue
+        for section in html_sections(decode_text(page), main_content=False):
+            section.metadata.setdefault("chapter", chapter)
+            sections.append(section)
+    return sections
