@@ -102,7 +102,20 @@ def read_zip_document(data: bytes) -> tuple[str, list[Section]]:
         ODS: _odf,
         EPUB: _epub,
     }[fmt]
-    return fmt, reader(data, archive)
+    from defusedxml import DefusedXmlException
+    from lxml import etree
+
+    try:
+        return fmt, reader(data, archive)
+    except (etree.XMLSyntaxError, DefusedXmlException) as exc:
+        reason = str(exc).split(", line")[0][:200]
+        if "entit" in reason.lower() or isinstance(exc, DefusedXmlException):
+            raise DocumentError(
+                f"hostile XML inside the file: {reason} (entity tricks are not read)"
+            ) from None
+        raise DocumentError(f"damaged XML inside the file: {reason}") from None
+    except zipfile.BadZipFile as exc:
+        raise DocumentError(f"damaged zip container: {exc}") from None
 
 
 def _xml(data: bytes) -> Any:

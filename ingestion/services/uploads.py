@@ -192,7 +192,8 @@ def _stage(files: Sequence[IncomingFile], kb: KnowledgeBase, result: UploadResul
         if not reason:
             try:
                 with open(tmp, "rb") as fh:
-                    fmt = detect_format(_sniff_head(fh), name)
+                    # Containers (zip, OLE) are told apart by their directory: the file.
+                    fmt = detect_format(_sniff_head(fh), name, file=fh)
             except DocumentError as exc:
                 reason = str(exc)
             except Exception as exc:  # a file no sniffing rule expected: its own verdict

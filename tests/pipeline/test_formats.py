@@ -1,0 +1,200 @@
+"""Real-document formats (issue 23), on the fixtures tests/data/documents.py makes: each is
+read into sections that follow its structure, tables keep their header, hostile files
+fail alone and fast with the reason."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from ingestion.pipeline.chunk import Chunker
+from ingestion.pipeline.parse import CONTENT_TYPES, detect_format, parse_document
+from ingestion.pipeline.sandbox import ParseSandbox
+from ragstudio.core.types import DocumentError
+
+DOCS = Path(__file__).resolve().parents[1] / "data" / "documents"
+
+
+def read(name: str) -> bytes:
+    return (DOCS / name).read_bytes()
+
+
+def sections_of(name: str, filename: str | None = None):  # type: ignore[no-untyped-def]
+    return parse_document(read(name), filename or name)
+
+
+def test_docx_sections_follow_headings_and_its_table_keeps_the_header() -> None:
+    sections = sections_of("manual.docx")
+    paths = [s.metadata.get("section") for s in sections]
+    assert paths == ["Installation", "Installation > Requirements", "Usage"]
+    table = sections[1]
+    assert table.header.endswith("Part | Year | Cost")
+    assert table.text.splitlines() == ["Tripod | 2021 | 340 EUR", "Counterweight | 2022 | 95 EUR"]
+    assert table.rows == (2, 3)
+    # Detected by content: the name says nothing.
+    assert detect_format(read("manual.docx"), "upload.bin") == "docx"
+
+
+def test_pptx_slides_with_titles_and_notes() -> None:
+    sections = sections_of("deck.pptx")
+    assert [(s.metadata["slide"], s.metadata["section"]) for s in sections] == [
+        (1, "Quarterly results"),
+        (1, "Quarterly results > Notes"),
+        (2, "Next steps"),
+        (2, "Next steps > Notes"),
+    ]
+    assert "Revenue grew in every region." in sections[0].text
+    assert "Mention the Lisbon office." in sections[1].text
+
+
+def test_xlsx_sheets_are_tables_whose_chunks_repeat_the_header_and_cite_rows(
+    embedder,  # type: ignore[no-untyped-def]
+) -> None:
+    sections = sections_of("budget.xlsx")
+    assert [s.metadata["sheet"] for s in sections] == ["Costs", "Staff"]
+    costs = sections[0]
+    assert costs.header == "Costs\nItem | 2020 | 2021" and costs.rows[0] == 2
+    chunks = Chunker(embedder.tokenizer, size=40, overlap=10).chunk(1, sections)
+    cost_chunks = [c for c in chunks if c.metadata["sheet"] == "Costs"]
+    assert len(cost_chunks) > 3  # 40 rows do not fit one 40-token chunk
+    covered: list[int] = []
+    for chunk in cost_chunks:
+        head, *rows = chunk.text.split("\n")[2:]
+        assert chunk.text.startswith("Costs\nItem | 2020 | 2021\n")
+        first, _, last = chunk.metadata["rows"].partition("-")
+        numbers = list(range(int(first), int(last or first) + 1))
+        # Whole rows only, and exactly the rows it cites (row n holds "Widget n-1").
+        assert [f"Widget {n - 1} | {(n - 1) * 10} | {(n - 1) * 11}" for n in numbers] == [
+            head,
+            *rows,
+        ]
+        covered.extend(numbers)
+    assert covered == list(range(2, 42))  # every row once: no overlap between table chunks
+    staff = [c for c in chunks if c.metadata["sheet"] == "Staff"]
+    assert staff[0].text == "Staff\nName | Role\nAda | Engineer\nGrace | Admiral"
+    assert staff[0].metadata["rows"] == "2-3"
+
+
+def test_csv_delimiter_is_sniffed_and_rows_keep_their_column_names() -> None:
+    for delimiter in (",", ";", "\t", "|"):
+        data = delimiter.join(["city", "year", "rain_mm"]) + "\n"
+        data += delimiter.join(["Lisbon", "2021", "774"]) + "\n"
+        data += delimiter.join(["Porto", "2021", "1254"]) + "\n"
+        (section,) = parse_document(data.encode(), "rain.csv")
+        assert section.header == "city | year | rain_mm"
+        assert section.text == "Lisbon | 2021 | 774\nPorto | 2021 | 1254"
+    assert detect_format(b"a\tb\n1\t2\n", "x.tsv") == "tsv"
+
+
+def test_eml_body_and_each_attachment_as_its_own_section() -> None:
+    message, attachment = sections_of("harvest.eml")
+    assert message.title == "Harvest report"
+    assert "the apple harvest was early this year." in message.text
+    assert "From: Alice <alice@example.com>" in message.text
+    # The unreadable attachment is named with its reason; no MIME or base64 is indexed.
+    assert "blob.bin (not read: unsupported file type: binary data)" in message.text
+    assert "Content-Transfer-Encoding" not in message.text and "base64" not in message.text
+    assert attachment.metadata["section"] == "Attachment: notes.txt"
+    assert attachment.text == "Orchard notes: the pear trees need pruning in November."
+
+
+def test_epub_chapters_become_sections() -> None:
+    first, second = sections_of("voyage.epub")
+    assert (first.metadata["chapter"], first.metadata["section"]) == (1, "The Voyage")
+    assert "left Bristol" in first.text and "fresh water" in second.text
+    assert second.metadata["section"] == "The Island"
+
+
+def test_markdown_headings_give_section_paths() -> None:
+    text = b"# Guide\n\nIntro.\n\n## Install\n\nRun it.\n\n### Linux\n\nUse apt.\n\n## Use\n\nGo.\n"
+    sections = parse_document(text, "guide.md")
+    assert [s.metadata["section"] for s in sections] == [
+        "Guide",
+        "Guide > Install",
+        "Guide > Install > Linux",
+        "Guide > Use",
+    ]
+    assert sections[2].text == "Linux\nUse apt."
+
+
+def test_web_page_keeps_its_article_and_drops_navigation_and_footer() -> None:
+    article = " ".join(
+        f"Sentence {n} about the migration of cranes over the Baltic sea." for n in range(30)
+    )
+    html = (
+        "<html><head><title>Cranes</title><meta charset='gb2312'></head><body>"
+        "<nav><ul><li><a href='/'>Home</a></li><li><a href='/shop'>Shop the sale</a></li></ul></nav>"
+        "<div class='cookie'>We use cookies to improve your experience.</div>"
+        f"<article><h1>Crane migration</h1><p>{article}</p><p>Über 10.000 Kraniche.</p></article>"
+        "<footer>Copyright 2026 Example Media. All rights reserved.</footer></body></html>"
+    )
+    sections = parse_document(html.encode("utf-8"), "cranes.html")
+    text = "\n".join(s.text for s in sections)
+    assert "migration of cranes" in text and "Über 10.000 Kraniche." in text  # UTF-8 wins
+    assert "Shop the sale" not in text and "All rights reserved" not in text
+    assert all(s.title == "Cranes" for s in sections)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("bomb.docx", "zip bomb"),
+        ("laughs.docx", "hostile XML"),
+        ("locked.pdf", "encrypted PDF: a password is needed"),
+    ],
+)
+def test_hostile_or_locked_files_fail_alone_and_fast_with_the_reason(
+    name: str, reason: str
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(DocumentError, match=reason):
+        sections_of(name)
+    assert time.monotonic() - started < 5
+
+
+def test_xxe_entity_is_never_resolved() -> None:
+    text = "\n".join(s.text for s in sections_of("xxe.docx"))
+    assert "root:" not in text and "before" in text
+
+
+def test_legacy_and_unknown_containers_are_refused_by_name() -> None:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("photo.jpg", b"not really")
+    with pytest.raises(DocumentError, match="ZIP archive \\(not an Office"):
+        parse_document(out.getvalue(), "photos.zip")
+
+
+def test_every_format_has_a_content_type() -> None:
+    from ingestion.pipeline.parse import FORMATS
+
+    assert set(FORMATS) == set(CONTENT_TYPES)
+    assert all(len(v) <= 100 for v in CONTENT_TYPES.values())  # the model's field
+
+
+requires_ocr = pytest.mark.skipif(
+    shutil.which("tesseract") is None and os.environ.get("CI") != "true",
+    reason="tesseract-ocr is not installed (.ci/run installs it)",
+)
+
+
+@requires_ocr
+def test_a_scanned_image_is_read_by_ocr_and_marked() -> None:
+    (section,) = sections_of("scan.png", "scan-without-extension")
+    assert section.metadata == {"ocr": True}
+    assert "Invoice number 4711" in section.text and "128 euros" in section.text
+
+
+@requires_ocr
+def test_ocr_runs_in_the_sandbox_with_its_budget_and_memory_limit() -> None:
+    with ParseSandbox(60, memory_mb=2048) as sandbox:
+        (section,) = sandbox.parse(read("scan.png"), "scan.png", max_bytes=None)
+        assert "4711" in section.text
+        with pytest.raises(DocumentError, match="zip bomb"):
+            sandbox.parse(read("bomb.docx"), "bomb.docx", max_bytes=None)
