@@ -1,0 +1,179 @@
+"""How well documents are read: every file of ../shared/datasets/real-docs parsed, per
+format the files read and refused (with the reasons), token F1 of the extracted text
+against the ground truth where there is one, the slowest file and MB/s.
+
+    .venv/bin/python bench/parsing.py                       # RAG Studio's parsers
+    .venv/bin/python bench/parsing.py --markitdown PYTHON   # and markitdown, run by PYTHON
+                                                            # (a venv with markitdown[all])
+
+Token F1: the words (lower-cased \\w+ runs) of the extracted text against those of the
+ground truth, as multisets. Each file is parsed in the parsing sandbox, as the worker does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATA = ROOT.parent / "shared" / "datasets" / "real-docs"
+_WORD = re.compile(r"\w+")
+
+_MARKITDOWN = """
+import sys, json, time
+from markitdown import MarkItDown
+md = MarkItDown(enable_plugins=False)
+for line in sys.stdin:
+    path = line.strip()
+    started = time.perf_counter()
+    try:
+        text, error = md.convert(path).text_content, ""
+    except Exception as exc:
+        text, error = "", f"{type(exc).__name__}: {str(exc)[:120]}"
+    print(json.dumps({"text": text, "error": error, "s": time.perf_counter() - started}), flush=True)
+"""
+
+
+def tokens(text: str) -> collections.Counter[str]:
+    return collections.Counter(w.lower() for w in _WORD.findall(text))
+
+
+def f1(predicted: str, truth: str) -> float:
+    p, t = tokens(predicted), tokens(truth)
+    overlap = sum((p & t).values())
+    if not overlap:
+        return 0.0
+    precision, recall = overlap / sum(p.values()), overlap / sum(t.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def ground_truth(files: str) -> str | None:
+    for name in files.split(","):
+        name = name.strip()
+        if name.endswith((".gt.md", ".expected.txt", ".elements.txt", ".chunks.txt")):
+            if "fullpaper" in name:  # the whole paper, for a one-page PDF: not comparable
+                return None
+            return (DATA / name).read_text(encoding="utf-8", errors="replace")
+    return None
+
+
+def manifest() -> list[dict[str, str]]:
+    lines = (DATA / "MANIFEST.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    return [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:] if line]
+
+
+def ours(paths: list[Path]) -> list[tuple[str, str, float]]:
+    from ingestion.pipeline.sandbox import ParseSandbox
+    from ragstudio.core.types import DocumentError
+
+    out = []
+    with ParseSandbox(60, memory_mb=3072) as sandbox:
+        for path in paths:
+            data = path.read_bytes()
+            started = time.perf_counter()
+            try:
+                sections = sandbox.parse(data, path.name, max_bytes=None)
+                text = "\n\n".join(
+                    (f"{s.header}\n{s.text}" if s.header else s.text) for s in sections
+                )
+                out.append((text, "", time.perf_counter() - started))
+            except DocumentError as exc:
+                out.append(("", str(exc), time.perf_counter() - started))
+    return out
+
+
+def markitdown(python: str, paths: list[Path]) -> list[tuple[str, str, float]]:
+    proc = subprocess.run(
+        [python, "-c", _MARKITDOWN],
+        input="\n".join(str(p) for p in paths) + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return [
+        (r["text"], r["error"] or ("" if r["text"].strip() else "no text"), r["s"]) for r in rows
+    ]
+
+
+def report(name: str, entries: list[dict[str, str]], results: list[tuple[str, str, float]]) -> None:
+    by_format: dict[str, list[tuple[dict[str, str], tuple[str, str, float]]]] = (
+        collections.defaultdict(list)
+    )
+    for entry, result in zip(entries, results, strict=True):
+        by_format[entry["format"]].append((entry, result))
+    print(f"\n### {name}\n")
+    print(
+        "| format | files | read | refused | F1 (files with ground truth) | min F1 | slowest s | MB/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    totals = collections.Counter()
+    scores: list[float] = []
+    for fmt in sorted(by_format):
+        rows = by_format[fmt]
+        read = [r for r in rows if not r[1][1]]
+        f1s = []
+        for entry, (text, error, _s) in rows:
+            truth = (
+                ground_truth(entry["groundtruth_files"])
+                if entry["has_groundtruth"] == "yes"
+                else None
+            )
+            if truth is not None:
+                f1s.append(0.0 if error else f1(text, truth))
+        seconds = sum(r[1][2] for r in rows)
+        size = sum(int(r[0]["bytes"]) for r in rows) / 1e6
+        mean = f"{sum(f1s) / len(f1s):.3f} ({len(f1s)})" if f1s else "-"
+        print(
+            f"| {fmt} | {len(rows)} | {len(read)} | {len(rows) - len(read)} | {mean} | "
+            f"{min(f1s):.3f} | {max(r[1][2] for r in rows):.2f} | {size / max(seconds, 1e-9):.2f} |"
+            if f1s
+            else f"| {fmt} | {len(rows)} | {len(read)} | {len(rows) - len(read)} | - | - | "
+            f"{max(r[1][2] for r in rows):.2f} | {size / max(seconds, 1e-9):.2f} |"
+        )
+        totals.update(files=len(rows), read=len(read))
+        scores.extend(f1s)
+    print(
+        f"| **all** | {totals['files']} | {totals['read']} | {totals['files'] - totals['read']} | "
+        f"{sum(scores) / len(scores):.3f} ({len(scores)}) | {min(scores):.3f} | | |"
+    )
+    print("\nRefused or failed:\n")
+    for entry, (_text, error, _s) in zip(entries, results, strict=True):
+        if error:
+            print(f"- `{entry['file']}`: {error[:160]}")
+    print("\nLowest F1:\n")
+    worst = []
+    for entry, (text, error, _s) in zip(entries, results, strict=True):
+        truth = (
+            ground_truth(entry["groundtruth_files"]) if entry["has_groundtruth"] == "yes" else None
+        )
+        if truth is not None and not error:
+            worst.append((f1(text, truth), entry["file"]))
+    for score, file in sorted(worst)[:8]:
+        print(f"- `{file}`: {score:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--markitdown", metavar="PYTHON", help="a Python with markitdown[all]")
+    args = parser.parse_args()
+    if not DATA.exists():
+        sys.exit(f"{DATA} is missing (the shared datasets)")
+    entries = manifest()
+    paths = [DATA / e["file"] for e in entries]
+    report("RAG Studio", entries, ours(paths))
+    if args.markitdown:
+        report("markitdown 0.1.9", entries, markitdown(args.markitdown, paths))
+
+
+if __name__ == "__main__":
+    main()
