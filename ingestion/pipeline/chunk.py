@@ -105,7 +105,8 @@ class Chunker:
             pieces.extend((number, a, b) for a, b in cut)
         texts = [_piece_text(sections[n], a, b) for n, a, b in pieces]
         counts = self.counter.count(texts)
-        passages = self._passages(pieces, counts)
+        tables = {n for n, s in enumerate(sections) if s.header}
+        passages = self._passages(pieces, counts, tables)
         digests = [content_hash(t) for t in texts]
         ids = [chunk_id(document_id, i, d, version) for i, d in enumerate(digests)]
         lines = {n: _line_starts(s.text) for n, s in enumerate(sections) if s.rows}
@@ -144,16 +145,20 @@ class Chunker:
         return {n: c + 1 for (n, _), c in zip(tables, counts, strict=True)}
 
     def _passages(
-        self, pieces: Sequence[tuple[int, int, int]], counts: Sequence[int]
+        self, pieces: Sequence[tuple[int, int, int]], counts: Sequence[int], tables: set[int]
     ) -> list[tuple[int, int]]:
         """(first, last) chunk of each chunk's passage: consecutive chunks of one section
-        while their tokens add up to at most PASSAGE_TOKENS."""
+        while their tokens add up to at most PASSAGE_TOKENS. A table's chunk is a passage of
+        its own: it holds its header, and its rows are answers on their own (one passage of
+        forty rows would rank its first rows for a question about the last)."""
         budget = max(PASSAGE_TOKENS, self.size)
         out: list[tuple[int, int]] = []
         group: list[int] = []
         tokens = 0
         for i, (number, _start, _end) in enumerate(pieces):
-            if group and (pieces[group[0]][0] != number or tokens + counts[i] > budget):
+            if group and (
+                pieces[group[0]][0] != number or tokens + counts[i] > budget or number in tables
+            ):
                 out.extend((group[0], group[-1]) for _ in group)
                 group, tokens = [], 0
             group.append(i)

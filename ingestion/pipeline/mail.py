@@ -9,7 +9,7 @@ import email
 import email.policy
 import re
 from collections.abc import Callable
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from typing import Any
 
 from ingestion.pipeline.structure import normalize
@@ -110,7 +110,8 @@ def read_eml(data: bytes, parse: Parse, depth: int = 0) -> list[Section]:
         name = part.get_filename() or f"attachment-{number + 1}"
         if part.get_content_type() == "message/rfc822":
             inner = part.get_payload()
-            payload = inner[0].as_bytes() if isinstance(inner, list) and inner else part.as_bytes()
+            first = inner[0] if isinstance(inner, list) and inner else None
+            payload = first.as_bytes() if isinstance(first, Message) else part.as_bytes()
         else:
             raw = part.get_payload(decode=True)
             payload = raw if isinstance(raw, bytes) else b""

@@ -444,7 +444,7 @@ def _parse_pdf(data: bytes) -> list[Section]:
     sections = [Section(text=t, page=n) for n, t in enumerate(texts, start=1) if t]
     blank = [n for n, t in enumerate(texts, start=1) if len(t) < MIN_PAGE_CHARS]
     if blank and ocr.available():
-        by_page = {s.page: s for s in sections}
+        by_page = {s.page or 0: s for s in sections}
         for number, text in _ocr_pages(data, blank):
             if text:
                 by_page[number] = Section(text=text, page=number, metadata={"ocr": True})

@@ -455,18 +455,18 @@ def test_files_dropped_on_the_upload_zone_are_uploaded(page: Any) -> None:
     drop = """([text, png]) => {
         const dt = new DataTransfer();
         dt.items.add(new File([text], "glacier.txt", {type: "text/plain"}));
-        dt.items.add(new File([new Uint8Array(png)], "photo.png", {type: "image/png"}));
+        dt.items.add(new File([new Uint8Array(png)], "photo.gif", {type: "image/gif"}));
         const zone = document.querySelector("[data-dropzone]");
         const init = {dataTransfer: dt, bubbles: true, cancelable: true};
         zone.dispatchEvent(new DragEvent("dragover", init));
         zone.dispatchEvent(new DragEvent("drop", init));
     }"""
-    png = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0, 0]
+    png = [0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0, 0, 0, 0]  # GIF89a: a format not read
     page.evaluate(drop, ["Glaciers carve valleys over many millennia.", png])
     page.wait_for_selector("[data-testid=upload-results]")
     results = page.inner_text("[data-testid=upload-results]")
     assert "glacier.txt accepted" in results
-    assert "photo.png: unsupported file type: PNG image" in results
+    assert "photo.gif: unsupported file type: GIF image" in results
     assert page.locator("[data-testid='doc-glacier.txt']").count() == 1
     expect(page.locator("#id_files")).to_have_value("")  # the picker was cleared after the upload
     shot(page, "16-dropped-files")
@@ -705,3 +705,52 @@ def test_the_first_hour_an_empty_file_a_steerable_search_and_an_undoable_promote
     page.click("form[role=search] button[type=submit]")
     expect(page.locator("#search-results")).to_contain_text("No results.")
     assert "cosine similarity" in page.inner_text("[data-testid=search-options]")
+
+
+def test_a_spreadsheet_is_read_as_rows_and_a_citation_opens_its_chunk(page: Any) -> None:
+    """Issue 23: an Office file uploaded on the page is indexed with its structure; a
+    search result cites the sheet and rows and links to that chunk on the document page,
+    which shows what was read, chunk by chunk, and offers the original."""
+    from ingestion.jobs import run_job_and_queue
+    from tests.factories import make_kb
+
+    docs = Path(__file__).resolve().parents[1] / "data" / "documents"
+    kb = make_kb(make_user("olga"), "office", chunk_size=48, chunk_overlap=8)
+    sign_in(page, "olga")
+    page.goto("/kbs/office/")
+    page.set_input_files(
+        "#id_files",
+        [
+            {
+                "name": name,
+                "mimeType": "application/octet-stream",
+                "buffer": (docs / name).read_bytes(),
+            }
+            for name in ("budget.xlsx", "manual.docx")
+        ],
+    )
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("[data-testid=upload-results]")
+    for job in kb.jobs.filter(status="queued"):
+        run_job_and_queue(job.pk)
+
+    page.goto("/kbs/office/search/")
+    page.fill("#id_q", "Widget 37")
+    page.select_option("#id_mode", "lexical")
+    page.click("form.search-form button[type=submit]")
+    first = page.locator("[data-testid=result]").first
+    expect(first).to_contain_text("sheet Costs")
+    expect(first).to_contain_text("Item | 2020 | 2021")
+    cite = first.locator("[data-testid=result-citation]")
+    expect(cite).to_contain_text("budget.xlsx")
+    shot(page, "30-search-cites-sheet-and-rows")
+    cite.click()
+    page.wait_for_url(re.compile(r".*/documents/\d+/#chunk-\d+$"))
+    anchor = page.url.rsplit("#", 1)[1]
+    target = page.locator(f"#{anchor}")
+    expect(target).to_contain_text("Widget 37 | 370 | 407")
+    expect(target).to_contain_text("sheet Costs")
+    assert target.evaluate("el => el.matches(':target')")
+    expect(page.locator("[data-testid=chunk-place]").first).to_contain_text("Costs")
+    expect(page.locator("[data-testid=document-download]")).to_be_visible()
+    shot(page, "31-document-page-what-was-read")

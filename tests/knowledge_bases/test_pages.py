@@ -80,7 +80,7 @@ def test_upload_fragment_reports_each_file(alice, indexed, login) -> None:
     files = [
         SimpleUploadedFile("new.txt", text(6, "glaciers")),
         SimpleUploadedFile("again.txt", text(12, "enzymes")),  # same bytes as a.txt
-        SimpleUploadedFile("pic.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 20),
+        SimpleUploadedFile("pic.gif", b"GIF89a" + b"\x00" * 20),
         big,
         SimpleUploadedFile("empty.txt", b""),  # refused on its own, not with the batch
     ]
@@ -96,7 +96,7 @@ def test_upload_fragment_reports_each_file(alice, indexed, login) -> None:
     assert response.status_code == 200 and "<html" not in html
     assert html.count('data-testid="accepted"') == 1 and "new.txt</strong> accepted" in html
     assert 'data-testid="duplicate"' in html and "again.txt</strong>: duplicate of a.txt" in html
-    assert "pic.png</strong>: unsupported file type: PNG image" in html
+    assert "pic.gif</strong>: unsupported file type: GIF image" in html
     assert "big.txt</strong>:" in html and "limit" in html
     assert "empty.txt</strong>: empty file" in html
     assert 'id="kb-live" hx-swap-oob="true"' in html  # the tables refresh too
@@ -296,7 +296,7 @@ def test_upload_form_queues_a_job_and_reports_each_file(alice, login) -> None:
         {
             "files": [
                 SimpleUploadedFile("a.txt", text(5)),
-                SimpleUploadedFile("x.png", b"\x89PNG\r\n\x1a\n"),
+                SimpleUploadedFile("x.gif", b"GIF89a\x00\x00"),
             ]
         },
         follow=True,
@@ -305,7 +305,7 @@ def test_upload_form_queues_a_job_and_reports_each_file(alice, login) -> None:
     assert response.redirect_chain[-1][0] == f"/jobs/{job.pk}/"
     page = response.content.decode()
     assert (
-        "Accepted a.txt." in page and "x.png: rejected (unsupported file type: PNG image)." in page
+        "Accepted a.txt." in page and "x.gif: rejected (unsupported file type: GIF image)." in page
     )
     assert 'hx-trigger="every 1s"' in page  # a queued job polls
 

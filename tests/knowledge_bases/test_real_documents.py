@@ -62,10 +62,13 @@ def test_search_cites_the_sheet_rows_and_section(office_kb) -> None:  # type: ig
     assert top["citation"]["rows"] == "2-3"
     widget = client.post(
         "/api/kbs/office/search",
-        {"query": "Widget 33", "mode": "lexical", "limit": 1},
+        {"query": "Widget 37", "mode": "lexical", "limit": 1},
         content_type="application/json",
     ).json()["results"][0]
     assert widget["citation"]["sheet"] == "Costs" and "Item | 2020 | 2021" in widget["content"]
+    assert "Widget 37 | 370 | 407" in widget["content"]  # sheet row 38
+    first, _, last = widget["citation"]["rows"].partition("-")
+    assert int(first) <= 38 <= int(last or first)
     slide = client.post(
         "/api/kbs/office/search",
         {"query": "Lisbon office", "mode": "lexical", "limit": 1},
@@ -96,9 +99,10 @@ def test_document_chunks_and_original_through_the_api_and_the_page(
     page = login(alice).get(f"/kbs/office/documents/{manual.pk}/").content.decode()
     assert 'id="chunk-2"' in page and "Installation &gt; Requirements" in page
     assert "Counterweight | 2022 | 95 EUR" in page
-    assert login(alice).get(f"/kbs/office/documents/{manual.pk}/file/").content == (
-        DOCS / "manual.docx"
-    ).read_bytes()
+    assert (
+        login(alice).get(f"/kbs/office/documents/{manual.pk}/file/").content
+        == (DOCS / "manual.docx").read_bytes()
+    )
     # Someone the KB is not shared with gets a 404 from each.
     mallory = make_user("mallory")
     other = client_for(mallory)

@@ -129,7 +129,8 @@ def test_web_page_keeps_its_article_and_drops_navigation_and_footer() -> None:
     )
     html = (
         "<html><head><title>Cranes</title><meta charset='gb2312'></head><body>"
-        "<nav><ul><li><a href='/'>Home</a></li><li><a href='/shop'>Shop the sale</a></li></ul></nav>"
+        "<nav><ul><li><a href='/'>Home</a></li>"
+        "<li><a href='/shop'>Shop the sale</a></li></ul></nav>"
         "<div class='cookie'>We use cookies to improve your experience.</div>"
         f"<article><h1>Crane migration</h1><p>{article}</p><p>Über 10.000 Kraniche.</p></article>"
         "<footer>Copyright 2026 Example Media. All rights reserved.</footer></body></html>"

@@ -104,7 +104,7 @@ def test_a_bad_document_fails_alone_and_the_job_goes_on(tmp_path, embedder) -> N
     ]
     result = _run(embedder, store, docs)
     assert set(result.failed) == {50, 51, 52}
-    assert "PNG image" in result.failed[50] and "empty" in result.failed[51]
+    assert "damaged PNG image" in result.failed[50] and "empty" in result.failed[51]
     assert "cannot read the stored file" in result.failed[52]
     assert set(result.indexed) == {1, 2}
     assert {r["document_id"] for r in store.vectors.rows(columns=["document_id"])} == {1, 2}

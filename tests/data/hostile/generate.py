@@ -90,7 +90,8 @@ def corpus() -> list[tuple[str, bytes, Verdict]]:
         ),
         ("m" * 300 + ".txt", b"a long name, cut to 255 characters", ("indexed", None)),
         ("broken-xref.pdf", _pdf(text_pdf, xref=False), ("indexed", None)),
-        ("report.pdf", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, ("rejected", "PNG image")),
+        ("report.pdf", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, ("failed", "damaged PNG image")),
+        ("anim.pdf", b"GIF89a" + b"\x00" * 64, ("rejected", "unsupported file type: GIF image")),
         ("photo.png", b"Plain words in a file that says it is a picture.", ("indexed", None)),
     ]
 
