@@ -5,6 +5,7 @@ against the ground truth where there is one, the slowest file and MB/s.
     .venv/bin/python bench/parsing.py                       # RAG Studio's parsers
     .venv/bin/python bench/parsing.py --markitdown PYTHON   # and markitdown, run by PYTHON
                                                             # (a venv with markitdown[all])
+    .venv/bin/python bench/parsing.py --ingest              # and all 80 through the API
 
 Token F1: the words (lower-cased \\w+ runs) of the extracted text against those of the
 ground truth, as multisets. Each file is parsed in the parsing sandbox, as the worker does.
@@ -162,17 +163,71 @@ def report(name: str, entries: list[dict[str, str]], results: list[tuple[str, st
         print(f"- `{file}`: {score:.3f}")
 
 
+def ingest(paths: list[Path]) -> None:
+    """Every file uploaded in one API request into a new KB, the job run as the worker
+    runs it: the request's answer, each document's verdict, the job's counters."""
+    from bench._django import setup
+
+    setup("ragstudio-parsing-")
+    from django.contrib.auth import get_user_model
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test import Client
+
+    from ingestion.jobs import run_job_and_queue
+    from ingestion.models import IngestionJob
+    from knowledge_bases.models import ApiToken, Document
+    from knowledge_bases.services import knowledge_base_create
+
+    user = get_user_model().objects.create_user("bench", password="x")
+    knowledge_base_create(slug="real", name="Real documents", owner=user)
+    _row, token = ApiToken.issue(user=user)
+    client = Client(headers={"Authorization": f"Bearer {token}"}, HTTP_HOST="localhost")
+    files = [SimpleUploadedFile(p.name, p.read_bytes()) for p in paths]
+    started = time.perf_counter()
+    response = client.post("/api/kbs/real/documents", {"files": files})
+    upload_s = time.perf_counter() - started
+    body = response.json()
+    job = IngestionJob.objects.latest("pk")
+    started = time.perf_counter()
+    run_job_and_queue(job.pk)
+    job_s = time.perf_counter() - started
+    job.refresh_from_db()
+    statuses = collections.Counter(Document.objects.values_list("status", flat=True))
+    print("\n### All files through the API\n")
+    print(
+        f"- request: HTTP {response.status_code} in {upload_s:.1f} s, "
+        f"{len(body.get('accepted', []))} accepted, {len(body.get('rejected', []))} rejected"
+    )
+    for item in body.get("rejected", []):
+        print(f"  - rejected `{item.get('filename', item)}`: {item.get('reason', '')}")
+    print(
+        f"- job {job.status} in {job_s:.1f} s: {job.documents_done} done, "
+        f"{job.documents_failed} failed, {job.embedded} chunks embedded, {job.persisted} persisted"
+    )
+    print(
+        f"- documents: {dict(statuses)}; job counters match: "
+        f"{job.documents_done == statuses.get('indexed', 0) and job.documents_failed == statuses.get('failed', 0)}"
+    )
+    for doc in Document.objects.filter(status="failed"):
+        print(f"  - failed `{doc.original_filename}`: {doc.error_message}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--markitdown", metavar="PYTHON", help="a Python with markitdown[all]")
+    parser.add_argument("--ingest", action="store_true", help="then all files through the API")
+    parser.add_argument("--ingest-only", action="store_true", help="only that")
     args = parser.parse_args()
     if not DATA.exists():
         sys.exit(f"{DATA} is missing (the shared datasets)")
     entries = manifest()
     paths = [DATA / e["file"] for e in entries]
-    report("RAG Studio", entries, ours(paths))
+    if not args.ingest_only:
+        report("RAG Studio", entries, ours(paths))
     if args.markitdown:
         report("markitdown 0.1.9", entries, markitdown(args.markitdown, paths))
+    if args.ingest or args.ingest_only:
+        ingest(paths)
 
 
 if __name__ == "__main__":

@@ -162,9 +162,9 @@ def test_a_user_builds_searches_and_manages_a_knowledge_base(page: Any, tmp_path
                     "buffer": paper("insulin resistance", 1500),
                 },
                 {
-                    "name": "figure.png",
-                    "mimeType": "image/png",
-                    "buffer": b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,
+                    "name": "figure.gif",
+                    "mimeType": "image/gif",
+                    "buffer": b"GIF89a" + b"\x00" * 64,
                 },
             ],
         )
@@ -173,7 +173,7 @@ def test_a_user_builds_searches_and_manages_a_knowledge_base(page: Any, tmp_path
         results = page.inner_text("[data-testid=upload-results]")
         assert "insulin.txt accepted" in results and "sleep.txt accepted" in results
         assert re.search(r"copy\.txt: duplicate of 'insulin\.txt' in this upload", results)
-        assert "figure.png: unsupported file type: PNG image" in results
+        assert "figure.gif: unsupported file type: GIF image" in results
         assert page.locator("[data-testid='doc-insulin.txt']").count() == 1
         shot(page, "03-kb-uploaded")
 

@@ -25,7 +25,7 @@ def corpus(tmp_path: Path) -> Path:
     (folder / "sub").mkdir(parents=True)
     (folder / "a.txt").write_bytes(text(30))
     (folder / "sub" / "b.md").write_text("# Notes\n\nMarkdown body with *emphasis* here.\n")
-    (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    (folder / "bad.gif").write_bytes(b"GIF89a\x00\x00")
     (folder / ".hidden").write_text("never read")
     return folder
 
@@ -46,8 +46,8 @@ def test_ingest_creates_the_kb_runs_the_job_and_summarises(corpus: Path) -> None
     assert match, summary
     chunks, embedded, persisted = map(int, match.groups())
     assert chunks == embedded == persisted > 0
-    assert "failed: bad.png: unsupported file type: PNG image" in output
-    assert output.index("failed: bad.png") < output.index("done:")
+    assert "failed: bad.gif: unsupported file type: GIF image" in output
+    assert output.index("failed: bad.gif") < output.index("done:")
     kb = KnowledgeBase.objects.get(slug="cli")
     assert sorted(
         Document.objects.filter(knowledge_base=kb).values_list("original_filename", flat=True)
