@@ -249,6 +249,7 @@ def rebuild_generation(request: HttpRequest, slug: str, payload: RebuildIn):  # 
                 embedder=options["embedder"],
                 chunk_size=options["chunk_size"],
                 chunk_overlap=options["chunk_overlap"],
+                language=options["language"],
             ),
         )
     job = generation_rebuild_start(kb=kb, user=request.user, **options)

@@ -4,8 +4,15 @@ from django import forms
 from django.utils.text import slugify
 
 from knowledge_bases.services.knowledge_bases import SLUG, SLUG_RULE
+from ragstudio.core import languages
 from ragstudio.core.bounds import CHUNK_OVERLAP, CHUNK_SIZE
 from ragstudio.env import rag_settings
+
+LANGUAGE_CHOICES = [
+    (languages.AUTO, "auto (detect)"),
+    *[(code, f"{code} ({name})") for code, name in languages.STEMMERS.items()],
+    (languages.NO_STEMMING, "none (no stemming)"),
+]
 
 
 class KnowledgeBaseForm(forms.Form):
@@ -27,6 +34,12 @@ class KnowledgeBaseForm(forms.Form):
     )
     chunk_overlap = forms.IntegerField(
         min_value=CHUNK_OVERLAP.low, max_value=CHUNK_OVERLAP.high, required=False
+    )
+    language = forms.ChoiceField(
+        choices=LANGUAGE_CHOICES,
+        initial=languages.DEFAULT,
+        required=False,
+        help_text="how keyword search stems words; auto: the documents' majority language",
     )
 
     def clean_slug(self) -> str:
@@ -91,6 +104,11 @@ class RebuildForm(forms.Form):
     )
     chunk_overlap = forms.IntegerField(
         min_value=CHUNK_OVERLAP.low, max_value=CHUNK_OVERLAP.high, required=False
+    )
+    language = forms.ChoiceField(
+        choices=[("", "(the knowledge base's)"), *LANGUAGE_CHOICES],
+        required=False,
+        help_text="keyword search's stemming; auto: the documents' majority language",
     )
     auto_promote = forms.BooleanField(
         required=False, initial=True, label="Promote when it passes its check"

@@ -12,6 +12,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from ragstudio.core import languages
 from ragstudio.core.bounds import CHUNK_SIZE
 from ragstudio.core.vocabulary import DEFAULT_QUALITY_GATE
 
@@ -44,6 +45,11 @@ class KnowledgeBase(models.Model):
     embedding_dimensions = models.PositiveIntegerField()
     chunk_size = models.PositiveIntegerField(validators=[MinValueValidator(CHUNK_SIZE.low)])
     chunk_overlap = models.PositiveIntegerField()
+    # BM25's stemming: a language code, "auto" (the documents' majority language, chosen at
+    # each build) or "none".
+    language = models.CharField(
+        max_length=8, default=languages.DEFAULT, choices=[(c, c) for c in languages.CHOICES]
+    )
     retention = models.PositiveIntegerField(default=2, validators=[MaxValueValidator(100)])
     # The quality gate: "mode:metric" -> how far it may fall on any evaluation set between
     # the active generation and a new one before auto-promote refuses it.
@@ -122,6 +128,7 @@ class Document(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     error_message = models.TextField(blank=True)
     chunk_count = models.PositiveIntegerField(default=0)
+    language = models.CharField(max_length=8, blank=True)  # detected when indexed
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -230,6 +237,10 @@ class Generation(models.Model):
     dimensions = models.PositiveIntegerField()
     chunk_size = models.PositiveIntegerField()
     chunk_overlap = models.PositiveIntegerField()
+    # What its BM25 indexes stem for, and the setting it came from ("auto" resolves to the
+    # documents' majority language when the generation is created).
+    language = models.CharField(max_length=8, default=languages.DEFAULT)
+    language_setting = models.CharField(max_length=8, default=languages.DEFAULT)
     chunk_count = models.PositiveIntegerField(default=0)
     vector_count = models.PositiveIntegerField(default=0)
     table_name = models.CharField(max_length=200)

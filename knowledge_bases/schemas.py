@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, StrictBool
 from knowledge_bases.generations import OVERRIDE_MAX_CHARS
 from knowledge_bases.models import KnowledgeBase
 from ragstudio.core.bounds import CHUNK_OVERLAP, CHUNK_SIZE, EMBED_BATCH_SIZE, STORE_BATCH_SIZE
+from ragstudio.core.languages import LanguageChoice
 from ragstudio.core.vocabulary import GATE_KEYS
 from ragstudio.schemas import JSON_INTEGER, json_number, within
 
@@ -33,6 +34,11 @@ class KnowledgeBaseIn(Schema):
     chunk_overlap: Annotated[int, within(CHUNK_OVERLAP), JSON_INTEGER] | None = None
     quality_gate: dict[GateKey, Allowance] | None = Field(
         default=None, description=QUALITY_GATE_HELP
+    )
+    language: LanguageChoice | None = Field(
+        default=None,
+        description="BM25's stemming: a language code (default `en`), `auto` (the "
+        "documents' majority language, chosen at each build) or `none`.",
     )
 
 
@@ -65,6 +71,7 @@ class GenerationOut(Schema):
     dimensions: int
     chunk_size: int
     chunk_overlap: int
+    language: str = Field(description="The language its BM25 indexes stem for.")
     chunk_count: int
     check_passed: bool | None
     check_report: list[dict]
@@ -106,6 +113,7 @@ class KnowledgeBaseOut(Schema):
     embedding_dimensions: int
     chunk_size: int
     chunk_overlap: int
+    language: str = Field(description="BM25's stemming setting (`auto`: per build).")
     quality_gate: dict[str, float]
     active_generation: int | None
     created_at: datetime
@@ -141,6 +149,7 @@ class DocumentOut(Schema):
     status: str = Field(description="Of the latest version: pending, indexed or failed.")
     error_message: str
     chunk_count: int
+    language: str = Field(description="Detected in its text when indexed ('' if unknown).")
     created_at: datetime
     updated_at: datetime
 
@@ -192,6 +201,11 @@ class RebuildIn(Schema):
     embedder: str | None = Field(default=None, max_length=255)
     chunk_size: Annotated[int, within(CHUNK_SIZE), JSON_INTEGER] | None = None
     chunk_overlap: Annotated[int, within(CHUNK_OVERLAP), JSON_INTEGER] | None = None
+    language: LanguageChoice | None = Field(
+        default=None,
+        description="BM25's stemming: a language code, `auto` (the documents' majority "
+        "language) or `none`; a change is a rebuild. Default: the KB's.",
+    )
     auto_promote: StrictBool = False
     dry_run: StrictBool = Field(
         default=False,

@@ -379,6 +379,7 @@ def kb_rebuild(request: HttpRequest, slug: str) -> HttpResponse:
                 embedder=data["embedder"] or None,
                 chunk_size=data["chunk_size"],
                 chunk_overlap=data["chunk_overlap"],
+                language=data["language"] or None,
             )
         except RagStudioError as exc:
             _form_error(form, exc)
@@ -393,6 +394,7 @@ def kb_rebuild(request: HttpRequest, slug: str) -> HttpResponse:
                 embedder=data["embedder"] or None,
                 chunk_size=data["chunk_size"],
                 chunk_overlap=data["chunk_overlap"],
+                language=data["language"] or None,
                 auto_promote=data["auto_promote"],
             )
         except RagStudioError as exc:

@@ -194,6 +194,7 @@ class Reporter(threading.Thread):
                 fields: dict[str, Any] = {
                     "serving_version": outcome.version,
                     "chunk_count": outcome.chunk_count,
+                    "language": outcome.language,
                     "updated_at": now,
                 }
                 if latest:

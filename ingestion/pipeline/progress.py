@@ -19,6 +19,7 @@ class DocumentOutcome:
     error: str = ""
     version: int = 1
     reused: int = 0  # chunks whose vector was found, not computed
+    language: str = ""  # detected in its text ('' when too little text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from ingestion.pipeline.parse import parse_document
 from ingestion.pipeline.progress import DocumentOutcome, Progress
 from ingestion.pipeline.sandbox import ParseSandbox
 from ingestion.pipeline.sink import BufferedSink
+from ragstudio.core import languages
 from ragstudio.core.types import (
     Chunk,
     ChunkStore,
@@ -100,12 +101,14 @@ class _Ledger:
         self.indexed: dict[int, int] = {}
         self.versions: dict[int, int] = {}
         self.reused: dict[int, int] = {}
+        self.languages: dict[int, str] = {}
 
-    def expect(self, document_id: int, chunks: int, version: int = 1) -> None:
+    def expect(self, document_id: int, chunks: int, version: int = 1, language: str = "") -> None:
         with self.lock:
             self.remaining[document_id] = chunks
             self.counts[document_id] = chunks
             self.versions[document_id] = version
+            self.languages[document_id] = language
 
     def note_reused(self, chunks: Sequence[Chunk]) -> None:
         with self.lock:
@@ -149,6 +152,7 @@ class _Ledger:
                     chunk_count=self.counts[doc],
                     version=self.versions.get(doc, 1),
                     reused=self.reused.get(doc, 0),
+                    language=self.languages.get(doc, ""),
                 )
             )
 
@@ -173,9 +177,25 @@ def _chunk_document(
     except Exception as exc:  # a parser bug must not take the other documents down
         ledger.fail(doc.id, f"unexpected error while parsing: {type(exc).__name__}: {exc}")
         return []
-    ledger.expect(doc.id, len(doc_chunks), doc.version)
+    ledger.expect(doc.id, len(doc_chunks), doc.version, _language(sections))
     ledger.progress.add(total=len(doc_chunks))
     return doc_chunks
+
+
+def _language(sections: Sequence[Section]) -> str:
+    """The document's language, from the start of its text (the header rows of a table
+    say little: its cells are read too)."""
+    sample: list[str] = []
+    size = 0
+    for section in sections:
+        sample.append(f"{section.header}\n{section.text}" if section.header else section.text)
+        size += len(sample[-1])
+        if size >= languages.DETECT_CHARS:
+            break
+    try:
+        return languages.detect("\n".join(sample))
+    except Exception:  # a detector failure costs the language, never the document
+        return ""
 
 
 def chunk_windows(

@@ -8,7 +8,7 @@ from typing import Any
 from django.db import transaction
 
 from knowledge_bases.generations import states
-from knowledge_bases.generations.build_settings import rebuild_settings_resolve
+from knowledge_bases.generations.build_settings import language_resolve, rebuild_settings_resolve
 from knowledge_bases.generations.storage import generation_store, table_name
 from knowledge_bases.generations.versions import masks_forget
 from knowledge_bases.models import Generation, KnowledgeBase
@@ -26,12 +26,14 @@ def generation_create(
     embedder: str | None = None,
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
+    language: str | None = None,
 ) -> Generation:
     """A new building generation with the KB's settings, or the given ones (validated)."""
     KnowledgeBase.objects.select_for_update().filter(pk=kb.pk).first()
     built = rebuild_settings_resolve(
         kb=kb, embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, actor=actor
     )
+    setting, resolved = language_resolve(kb, language)
     last = kb.generations.order_by("-number").values_list("number", flat=True).first() or 0
     generation = Generation.objects.create(
         knowledge_base=kb,
@@ -40,6 +42,8 @@ def generation_create(
         dimensions=built.dimensions,
         chunk_size=built.chunk_size,
         chunk_overlap=built.chunk_overlap,
+        language=resolved,
+        language_setting=setting,
         table_name=table_name(kb.pk, last + 1),
     )
     states.created(generation, actor=actor, note=note)

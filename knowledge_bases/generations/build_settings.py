@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingestion.embedders import EmbedderSpecError, describe
+from ragstudio.core import languages
 from ragstudio.core.bounds import CHUNK_OVERLAP, CHUNK_SIZE
 from ragstudio.core.errors import Forbidden, ValidationError
 from ragstudio.env import rag_settings
@@ -103,3 +104,19 @@ def rebuild_settings_resolve(
         ),
         actor=actor,
     )
+
+
+def language_resolve(kb: Any, language: str | None) -> tuple[str, str]:
+    """(setting, resolved language) of a build: the given setting or the KB's; "auto"
+    resolves to the majority language of the KB's documents as detected so far."""
+    from knowledge_bases.models import Document
+
+    setting = language or kb.language
+    if setting not in languages.CHOICES:
+        raise ValidationError(
+            f"language must be one of {', '.join(languages.CHOICES)}", {"field": "language"}
+        )
+    if setting != languages.AUTO:
+        return setting, setting
+    detected = Document.objects.filter(knowledge_base=kb).values_list("language", flat=True)
+    return setting, languages.majority(detected)

@@ -93,6 +93,7 @@ def generation_location(generation: Generation) -> StoreLocation:
         dimensions=generation.dimensions,
         storage_options=storage_options(),
         bm25_remote=bm25_remote_uri(kb_id, number),
+        language=generation.language,
     )
 
 

@@ -197,6 +197,7 @@ def _activate(
     kb.embedding_dimensions = target.dimensions
     kb.chunk_size = target.chunk_size
     kb.chunk_overlap = target.chunk_overlap
+    kb.language = target.language_setting
     kb.save(
         update_fields=[
             "active_generation",
@@ -205,6 +206,7 @@ def _activate(
             "embedding_dimensions",
             "chunk_size",
             "chunk_overlap",
+            "language",
             "updated_at",
         ]
     )

@@ -30,6 +30,7 @@ def generation_rebuild_start(
     embedder: str | None = None,
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
+    language: str | None = None,
     auto_promote: bool = False,
     enqueue: bool = True,
     store_batch_size: int | None = None,
@@ -51,6 +52,7 @@ def generation_rebuild_start(
         embedder=embedder,
         chunk_size=chunk_size,
         chunk_overlap=chunk_overlap,
+        language=language,
     )
     return job_queue(
         kb=kb,

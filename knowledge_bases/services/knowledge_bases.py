@@ -14,6 +14,7 @@ from knowledge_bases.generations import (
     storage_cleanup_run,
 )
 from knowledge_bases.models import KnowledgeBase
+from ragstudio.core import languages
 from ragstudio.core.errors import Conflict, Forbidden, ValidationError
 from ragstudio.core.vocabulary import quality_gate_problems
 from ragstudio.env import rag_settings
@@ -33,6 +34,7 @@ def knowledge_base_create(
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
     quality_gate: dict[str, float] | None = None,
+    language: str | None = None,
 ) -> KnowledgeBase:
     slug = (slug or "").strip().lower()
     if not SLUG.match(slug):
@@ -44,6 +46,11 @@ def knowledge_base_create(
         embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, actor=owner
     )
     gate = _quality_gate_valid(quality_gate)
+    language = language or languages.DEFAULT
+    if language not in languages.CHOICES:
+        raise ValidationError(
+            f"language must be one of {', '.join(languages.CHOICES)}", {"field": "language"}
+        )
     _quota_knowledge_bases(owner)
     # Slugs are per owner: only the creator's own KBs can conflict, so the answer says
     # nothing about anyone else's.
@@ -60,6 +67,7 @@ def knowledge_base_create(
                 embedding_dimensions=built.dimensions,
                 chunk_size=built.chunk_size,
                 chunk_overlap=built.chunk_overlap,
+                language=language,
                 **({"quality_gate": gate} if gate is not None else {}),
             )
     except IntegrityError:

@@ -30,6 +30,7 @@ from knowledge_bases.generations import (
     rebuild_settings_resolve,
     reuse_cache,
 )
+from knowledge_bases.generations.build_settings import language_resolve
 from knowledge_bases.models import Document, Generation, KnowledgeBase
 from ragstudio.core.errors import Conflict
 from ragstudio.core.types import (
@@ -86,6 +87,7 @@ def generation_rebuild_plan(
     embedder: str | None = None,
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
+    language: str | None = None,
 ) -> RebuildPlan:
     """What ``generation_rebuild_start`` with these settings would do; nothing is
     embedded or written."""
@@ -97,6 +99,7 @@ def generation_rebuild_plan(
     built = rebuild_settings_resolve(
         kb=kb, embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, actor=user
     )
+    _setting, resolved_language = language_resolve(kb, language)
     model = embedder_get(built.embedder)
     documents = list(Document.objects.filter(knowledge_base=kb).order_by("pk"))
     tokens: dict[str, int] = {}
@@ -120,6 +123,7 @@ def generation_rebuild_plan(
             SettingChange("dimensions", active.dimensions, built.dimensions),
             SettingChange("chunk_size", active.chunk_size, built.chunk_size),
             SettingChange("chunk_overlap", active.chunk_overlap, built.chunk_overlap),
+            SettingChange("language", active.language, resolved_language),
         ],
         documents=len(documents),
         chunks=result.chunks,

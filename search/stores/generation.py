@@ -28,6 +28,7 @@ class StoreLocation:
     dimensions: int
     storage_options: tuple[tuple[str, str], ...] = ()
     bm25_remote: str = ""
+    language: str = "en"  # what its BM25 indexes stem for
 
 
 class GenerationStore:
@@ -40,12 +41,13 @@ class GenerationStore:
         dimensions: int,
         storage_options: tuple[tuple[str, str], ...] = (),
         bm25_remote: str = "",
+        language: str = "en",
     ):
         self.vectors = LanceChunkTable(
             lancedb_uri, table_name, dimensions, storage_options=dict(storage_options)
         )
         remote = ObjectStore(bm25_remote, storage_options) if bm25_remote else None
-        self.bm25 = Bm25Index(bm25_path, remote=remote)
+        self.bm25 = Bm25Index(bm25_path, remote=remote, language=language)
         self.writes = 0
 
     @classmethod
@@ -58,6 +60,7 @@ class GenerationStore:
             dimensions=location.dimensions,
             storage_options=location.storage_options,
             bm25_remote=location.bm25_remote,
+            language=location.language,
         )
 
     def write(self, rows: Sequence[EmbeddedChunk]) -> None:

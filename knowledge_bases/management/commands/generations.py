@@ -20,6 +20,7 @@ from knowledge_bases.services import (
     generations_gc,
 )
 from ragstudio.cli import bounded_int
+from ragstudio.core import languages
 from ragstudio.core.bounds import (
     CHUNK_OVERLAP,
     CHUNK_SIZE,
@@ -51,6 +52,12 @@ class Command(BaseCommand):
         rebuild.add_argument("--embedder", default=None)
         rebuild.add_argument("--chunk-size", type=bounded_int(CHUNK_SIZE), default=None)
         rebuild.add_argument("--chunk-overlap", type=bounded_int(CHUNK_OVERLAP), default=None)
+        rebuild.add_argument(
+            "--language",
+            choices=languages.CHOICES,
+            default=None,
+            help="BM25's stemming (auto: the documents' majority language)",
+        )
         rebuild.add_argument(
             "--promote", action="store_true", help="promote it if it passes its check"
         )
@@ -96,6 +103,7 @@ class Command(BaseCommand):
             embedder=options["embedder"],
             chunk_size=options["chunk_size"],
             chunk_overlap=options["chunk_overlap"],
+            language=options["language"],
         )
         if options["json"]:
             body = {
@@ -123,6 +131,7 @@ class Command(BaseCommand):
             embedder=options["embedder"],
             chunk_size=options["chunk_size"],
             chunk_overlap=options["chunk_overlap"],
+            language=options["language"],
             auto_promote=options["promote"],
             enqueue=False,
             store_batch_size=options["store_batch_size"],

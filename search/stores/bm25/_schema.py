@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 
-def bm25_schema() -> Any:
+def bm25_schema(tokenizer: str = "en_stem") -> Any:
     import tantivy
 
     builder = tantivy.SchemaBuilder()
     builder.add_text_field("id", stored=True, tokenizer_name="raw", index_option="basic")
     builder.add_integer_field("document_id", stored=True, indexed=True, fast=True)
-    builder.add_text_field("title", stored=True, tokenizer_name="en_stem")
-    builder.add_text_field("text", stored=True, tokenizer_name="en_stem")
+    builder.add_text_field("title", stored=True, tokenizer_name=tokenizer)
+    builder.add_text_field("text", stored=True, tokenizer_name=tokenizer)
     # Hashed metadata tokens for filters (search/ranking/filters.py), one value per token.
     builder.add_text_field("meta_kv", stored=False, tokenizer_name="raw", index_option="basic")
     # Stored only: with them a page of results is read from here by id, faster than a
@@ -33,14 +33,14 @@ def bm25_schema() -> Any:
     return builder.build()
 
 
-def passage_schema() -> Any:
+def passage_schema(tokenizer: str = "en_stem") -> Any:
     import tantivy
 
     builder = tantivy.SchemaBuilder()
     builder.add_text_field("id", stored=True, tokenizer_name="raw", index_option="basic")
     builder.add_integer_field("document_id", stored=True, indexed=True, fast=True)
-    builder.add_text_field("title", stored=False, tokenizer_name="en_stem")
-    builder.add_text_field("text", stored=False, tokenizer_name="en_stem")
+    builder.add_text_field("title", stored=False, tokenizer_name=tokenizer)
+    builder.add_text_field("text", stored=False, tokenizer_name=tokenizer)
     builder.add_text_field("meta_kv", stored=False, tokenizer_name="raw", index_option="basic")
     # Its chunks' ids in document order (JSON): a search reads them with the passage's id.
     builder.add_bytes_field("chunks", stored=True, indexed=False)

@@ -3,22 +3,39 @@ adds and deletes under one writer, committed whole or rolled back."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ragstudio.core import languages
+
 WRITER_HEAP_BYTES = 64 * 1024 * 1024
 
 
 def open_or_create(path: Path, schema: Callable[[], Any]) -> Any:
-    """The index at ``path`` with the schema it was built with, or a new, empty one."""
+    """The index at ``path`` with the schema it was built with, or a new, empty one; the
+    analysers its text fields name (a language's stemmer) registered on it."""
     import tantivy
 
     if (path / "meta.json").exists():
-        return tantivy.Index.open(str(path))
-    path.mkdir(parents=True, exist_ok=True)
-    return tantivy.Index(schema(), path=str(path))
+        index = tantivy.Index.open(str(path))
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        index = tantivy.Index(schema(), path=str(path))  # writes meta.json
+    for name in _tokenizers(json.loads((path / "meta.json").read_text())):
+        analyzer = languages.analyzer(name)
+        if analyzer is not None:
+            index.register_tokenizer(name, analyzer)
+    return index
+
+
+def _tokenizers(meta: dict[str, Any]) -> set[str]:
+    return {
+        str(((field.get("options") or {}).get("indexing") or {}).get("tokenizer") or "")
+        for field in meta.get("schema", [])
+    } - {""}
 
 
 @contextmanager

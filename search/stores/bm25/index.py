@@ -1,4 +1,5 @@
-"""One generation's BM25 indexes in a tantivy directory (English stemming; ids are
+"""One generation's BM25 indexes in a tantivy directory (stemmed for the generation's
+language, English unless it says otherwise; ids are
 raw-tokenized fields, so upserts can delete by exact term): one of chunks, and beside it
 (``passages/``) one of passages, the consecutive chunks of a section scored whole
 (``ingestion/pipeline/chunk.py``). Lexical ranking scores passages and hands their score
@@ -8,9 +9,11 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ragstudio.core import languages
 from ragstudio.core.types import Chunk, DocumentVersionKey, EmbeddedChunk
 from search.ranking.filters import SearchFilter, metadata_tokens, versions_query
 from search.ranking.snippets import Highlight
@@ -23,8 +26,13 @@ from search.stores.objects import ObjectStore
 
 
 class Bm25Index:
-    def __init__(self, path: Path, remote: ObjectStore | None = None) -> None:
+    def __init__(
+        self, path: Path, remote: ObjectStore | None = None, *, language: str = "en"
+    ) -> None:
         self.path = Path(path)
+        # The analyser of an index built now (a language's stemmer); one on disk keeps the
+        # one it was built with, named in its schema.
+        self.tokenizer = languages.tokenizer_name(language)
         self._index: Any = None
         self._features: IndexFeatures | None = None  # of the index on disk, once it exists
         self._passages: PassageIndex | None = None
@@ -64,7 +72,7 @@ class Bm25Index:
         if self._index is None:
             # An index from an older release opens with the schema it was built with, and
             # keeps working for search and upserts.
-            self._index = open_or_create(self.path, bm25_schema)
+            self._index = open_or_create(self.path, partial(bm25_schema, self.tokenizer))
         return self._index
 
     def features(self) -> IndexFeatures:
@@ -101,7 +109,7 @@ class Bm25Index:
     def passages(self) -> PassageIndex:
         self._catch_up()
         if self._passages is None:
-            self._passages = PassageIndex(self.path / "passages")
+            self._passages = PassageIndex(self.path / "passages", self.tokenizer)
         return self._passages
 
     def has_passages(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ from search.stores.bm25._writer import delete_documents, open_or_create, write_b
 
 
 class PassageIndex:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, tokenizer: str = "en_stem") -> None:
         self.path = Path(path)
+        self.tokenizer = tokenizer  # for an index built now; one on disk keeps its own
         self._index: Any = None
         self._versions: bool | None = None  # whether the index on disk records them
 
@@ -33,7 +35,7 @@ class PassageIndex:
 
     def index(self) -> Any:
         if self._index is None:
-            self._index = open_or_create(self.path, passage_schema)
+            self._index = open_or_create(self.path, partial(passage_schema, self.tokenizer))
         return self._index
 
     def upsert(self, rows: Sequence[EmbeddedChunk]) -> None:
