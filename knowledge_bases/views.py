@@ -51,6 +51,7 @@ from knowledge_bases.services import (
 )
 from ragstudio.core.errors import RagStudioError, ValidationError
 from ragstudio.views import attachment_response, get_or_404, is_htmx
+from search.services import MAX_DOCUMENT_CHUNKS, document_chunks
 
 
 def _form_error(form: Any, exc: RagStudioError) -> None:
@@ -156,8 +157,6 @@ def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
 def kb_document(request: HttpRequest, slug: str, document_id: int) -> HttpResponse:
     """A document: its versions (who, when, size, chunks changed), which one serves,
     restoring an older one, uploading a new one."""
-    from search.services import MAX_DOCUMENT_CHUNKS, document_chunks
-
     kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
     document = get_or_404(document_get, kb=kb, document_id=document_id)
     chunks = document_chunks(kb=kb, document=document)

@@ -13,6 +13,7 @@ from email.message import EmailMessage, Message
 from typing import Any
 
 from ingestion.pipeline.structure import normalize
+from ingestion.pipeline.web import html_sections
 from ragstudio.core.types import DocumentError, Section
 
 # Attachments inside attachments (a message forwarded as a file) are read this deep.
@@ -76,8 +77,6 @@ def _attachment_sections(
 
 
 def _html_body(html: str) -> str:
-    from ingestion.pipeline.web import html_sections
-
     return "\n\n".join(s.text for s in html_sections(html, main_content=False))
 
 

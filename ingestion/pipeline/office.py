@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ingestion.pipeline.structure import SectionBuilder, normalize
+from ingestion.pipeline.text import decode_text
+from ingestion.pipeline.web import html_sections
 from ragstudio.core.types import DocumentError, Section
 
 MAX_ENTRIES = 10_000
@@ -478,9 +480,6 @@ _CONTAINER = "urn:oasis:names:tc:opendocument:xmlns:container"
 
 
 def _epub(data: bytes, archive: zipfile.ZipFile) -> list[Section]:
-    from ingestion.pipeline.parse import decode_text
-    from ingestion.pipeline.web import html_sections
-
     try:
         container = _xml(archive.read("META-INF/container.xml"))
         rootfile = container.find(f".//{{{_CONTAINER}}}rootfile")

@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from ingestion.pipeline.structure import SectionBuilder, normalize, outline_sections
+from ingestion.pipeline.text import decode_text, markdown_to_text
 from ragstudio.core.types import DocumentError, Section
 
 _CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([-\w:.]{1,40})""", re.I)
@@ -22,8 +23,6 @@ MIN_MAIN_SHARE = 0.15
 def decode_html(data: bytes) -> str:
     """UTF-8 when the bytes are UTF-8 whatever the page declares (pages saved as UTF-8
     often keep their old declaration), else the declared charset, else Windows-1252."""
-    from ingestion.pipeline.parse import decode_text
-
     if data.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):
         return decode_text(data)
     try:
@@ -172,8 +171,6 @@ def html_sections(
 ) -> list[Section]:
     """The sections of an HTML page; with ``main_content`` its boilerplate is dropped when a
     main content is found. Each section's title is its heading, else the page's title."""
-    from ingestion.pipeline.parse import markdown_to_text
-
     title, sections = _blocks(text, metadata)
     if main_content:
         whole = sum(len(s.text) for s in sections)

@@ -25,6 +25,7 @@ from knowledge_bases.generations.build_settings import (
     BuildSettings,
     build_settings_resolve,
     embedder_permitted,
+    language_resolve,
     rebuild_settings_resolve,
 )
 from knowledge_bases.generations.check import (
@@ -119,6 +120,7 @@ __all__ = [
     "generations_of",
     "generations_searchable",
     "knowledge_base_files_forget",
+    "language_resolve",
     "open_build",
     "promote_verdict",
     "quality_summary",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingestion.embedders import EmbedderSpecError, describe
+from knowledge_bases.models import Document
 from ragstudio.core import languages
 from ragstudio.core.bounds import CHUNK_OVERLAP, CHUNK_SIZE
 from ragstudio.core.errors import Forbidden, ValidationError
@@ -109,8 +110,6 @@ def rebuild_settings_resolve(
 def language_resolve(kb: Any, language: str | None) -> tuple[str, str]:
     """(setting, resolved language) of a build: the given setting or the KB's; "auto"
     resolves to the majority language of the KB's documents as detected so far."""
-    from knowledge_bases.models import Document
-
     setting = language or kb.language
     if setting not in languages.CHOICES:
         raise ValidationError(

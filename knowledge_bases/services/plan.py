@@ -27,10 +27,10 @@ from knowledge_bases.generations import (
     embedder_get,
     generation_size_on_disk,
     generation_store,
+    language_resolve,
     rebuild_settings_resolve,
     reuse_cache,
 )
-from knowledge_bases.generations.build_settings import language_resolve
 from knowledge_bases.models import Document, Generation, KnowledgeBase
 from ragstudio.core.errors import Conflict
 from ragstudio.core.types import (
