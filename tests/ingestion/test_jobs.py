@@ -31,9 +31,7 @@ def _run(job_id: int) -> IngestionJob:
 
 
 def test_a_job_indexes_its_documents_and_activates_the_first_generation(kb) -> None:
-    result = upload(
-        kb, [("a.txt", text(30)), ("b.txt", text(25, "art")), ("c.gif", b"GIF89a..")]
-    )
+    result = upload(kb, [("a.txt", text(30)), ("b.txt", text(25, "art")), ("c.gif", b"GIF89a..")])
     job = _run(result.job.pk)
     assert job.status == IngestionJob.Status.SUCCEEDED
     assert job.total > 0 and job.total == job.embedded == job.persisted
