@@ -203,14 +203,27 @@ def _shape_blocks(shape: Any, builder: SectionBuilder) -> None:
             _shape_blocks(inner, builder)
         return
     if getattr(shape, "has_table", False) and shape.has_table:
-        rows = [[cell.text for cell in row.cells] for row in shape.table.rows]
-        builder.table(rows)
+        builder.table(_pptx_table(shape.table))
         return
     if getattr(shape, "has_chart", False) and shape.has_chart:
         _chart_table(shape.chart, builder)
         return
     if getattr(shape, "has_text_frame", False) and shape.has_text_frame:
         builder.text(shape.text_frame.text)
+
+
+def _pptx_table(table: Any) -> list[list[str]]:
+    """A slide's table, a merged cell's text repeated over the cells it spans (as Word
+    tables read)."""
+    rows = [[cell.text for cell in row.cells] for row in table.rows]
+    for r, row in enumerate(table.rows):
+        for c, cell in enumerate(row.cells):
+            if cell.is_merge_origin:
+                for dr in range(cell.span_height):
+                    for dc in range(cell.span_width):
+                        if r + dr < len(rows) and c + dc < len(rows[r + dr]):
+                            rows[r + dr][c + dc] = cell.text
+    return rows
 
 
 def _chart_table(chart: Any, builder: SectionBuilder) -> None:
@@ -257,18 +270,60 @@ def _pptx(data: bytes, archive: zipfile.ZipFile) -> list[Section]:
 # Spreadsheets ------------------------------------------------------------------------------
 
 
-def _blocks(rows: Iterator[tuple[int, Sequence[Any]]]) -> Iterator[list[tuple[int, list[Any]]]]:
-    """Runs of non-empty rows: a sheet's tables, separated by empty rows."""
-    block: list[tuple[int, list[Any]]] = []
+def _filled(value: Any) -> bool:
+    return value is not None and bool(str(value).strip())
+
+
+def _blocks(rows: Iterator[tuple[int, Sequence[Any]]]) -> list[list[tuple[int, list[Any]]]]:
+    """A sheet's tables: the regions of its filled cells that touch (diagonals count),
+    each as its rows (sheet row number, the region's columns), top to bottom, left to
+    right. Tables side by side or one under another, with empty cells between, come
+    apart; a table's own empty cells stay in it."""
+    cells: dict[tuple[int, int], Any] = {}
     for number, row in rows:
-        values = list(row)
-        if any(v is not None and str(v).strip() for v in values):
-            block.append((number, values))
-        elif block:
-            yield block
-            block = []
-    if block:
-        yield block
+        for column, value in enumerate(row):
+            if _filled(value):
+                cells[(number, column)] = value
+    seen: set[tuple[int, int]] = set()
+    boxes: list[list[int]] = []  # top, left, bottom, right
+    for start in sorted(cells):
+        if start in seen:
+            continue
+        seen.add(start)
+        stack = [start]
+        top, left, bottom, right = start[0], start[1], start[0], start[1]
+        while stack:
+            r, c = stack.pop()
+            top, bottom, left, right = min(top, r), max(bottom, r), min(left, c), max(right, c)
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    near = (r + dr, c + dc)
+                    if near in cells and near not in seen:
+                        seen.add(near)
+                        stack.append(near)
+        boxes.append([top, left, bottom, right])
+    merged = True
+    while merged:  # regions whose boxes overlap are one table
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]:
+                    boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    tables = []
+    for top, left, bottom, right in sorted(boxes):
+        block = []
+        for number in range(top, bottom + 1):
+            values = [cells.get((number, c)) for c in range(left, right + 1)]
+            if any(_filled(v) for v in values):
+                block.append((number, values))
+        tables.append(block)
+    return tables
 
 
 def _sheet(builder: SectionBuilder, name: str, rows: Iterator[tuple[int, Sequence[Any]]]) -> None:
@@ -276,7 +331,7 @@ def _sheet(builder: SectionBuilder, name: str, rows: Iterator[tuple[int, Sequenc
     builder.metadata["sheet"] = name
     builder.heading(1, name)
     for block in _blocks(rows):
-        filled = [sum(1 for v in row if v is not None and str(v).strip()) for _, row in block]
+        filled = [sum(1 for v in row if _filled(v)) for _, row in block]
         # A title or note above a table: rows with one cell before the first wide one.
         lead = 0
         while lead < len(block) - 1 and filled[lead] < 2:
@@ -308,7 +363,10 @@ def _xlsx(data: bytes, archive: zipfile.ZipFile) -> list[Section]:
     budget = [MAX_CELLS]
     try:
         for sheet in book.worksheets:
-            first = sheet.min_row or 1
+            # The dimension a file declares can be smaller than its data (openpyxl's
+            # read-only mode would stop there): read every row there is.
+            sheet.reset_dimensions()
+            first = 1
             rows = enumerate(sheet.iter_rows(values_only=True), start=first)
             _sheet(builder, sheet.title, _counted(rows, budget))
     finally:
@@ -343,10 +401,15 @@ _ODF = {
     "presentation": "urn:oasis:names:tc:opendocument:xmlns:presentation:1.0",
 }
 MAX_REPEAT = 1000  # a repeated row or cell is read at most this often
+# Drawing shapes that hold text on a slide (frames hold text boxes and tables).
+_SHAPE_NAMES = ("frame", "custom-shape", "rect", "ellipse", "g")
 
 
 def _q(prefix: str, name: str) -> str:
     return f"{{{_ODF[prefix]}}}{name}"
+
+
+_SHAPES = {_q("draw", name) for name in _SHAPE_NAMES}
 
 
 def _odf_text(element: Any) -> str:
@@ -370,19 +433,43 @@ def _odf_text(element: Any) -> str:
     return "".join(parts)
 
 
+def _int(value: str | None) -> int:
+    try:
+        return max(1, int(value or 1))
+    except ValueError:
+        return 1
+
+
 def _odf_table(table: Any, budget: list[int]) -> tuple[list[list[str]], list[int]]:
     rows: list[list[str]] = []
     numbers: list[int] = []
     number = 0
+    # A merged cell's text is repeated over the cells it covers (as Word tables read):
+    # across its row (columns left) and down the rows below (column -> text, rows left).
+    below: dict[int, tuple[str, int]] = {}
     for row in table.iter(_q("table", "table-row")):
         cells: list[str] = []
+        across: tuple[str, int] = ("", 0)
         for cell in row:
             if cell.tag not in (_q("table", "table-cell"), _q("table", "covered-table-cell")):
                 continue
             text = " ".join(_odf_text(p) for p in cell.iter(_q("text", "p")))
+            column = len(cells)
+            if cell.tag == _q("table", "covered-table-cell") and not text.strip():
+                if across[1] > 0:
+                    text, across = across[0], (across[0], across[1] - 1)
+                elif below.get(column, ("", 0))[1] > 0:
+                    text = below[column][0]
+            else:
+                wide = min(_int(cell.get(_q("table", "number-columns-spanned"))), MAX_REPEAT)
+                tall = min(_int(cell.get(_q("table", "number-rows-spanned"))), MAX_REPEAT)
+                across = (text, wide - 1)
+                for offset in range(wide if tall > 1 else 0):
+                    below[column + offset] = (text, tall)
             repeat = int(cell.get(_q("table", "number-columns-repeated"), "1") or 1)
             # Trailing empty cells repeated to the sheet's edge are not read one by one.
             cells.extend([text] * (min(repeat, MAX_REPEAT) if text.strip() else min(repeat, 64)))
+        below = {c: (t, left - 1) for c, (t, left) in below.items() if left > 1}
         repeat = int(row.get(_q("table", "number-rows-repeated"), "1") or 1)
         filled = any(c.strip() for c in cells)
         for _ in range(min(repeat, MAX_REPEAT) if filled else 1):
@@ -414,8 +501,8 @@ def _odf_blocks(node: Any, builder: SectionBuilder, budget: list[int]) -> None:
             _q("text", "list-item"),
             _q("text", "section"),
             _q("text", "list-header"),
-            _q("draw", "frame"),
             _q("draw", "text-box"),
+            *_SHAPES,
         ):
             _odf_blocks(child, builder, budget)
 
@@ -455,8 +542,8 @@ def _odf(data: bytes, archive: zipfile.ZipFile) -> list[Section]:
                 title = normalize(_odf_text(frame))
                 break
         builder.heading(1, title or page.get(_q("draw", "name"), "") or f"Slide {number}")
-        for frame in page.findall(_q("draw", "frame")):
-            if frame.get(_q("presentation", "class")) == "title":
+        for frame in page:
+            if frame.get(_q("presentation", "class")) == "title" or frame.tag not in _SHAPES:
                 continue
             _odf_blocks(frame, builder, budget)
         notes = page.find(_q("presentation", "notes"))
@@ -509,3 +596,86 @@ def _epub(data: bytes, archive: zipfile.ZipFile) -> list[Section]:
             section.metadata.setdefault("chapter", chapter)
             sections.append(section)
     return sections
+
+
+# Word 97-2003 (.doc) ---------------------------------------------------------------------
+
+_CP1252_SPECIALS = {0x1E: "-", 0x1F: "", 0x07: "\t", 0x0B: "\n", 0x0C: "\n", 0x0D: "\n"}
+
+
+def read_doc(data: bytes) -> list[Section]:
+    """The main text of a Word 97-2003 document, through its piece table (the text of each
+    piece, 8-bit or UTF-16, in order); field codes are dropped and their results kept.
+    No formatting survives in this format's text, so no headings: one section."""
+    import olefile
+
+    try:
+        with olefile.OleFileIO(data) as ole:
+            word = ole.openstream("WordDocument").read()
+            if len(word) < 0x01AA:
+                raise DocumentError("damaged Word 97-2003 document: its header is cut short")
+            flags = int.from_bytes(word[0x0A:0x0C], "little")
+            if flags & 0x0100:
+                raise DocumentError("encrypted Word 97-2003 document: a password is needed")
+            table_name = "1Table" if flags & 0x0200 else "0Table"
+            if not ole.exists(table_name):
+                raise DocumentError(f"damaged Word 97-2003 document: no {table_name} stream")
+            table = ole.openstream(table_name).read()
+    except (OSError, ValueError, IndexError) as exc:
+        raise DocumentError(f"damaged Word 97-2003 document: {exc}") from None
+    return [Section(text=normalize(doc_plain(doc_text(word, table))))]
+
+
+def doc_text(word: bytes, table: bytes) -> str:
+    """The main document's characters, from the WordDocument and table streams."""
+    text_chars = int.from_bytes(word[0x4C:0x50], "little")
+    fc_clx = int.from_bytes(word[0x01A2:0x01A6], "little")
+    lcb_clx = int.from_bytes(word[0x01A6:0x01AA], "little")
+    clx = table[fc_clx : fc_clx + lcb_clx]
+    pos = 0
+    while pos < len(clx) and clx[pos] == 0x01:  # Prc: property modifiers, skipped
+        pos += 3 + int.from_bytes(clx[pos + 1 : pos + 3], "little")
+    if pos + 5 > len(clx) or clx[pos] != 0x02:
+        raise DocumentError("damaged Word 97-2003 document: no piece table")
+    size = int.from_bytes(clx[pos + 1 : pos + 5], "little")
+    plc = clx[pos + 5 : pos + 5 + size]
+    pieces = (len(plc) - 4) // 12
+    cps = [int.from_bytes(plc[4 * i : 4 * i + 4], "little") for i in range(pieces + 1)]
+    parts: list[str] = []
+    for i in range(pieces):
+        start, end = cps[i], min(cps[i + 1], text_chars)
+        if end <= start:
+            continue
+        pcd = plc[4 * (pieces + 1) + 8 * i : 4 * (pieces + 1) + 8 * i + 8]
+        fc = int.from_bytes(pcd[2:6], "little")
+        if fc & 0x40000000:  # 8-bit text at half the offset
+            offset = (fc & 0x3FFFFFFF) // 2
+            parts.append(word[offset : offset + end - start].decode("cp1252", "replace"))
+        else:
+            raw = word[fc : fc + 2 * (end - start)]
+            parts.append(raw.decode("utf-16-le", "replace"))
+    return "".join(parts)
+
+
+def doc_plain(text: str) -> str:
+    """Field codes (between the marks 0x13 and 0x14) dropped, their results kept; Word's
+    control characters as spaces and line breaks."""
+    out: list[str] = []
+    depth_code: list[bool] = []  # per open field: still in its code part
+    for ch in text:
+        code = ord(ch)
+        if code == 0x13:
+            depth_code.append(True)
+        elif code == 0x14:
+            if depth_code:
+                depth_code[-1] = False
+        elif code == 0x15:
+            if depth_code:
+                depth_code.pop()
+        elif depth_code and depth_code[-1]:
+            continue
+        elif code in _CP1252_SPECIALS:
+            out.append(_CP1252_SPECIALS[code])
+        elif code >= 0x20 or ch in "\t\n":
+            out.append(ch)
+    return "".join(out)

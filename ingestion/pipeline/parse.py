@@ -29,13 +29,14 @@ RST = "rst"
 RTF = "rtf"
 EML = "eml"
 MSG = "msg"
+DOC = "doc"
 IMAGE_PNG = "png"
 IMAGE_JPEG = "jpeg"
 IMAGE_TIFF = "tiff"
 IMAGE_WEBP = "webp"
 IMAGES = (IMAGE_PNG, IMAGE_JPEG, IMAGE_TIFF, IMAGE_WEBP)
 FORMATS = (
-    TEXT, MARKDOWN, HTML, PDF, JSONL, CSV, TSV, ASCIIDOC, RST, RTF, EML, MSG,
+    TEXT, MARKDOWN, HTML, PDF, JSONL, CSV, TSV, ASCIIDOC, RST, RTF, EML, MSG, DOC,
     office.DOCX, office.PPTX, office.XLSX, office.ODT, office.ODP, office.ODS, office.EPUB,
     office.XLS, *IMAGES,
 )  # fmt: skip
@@ -53,6 +54,7 @@ CONTENT_TYPES = {
     RTF: "application/rtf",
     EML: "message/rfc822",
     MSG: "application/vnd.ms-outlook",
+    DOC: "application/msword",
     office.DOCX: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     office.PPTX: "application/vnd.openxmlformats-officedocument.presentationml.presentation",
     office.XLSX: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -169,9 +171,7 @@ def _ole_format(source: IO[bytes]) -> str:
     if "Workbook" in streams or "Book" in streams:
         return office.XLS
     if "WordDocument" in streams:
-        raise DocumentError(
-            "unsupported file type: legacy Word 97-2003 document (.doc); save it as .docx"
-        )
+        return DOC
     if "PowerPoint Document" in streams:
         raise DocumentError(
             "unsupported file type: legacy PowerPoint 97-2003 presentation (.ppt); save it as .pptx"
@@ -328,6 +328,10 @@ def _read_xls(data: bytes, filename: str, depth: int) -> list[Section]:
     return office.read_xls(data)
 
 
+def _read_doc(data: bytes, filename: str, depth: int) -> list[Section]:
+    return office.read_doc(data)
+
+
 def _read_eml(data: bytes, filename: str, depth: int) -> list[Section]:
     return mail.read_eml(data, _attachment, depth)
 
@@ -388,6 +392,7 @@ _READERS: dict[str, Any] = {
     office.ODS: _read_zip,
     office.EPUB: _read_zip,
     office.XLS: _read_xls,
+    DOC: _read_doc,
     **{fmt: _read_image for fmt in IMAGES},
 }
 

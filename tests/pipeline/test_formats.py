@@ -199,3 +199,41 @@ def test_ocr_runs_in_the_sandbox_with_its_budget_and_memory_limit() -> None:
         assert "4711" in section.text
         with pytest.raises(DocumentError, match="zip bomb"):
             sandbox.parse(read("bomb.docx"), "bomb.docx", max_bytes=None)
+
+
+def _word97(pieces: list[tuple[str, bool]]) -> tuple[bytes, bytes]:
+    """WordDocument and table streams holding ``pieces`` (text, 8-bit?) in a piece table,
+    as Word 97-2003 writes them."""
+    word = bytearray(0x0400)
+    body = bytearray()
+    cps, pcds, cp = [0], [], 0
+    for text, compressed in pieces:
+        offset = len(word) + len(body)
+        if compressed:
+            body += text.encode("cp1252")
+            fc = (offset * 2) | 0x40000000
+        else:
+            body += text.encode("utf-16-le")
+            fc = offset
+        cp += len(text)
+        cps.append(cp)
+        pcds.append(b"\x00\x00" + fc.to_bytes(4, "little") + b"\x00\x00")
+    word += body
+    plc = b"".join(c.to_bytes(4, "little") for c in cps) + b"".join(pcds)
+    clx = b"\x01\x02\x00ab" + b"\x02" + len(plc).to_bytes(4, "little") + plc
+    table = b"\x00" * 16 + clx
+    word[0x4C:0x50] = cp.to_bytes(4, "little")
+    word[0x01A2:0x01A6] = (16).to_bytes(4, "little")
+    word[0x01A6:0x01AA] = len(clx).to_bytes(4, "little")
+    return bytes(word), table
+
+
+def test_word97_text_is_read_through_its_piece_table() -> None:
+    from ingestion.pipeline.office import doc_plain, doc_text
+
+    word, table = _word97(
+        [("Caf\xe9 menu\r", True), ("Prix: \x13 PAGE \x14" + "12\x15 \u20ac\r", False)]
+    )
+    text = doc_text(word, table)
+    assert text == "Caf\xe9 menu\rPrix: \x13 PAGE \x1412\x15 \u20ac\r"
+    assert doc_plain(text) == "Caf\xe9 menu\nPrix: 12 \u20ac\n"  # field code dropped
