@@ -212,6 +212,39 @@ def _shape_blocks(shape: Any, builder: SectionBuilder) -> None:
         builder.text(shape.text_frame.text)
 
 
+_P = "http://schemas.openxmlformats.org/presentationml/2006/main"
+_COMMENTS = "/comments"
+_AUTHORS = "/commentAuthors"
+
+
+def _related_blobs(part: Any, suffix: str) -> list[bytes]:
+    return [
+        rel.target_part.blob
+        for rel in part.rels.values()
+        if not rel.is_external and rel.reltype.endswith(suffix)
+    ]
+
+
+def _pptx_authors(deck: Any) -> dict[str, str]:
+    authors = {}
+    for blob in _related_blobs(deck.part, _AUTHORS):
+        for author in _xml(blob).iter(f"{{{_P}}}cmAuthor"):
+            authors[author.get("id", "")] = author.get("name", "")
+    return authors
+
+
+def _pptx_comments(slide: Any, authors: dict[str, str]) -> list[str]:
+    """A slide's review comments, each as "author (time): text"."""
+    lines = []
+    for blob in _related_blobs(slide.part, _COMMENTS):
+        for comment in _xml(blob).iter(f"{{{_P}}}cm"):
+            text = " ".join(t.text or "" for t in comment.iter(f"{{{_P}}}text"))
+            author = authors.get(comment.get("authorId", ""), "")
+            when = comment.get("dt", "")
+            lines.append(f"{author} ({when}): {text}" if author else text)
+    return lines
+
+
 def _pptx_table(table: Any) -> list[list[str]]:
     """A slide's table, a merged cell's text repeated over the cells it spans (as Word
     tables read)."""
@@ -249,6 +282,7 @@ def _pptx(data: bytes, archive: zipfile.ZipFile) -> list[Section]:
     except (KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise DocumentError(f"damaged PowerPoint file: {exc}") from None
     sections: list[Section] = []
+    authors = _pptx_authors(deck)
     for number, slide in enumerate(deck.slides, start=1):
         builder = SectionBuilder({"slide": number})
         title_shape = slide.shapes.title
@@ -258,6 +292,10 @@ def _pptx(data: bytes, archive: zipfile.ZipFile) -> list[Section]:
             if title_shape is not None and shape.shape_id == title_shape.shape_id:
                 continue
             _shape_blocks(shape, builder)
+        comments = _pptx_comments(slide, authors)
+        if comments:
+            builder.heading(2, "Comments")
+            builder.text("\n".join(comments))
         if slide.has_notes_slide:
             frame = slide.notes_slide.notes_text_frame
             if frame is not None and frame.text.strip():
@@ -327,10 +365,13 @@ def _blocks(rows: Iterator[tuple[int, Sequence[Any]]]) -> list[list[tuple[int, l
 
 
 def _sheet(builder: SectionBuilder, name: str, rows: Iterator[tuple[int, Sequence[Any]]]) -> None:
+    blocks = _blocks(rows)
+    if not blocks:  # an empty sheet (or a chart sheet: its chart is read with the charts)
+        return
     builder.flush()  # the previous sheet's text keeps its own sheet
     builder.metadata["sheet"] = name
     builder.heading(1, name)
-    for block in _blocks(rows):
+    for block in blocks:
         filled = [sum(1 for v in row if _filled(v)) for _, row in block]
         # A title or note above a table: rows with one cell before the first wide one.
         lead = 0
@@ -371,7 +412,63 @@ def _xlsx(data: bytes, archive: zipfile.ZipFile) -> list[Section]:
             _sheet(builder, sheet.title, _counted(rows, budget))
     finally:
         book.close()
+    _charts(builder, archive, "xl/charts/")
     return builder.done()
+
+
+_C = "http://schemas.openxmlformats.org/drawingml/2006/chart"
+_A = "http://schemas.openxmlformats.org/drawingml/2006/main"
+MAX_CHARTS = 100
+
+
+def _points(node: Any) -> list[str]:
+    if node is None:
+        return []
+    points = sorted(
+        ((int(pt.get("idx", "0") or 0), pt.findtext(f"{{{_C}}}v") or "")
+         for pt in node.iter(f"{{{_C}}}pt")),
+        key=lambda item: item[0],
+    )  # fmt: skip
+    return [value for _, value in points]
+
+
+def _first(node: Any, *names: str) -> Any:
+    for name in names:
+        found = node.find(f"{{{_C}}}{name}")
+        if found is not None:
+            return found
+    return None
+
+
+def _charts(builder: SectionBuilder, archive: zipfile.ZipFile, folder: str) -> None:
+    """Each chart's data as its file caches it (title, series, categories): a table under
+    "Chart: title", so a chart's numbers can be found like a sheet's."""
+    names = sorted(n for n in archive.namelist() if n.startswith(folder) and n.endswith(".xml"))[
+        :MAX_CHARTS
+    ]
+    for name in names:
+        root = _xml(archive.read(name))
+        title_node = root.find(f".//{{{_C}}}title")
+        title = (
+            " ".join(t.text or "" for t in title_node.iter(f"{{{_A}}}t"))
+            if title_node is not None
+            else ""
+        )
+        series = list(root.iter(f"{{{_C}}}ser"))
+        if not series:
+            continue
+        names_row = [" ".join(_points(s.find(f"{{{_C}}}tx"))) for s in series]
+        values = [_points(_first(s, "val", "yVal")) for s in series]
+        categories = _points(_first(series[0], "cat", "xVal"))
+        length = max([len(categories), *(len(v) for v in values)])
+        rows = [["", *names_row]]
+        for i in range(length):
+            label = categories[i] if i < len(categories) else str(i + 1)
+            rows.append([label, *[(v[i] if i < len(v) else "") for v in values]])
+        builder.flush()
+        builder.metadata.pop("sheet", None)
+        builder.heading(1, f"Chart: {title.strip()}" if title.strip() else "Chart")
+        builder.table(rows)
 
 
 def read_xls(data: bytes) -> list[Section]:

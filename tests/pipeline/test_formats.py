@@ -237,3 +237,64 @@ def test_word97_text_is_read_through_its_piece_table() -> None:
     text = doc_text(word, table)
     assert text == "Caf\xe9 menu\rPrix: \x13 PAGE \x1412\x15 \u20ac\r"
     assert doc_plain(text) == "Caf\xe9 menu\nPrix: 12 \u20ac\n"  # field code dropped
+
+
+def test_side_by_side_tables_in_a_sheet_and_its_chart_come_apart() -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Birds"
+    sheet.append(["Species", "Count", None, "Lake", "Depth"])
+    sheet.append(["Heron", 4, None, "Tegel", 16])
+    sheet.append(["Crane", 9, None, "Wannsee", 9])
+    sheet.append([])
+    sheet.append(["Seen in 2026 only"])
+    out = io.BytesIO()
+    book.save(out)
+    chart = (
+        '<c:chartSpace xmlns:c="http://schemas.openxmlformats.org/drawingml/2006/chart" '
+        'xmlns:a="http://schemas.openxmlformats.org/drawingml/2006/main"><c:chart>'
+        "<c:title><c:tx><c:rich><a:p><a:r><a:t>Birds seen</a:t></a:r></a:p></c:rich></c:tx>"
+        "</c:title><c:plotArea><c:barChart><c:ser><c:tx><c:strRef><c:strCache><c:pt idx='0'>"
+        "<c:v>Count</c:v></c:pt></c:strCache></c:strRef></c:tx><c:cat><c:strRef><c:strCache>"
+        "<c:pt idx='1'><c:v>Crane</c:v></c:pt><c:pt idx='0'><c:v>Heron</c:v></c:pt>"
+        "</c:strCache></c:strRef></c:cat><c:val><c:numRef><c:numCache><c:pt idx='0'><c:v>4</c:v>"
+        "</c:pt><c:pt idx='1'><c:v>9</c:v></c:pt></c:numCache></c:numRef></c:val></c:ser>"
+        "</c:barChart></c:plotArea></c:chart></c:chartSpace>"
+    )
+    data = io.BytesIO()
+    with zipfile.ZipFile(out) as source, zipfile.ZipFile(data, "w") as target:
+        for info in source.infolist():
+            target.writestr(info, source.read(info.filename))
+        target.writestr("xl/charts/chart1.xml", chart)
+    species, lakes, note, chart_table = parse_document(data.getvalue(), "birds.xlsx")
+    assert (species.header, species.text) == ("Birds\nSpecies | Count", "Heron | 4\nCrane | 9")
+    assert (lakes.header, lakes.text, lakes.rows) == (
+        "Lake | Depth",
+        "Tegel | 16\nWannsee | 9",
+        (2, 3),
+    )
+    assert note.text == "Seen in 2026 only" and note.metadata["sheet"] == "Birds"
+    assert chart_table.metadata == {"section": "Chart: Birds seen"}
+    assert chart_table.text == "Heron | 4\nCrane | 9" and chart_table.header.endswith(" | Count")
+
+
+def test_a_merged_cell_reads_in_each_cell_it_covers() -> None:
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    deck = Presentation()
+    slide = deck.slides.add_slide(deck.slide_layouts[5])
+    slide.shapes.title.text = "Results"
+    table = slide.shapes.add_table(3, 3, Inches(1), Inches(2), Inches(6), Inches(2)).table
+    for r, row in enumerate([("Group", "Score", ""), ("A", "1", "2"), ("B", "3", "4")]):
+        for c, value in enumerate(row):
+            table.cell(r, c).text = value
+    table.cell(0, 1).merge(table.cell(0, 2))
+    out = io.BytesIO()
+    deck.save(out)
+    sections = parse_document(out.getvalue(), "results.pptx")
+    rows = next(s for s in sections if s.header)
+    assert rows.header.endswith("Group | Score | Score")
+    assert rows.text == "A | 1 | 2\nB | 3 | 4"
