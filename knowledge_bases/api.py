@@ -20,6 +20,9 @@ from ingestion.services import (
 )
 from knowledge_bases.generations import generations_of
 from knowledge_bases.schemas import (
+    ApiKeyCreatedOut,
+    ApiKeyIn,
+    ApiKeyOut,
     DocumentOut,
     DocumentVersionOut,
     GcOut,
@@ -38,6 +41,9 @@ from knowledge_bases.selectors import (
     knowledge_bases_visible_to,
 )
 from knowledge_bases.services import (
+    api_key_create,
+    api_key_revoke,
+    api_keys_of,
     generation_promote,
     generation_rebuild_plan,
     generation_rebuild_start,
@@ -280,3 +286,28 @@ def rollback_generation(request: HttpRequest, slug: str):  # type: ignore[no-unt
 def gc_generations(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
     kb = knowledge_base_get(slug=slug, user=request.user, change=True)
     return generations_gc(kb=kb, actor=request.user)
+
+
+keys = Router(tags=["keys"])
+
+
+@keys.get("", response={200: list[ApiKeyOut], **ERRORS})
+def list_keys(request: HttpRequest):  # type: ignore[no-untyped-def]
+    """Your API keys (staff: everyone's), newest first; secrets are never shown again."""
+    return list(api_keys_of(request.user))
+
+
+@keys.post("", response={201: ApiKeyCreatedOut, **ERRORS})
+def create_key(request: HttpRequest, payload: ApiKeyIn):  # type: ignore[no-untyped-def]
+    """A new key acting as you: `read` (search and read) or `write`, limited to some
+    knowledge bases or not, expiring or not. Its secret (`key`) is in this answer only."""
+    row, secret = api_key_create(user=request.user, **payload.dict())
+    row.key = secret  # type: ignore[attr-defined]  # for this answer only
+    return Status(201, row)
+
+
+@keys.delete("/{int:key_id}", response={204: None, **ERRORS})
+def revoke_key(request: HttpRequest, key_id: int):  # type: ignore[no-untyped-def]
+    """Revoke a key: it stops working at once."""
+    api_key_revoke(user=request.user, key_id=key_id)
+    return Status(204, None)

@@ -113,3 +113,23 @@ class RebuildForm(forms.Form):
     auto_promote = forms.BooleanField(
         required=False, initial=True, label="Promote when it passes its check"
     )
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="what it is for, e.g. the Dify app")
+    scope = forms.ChoiceField(
+        choices=[("read", "read-only: search and read"), ("write", "read-write")],
+        initial="read",
+    )
+    knowledge_bases = forms.MultipleChoiceField(
+        required=False, help_text="none chosen: every knowledge base you see"
+    )
+    expires_in_days = forms.IntegerField(
+        min_value=1, max_value=3650, required=False, help_text="empty: never expires"
+    )
+
+    def __init__(self, *args, choices: list[tuple[str, str]], **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        field = self.fields["knowledge_bases"]
+        assert isinstance(field, forms.MultipleChoiceField)
+        field.choices = choices

@@ -372,10 +372,20 @@ def _hash_token(token: str) -> str:
 
 
 class ApiToken(models.Model):
-    PREFIX_LENGTH = 10  # what the admin shows of a token, and what revoking it takes
-    """A bearer token for the JSON API. Only its hash is stored; the token is shown once."""
+    """A bearer key for every programmatic surface (our API, /v1/, /dify/, /mcp). Only its
+    hash is stored; the key is shown once. A key acts as its user, narrowed: ``read``
+    keys only search and read, a key with knowledge bases reaches only those, an expired
+    or revoked key nothing."""
 
+    PREFIX_LENGTH = 10  # what the admin shows of a token, and what revoking it takes
     PREFIX = "rs_"
+    # Set when a request authenticates with the key: the knowledge bases it is limited to
+    # (empty: all its user sees), read once per request.
+    kb_ids: frozenset[int] = frozenset()
+
+    class Scope(models.TextChoices):
+        READ = "read", "read-only: search and read"
+        WRITE = "write", "read-write"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
@@ -386,6 +396,12 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.WRITE)
+    # Empty: every knowledge base its user sees.
+    knowledge_bases: models.ManyToManyField[KnowledgeBase, Any] = models.ManyToManyField(
+        KnowledgeBase, blank=True, related_name="api_tokens"
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -394,12 +410,32 @@ class ApiToken(models.Model):
         return f"{self.key_prefix}… ({self.user})"
 
     @classmethod
-    def issue(cls, *, user: object, name: str = "") -> tuple[ApiToken, str]:
+    def issue(
+        cls,
+        *,
+        user: object,
+        name: str = "",
+        scope: str = "write",
+        expires_at: Any = None,
+        knowledge_bases: Iterable[KnowledgeBase] = (),
+    ) -> tuple[ApiToken, str]:
         token = cls.PREFIX + secrets.token_urlsafe(32)
         row = cls.objects.create(
-            user=user, name=name, key_prefix=token[: cls.PREFIX_LENGTH], key_hash=_hash_token(token)
+            user=user,
+            name=name,
+            key_prefix=token[: cls.PREFIX_LENGTH],
+            key_hash=_hash_token(token),
+            scope=scope,
+            expires_at=expires_at,
         )
+        kbs = list(knowledge_bases)
+        if kbs:
+            row.knowledge_bases.set(kbs)
         return row, token
+
+    @property
+    def read_only(self) -> bool:
+        return self.scope == self.Scope.READ
 
     @classmethod
     def hash(cls, token: str) -> str:

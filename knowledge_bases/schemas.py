@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from ninja import Schema
 from pydantic import BeforeValidator, ConfigDict, Field, StrictBool
@@ -249,3 +249,48 @@ class RebuildPlanOut(Schema):
     disk_bytes: int | None
     disk_basis: str
     seconds: float
+
+
+class ApiKeyIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    scope: Literal["read", "write"] = Field(
+        default="read", description="read: search and read only; write: everything you may do."
+    )
+    knowledge_bases: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Refs of the knowledge bases the key reaches (empty: all you see).",
+    )
+    expires_in_days: Annotated[int, Field(ge=1, le=3650), JSON_INTEGER] | None = Field(
+        default=None, description="Days until it stops working (null: never)."
+    )
+
+
+class ApiKeyOut(Schema):
+    id: int
+    name: str
+    prefix: str = Field(description="Its first characters, to tell keys apart.")
+    user: str
+    scope: str
+    knowledge_bases: list[str] = Field(description="Refs it is limited to (empty: all).")
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @staticmethod
+    def resolve_prefix(obj: Any) -> str:
+        return str(obj.key_prefix)
+
+    @staticmethod
+    def resolve_user(obj: Any) -> str:
+        return str(obj.user.get_username())
+
+    @staticmethod
+    def resolve_knowledge_bases(obj: Any) -> list[str]:
+        return sorted(kb.qualified_ref for kb in obj.knowledge_bases.all())
+
+
+class ApiKeyCreatedOut(ApiKeyOut):
+    key: str = Field(description="The secret: shown this once, never stored.")

@@ -18,6 +18,9 @@ def knowledge_bases_visible_to(user: Any) -> QuerySet[KnowledgeBase]:
     qs = KnowledgeBase.objects.select_related("active_generation", "owner")
     if not getattr(user, "is_authenticated", False):
         return qs.none()
+    key = getattr(user, "api_key", None)
+    if key is not None and getattr(key, "kb_ids", None):
+        qs = qs.filter(pk__in=key.kb_ids)  # a key limited to some knowledge bases
     if user.is_staff:
         return qs
     shared = KnowledgeBase.shared_with.through.objects.filter(user=user).values("knowledgebase_id")
@@ -25,6 +28,9 @@ def knowledge_bases_visible_to(user: Any) -> QuerySet[KnowledgeBase]:
 
 
 def knowledge_base_can_change(kb: KnowledgeBase, user: Any) -> bool:
+    key = getattr(user, "api_key", None)
+    if key is not None and key.read_only:
+        return False
     return bool(getattr(user, "is_staff", False)) or (
         kb.owner_id is not None and kb.owner_id == getattr(user, "pk", None)
     )

@@ -22,6 +22,8 @@ register_converter(KnowledgeBaseRef, "kbref")
 
 urlpatterns = [
     path("", views.kb_list, name="kb-list"),
+    path("keys/", views.api_keys, name="api-keys"),
+    path("keys/<int:key_id>/revoke/", views.api_key_revoke_view, name="api-key-revoke"),
     path("kbs/<kbref:slug>/", views.kb_detail, name="kb-detail"),
     path("kbs/<kbref:slug>/upload/", views.kb_upload, name="kb-upload"),
     path(

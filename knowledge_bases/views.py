@@ -24,7 +24,13 @@ from ingestion.services import (
     document_version_restore,
     documents_upload,
 )
-from knowledge_bases.forms import KnowledgeBaseForm, RebuildForm, ReplaceForm, UploadForm
+from knowledge_bases.forms import (
+    ApiKeyForm,
+    KnowledgeBaseForm,
+    RebuildForm,
+    ReplaceForm,
+    UploadForm,
+)
 from knowledge_bases.generations import (
     generation_size_on_disk,
     generations_of,
@@ -42,6 +48,9 @@ from knowledge_bases.selectors import (
 )
 from knowledge_bases.services import (
     RebuildPlan,
+    api_key_create,
+    api_key_revoke,
+    api_keys_of,
     generation_promote,
     generation_rebuild_plan,
     generation_rebuild_start,
@@ -407,3 +416,34 @@ def kb_rebuild(request: HttpRequest, slug: str) -> HttpResponse:
                 return _generations_response(request, kb)
             return redirect("kb-generations", slug=knowledge_base_ref(kb, request.user))
     return _generations_response(request, kb, form, status=422)
+
+
+@login_required
+def api_keys(request: HttpRequest) -> HttpResponse:
+    """The user's API keys (staff: everyone's): make one (its secret shown once), revoke."""
+    kbs = list(knowledge_bases_with_stats(request.user))
+    slugs = Counter(kb.slug for kb in kbs)
+    choices = [(knowledge_base_ref(kb, request.user, slugs), kb.name) for kb in kbs]
+    form = ApiKeyForm(request.POST or None, choices=choices)
+    created = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            row, secret = api_key_create(user=request.user, **form.cleaned_data)
+        except RagStudioError as exc:
+            _form_error(form, exc)
+        else:
+            created = {"row": row, "secret": secret}
+            form = ApiKeyForm(choices=choices)
+    status = 422 if request.method == "POST" and created is None else 200
+    context = {"keys": list(api_keys_of(request.user)), "form": form, "created": created}
+    response = render(request, "knowledge_bases/keys.html", context, status=status)
+    response["Cache-Control"] = "no-store"  # it may hold a secret
+    return response
+
+
+@login_required
+@require_POST
+def api_key_revoke_view(request: HttpRequest, key_id: int) -> HttpResponse:
+    key = get_or_404(api_key_revoke, user=request.user, key_id=key_id)
+    messages.success(request, f"Revoked {key.name or key.key_prefix}: it no longer works.")
+    return redirect("api-keys")

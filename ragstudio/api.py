@@ -18,6 +18,7 @@ from ninja.parser import Parser
 
 from ingestion.api import router as jobs_router
 from ingestion.api import sources as sources_router
+from knowledge_bases.api import keys as keys_router
 from knowledge_bases.api import router as kb_router
 from ragstudio.auth import api_auth
 from ragstudio.core.errors import RagStudioError
@@ -144,3 +145,4 @@ api.add_router("/kbs", search_router)
 api.add_router("/kbs", evaluation_router)
 api.add_router("/kbs", sources_router)
 api.add_router("/jobs", jobs_router)
+api.add_router("/keys", keys_router)

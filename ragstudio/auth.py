@@ -1,33 +1,68 @@
-"""API authentication: `Authorization: Bearer <token>` (tokens from the admin or
-`manage.py api_token`), or the browser's session."""
+"""API authentication: `Authorization: Bearer <key>` (keys a user makes on the Keys page or
+with the API, staff in the admin, the operator with `manage.py api_token`), or the
+browser's session. A key acts as its user, narrowed by its scope and knowledge bases (the
+selectors read ``user.api_key``)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
+from ninja.errors import HttpError
 from ninja.security import HttpBearer, SessionAuth
 
 from knowledge_bases.models import ApiToken
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# POSTs that only read: searches (their bodies are too rich for a query string).
+_READ_POSTS = re.compile(
+    r"^/(?:api/kbs/[^/]+/search|v1/vector_stores/[^/]+/search|dify/retrieval)/?$"
+)
+
+
+def key_user(token: str) -> Any | None:
+    """The user a bearer key acts as (with ``api_key`` set on it), or None for a key that
+    is unknown, revoked, expired or whose user is inactive."""
+    if not token or len(token) > 200:
+        return None
+    now = timezone.now()
+    row = (
+        ApiToken.objects.select_related("user")
+        .filter(key_hash=ApiToken.hash(token), revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .first()
+    )
+    if row is None or not row.user.is_active:
+        return None
+    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
+        ApiToken.objects.filter(pk=row.pk).update(last_used_at=now)
+    row.kb_ids = frozenset(row.knowledge_bases.values_list("pk", flat=True))
+    user = row.user
+    user.api_key = row  # type: ignore[attr-defined]
+    return user
+
+
+def key_may(user: Any, method: str, path: str) -> bool:
+    """Whether the key ``user`` acts through may make this request: a read-only key reads
+    and searches only."""
+    key = getattr(user, "api_key", None)
+    if key is None or not key.read_only:
+        return True
+    return method.upper() in SAFE_METHODS or bool(_READ_POSTS.match(path))
+
 
 class ApiTokenAuth(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Any:
-        if not token or len(token) > 200:
+        user = key_user(token)
+        if user is None:
             return None
-        row = (
-            ApiToken.objects.select_related("user")
-            .filter(key_hash=ApiToken.hash(token), revoked_at__isnull=True)
-            .first()
-        )
-        if row is None or not row.user.is_active:
-            return None
-        now = timezone.now()
-        if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
-            ApiToken.objects.filter(pk=row.pk).update(last_used_at=now)
-        request.user = row.user
-        return row.user
+        if not key_may(user, request.method or "GET", request.path):
+            raise HttpError(403, "this API key is read-only: it may search and read only")
+        request.user = user
+        return user
 
 
 class BrowserSessionAuth(SessionAuth):

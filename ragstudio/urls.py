@@ -4,12 +4,15 @@ from django.urls import include, path
 
 from ragstudio.api import api
 from ragstudio.views import healthz, readyz
+from search import dify
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    # Dify's External Knowledge API: the endpoint registered in Dify is https://host/dify.
+    path("dify/retrieval", dify.retrieval, name="dify-retrieval"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("knowledge_bases.urls")),

@@ -24,6 +24,7 @@ from knowledge_bases.selectors import documents_matching
 from ragstudio.core.errors import Conflict, ValidationError
 from ragstudio.env import rag_settings
 from search.ranking.fusion import Fused, fuse, passages_first, single
+from search.ranking.predicates import Predicate
 from search.ranking.results import Citation, SearchHit, SearchOutcome, SearchParams
 from search.ranking.snippets import snippet_html
 from search.stores.generation import GenerationStore
@@ -196,9 +197,14 @@ def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchO
             params = replace(params, filter=params.filter.hiding(gone))
     depth = params.offset + params.limit
     timings: dict[str, float] = {}
-    fused, exact = ranked_hits(generation, store, params, depth, timings)
+    candidates = depth
+    if params.predicate is not None:
+        candidates = min(max(depth * PREDICATE_OVERFETCH, 100), PREDICATE_MAX_CANDIDATES)
+    fused, exact = ranked_hits(generation, store, params, candidates, timings)
     if params.min_score is not None:
         fused = [hit for hit in fused if hit.score >= params.min_score]
+    if params.predicate is not None:
+        fused = _satisfying(store, fused, params.predicate)
     page = fused[params.offset : depth]
     fetch_started = time.perf_counter()
     hits = _hits(kb, generation, store, params, page)
@@ -236,6 +242,26 @@ def _documents_matching(kb: KnowledgeBase, params: SearchParams) -> list[int]:
             {"field": "filters"},
         )
     return ids
+
+
+# Conditions the engines cannot check are checked on this many candidates per result
+# asked for (at least 100, at most 1,000): a rare match further down is not found.
+PREDICATE_OVERFETCH = 10
+PREDICATE_MAX_CANDIDATES = 1000
+
+
+def _satisfying(store: GenerationStore, fused: list[Fused], predicate: Predicate) -> list[Fused]:
+    ids = [hit.chunk_id for hit in fused]
+    rows = store.bm25.rows(ids)
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        rows.update(store.vectors.fetch(missing, ROW_COLUMNS))
+    kept = []
+    for hit in fused:
+        row = rows.get(hit.chunk_id)
+        if row is not None and predicate.matches(metadata_of(row)):
+            kept.append(hit)
+    return kept
 
 
 def location_of(metadata: dict[str, Any]) -> dict[str, Any]:

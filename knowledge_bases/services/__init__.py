@@ -10,6 +10,7 @@ from knowledge_bases.services.generations import (
     generations_gc,
     generations_gc_all,
 )
+from knowledge_bases.services.keys import api_key_create, api_key_revoke, api_keys_of
 from knowledge_bases.services.knowledge_bases import (
     knowledge_base_create,
     knowledge_base_delete,
@@ -20,6 +21,9 @@ from knowledge_bases.services.plan import RebuildPlan, SettingChange, generation
 __all__ = [
     "RebuildPlan",
     "SettingChange",
+    "api_key_create",
+    "api_key_revoke",
+    "api_keys_of",
     "generation_build_ended",
     "generation_promote",
     "generation_rebuild_plan",

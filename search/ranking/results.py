@@ -9,6 +9,7 @@ from typing import Any
 from ragstudio.core.vocabulary import DEFAULT_MODE, SearchMode
 from search.ranking.filters import SearchFilter
 from search.ranking.fusion import FusionParams
+from search.ranking.predicates import Predicate
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class SearchParams:
     documents: DocumentQuery = field(default_factory=DocumentQuery)
     # Hits scoring below this are left out (the score of the mode: see SCORE_MEANINGS).
     min_score: float | None = None
+    # Conditions on chunk metadata the engines cannot index, checked on the candidates.
+    predicate: Predicate | None = None
 
 
 @dataclass(frozen=True)
