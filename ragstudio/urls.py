@@ -4,7 +4,7 @@ from django.urls import include, path
 
 from ragstudio.api import api
 from ragstudio.views import healthz, readyz
-from search import dify
+from search import dify, mcp_server
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -13,6 +13,8 @@ urlpatterns = [
     path("api/", api.urls),
     # Dify's External Knowledge API: the endpoint registered in Dify is https://host/dify.
     path("dify/retrieval", dify.retrieval, name="dify-retrieval"),
+    # MCP over streamable HTTP (bearer API keys).
+    path("mcp", mcp_server.mcp_endpoint, name="mcp"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("knowledge_bases.urls")),
