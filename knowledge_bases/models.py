@@ -57,6 +57,8 @@ class KnowledgeBase(models.Model):
     active_generation = models.ForeignKey(
         "Generation", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # A vector store's metadata (the OpenAI-compatible API): up to 16 short keys.
+    metadata = models.JSONField(default=dict, blank=True)
     # Rollback undoes the last promote: each promote pushes the generation it replaced
     # (its pk), each rollback pops back to the newest one still archived.
     rollback_stack = models.JSONField(default=list, blank=True)
@@ -455,3 +457,78 @@ class StorageCleanup(models.Model):
 
     def __str__(self) -> str:
         return self.table_name or self.path or self.remote
+
+
+class ApiFile(models.Model):
+    """A file uploaded through the OpenAI-compatible API (`POST /v1/files`): kept as sent,
+    and copied into a knowledge base as a document when it is added to a vector store."""
+
+    public_id = models.CharField(max_length=40, unique=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_files"
+    )
+    filename = models.CharField(max_length=500)
+    size = models.PositiveBigIntegerField()
+    purpose = models.CharField(max_length=40)
+    sha256 = models.CharField(max_length=64)
+    storage_path = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} ({self.filename})"
+
+    @staticmethod
+    def new_id() -> str:
+        return "file-" + secrets.token_hex(12)
+
+
+class VectorStoreFileBatch(models.Model):
+    public_id = models.CharField(max_length=40, unique=True)
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="file_batches"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    @staticmethod
+    def new_id() -> str:
+        return "vsfb_" + secrets.token_hex(12)
+
+
+class VectorStoreFile(models.Model):
+    """A file added to a vector store (a knowledge base): the document it became (none
+    when it was refused: ``error`` says why), and its attributes, which search filters."""
+
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="store_files"
+    )
+    file = models.ForeignKey(ApiFile, on_delete=models.CASCADE, related_name="store_files")
+    document = models.ForeignKey(
+        Document, null=True, blank=True, on_delete=models.SET_NULL, related_name="store_files"
+    )
+    batch = models.ForeignKey(
+        VectorStoreFileBatch,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="files",
+    )
+    attributes = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    cancelled = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["knowledge_base", "file"], name="store_file_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.file_id} in {self.knowledge_base_id}"

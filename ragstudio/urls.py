@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from ragstudio.api import api
+from ragstudio.openai_api import openai
 from ragstudio.views import healthz, readyz
 from search import dify, mcp_server
 
@@ -11,6 +12,8 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    # The OpenAI-compatible vector-stores API (base_url https://host/v1).
+    path("v1/", openai.urls),
     # Dify's External Knowledge API: the endpoint registered in Dify is https://host/dify.
     path("dify/retrieval", dify.retrieval, name="dify-retrieval"),
     # MCP over streamable HTTP (bearer API keys).
