@@ -11,9 +11,10 @@ import math
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI
+from ninja import File, Form, NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.files import UploadedFile
 
 from ingestion.services.vector_stores import (
     api_file_bytes,
@@ -48,6 +49,20 @@ from search.ranking.filters import SearchFilter
 from search.ranking.predicates import Predicate, PredicateError, comparison, compound
 from search.ranking.results import SearchParams
 from search.services import document_chunks, knowledge_base_search
+
+
+class ErrorBody(Schema):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorOut(Schema):
+    error: ErrorBody
+
+
+ERRORS: dict[int, Any] = {status: ErrorOut for status in (400, 401, 403, 404, 409, 413)}
 
 openai = NinjaAPI(
     title="RAG Studio: OpenAI-compatible vector stores",
@@ -174,19 +189,18 @@ def _file(file: ApiFile) -> dict[str, Any]:
     }
 
 
-@openai.post("/files", response={200: dict}, tags=["files"])
-def create_file(request: HttpRequest):  # type: ignore[no-untyped-def]
-    upload = request.FILES.get("file")
-    if upload is None:
-        raise HttpError(400, "a multipart field 'file' is required")
-    purpose = request.POST.get("purpose", "assistants")
-    file = api_file_create(
-        user=request.user, name=upload.name or "upload", chunks=upload.chunks(), purpose=purpose
+@openai.post("/files", response={200: dict, **ERRORS}, tags=["files"])
+def create_file(  # type: ignore[no-untyped-def]
+    request: HttpRequest, file: File[UploadedFile], purpose: Form[str] = "assistants"
+):
+    """Upload a file (multipart: `file`, `purpose`) to add to vector stores later."""
+    created = api_file_create(
+        user=request.user, name=file.name or "upload", chunks=file.chunks(), purpose=purpose
     )
-    return _file(file)
+    return _file(created)
 
 
-@openai.get("/files", response={200: dict}, tags=["files"])
+@openai.get("/files", response={200: dict, **ERRORS}, tags=["files"])
 def list_files(request: HttpRequest):  # type: ignore[no-untyped-def]
     files = list(api_files_of(request.user))
     purpose = request.GET.get("purpose")
@@ -195,18 +209,18 @@ def list_files(request: HttpRequest):  # type: ignore[no-untyped-def]
     return _page(request, files, lambda f: f.public_id, _file)
 
 
-@openai.get("/files/{file_id}", response={200: dict}, tags=["files"])
+@openai.get("/files/{file_id}", response={200: dict, **ERRORS}, tags=["files"])
 def get_file(request: HttpRequest, file_id: str):  # type: ignore[no-untyped-def]
     return _file(api_file_get(user=request.user, file_id=file_id))
 
 
-@openai.delete("/files/{file_id}", response={200: dict}, tags=["files"])
+@openai.delete("/files/{file_id}", response={200: dict, **ERRORS}, tags=["files"])
 def delete_file(request: HttpRequest, file_id: str):  # type: ignore[no-untyped-def]
     api_file_delete(user=request.user, file_id=file_id)
     return {"id": file_id, "object": "file", "deleted": True}
 
 
-@openai.get("/files/{file_id}/content", response={200: None}, tags=["files"])
+@openai.get("/files/{file_id}/content", response={200: None, **ERRORS}, tags=["files"])
 def file_content(request: HttpRequest, file_id: str):  # type: ignore[no-untyped-def]
     file = api_file_get(user=request.user, file_id=file_id)
     response = HttpResponse(api_file_bytes(file), content_type="application/octet-stream")
@@ -253,7 +267,7 @@ def _items(body: dict[str, Any]) -> list[tuple[str, Any]]:
     return items
 
 
-@openai.post("/vector_stores", response={200: dict}, tags=["vector stores"])
+@openai.post("/vector_stores", response={200: dict, **ERRORS}, tags=["vector stores"])
 def create_store(request: HttpRequest):  # type: ignore[no-untyped-def]
     body = _body(request)
     name = body.get("name")
@@ -272,18 +286,22 @@ def create_store(request: HttpRequest):  # type: ignore[no-untyped-def]
     return _store(kb)
 
 
-@openai.get("/vector_stores", response={200: dict}, tags=["vector stores"])
+@openai.get("/vector_stores", response={200: dict, **ERRORS}, tags=["vector stores"])
 def list_stores(request: HttpRequest):  # type: ignore[no-untyped-def]
     kbs = list(vector_stores_of(request.user).order_by("-created_at", "-pk"))
     return _page(request, kbs, store_id, _store)
 
 
-@openai.get("/vector_stores/{vector_store_id}", response={200: dict}, tags=["vector stores"])
+@openai.get(
+    "/vector_stores/{vector_store_id}", response={200: dict, **ERRORS}, tags=["vector stores"]
+)
 def get_store(request: HttpRequest, vector_store_id: str):  # type: ignore[no-untyped-def]
     return _store(vector_store_get(user=request.user, vector_store_id=vector_store_id))
 
 
-@openai.post("/vector_stores/{vector_store_id}", response={200: dict}, tags=["vector stores"])
+@openai.post(
+    "/vector_stores/{vector_store_id}", response={200: dict, **ERRORS}, tags=["vector stores"]
+)
 def update_store(request: HttpRequest, vector_store_id: str):  # type: ignore[no-untyped-def]
     kb = vector_store_get(user=request.user, vector_store_id=vector_store_id, change=True)
     body = _body(request)
@@ -293,7 +311,9 @@ def update_store(request: HttpRequest, vector_store_id: str):  # type: ignore[no
     return _store(vector_store_update(kb=kb, name=name, metadata=body.get("metadata")))
 
 
-@openai.delete("/vector_stores/{vector_store_id}", response={200: dict}, tags=["vector stores"])
+@openai.delete(
+    "/vector_stores/{vector_store_id}", response={200: dict, **ERRORS}, tags=["vector stores"]
+)
 def delete_store(request: HttpRequest, vector_store_id: str):  # type: ignore[no-untyped-def]
     kb = vector_store_get(user=request.user, vector_store_id=vector_store_id, change=True)
     vector_store_delete(kb=kb)
@@ -325,7 +345,9 @@ def _store_file(link: VectorStoreFile) -> dict[str, Any]:
 
 
 @openai.post(
-    "/vector_stores/{vector_store_id}/files", response={200: dict}, tags=["vector store files"]
+    "/vector_stores/{vector_store_id}/files",
+    response={200: dict, **ERRORS},
+    tags=["vector store files"],
 )
 def add_store_file(request: HttpRequest, vector_store_id: str):  # type: ignore[no-untyped-def]
     kb = vector_store_get(user=request.user, vector_store_id=vector_store_id, change=True)
@@ -350,7 +372,9 @@ def _filtered_links(request: HttpRequest, links: list[VectorStoreFile]) -> list[
 
 
 @openai.get(
-    "/vector_stores/{vector_store_id}/files", response={200: dict}, tags=["vector store files"]
+    "/vector_stores/{vector_store_id}/files",
+    response={200: dict, **ERRORS},
+    tags=["vector store files"],
 )
 def list_store_files(request: HttpRequest, vector_store_id: str):  # type: ignore[no-untyped-def]
     kb = vector_store_get(user=request.user, vector_store_id=vector_store_id)
@@ -360,7 +384,7 @@ def list_store_files(request: HttpRequest, vector_store_id: str):  # type: ignor
 
 @openai.get(
     "/vector_stores/{vector_store_id}/files/{file_id}",
-    response={200: dict},
+    response={200: dict, **ERRORS},
     tags=["vector store files"],
 )
 def get_store_file(request: HttpRequest, vector_store_id: str, file_id: str):  # type: ignore[no-untyped-def]
@@ -370,7 +394,7 @@ def get_store_file(request: HttpRequest, vector_store_id: str, file_id: str):  #
 
 @openai.post(
     "/vector_stores/{vector_store_id}/files/{file_id}",
-    response={200: dict},
+    response={200: dict, **ERRORS},
     tags=["vector store files"],
 )
 def update_store_file(request: HttpRequest, vector_store_id: str, file_id: str):  # type: ignore[no-untyped-def]
@@ -386,7 +410,7 @@ def update_store_file(request: HttpRequest, vector_store_id: str, file_id: str):
 
 @openai.delete(
     "/vector_stores/{vector_store_id}/files/{file_id}",
-    response={200: dict},
+    response={200: dict, **ERRORS},
     tags=["vector store files"],
 )
 def remove_store_file(request: HttpRequest, vector_store_id: str, file_id: str):  # type: ignore[no-untyped-def]
@@ -397,7 +421,7 @@ def remove_store_file(request: HttpRequest, vector_store_id: str, file_id: str):
 
 @openai.get(
     "/vector_stores/{vector_store_id}/files/{file_id}/content",
-    response={200: dict},
+    response={200: dict, **ERRORS},
     tags=["vector store files"],
 )
 def store_file_content(request: HttpRequest, vector_store_id: str, file_id: str):  # type: ignore[no-untyped-def]
@@ -428,7 +452,9 @@ def _batch(batch: VectorStoreFileBatch) -> dict[str, Any]:
 
 
 @openai.post(
-    "/vector_stores/{vector_store_id}/file_batches", response={200: dict}, tags=["file batches"]
+    "/vector_stores/{vector_store_id}/file_batches",
+    response={200: dict, **ERRORS},
+    tags=["file batches"],
 )
 def create_batch(request: HttpRequest, vector_store_id: str):  # type: ignore[no-untyped-def]
     kb = vector_store_get(user=request.user, vector_store_id=vector_store_id, change=True)
@@ -444,7 +470,7 @@ def create_batch(request: HttpRequest, vector_store_id: str):  # type: ignore[no
 
 @openai.get(
     "/vector_stores/{vector_store_id}/file_batches/{batch_id}",
-    response={200: dict},
+    response={200: dict, **ERRORS},
     tags=["file batches"],
 )
 def get_batch(request: HttpRequest, vector_store_id: str, batch_id: str):  # type: ignore[no-untyped-def]
@@ -454,7 +480,7 @@ def get_batch(request: HttpRequest, vector_store_id: str, batch_id: str):  # typ
 
 @openai.post(
     "/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel",
-    response={200: dict},
+    response={200: dict, **ERRORS},
     tags=["file batches"],
 )
 def cancel_batch(request: HttpRequest, vector_store_id: str, batch_id: str):  # type: ignore[no-untyped-def]
@@ -464,7 +490,7 @@ def cancel_batch(request: HttpRequest, vector_store_id: str, batch_id: str):  # 
 
 @openai.get(
     "/vector_stores/{vector_store_id}/file_batches/{batch_id}/files",
-    response={200: dict},
+    response={200: dict, **ERRORS},
     tags=["file batches"],
 )
 def batch_files(request: HttpRequest, vector_store_id: str, batch_id: str):  # type: ignore[no-untyped-def]
@@ -498,7 +524,9 @@ def attribute_predicate(spec: Any, depth: int = 0) -> Predicate:
     return comparison(spec["key"], kind, spec.get("value"))
 
 
-@openai.post("/vector_stores/{vector_store_id}/search", response={200: dict}, tags=["search"])
+@openai.post(
+    "/vector_stores/{vector_store_id}/search", response={200: dict, **ERRORS}, tags=["search"]
+)
 def search(request: HttpRequest, vector_store_id: str):  # type: ignore[no-untyped-def]
     kb = vector_store_get(user=request.user, vector_store_id=vector_store_id)
     body = _body(request)

@@ -39,35 +39,57 @@ def test_the_live_api_matches_its_openapi_schema(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    schema_url = f"http://127.0.0.1:{port}/api/openapi.json"
+    base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(schema_url)
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "schemathesis.cli",
-                "run",
-                schema_url,
-                "-H",
-                f"Authorization: Bearer {token}",
-                "--max-examples",
-                "25",
-                "--seed",
-                "20261122",
-                "--no-color",
-            ],
-            cwd=ROOT,  # schemathesis.toml
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        wait_for_http(f"{base}/api/openapi.json")
+        runs = {
+            "api": _schemathesis(f"{base}/api/openapi.json", token, 25),
+            # The OpenAI-compatible API (issue 26) takes OpenAI's bodies, which its schema
+            # leaves open: every other check holds (no 5xx, documented statuses and error
+            # objects), but not "a schema-valid request is accepted".
+            "v1": _schemathesis(
+                f"{base}/v1/openapi.json",
+                token,
+                10,
+                "--exclude-checks",
+                "positive_data_acceptance",
+            ),
+        }
     finally:
         server.terminate()
         server.wait(timeout=30)
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "schemathesis.txt").write_text(run.stdout + run.stderr)
-    assert run.returncode == 0, run.stdout[-6000:]
-    generated = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
-    assert generated and int(generated.group(1)) > 500, run.stdout[-2000:]
-    assert "failures" not in run.stdout.splitlines()[-1], run.stdout[-2000:]
+    for name, run in runs.items():
+        (ARTIFACTS / f"schemathesis-{name}.txt").write_text(run.stdout + run.stderr)
+    for name, minimum in (("api", 500), ("v1", 100)):
+        run = runs[name]
+        assert run.returncode == 0, run.stdout[-6000:]
+        generated = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
+        assert generated and int(generated.group(1)) > minimum, run.stdout[-2000:]
+        assert "failures" not in run.stdout.splitlines()[-1], run.stdout[-2000:]
+
+
+def _schemathesis(
+    schema_url: str, token: str, examples: int, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            schema_url,
+            "-H",
+            f"Authorization: Bearer {token}",
+            "--max-examples",
+            str(examples),
+            "--seed",
+            "20261122",
+            "--no-color",
+            *extra,
+        ],
+        cwd=ROOT,  # schemathesis.toml
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
