@@ -418,6 +418,9 @@ def kb_rebuild(request: HttpRequest, slug: str) -> HttpResponse:
     return _generations_response(request, kb, form, status=422)
 
 
+NEW_KEY = "new_api_key"
+
+
 @login_required
 def api_keys(request: HttpRequest) -> HttpResponse:
     """The user's API keys (staff: everyone's): make one (its secret shown once), revoke."""
@@ -425,16 +428,17 @@ def api_keys(request: HttpRequest) -> HttpResponse:
     slugs = Counter(kb.slug for kb in kbs)
     choices = [(knowledge_base_ref(kb, request.user, slugs), kb.name) for kb in kbs]
     form = ApiKeyForm(request.POST or None, choices=choices)
-    created = None
     if request.method == "POST" and form.is_valid():
         try:
             row, secret = api_key_create(user=request.user, **form.cleaned_data)
         except RagStudioError as exc:
             _form_error(form, exc)
         else:
-            created = {"row": row, "secret": secret}
-            form = ApiKeyForm(choices=choices)
-    status = 422 if request.method == "POST" and created is None else 200
+            # Shown by the page the redirect loads, once (a reload makes no second key).
+            request.session[NEW_KEY] = {"name": row.name, "secret": secret}
+            return redirect("api-keys")
+    created = request.session.pop(NEW_KEY, None) if request.method == "GET" else None
+    status = 422 if request.method == "POST" else 200
     context = {"keys": list(api_keys_of(request.user)), "form": form, "created": created}
     response = render(request, "knowledge_bases/keys.html", context, status=status)
     response["Cache-Control"] = "no-store"  # it may hold a secret

@@ -754,3 +754,36 @@ def test_a_spreadsheet_is_read_as_rows_and_a_citation_opens_its_chunk(page: Any)
     expect(page.locator("[data-testid=chunk-place]").first).to_contain_text("Costs")
     expect(page.locator("[data-testid=document-download]")).to_be_visible()
     shot(page, "31-document-page-what-was-read")
+
+
+def test_a_user_makes_a_read_only_key_sees_it_once_and_revokes_it(page: Any) -> None:
+    """Issue 26: the API keys page makes a key (scope, knowledge bases, expiry), shows its
+    secret once, lists when it was last used, and revokes it; the key works until then."""
+    from django.test import Client
+
+    from tests.factories import make_kb
+
+    make_kb(make_user("kim"), "notes")
+    sign_in(page, "kim")
+    page.click("nav >> text=API keys")
+    page.fill("#id_name", "dify app")
+    page.select_option("#id_scope", "read")
+    page.select_option("#id_knowledge_bases", ["notes"])
+    page.fill("#id_expires_in_days", "30")
+    page.click("[data-testid=create-key]")
+    secret = page.inner_text("[data-testid=new-key-secret]").strip()
+    assert secret.startswith("rs_")
+    shot(page, "32-api-key-created")
+    row = page.locator("[data-testid=keys-table] tbody tr").first
+    expect(row).to_contain_text("dify app")
+    expect(row).to_contain_text("read-only")
+    expect(row).to_contain_text("kim~notes")
+    api = Client(headers={"Authorization": f"Bearer {secret}"})
+    assert [kb["slug"] for kb in api.get("/api/kbs").json()] == ["notes"]
+    page.reload()  # the secret is not shown again; the use is
+    expect(page.locator("[data-testid=new-key-secret]")).to_have_count(0)
+    expect(row).not_to_contain_text("never used")
+    page.locator("[data-testid^=revoke-]").first.click()
+    expect(page.locator("[data-testid=keys-table]")).to_contain_text("revoked")
+    assert api.get("/api/kbs").status_code == 401
+    shot(page, "33-api-key-revoked")
