@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
@@ -77,3 +78,18 @@ class BrowserSessionAuth(SessionAuth):
 
 
 api_auth = [ApiTokenAuth(), BrowserSessionAuth()]
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address: REMOTE_ADDR, or behind RAGSTUDIO_TRUSTED_PROXY_COUNT proxies
+    the address the outermost of them saw (X-Forwarded-For's entry that many from the
+    right: entries further left are the client's to forge)."""
+    remote = str(request.META.get("REMOTE_ADDR") or "")
+    proxies = int(getattr(settings, "TRUSTED_PROXY_COUNT", 0) or 0)
+    if not proxies:
+        return remote
+    chain = [a.strip() for a in str(request.META.get("HTTP_X_FORWARDED_FOR", "")).split(",")]
+    chain = [a for a in chain if a]
+    if len(chain) < proxies:
+        return remote
+    return chain[-proxies][:100]

@@ -126,6 +126,11 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("RAGSTUDIO_LOGIN_COOLOFF_MINUTES",
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
+# Behind N proxies (the TLS proxy the deployment guide recommends: 1), the client's address
+# is the one the outermost proxy saw, from X-Forwarded-For; without it every login would
+# come from the proxy, and five wrong passwords would lock a user out for everyone.
+TRUSTED_PROXY_COUNT = env_int("RAGSTUDIO_TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=5)
+AXES_CLIENT_IP_CALLABLE = "ragstudio.auth.client_ip"
 
 # Messages live in the server-side session: one of them shows a new API token once, and
 # the default storage would put it in a cookie the browser keeps.

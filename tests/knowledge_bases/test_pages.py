@@ -368,3 +368,26 @@ def test_logins_are_throttled_after_repeated_wrong_passwords(alice, settings) ->
     make_user("bob")
     other = client.post("/accounts/login/", {"username": "bob", "password": "pw-bob"})
     assert other.status_code == 302
+
+
+def test_behind_a_proxy_a_lockout_is_the_client_address_not_the_proxy(alice, settings) -> None:
+    """Issue 25, case 6: behind the TLS proxy every login came from the proxy's address,
+    so five wrong passwords locked a user out for everyone."""
+    settings.AXES_FAILURE_LIMIT = 3
+    settings.TRUSTED_PROXY_COUNT = 1
+    proxy = {"REMOTE_ADDR": "10.0.0.2"}
+    attacker = Client(**proxy, HTTP_X_FORWARDED_FOR="203.0.113.9")
+    for _ in range(3):
+        attacker.post("/accounts/login/", {"username": "alice", "password": "nope"})
+    refused = attacker.post("/accounts/login/", {"username": "alice", "password": "pw-alice"})
+    assert refused.status_code == 429
+    # A forged address in front of the proxy's entry changes nothing for the attacker.
+    forged = Client(**proxy, HTTP_X_FORWARDED_FOR="198.51.100.1, 203.0.113.9")
+    assert (
+        forged.post("/accounts/login/", {"username": "alice", "password": "pw-alice"}).status_code
+        == 429
+    )
+    # Alice, from her own address through the same proxy, logs in.
+    alice_client = Client(**proxy, HTTP_X_FORWARDED_FOR="192.0.2.44")
+    ok = alice_client.post("/accounts/login/", {"username": "alice", "password": "pw-alice"})
+    assert ok.status_code == 302
