@@ -166,6 +166,8 @@ class RagStudioConfig(TypedDict):
     QUERY_CACHE_SIZE: int
     PARSE_TIMEOUT_SECONDS: float
     PARSE_MEMORY_MB: int
+    JOB_PARSE_BUDGET_SECONDS: float
+    PARSE_AFTER_BUDGET_SECONDS: float
 
 
 def rag_settings() -> RagStudioConfig:

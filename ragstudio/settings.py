@@ -328,6 +328,12 @@ RAGSTUDIO: RagStudioConfig = {
     # The parsing process's memory (address space, MB): a document that needs more fails
     # alone ("ran out of memory"). OCR runs within it too.
     "PARSE_MEMORY_MB": env_int("RAGSTUDIO_PARSE_MEMORY_MB", 3072, minimum=256),
+    # Parse seconds for a whole job (0: no limit); past it, each further document has
+    # PARSE_AFTER_BUDGET_SECONDS, so one upload of many slow files cannot hold the worker.
+    "JOB_PARSE_BUDGET_SECONDS": env_float("RAGSTUDIO_JOB_PARSE_BUDGET_SECONDS", 600.0, minimum=0.0),
+    "PARSE_AFTER_BUDGET_SECONDS": env_float(
+        "RAGSTUDIO_PARSE_AFTER_BUDGET_SECONDS", 2.0, minimum=0.1
+    ),
     # Query embeddings kept in memory per process (same text, same model: no model call).
     "QUERY_CACHE_SIZE": env_int("RAGSTUDIO_QUERY_CACHE_SIZE", 2048, minimum=0),
 }

@@ -57,6 +57,9 @@ class PipelineConfig:
     # no budget; for tests and trusted input).
     parse_timeout: float | None = None
     parse_memory_mb: int | None = None  # the parsing process's address space, if bounded
+    # Parse seconds of the whole job; once spent, documents get parse_after_budget each.
+    job_parse_budget: float | None = None
+    parse_after_budget: float = 2.0
 
 
 @dataclass
@@ -260,7 +263,12 @@ def run_pipeline(
         on_flush=ledger.persisted,
     )
     sandbox = (
-        ParseSandbox(config.parse_timeout, memory_mb=config.parse_memory_mb)
+        ParseSandbox(
+            config.parse_timeout,
+            memory_mb=config.parse_memory_mb,
+            job_budget=config.job_parse_budget,
+            after_budget=config.parse_after_budget,
+        )
         if config.parse_timeout
         else None
     )

@@ -26,6 +26,8 @@ from ingestion.pipeline.parse import parse_document
 from ragstudio.core.types import DocumentError, Section
 
 _HEADER = struct.Struct(">Q")
+# Documents of one job that ran out of parse time before the job's errors call it abusive.
+ABUSIVE_TIMEOUTS = 3
 _MEMORY_ENV = "RAGSTUDIO_SANDBOX_MEMORY_MB"
 _ROOT = Path(__file__).resolve().parents[2]  # so the child imports this project
 
@@ -57,11 +59,25 @@ def _receive(fd: int, deadline: float | None) -> Any:
 
 
 class ParseSandbox:
-    def __init__(self, timeout: float, *, memory_mb: int | None = None) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        *,
+        memory_mb: int | None = None,
+        job_budget: float | None = None,
+        after_budget: float = 2.0,
+    ) -> None:
         if timeout <= 0:
             raise ValueError("the parse time budget must be positive")
         self.timeout = timeout
         self.memory_mb = memory_mb
+        # A job's parse time in all: once spent, each further document gets
+        # ``after_budget`` seconds, so a job of many slow documents cannot hold the worker
+        # for hours (each one failing alone at the full budget).
+        self.job_budget = job_budget
+        self.after_budget = min(after_budget, timeout)
+        self.spent = 0.0
+        self.timed_out = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _child(self) -> subprocess.Popen[bytes]:
@@ -86,25 +102,43 @@ class ParseSandbox:
         _send(proc.stdin, request)
         return _receive(proc.stdout.fileno(), deadline)
 
+    @property
+    def budget_spent(self) -> bool:
+        return self.job_budget is not None and self.spent >= self.job_budget
+
     def parse(self, data: bytes, filename: str, *, max_bytes: int | None) -> list[Section]:
         self._child()
+        limit = self.after_budget if self.budget_spent else self.timeout
+        started = time.monotonic()
         try:
-            kind, value = self._call(
-                (data, filename, max_bytes), deadline=time.monotonic() + self.timeout
-            )
+            kind, value = self._call((data, filename, max_bytes), deadline=started + limit)
         except TimeoutError:
             self.close()  # it may be stuck for hours: a fresh child takes the next one
-            raise DocumentError(
-                f"took longer than {self.timeout:g} s to parse (a pathological document?)"
-            ) from None
+            self.timed_out += 1
+            raise DocumentError(self._timeout_reason(limit)) from None
         except (EOFError, BrokenPipeError, OSError) as exc:
             self.close()
             raise DocumentError(f"the parser stopped on this document ({exc})") from None
+        finally:
+            self.spent += time.monotonic() - started
         if kind == "document-error":
             raise DocumentError(value)
         if kind == "error":
             raise DocumentError(f"unexpected error while parsing: {value}")
         return list(value)
+
+    def _timeout_reason(self, limit: float) -> str:
+        reason = f"took longer than {limit:g} s to parse (a pathological document?)"
+        if limit < self.timeout:
+            reason = (
+                f"took longer than {limit:g} s to parse: this job's parse time "
+                f"({self.job_budget:g} s) is spent, so its slow documents fail fast"
+            )
+        if self.timed_out >= ABUSIVE_TIMEOUTS:
+            reason += (
+                f"; {self.timed_out} documents of this job ran out of time (an abusive upload?)"
+            )
+        return reason
 
     def close(self) -> None:
         proc, self._proc = self._proc, None

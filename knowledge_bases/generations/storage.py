@@ -159,6 +159,8 @@ def build_config(
         max_document_bytes=settings.RAGSTUDIO_MAX_UPLOAD_BYTES,
         parse_timeout=cfg["PARSE_TIMEOUT_SECONDS"] or None,
         parse_memory_mb=cfg["PARSE_MEMORY_MB"],
+        job_parse_budget=cfg["JOB_PARSE_BUDGET_SECONDS"] or None,
+        parse_after_budget=cfg["PARSE_AFTER_BUDGET_SECONDS"],
     )
 
 

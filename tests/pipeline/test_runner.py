@@ -257,3 +257,37 @@ def test_a_document_over_the_parse_budget_fails_alone(tmp_path, embedder) -> Non
     assert result.failed == {50: "took longer than 2 s to parse (a pathological document?)"}
     assert set(result.indexed) == {1, 60}
     assert {r["document_id"] for r in store.vectors.rows(columns=["document_id"])} == {1, 60}
+
+
+def test_once_a_jobs_parse_time_is_spent_its_slow_documents_fail_fast(tmp_path, embedder) -> None:
+    """Issue 25, case 1: each slow document used the whole per-document budget, so 1,000 of
+    them held the worker for hours. Past the job's budget each gets a short one; after a few
+    time-outs the reason calls the upload abusive. Quick documents still go through."""
+    hostile = (" _a" * 3_000_000).encode()  # many seconds to parse, far over 1 s
+    slow = [
+        SourceDocument(id=50 + i, filename=f"slow{i}.md", read=lambda: hostile) for i in range(4)
+    ]
+    docs = [*slow, *_docs(TEXTS[:1], start=90)]
+    store = _store(tmp_path)
+    result = run_pipeline(
+        documents=docs,
+        embedder=embedder,
+        store=store,
+        chunker=Chunker(embedder.tokenizer, size=64, overlap=8),
+        config=PipelineConfig(
+            store_batch_size=50,
+            parse_timeout=1.0,
+            job_parse_budget=0.5,
+            parse_after_budget=0.05,
+        ),
+        vector_cache=store,
+    )
+    assert set(result.indexed) == {90}
+    assert result.failed[50] == "took longer than 1 s to parse (a pathological document?)"
+    assert (
+        "took longer than 0.05 s to parse: this job's parse time (0.5 s) is spent"
+        in (result.failed[51])
+    )
+    assert "abusive" not in result.failed[51]
+    assert "3 documents of this job ran out of time (an abusive upload?)" in result.failed[52]
+    assert "4 documents of this job ran out of time" in result.failed[53]
