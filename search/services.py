@@ -19,7 +19,7 @@ from knowledge_bases.generations import (
     version_masks,
     versions_of_deleted_documents,
 )
-from knowledge_bases.models import Document, Generation, KnowledgeBase
+from knowledge_bases.models import Document, Generation, KnowledgeBase, VectorStoreFile
 from knowledge_bases.selectors import documents_matching
 from ragstudio.core.errors import Conflict, ValidationError
 from ragstudio.env import rag_settings
@@ -204,7 +204,7 @@ def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchO
     if params.min_score is not None:
         fused = [hit for hit in fused if hit.score >= params.min_score]
     if params.predicate is not None:
-        fused = _satisfying(store, fused, params.predicate)
+        fused = _satisfying(kb, store, fused, params.predicate)
     page = fused[params.offset : depth]
     fetch_started = time.perf_counter()
     hits = _hits(kb, generation, store, params, page)
@@ -250,16 +250,30 @@ PREDICATE_OVERFETCH = 10
 PREDICATE_MAX_CANDIDATES = 1000
 
 
-def _satisfying(store: GenerationStore, fused: list[Fused], predicate: Predicate) -> list[Fused]:
+def _satisfying(
+    kb: KnowledgeBase, store: GenerationStore, fused: list[Fused], predicate: Predicate
+) -> list[Fused]:
+    """The hits whose metadata meets ``predicate``: the chunk's own, over the attributes
+    its document was given as a vector-store file (the OpenAI-compatible API)."""
     ids = [hit.chunk_id for hit in fused]
     rows = store.bm25.rows(ids)
     missing = [i for i in ids if i not in rows]
     if missing:
         rows.update(store.vectors.fetch(missing, ROW_COLUMNS))
+    documents = {int(row["document_id"]) for row in rows.values()}
+    attributes = dict(
+        VectorStoreFile.objects.filter(knowledge_base=kb, document_id__in=documents).values_list(
+            "document_id", "attributes"
+        )
+    )
     kept = []
     for hit in fused:
         row = rows.get(hit.chunk_id)
-        if row is not None and predicate.matches(metadata_of(row)):
+        if row is None:
+            continue
+        own = attributes.get(int(row["document_id"])) or {}
+        metadata = {**own, **metadata_of(row)}
+        if predicate.matches(metadata):
             kept.append(hit)
     return kept
 

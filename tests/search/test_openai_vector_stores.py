@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+from django.test import Client
 
 from ingestion.jobs import run_job_and_queue
 from ingestion.models import IngestionJob
@@ -105,6 +106,20 @@ def test_the_store_lifecycle_with_the_openai_sdk(live_server) -> None:  # type: 
     assert [r.file_id for r in astro.data] == [tides]
     content = client.vector_stores.files.content(tides, vector_store_id=store.id)
     assert "Spring tides" in content.data[0].text
+    # The attributes are metadata to Dify's conditions too.
+    dify = Client(headers={"Authorization": f"Bearer {key}"}).post(
+        "/dify/retrieval",
+        {
+            "knowledge_id": kb.slug,
+            "query": "moon tides heat",
+            "retrieval_setting": {"top_k": 5, "score_threshold": 0},
+            "metadata_condition": {
+                "conditions": [{"name": "topic", "comparison_operator": "is", "value": "astronomy"}]
+            },
+        },
+        content_type="application/json",
+    )
+    assert [r["metadata"]["filename"] for r in dify.json()["records"]] == ["tides.txt"]
 
     # A different chunking later is refused, pointing at rebuilds.
     with pytest.raises(openai.BadRequestError, match="rebuild"):
