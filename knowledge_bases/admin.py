@@ -273,17 +273,30 @@ def _rollback_line(kb: KnowledgeBase) -> str:
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["key_prefix", "user", "name", "created_at", "last_used_at", "revoked_at"]
-    list_filter = ["revoked_at"]
+    list_display = [
+        "key_prefix",
+        "user",
+        "name",
+        "scope",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    ]
+    list_filter = ["revoked_at", "scope"]
+    fields = ["user", "name", "scope", "knowledge_bases", "expires_at"]
     readonly_fields = ["key_prefix", "created_at", "last_used_at", "revoked_at"]
+    filter_horizontal = ["knowledge_bases"]
     actions = ["revoke"]
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: object, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
-        row, token = ApiToken.issue(user=obj.user, name=obj.name)
-        obj.pk = row.pk
+        row, token = ApiToken.issue(
+            user=obj.user, name=obj.name, scope=obj.scope, expires_at=obj.expires_at
+        )
+        obj.pk = row.pk  # the form's knowledge bases are saved onto it next
         messages.warning(request, f"New API token (shown once, copy it now): {token}")
 
     @admin.action(description="Revoke selected tokens")

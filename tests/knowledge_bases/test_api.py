@@ -296,10 +296,13 @@ def test_a_token_made_in_the_admin_never_travels_in_a_cookie(alice, login) -> No
     """Issue 11, case 6: the token was shown through the messages framework, which kept
     it in the readable `messages` cookie."""
     staff = login(make_user("root", is_staff=True, is_superuser=True))
-    saved = staff.post("/admin/knowledge_bases/apitoken/add/", {"user": alice.pk, "name": "ci"})
+    saved = staff.post(
+        "/admin/knowledge_bases/apitoken/add/", {"user": alice.pk, "name": "ci", "scope": "read"}
+    )
     assert saved.status_code == 302
     page = staff.get(saved["Location"]).content.decode()
     token = ApiToken.objects.get(name="ci")
+    assert token.scope == "read"  # the admin sets the key's scope too
     shown = page.split("copy it now): ")[1].split("<")[0]
     assert shown.startswith(token.key_prefix) and ApiToken.hash(shown) == token.key_hash
     # The messages travel in the server-side session, not in a cookie the browser keeps
