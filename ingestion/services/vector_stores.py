@@ -34,6 +34,7 @@ from knowledge_bases.models import (
 from knowledge_bases.selectors import knowledge_base_can_change, knowledge_bases_visible_to
 from knowledge_bases.services import knowledge_base_create, knowledge_base_delete
 from ragstudio.core.errors import Conflict, NotFound, ValidationError
+from ragstudio.core.text import storable
 from ragstudio.core.types import DocumentError
 
 PURPOSES = frozenset({"assistants", "user_data", "batch", "fine-tune", "vision", "evals"})
@@ -137,7 +138,9 @@ def metadata_valid(metadata: Any, field: str = "metadata") -> dict[str, Any]:
     if not isinstance(metadata, dict) or len(metadata) > MAX_ATTRIBUTES:
         raise ValidationError(f"{field} must be an object of at most 16 keys", {"param": field})
     for key, value in metadata.items():
-        if not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS:
+        if isinstance(value, str) and not storable(value):
+            raise ValidationError(f"{field}[{key!r}] must be text", {"param": f"{field}.{key}"})
+        if not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS or not storable(key):
             raise ValidationError(f"{field} keys are 1 to 64 characters", {"param": field})
         scalar = isinstance(value, str | bool | int | float)
         if field == "metadata" and not isinstance(value, str):

@@ -13,6 +13,7 @@ from django.utils import timezone
 from knowledge_bases.models import ApiToken
 from knowledge_bases.selectors import knowledge_base_get
 from ragstudio.core.errors import NotFound, ValidationError
+from ragstudio.core.text import storable
 
 MAX_KEYS_PER_USER = 100
 MAX_EXPIRY_DAYS = 3650
@@ -36,8 +37,8 @@ def api_key_create(
     """A new key of ``user`` and its secret (shown this once). ``knowledge_bases`` are refs
     the user sees; each must name one (a key cannot reach what its user cannot)."""
     name = (name or "").strip()
-    if not name or len(name) > 100:
-        raise ValidationError("name must be 1 to 100 characters", {"field": "name"})
+    if not name or len(name) > 100 or not storable(name):
+        raise ValidationError("name must be 1 to 100 characters of text", {"field": "name"})
     if scope not in ApiToken.Scope.values:
         raise ValidationError("scope must be read or write", {"field": "scope"})
     if expires_in_days is not None and not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:
@@ -45,6 +46,8 @@ def api_key_create(
             f"expires_in_days must be between 1 and {MAX_EXPIRY_DAYS}", {"field": "expires_in_days"}
         )
     refs = [r.strip() for r in knowledge_bases or [] if r.strip()]
+    if not all(storable(r) for r in refs):
+        raise ValidationError("knowledge base refs must be text", {"field": "knowledge_bases"})
     if len(refs) > MAX_KEY_KBS:
         raise ValidationError(
             f"at most {MAX_KEY_KBS} knowledge bases", {"field": "knowledge_bases"}

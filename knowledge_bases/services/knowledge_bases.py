@@ -16,6 +16,7 @@ from knowledge_bases.generations import (
 from knowledge_bases.models import KnowledgeBase
 from ragstudio.core import languages
 from ragstudio.core.errors import Conflict, Forbidden, ValidationError
+from ragstudio.core.text import storable
 from ragstudio.core.vocabulary import quality_gate_problems
 from ragstudio.env import rag_settings
 
@@ -40,8 +41,10 @@ def knowledge_base_create(
     if not SLUG.match(slug):
         raise ValidationError(f"slug must be {SLUG_RULE}", {"field": "slug"})
     name = (name or "").strip()
-    if not name or len(name) > 200:
-        raise ValidationError("name must be 1 to 200 characters", {"field": "name"})
+    if not name or len(name) > 200 or not storable(name):
+        raise ValidationError("name must be 1 to 200 characters of text", {"field": "name"})
+    if not storable(description or ""):
+        raise ValidationError("description must be text", {"field": "description"})
     built = build_settings_resolve(
         embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, actor=owner
     )
@@ -99,11 +102,13 @@ def knowledge_base_update(
     fields = ["updated_at"]
     if name is not None:
         name = name.strip()
-        if not name or len(name) > 200:
-            raise ValidationError("name must be 1 to 200 characters", {"field": "name"})
+        if not name or len(name) > 200 or not storable(name):
+            raise ValidationError("name must be 1 to 200 characters of text", {"field": "name"})
         kb.name = name
         fields.append("name")
     if description is not None:
+        if not storable(description):
+            raise ValidationError("description must be text", {"field": "description"})
         kb.description = description
         fields.append("description")
     gate = _quality_gate_valid(quality_gate)

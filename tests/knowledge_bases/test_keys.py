@@ -3,6 +3,7 @@ knowledge bases, expiring; the secret shown once; revoked at once; staff see all
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -122,3 +123,15 @@ def test_the_keys_page_makes_shows_once_and_revokes(alice, two_kbs, login) -> No
     assert "claude desktop" not in login(bob).get("/keys/").content.decode()
     staff = make_user("sam", is_staff=True)
     assert "claude desktop" in login(staff).get("/keys/").content.decode()
+
+
+def test_names_that_no_database_stores_are_refused(alice, login) -> None:  # type: ignore[no-untyped-def]
+    """Found by schemathesis on PostgreSQL: a lone surrogate (JSON can carry one) or a NUL
+    in a key's name was a 500."""
+    session = login(alice)
+    for name in ("\ud9b5 key", "nul\x00key"):
+        body = json.dumps({"name": name})  # escapes both: valid JSON
+        response = session.post("/api/keys", body, content_type="application/json")
+        assert response.status_code == 422, (name, response.content)
+        assert "name" in response.json()["message"]
+    assert not ApiToken.objects.exists()
