@@ -50,7 +50,7 @@ def ocr_image(png: bytes) -> str:
     if binary is None or not langs:
         raise DocumentError(
             "OCR is not installed on this server (install tesseract-ocr and its language "
-            "packs: see the README's Formats section)"
+            "packs: see docs/formats.md)"
         )
     try:
         done = subprocess.run(

@@ -1,5 +1,5 @@
-"""`manage.py mcp --stdio`: the MCP server on stdin/stdout, for an assistant on this machine
-(Claude Desktop, an IDE agent) that starts it as a command. It acts as one user: the one an
+"""`manage.py mcp --stdio`: the MCP server on stdin/stdout, for a local assistant that starts
+it as a command. It acts as one user: the one an
 API key names (`--key` or RAGSTUDIO_MCP_KEY), or, for the operator, `--user NAME`."""
 
 from __future__ import annotations
