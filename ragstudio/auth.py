@@ -46,6 +46,14 @@ def key_user(token: str) -> Any | None:
     return user
 
 
+def bearer_token(request: HttpRequest) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header; None when the header is
+    missing, of another scheme or empty."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def key_may(user: Any, method: str, path: str) -> bool:
     """Whether the key ``user`` acts through may make this request: a read-only key reads
     and searches only."""

@@ -7,7 +7,6 @@ Authentication: the same bearer API keys as the rest of the API."""
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -46,6 +45,7 @@ from knowledge_bases.models import ApiFile, KnowledgeBase, VectorStoreFile, Vect
 from ragstudio.auth import ApiTokenAuth
 from ragstudio.core.errors import Conflict, Forbidden, NotFound, RagStudioError
 from search.ranking.filters import SearchFilter
+from search.ranking.fusion import unit_score
 from search.ranking.predicates import Predicate, PredicateError, comparison, compound
 from search.ranking.results import SearchParams
 from search.services import document_chunks, knowledge_base_search
@@ -610,4 +610,4 @@ def _unit_score(mode: str, hit: Any) -> float:
         return round(max(0.0, min(1.0, hit.score)), 6)
     if mode == "lexical":
         return round(hit.score / (hit.score + 10.0), 6) if hit.score > 0 else 0.0
-    return round(1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, hit.score)))), 6)
+    return round(unit_score(hit.score), 6)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -23,9 +22,10 @@ from django.views.decorators.csrf import csrf_exempt
 
 from knowledge_bases.models import Document
 from knowledge_bases.selectors import knowledge_base_get
-from ragstudio.auth import key_user
+from ragstudio.auth import bearer_token, key_user
 from ragstudio.core.bounds import QUERY_MAX_CHARS, SEARCH_LIMIT
 from ragstudio.core.errors import Conflict, NotFound, RagStudioError
+from search.ranking.fusion import unit_score
 from search.ranking.predicates import Predicate, PredicateError, comparison, compound
 from search.ranking.results import SearchParams
 from search.services import knowledge_base_search
@@ -59,11 +59,6 @@ OPERATORS = {
 
 def _error(status: int, code: int, message: str) -> JsonResponse:
     return JsonResponse({"error_code": code, "error_msg": message}, status=status)
-
-
-def dify_score(fused: float) -> float:
-    """A fused hybrid score (z-scores of both engines, about -3 to 6) mapped into 0-1."""
-    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, fused))))
 
 
 def metadata_predicate(condition: Any) -> Predicate | None:
@@ -116,7 +111,7 @@ def _record(hit: Any, documents: dict[int, Document]) -> dict[str, Any]:
         metadata["source"] = document.external_id or document.original_filename
     return {
         "content": hit.content,
-        "score": round(dify_score(hit.score), 6),
+        "score": round(unit_score(hit.score), 6),
         # The chunk's own title (its record's), else its document's.
         "title": citation.title or citation.document_title or citation.filename,
         "metadata": {k: v for k, v in metadata.items() if v is not None},
@@ -129,13 +124,12 @@ def retrieval(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"status": "ok"})
     if request.method != "POST":
         return _error(405, 1001, "use POST")
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request)
+    if token is None:
         return _error(
             403, 1001, "Invalid Authorization header format. Expected 'Bearer <api-key>'."
         )
-    user = key_user(token.strip())
+    user = key_user(token)
     if user is None:
         return _error(403, 1002, "Authorization failed: the key is unknown, revoked or expired")
     if len(request.body) > MAX_BODY_BYTES:

@@ -66,15 +66,14 @@ class UploadResult:
         return [*self.accepted, *self.versions]
 
 
-def _clean_name(name: str) -> str:
+def clean_name(name: str) -> str:
+    """A file name as stored: its last path part, printable characters only, 255 at most."""
     base = PurePath((name or "").replace("\\", "/")).name.strip()
     base = "".join(ch for ch in base if ch.isprintable())
     return base[:255] or "upload"
 
 
-def _store_stream(
-    chunks: Iterable[bytes], directory: Path, max_bytes: int
-) -> tuple[Path, str, int]:
+def store_stream(chunks: Iterable[bytes], directory: Path, max_bytes: int) -> tuple[Path, str, int]:
     """Write to a temp file while hashing; stops as soon as the limit is passed."""
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -174,9 +173,9 @@ def _stage(files: Sequence[IncomingFile], kb: KnowledgeBase, result: UploadResul
     seen: dict[str, str] = {}
     quota = _storage_quota(kb)
     for index, incoming in enumerate(files):
-        name = _clean_name(incoming.name)
+        name = clean_name(incoming.name)
         try:
-            tmp, sha, size = _store_stream(incoming.chunks, upload_root, max_bytes)
+            tmp, sha, size = store_stream(incoming.chunks, upload_root, max_bytes)
         except DocumentError as exc:
             result.rejected.append((name, str(exc)))
             result.verdicts[index] = ("rejected", None, str(exc))
@@ -424,7 +423,7 @@ def documents_upload(
     result = UploadResult()
     for name in oversized:
         result.rejected.append(
-            (_clean_name(name), f"file too large: over {max_bytes:,} bytes (the limit)")
+            (clean_name(name), f"file too large: over {max_bytes:,} bytes (the limit)")
         )
     staged: list[_Staged] = []
     try:

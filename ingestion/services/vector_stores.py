@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from ingestion.services.documents import document_delete
-from ingestion.services.uploads import IncomingFile, _clean_name, _store_stream, documents_upload
+from ingestion.services.uploads import IncomingFile, clean_name, documents_upload, store_stream
 from knowledge_bases.generations import (
     document_file_forget,
     document_file_share,
@@ -57,7 +57,7 @@ def api_file_create(*, user: Any, name: str, chunks: Iterable[bytes], purpose: s
     storage_path = f"files/{public_id}"
     target = upload_local_path(storage_path)
     try:
-        tmp, sha, size = _store_stream(chunks, target.parent, settings.RAGSTUDIO_MAX_UPLOAD_BYTES)
+        tmp, sha, size = store_stream(chunks, target.parent, settings.RAGSTUDIO_MAX_UPLOAD_BYTES)
     except DocumentError as exc:
         raise ValidationError(str(exc), {"field": "file"}) from None
     if size == 0:
@@ -68,7 +68,7 @@ def api_file_create(*, user: Any, name: str, chunks: Iterable[bytes], purpose: s
     return ApiFile.objects.create(
         public_id=public_id,
         owner=user,
-        filename=_clean_name(name),
+        filename=clean_name(name),
         size=size,
         purpose=purpose,
         sha256=sha,

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -72,6 +73,12 @@ def _sorted(hits: dict[str, Fused]) -> list[Fused]:
         return (-h.score, best, h.chunk_id)
 
     return sorted(hits.values(), key=key)
+
+
+def unit_score(fused: float) -> float:
+    """A fused hybrid score (z-scores of both engines, about -3 to 6) mapped into 0-1 by
+    the logistic function, for clients that expect scores in that range."""
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, fused))))
 
 
 def minmax(scores: Sequence[float]) -> list[float]:

@@ -11,7 +11,8 @@ from django.test import Client
 
 from ingestion.jobs import run_job_and_queue
 from knowledge_bases.models import ApiToken
-from search.dify import OPERATORS, dify_score, metadata_predicate
+from search.dify import OPERATORS, metadata_predicate
+from search.ranking.fusion import unit_score
 from search.ranking.predicates import PredicateError
 from tests.factories import make_kb, make_user, upload
 
@@ -204,7 +205,7 @@ def test_every_operator_is_mapped_and_bad_conditions_are_refused() -> None:
     ):
         with pytest.raises(PredicateError):
             metadata_predicate(bad)
-    assert dify_score(-100) < 0.001 < dify_score(0) == 0.5 < dify_score(3) < 1
+    assert unit_score(-100) < 0.001 < unit_score(0) == 0.5 < unit_score(3) < 1
 
 
 def test_a_key_for_another_kb_gets_not_found(dify) -> None:  # type: ignore[no-untyped-def]
