@@ -1,12 +1,13 @@
-"""Search latency at 100,000 chunks through the HTTP API on a real server, and the ANN
-index's recall@10 against exact search.
+"""Search latency at 100,000 chunks (or several sizes in one run) through the HTTP API on
+a real server, and the ANN index's recall@10 against exact search.
 
-    .venv/bin/python bench/search.py [--chunks 100000] [--queries 200]
+    .venv/bin/python bench/search.py [--chunks 100000[,1000000]] [--queries 200]
 
 Chunks: the SciFact chunks built by bench/quality.py (real MiniLM vectors; built first if
 its cache is missing), repeated with a little noise on the vectors until there are
---chunks rows. They go into one active generation; the IVF_HNSW_SQ index is built as a
-job would build it. Then `manage.py runserver` serves the API and each mode is timed
+--chunks rows. Each size goes into its own knowledge base's active generation (written
+as a job writes, the IVF_HNSW_SQ index built as a job builds it), with the time, the
+process's peak memory and the disk it took. Then `manage.py runserver` serves the API and each mode is timed
 from this process over HTTP (a fresh connection per request, one request at a time), on
 SciFact claims not seen before (the server embeds them) and again (embedding cached).
 """
@@ -118,6 +119,7 @@ def fill(generation, source, n: int) -> None:  # type: ignore[no-untyped-def]
             record_id=records[src],
             parent_id=parent_id(copy, passage[0], content_hash(records[src])),
             parent_text=passage_text if head else "",
+            parent_chunks=tuple(f"c{copy}-{ids[j]}" for j in passage) if head else (),
         )
         batch.append(EmbeddedChunk(chunk, vec, new=True))
         if len(batch) == 5000:
@@ -131,12 +133,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def post(port: int, token: str, body: dict) -> tuple[float, dict]:
+def post(port: int, token: str, body: dict, slug: str = "bench") -> tuple[float, dict]:
     started = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request(
         "POST",
-        "/api/kbs/bench/search",
+        f"/api/kbs/{slug}/search",
         json.dumps(body),
         {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
@@ -149,61 +151,106 @@ def post(port: int, token: str, body: dict) -> tuple[float, dict]:
     return elapsed, json.loads(data)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--chunks", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--keep", action="store_true", help="keep the data directory")
-    args = parser.parse_args()
-    if args.chunks < 1000 or not 10 <= args.queries <= 250:
-        parser.error("--chunks must be >= 1000 and --queries within 10..250")
-    source = source_chunks()
-    work = setup("ragstudio-bench-search-")
-    from django.contrib.auth import get_user_model
+def peak_rss_mb() -> float:
+    import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def disk_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def build(user, size: int, source) -> dict:  # type: ignore[no-untyped-def]
+    """A knowledge base ``bench-SIZE`` with an active generation of ``size`` chunks."""
     from knowledge_bases.generations import (
         embedder_get,
         generation_create,
         generation_store,
         transition,
     )
-    from knowledge_bases.models import ApiToken, Generation, KnowledgeBase
+    from knowledge_bases.models import Generation, KnowledgeBase
     from knowledge_bases.services import knowledge_base_create
     from ragstudio.env import rag_settings
 
-    user = get_user_model().objects.create_user("bench")
-    _row, token = ApiToken.issue(user=user)
-    kb = knowledge_base_create(slug="bench", name="Bench", owner=user)
+    kb = knowledge_base_create(slug=f"bench-{size}", name=f"Bench {size}", owner=user)
     generation = generation_create(kb=kb)
     started = time.perf_counter()
-    fill(generation, source, args.chunks)
+    fill(generation, source, size)
     write_s = time.perf_counter() - started
+    rss_written = peak_rss_mb()
     store = generation_store(generation)
     started = time.perf_counter()
     outcome = store.vectors.ensure_vector_index(min_rows=rag_settings()["ANN_MIN_ROWS"])
     index_s = time.perf_counter() - started
     embedder = embedder_get(kb.embedder)
     Generation.objects.filter(pk=generation.pk).update(
-        chunk_count=args.chunks, embedder_fingerprint=embedder.fingerprint
+        chunk_count=size, embedder_fingerprint=embedder.fingerprint
     )
     generation.refresh_from_db()
     transition(generation, Generation.Status.ACTIVE)
     KnowledgeBase.objects.filter(pk=kb.pk).update(active_generation=generation)
+    lance = Path(store.vectors.uri) / f"{store.vectors.table_name}.lance"
     print(
-        f"{args.chunks} chunks written in {write_s:.1f} s; vector index {outcome} in {index_s:.1f} s",
+        f"{size} chunks written in {write_s:.1f} s; vector index {outcome} in {index_s:.1f} s",
         file=sys.stderr,
     )
+    return {
+        "size": size,
+        "slug": kb.slug,
+        "store": store,
+        "embedder": embedder,
+        "write_s": write_s,
+        "index_s": index_s,
+        "rss_written": rss_written,
+        "rss_indexed": peak_rss_mb(),
+        "vectors_mb": disk_mb(lance),
+        "bm25_mb": disk_mb(Path(store.bm25.path)),
+    }
 
-    with open(QUERIES, encoding="utf-8") as fh:
-        claims = [json.loads(line)["text"] for line in fh][: 4 * args.queries + 20]
-    recall_rows = ann_recall(store, embedder, claims[: args.queries])
 
+def plan_for(claims: list[str], q: int) -> list[tuple[str, str, list[str], dict]]:
+    return [
+        ("vector", "new queries", claims[0:q], {"mode": "vector"}),
+        ("lexical", "new queries", claims[q : 2 * q], {"mode": "lexical"}),
+        ("hybrid (zscore, default)", "new queries", claims[2 * q : 3 * q], {"mode": "hybrid"}),
+        ("hybrid (zscore, default)", "repeated", claims[2 * q : 3 * q], {"mode": "hybrid"}),
+        ("hybrid (rrf)", "repeated", claims[2 * q : 3 * q], {"mode": "hybrid", "fusion": "rrf"}),
+        (
+            "hybrid (adaptive)",
+            "repeated",
+            claims[2 * q : 3 * q],
+            {"mode": "hybrid", "fusion": "adaptive"},
+        ),
+        ("vector", "repeated", claims[0:q], {"mode": "vector"}),
+    ]
+
+
+def measure(port: int, token: str, slug: str, claims: list[str], q: int) -> list[tuple]:
+    for claim in claims[-20:]:  # warm the model and this table's index cache
+        post(port, token, {"query": claim, "mode": "hybrid"}, slug)
+    rows = []
+    for label, kind, texts, extra in plan_for(claims, q):
+        times, server_ms, exact = [], [], False
+        parts: dict[str, list[float]] = {}
+        for text in texts:
+            elapsed, body = post(port, token, {"query": text, "limit": 10, **extra}, slug)
+            times.append(elapsed)
+            server_ms.append(body["took_ms"])
+            exact = exact or body["exact_vector_search"]
+            for key, value in body["timings"].items():
+                parts.setdefault(key, []).append(value)
+        breakdown = ", ".join(
+            f"{k.removesuffix('_ms')} {statistics.median(v):.1f}" for k, v in parts.items()
+        )
+        rows.append((label, kind, len(texts), times, server_ms, exact, breakdown))
+    return rows
+
+
+def serve_and_measure(port: int, token: str, slug: str, claims: list[str], q: int) -> list[tuple]:
     env = {**os.environ, "RAGSTUDIO_LOG_LEVEL": "WARNING"}
     server = subprocess.Popen(
-        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{args.port}", "--noreload"],
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -213,52 +260,59 @@ def main() -> None:
         deadline = time.monotonic() + 60
         while True:
             try:
-                post(args.port, token, {"query": "warm up", "mode": "hybrid"})
+                post(port, token, {"query": "warm up", "mode": "hybrid"}, slug)
                 break
             except (OSError, SystemExit):
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("error: the server did not start") from None
                 time.sleep(0.25)
-        for claim in claims[-20:]:  # warm the model and the index cache
-            post(args.port, token, {"query": claim, "mode": "hybrid"})
-        q = args.queries
-        plan = [
-            ("vector", "new queries", claims[0:q], {"mode": "vector"}),
-            ("lexical", "new queries", claims[q : 2 * q], {"mode": "lexical"}),
-            ("hybrid (zscore, default)", "new queries", claims[2 * q : 3 * q], {"mode": "hybrid"}),
-            ("hybrid (zscore, default)", "repeated", claims[2 * q : 3 * q], {"mode": "hybrid"}),
-            (
-                "hybrid (rrf)",
-                "repeated",
-                claims[2 * q : 3 * q],
-                {"mode": "hybrid", "fusion": "rrf"},
-            ),
-            (
-                "hybrid (adaptive)",
-                "repeated",
-                claims[2 * q : 3 * q],
-                {"mode": "hybrid", "fusion": "adaptive"},
-            ),
-            ("vector", "repeated", claims[0:q], {"mode": "vector"}),
-        ]
-        latency_rows = []
-        for label, kind, texts, extra in plan:
-            times, server_ms, exact = [], [], False
-            parts: dict[str, list[float]] = {}
-            for text in texts:
-                elapsed, body = post(args.port, token, {"query": text, "limit": 10, **extra})
-                times.append(elapsed)
-                server_ms.append(body["took_ms"])
-                exact = exact or body["exact_vector_search"]
-                for key, value in body["timings"].items():
-                    parts.setdefault(key, []).append(value)
-            breakdown = ", ".join(
-                f"{k.removesuffix('_ms')} {statistics.median(v):.1f}" for k, v in parts.items()
-            )
-            latency_rows.append((label, kind, len(texts), times, server_ms, exact, breakdown))
+        return measure(port, token, slug, claims, q)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--chunks", default="100000", help="chunks, or sizes separated by commas (one run)"
+    )
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    args = parser.parse_args()
+    try:
+        sizes = sorted({int(c) for c in args.chunks.split(",")})
+    except ValueError:
+        parser.error("--chunks: whole numbers separated by commas")
+    if min(sizes) < 1000 or not 10 <= args.queries <= 250:
+        parser.error("--chunks must be >= 1000 and --queries within 10..250")
+    source = source_chunks()
+    work = setup("ragstudio-bench-search-")
+    from django.contrib.auth import get_user_model
+
+    from knowledge_bases.models import ApiToken
+
+    user = get_user_model().objects.create_user("bench")
+    _row, token = ApiToken.issue(user=user)
+    built = [build(user, size, source) for size in sizes]
+
+    with open(QUERIES, encoding="utf-8") as fh:
+        claims = [json.loads(line)["text"] for line in fh][: 4 * args.queries + 20]
+    recall = {
+        b["size"]: ann_recall(b["store"], b["embedder"], claims[: args.queries]) for b in built
+    }
+
+    latency: dict[int, list[tuple]] = {}
+    try:
+        for b in built:
+            # A server per size: the same new queries find no cached embedding.
+            latency[b["size"]] = serve_and_measure(
+                args.port, token, b["slug"], claims, args.queries
+            )
+    finally:
         import shutil
 
         if args.keep:
@@ -266,22 +320,42 @@ def main() -> None:
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n{args.chunks:,} chunks x 384 dims, limit 10, HTTP on 127.0.0.1 (Django runserver)\n")
+    print("\nBuilt in this process, one size after another (peak memory: the process's so far)\n")
     print(
-        "| mode | queries | n | p50 ms | p95 ms | server p50 ms | server p95 ms "
+        "| chunks | write s | index s | peak RSS after writing MB | after indexing MB | vectors on disk MB | BM25 on disk MB |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for b in built:
+        print(
+            f"| {b['size']:,} | {b['write_s']:.1f} | {b['index_s']:.1f} | {b['rss_written']:.0f} "
+            f"| {b['rss_indexed']:.0f} | {b['vectors_mb']:.0f} | {b['bm25_mb']:.0f} |"
+        )
+    print("\nlimit 10, 384 dims, HTTP on 127.0.0.1 (Django runserver)\n")
+    print(
+        "| chunks | mode | queries | n | p50 ms | p95 ms | server p50 ms | server p95 ms "
         "| exact vectors | server p50 by stage (ms) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for label, kind, n, times, server_ms, exact, breakdown in latency_rows:
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for size, rows in latency.items():
+        for label, kind, n, times, server_ms, exact, breakdown in rows:
+            exact_text = "-" if label == "lexical" else ("yes" if exact else "no")
+            print(
+                f"| {size:,} | {label} | {kind} | {n} | {statistics.median(times):.1f} "
+                f"| {percentile(times, 0.95):.1f} | {statistics.median(server_ms):.1f} "
+                f"| {percentile(server_ms, 0.95):.1f} | {exact_text} | {breakdown} |"
+            )
+        new = {label: times for label, kind, _n, times, *_ in rows if kind == "new queries"}
+        hybrid, vector = new["hybrid (zscore, default)"], new["vector"]
         print(
-            f"| {label} | {kind} | {n} | {statistics.median(times):.1f} | {percentile(times, 0.95):.1f} "
-            f"| {statistics.median(server_ms):.1f} | {percentile(server_ms, 0.95):.1f} | {'-' if label == 'lexical' else ('yes' if exact else 'no')} | {breakdown} |"
+            f"\n{size:,} chunks: hybrid p95 / vector p95 (new queries) = "
+            f"{percentile(hybrid, 0.95) / percentile(vector, 0.95):.2f}\n"
         )
     print("\nANN (IVF_HNSW_SQ) against exact search, same query vectors, in process\n")
-    print("| nprobes | refine_factor | recall@10 | p50 ms | p95 ms |")
-    print("|---|---|---|---|---|")
-    for row in recall_rows:
-        print("| " + " | ".join(row) + " |")
+    print("| chunks | nprobes | refine_factor | recall@10 | p50 ms | p95 ms |")
+    print("|---|---|---|---|---|---|")
+    for size, rows in recall.items():
+        for row in rows:
+            print(f"| {size:,} | " + " | ".join(row) + " |")
 
 
 def ann_recall(store, embedder, claims: list[str]) -> list[list[str]]:  # type: ignore[no-untyped-def]

@@ -31,16 +31,18 @@ from search.stores.generation import GenerationStore
 from search.stores.lancedb_store import metadata_of
 
 # Hybrid asks each engine for a deeper pool than the page, so fusion has something to
-# reorder: 300 chunks (vectors) and 300 passages (BM25), or as many as the page is deep.
-# Z-score fusion takes its statistics over each engine's top 100 passages
-# (search.ranking.fusion.Z_DEPTH): on SciFact with a new KB's chunks (96/32) a query's 300 nearest
-# chunks span 165 passages (median; under 100 for 6 of 809). The pool, and the ANN refine
-# factor below, are the same for every depth up to 300, so a page of 10 shows exactly the
-# first 10 hits an evaluation (300 deep) scores; with a pool that grew with the depth, 41
-# of SciFact's first 200 claims had a first page other than the one evaluated.
-HYBRID_MIN_POOL = 300
-# Hybrid re-ranks its vector pool exactly as for a first page of this many results.
-HYBRID_REFINE_PAGE = 10
+# reorder, sized by what z-score fusion needs: its statistics are taken over each engine's
+# top 100 passages (search.ranking.fusion.Z_DEPTH). BM25 ranks passages, so it is asked for
+# that many; the vector engine ranks chunks, HYBRID_VECTOR_POOL of them. The pools are the
+# same for every depth up to HYBRID_FIXED_DEPTH, so a page of 10 shows exactly the first 10
+# hits an evaluation (300 deep) scores; with pools that grew with the depth, 41 of
+# SciFact's first 200 claims had a first page other than the one evaluated.
+HYBRID_FIXED_DEPTH = 300
+HYBRID_VECTOR_POOL = 300
+HYBRID_PASSAGES = 100
+# The vector pool keeps the ANN index's quantized distances (0: not re-ranked exactly):
+# fusion standardises them over the pool, where the error is far below the spread.
+HYBRID_REFINE_PAGE = 0
 MAX_POOL = 1000
 SNIPPET_CHARS = 240
 
@@ -58,7 +60,7 @@ def vector_ranking(
 ) -> tuple[list[tuple[str, float]], bool]:
     """(chunk id, cosine similarity) of the ``k`` nearest chunks, and whether they were
     compared exactly. The ANN refine factor is sized for ``refine_page`` results (default:
-    the request's page)."""
+    the request's page; 0: none, the index's distances)."""
     cfg = rag_settings()
     started = time.perf_counter()
     vector = query_vector(generation, params.query)
@@ -70,8 +72,8 @@ def vector_ranking(
     exact = where is not None and store.vectors.count_where(where) <= cfg["ANN_MIN_ROWS"]
     # The refine factor is tuned for a page (re-rank factor x page candidates exactly); a
     # deeper pool (hybrid's) already holds that many candidates, so it needs less of it.
-    page = refine_page or max(1, params.offset + params.limit)
-    refine = max(1, math.ceil(cfg["ANN_REFINE_FACTOR"] * min(page, k) / k))
+    page = max(1, params.offset + params.limit) if refine_page is None else refine_page
+    refine = max(1, math.ceil(cfg["ANN_REFINE_FACTOR"] * min(page, k) / k)) if page else None
     ranked = store.vectors.vector_search(
         vector,
         k,
@@ -112,6 +114,14 @@ def lexical_ranking(
 
 
 MASK_ATTEMPTS = 3
+
+
+def hybrid_pools(depth: int) -> tuple[int, int]:
+    """How many chunks the vector engine and how many passages BM25 are asked for, for
+    ``depth`` fused hits."""
+    if depth <= HYBRID_FIXED_DEPTH:
+        return HYBRID_VECTOR_POOL, HYBRID_PASSAGES
+    return min(depth, MAX_POOL), min(depth, MAX_POOL)
 
 
 def ranked_hits(
@@ -158,12 +168,19 @@ def _ranked_hits(
         ranked = lexical_ranking(store, params, depth, timings, units, order_within=depth)
         hits = single(ranked, engine="bm25")
         return passages_first(hits, units)[:depth], None
-    pool = min(max(HYBRID_MIN_POOL, depth), MAX_POOL)
+    vector_pool, passages = hybrid_pools(depth)
     vector_units: dict[str, str] = {}
     vector_future = _executor.submit(
-        vector_ranking, generation, store, params, pool, timings, vector_units, HYBRID_REFINE_PAGE
+        vector_ranking,
+        generation,
+        store,
+        params,
+        vector_pool,
+        timings,
+        vector_units,
+        HYBRID_REFINE_PAGE,
     )
-    lexical = lexical_ranking(store, params, pool, timings, units)
+    lexical = lexical_ranking(store, params, passages, timings, units)
     ranked, exact = vector_future.result()
     units.update(vector_units)
     # A table from before passages were recorded: ask tantivy for them.

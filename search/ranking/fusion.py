@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ Ranked = Sequence[tuple[str, float]]  # (chunk id, engine score), best first
 CONFIDENCE_DEPTH = 10
 # Passages each engine's mean and spread are taken over: fixed, so a chunk's fused score
 # does not depend on how deep the caller asked (a page of 10 or an evaluation's 300), as
-# long as each engine's pool reaches that many passages (search.services.HYBRID_MIN_POOL).
+# long as each engine's pool reaches that many passages (search.services.hybrid_pools).
 # Fewer passages make noisier statistics; more would need deeper pools on every search for
 # little (docs/ranking.md).
 Z_DEPTH = 100
@@ -54,25 +53,27 @@ class FusionParams:
 def _collect(vector: Ranked, lexical: Ranked) -> dict[str, Fused]:
     hits: dict[str, Fused] = {}
     for rank, (chunk_id, score) in enumerate(vector, start=1):
-        hits.setdefault(chunk_id, Fused(chunk_id, 0.0))
-        hit = hits[chunk_id]
-        if hit.vector_rank is None:
-            hit.vector_score, hit.vector_rank = score, rank
+        if chunk_id not in hits:
+            hits[chunk_id] = Fused(chunk_id, 0.0, vector_score=score, vector_rank=rank)
     for rank, (chunk_id, score) in enumerate(lexical, start=1):
-        hits.setdefault(chunk_id, Fused(chunk_id, 0.0))
-        hit = hits[chunk_id]
-        if hit.bm25_rank is None:
+        hit = hits.get(chunk_id)
+        if hit is None:
+            hits[chunk_id] = Fused(chunk_id, 0.0, bm25_score=score, bm25_rank=rank)
+        elif hit.bm25_rank is None:
             hit.bm25_score, hit.bm25_rank = score, rank
     return hits
 
 
-def _sorted(hits: dict[str, Fused]) -> list[Fused]:
-    # Ties broken by the better single rank, then the id: the order is deterministic.
-    def key(h: Fused) -> tuple[float, int, str]:
-        best = min(r for r in (h.vector_rank, h.bm25_rank) if r is not None)
-        return (-h.score, best, h.chunk_id)
+_NO_RANK = 1 << 62
 
-    return sorted(hits.values(), key=key)
+
+def _tie_key(h: Fused) -> tuple[float, int, str]:
+    # Ties broken by the better single rank, then the id: the order is deterministic.
+    return (-h.score, min(h.vector_rank or _NO_RANK, h.bm25_rank or _NO_RANK), h.chunk_id)
+
+
+def _sorted(hits: dict[str, Fused]) -> list[Fused]:
+    return sorted(hits.values(), key=_tie_key)
 
 
 def unit_score(fused: float) -> float:
@@ -153,8 +154,9 @@ def standardised(
             best[unit] = score
     if not best:
         return {}
-    mean = statistics.fmean(best.values())
-    spread = statistics.pstdev(best.values()) if len(best) > 1 else 0.0
+    values = list(best.values())
+    mean = math.fsum(values) / len(values)
+    spread = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
     spread = spread if spread > 1e-12 else 1.0
     return {chunk_id: (score - mean) / spread for chunk_id, score in ranked}
 

@@ -251,13 +251,14 @@ class LanceChunkTable:
         where: str | None = None,
         exact: bool = False,
         nprobes: int = 20,
-        refine_factor: int = 5,
+        refine_factor: int | None = 5,
         units: dict[str, str] | None = None,
     ) -> list[tuple[str, float]]:
         """(id, cosine similarity) of the k nearest rows meeting ``where`` (a predicate
         built by search/ranking/filters.py). Uses the ANN index when there is one, unless
         ``exact``; rows written after the index was built are searched exactly by LanceDB
-        and merged in. (nprobes and refine_factor are ignored by a table with no index.)
+        and merged in. (nprobes and refine_factor are ignored by a table with no index;
+        refine_factor None: the index's own, quantized distances, not re-ranked exactly.)
         ``units`` gets each row's passage, when the table records them."""
         table = self.table()
         if table is None or k <= 0:
@@ -268,7 +269,9 @@ class LanceChunkTable:
         if exact:
             query = query.bypass_vector_index()
         else:
-            query = query.nprobes(nprobes).refine_factor(refine_factor)
+            query = query.nprobes(nprobes)
+            if refine_factor is not None:
+                query = query.refine_factor(refine_factor)
         with_parents = units is not None and "parent" in table.schema.names
         columns = ["id", "_distance", *(["parent"] if with_parents else [])]
         rows = query.select(columns).limit(k).to_arrow()
