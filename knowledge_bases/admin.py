@@ -10,7 +10,14 @@ from django.template.response import TemplateResponse
 
 from ingestion.services import document_delete
 from knowledge_bases.generations import generation_size_on_disk, promote_verdict, rollback_verdict
-from knowledge_bases.models import ApiToken, Document, Generation, GenerationEvent, KnowledgeBase
+from knowledge_bases.models import (
+    ApiToken,
+    AuditEvent,
+    Document,
+    Generation,
+    GenerationEvent,
+    KnowledgeBase,
+)
 from knowledge_bases.services import (
     generation_promote,
     generation_rollback,
@@ -297,11 +304,45 @@ class ApiTokenAdmin(admin.ModelAdmin):
             user=obj.user, name=obj.name, scope=obj.scope, expires_at=obj.expires_at
         )
         obj.pk = row.pk  # the form's knowledge bases are saved onto it next
+        AuditEvent.record(
+            AuditEvent.Action.KEY_CREATE,
+            actor=request.user,
+            target=f"key {row.key_prefix} {row.name}",
+            detail={"scope": row.scope, "owner": obj.user.get_username(), "admin": True},
+        )
         messages.warning(request, f"New API token (shown once, copy it now): {token}")
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: object) -> None:
         from django.utils import timezone
 
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())  # type: ignore[attr-defined]
-        self.message_user(request, f"Revoked {count} token(s).")
+        live = list(queryset.filter(revoked_at__isnull=True))  # type: ignore[attr-defined]
+        ApiToken.objects.filter(pk__in=[k.pk for k in live]).update(revoked_at=timezone.now())
+        for key in live:
+            AuditEvent.record(
+                AuditEvent.Action.KEY_REVOKE,
+                actor=request.user,
+                target=f"key {key.key_prefix} {key.name}",
+                detail={"owner": key.user.get_username(), "admin": True},
+            )
+        self.message_user(request, f"Revoked {len(live)} token(s).")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the trail is written by the app, never edited."""
+
+    list_display = ["created_at", "actor_name", "via", "ip", "action", "kb_slug", "target"]
+    list_filter = ["action", "via", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["actor_name", "kb_slug", "target", "ip"]
+    date_hierarchy = "created_at"
+    list_select_related = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

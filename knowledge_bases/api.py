@@ -84,7 +84,7 @@ def get_kb(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
 def update_kb(request: HttpRequest, slug: str, payload: KnowledgeBaseUpdateIn):  # type: ignore[no-untyped-def]
     """Change the name, the description or the quality gate (fields left out stay)."""
     kb = knowledge_base_get(slug=slug, user=request.user, change=True)
-    return knowledge_base_update(kb=kb, **payload.dict(exclude_none=True))
+    return knowledge_base_update(kb=kb, actor=request.user, **payload.dict(exclude_none=True))
 
 
 @router.delete("/{slug}", response={204: None, **ERRORS})

@@ -9,7 +9,9 @@ class KnowledgeBasesConfig(AppConfig):
 
     def ready(self) -> None:
         from knowledge_bases.models import orphan_slugs_made_unique
+        from knowledge_bases.signals import connect
 
+        connect()
         pre_delete.connect(
             orphan_slugs_made_unique,
             sender=settings.AUTH_USER_MODEL,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
@@ -11,9 +12,11 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from ragstudio.core import languages
 from ragstudio.core.bounds import CHUNK_SIZE
+from ragstudio.core.origin import current_origin
 from ragstudio.core.vocabulary import DEFAULT_QUALITY_GATE
 
 
@@ -532,3 +535,88 @@ class VectorStoreFile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.file_id} in {self.knowledge_base_id}"
+
+
+class AuditEvent(models.Model):
+    """Who did what, when, from where: uploads, deletes, versions, generation actions,
+    settings, keys, sign-ins. Kept RAGSTUDIO_AUDIT_RETENTION_DAYS; recorded with
+    ``AuditEvent.record`` (the actor and address come from the request when not given)."""
+
+    class Action(models.TextChoices):
+        DOCUMENTS_UPLOAD = "documents.upload", "documents uploaded"
+        DOCUMENT_REPLACE = "document.replace", "document replaced"
+        DOCUMENT_DELETE = "document.delete", "document deleted"
+        VERSION_RESTORE = "document.restore", "version restored"
+        GENERATION_REBUILD = "generation.rebuild", "rebuild started"
+        GENERATION_PROMOTE = "generation.promote", "generation promoted"
+        GENERATION_OVERRIDE = "generation.override", "quality gate overridden"
+        GENERATION_ROLLBACK = "generation.rollback", "rolled back"
+        GENERATION_GC = "generation.gc", "generations collected"
+        KB_CREATE = "kb.create", "knowledge base created"
+        KB_UPDATE = "kb.update", "settings changed"
+        KB_DELETE = "kb.delete", "knowledge base deleted"
+        KEY_CREATE = "key.create", "API key created"
+        KEY_REVOKE = "key.revoke", "API key revoked"
+        SOURCE_ADD = "source.add", "source added"
+        SOURCE_REMOVE = "source.remove", "source removed"
+        LOGIN = "auth.login", "signed in"
+        LOGIN_FAILED = "auth.login_failed", "sign-in failed"
+        LOCKOUT = "auth.lockout", "locked out"
+        LOGOUT = "auth.logout", "signed out"
+
+    created_at = models.DateTimeField(db_index=True)
+    action = models.CharField(max_length=40, choices=Action.choices, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The names stay readable after the user or the knowledge base is deleted.
+    actor_name = models.CharField(max_length=150, blank=True, db_index=True)
+    via = models.CharField(max_length=16, default="system")
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kb_slug = models.CharField(max_length=100, blank=True, db_index=True)
+    target = models.CharField(max_length=300, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name or '-'} {self.action}"
+
+    @classmethod
+    def record(
+        cls,
+        action: str,
+        *,
+        actor: Any = None,
+        kb: KnowledgeBase | None = None,
+        target: str = "",
+        detail: dict[str, Any] | None = None,
+        actor_name: str = "",
+    ) -> AuditEvent:
+        origin = current_origin()
+        if not getattr(actor, "pk", None):
+            actor = origin.user()
+        name = actor_name or (actor.get_username() if actor is not None else "")
+        return cls.objects.create(
+            created_at=timezone.now(),
+            action=action,
+            actor=actor,
+            actor_name=name[:150],
+            via=origin.via,
+            ip=_valid_ip(origin.ip),
+            knowledge_base=kb if getattr(kb, "pk", None) else None,
+            kb_slug=(kb.slug if kb is not None else "")[:100],
+            target=target[:300],
+            detail=detail or {},
+        )
+
+
+def _valid_ip(value: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value)) if value else None
+    except ValueError:
+        return None

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from knowledge_bases.services import generations_gc_all
+from knowledge_bases.services import audit_events_prune, generations_gc_all
 
 
 def collect_generations() -> dict[str, object]:
     """The scheduled GC of every knowledge base's generations."""
     return generations_gc_all()
+
+
+def prune_audit_events() -> int:
+    """The daily deletion of audit events past RAGSTUDIO_AUDIT_RETENTION_DAYS."""
+    return audit_events_prune()

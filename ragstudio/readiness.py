@@ -11,13 +11,16 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.db import connection
+from django_q.brokers import get_broker
 
 from ingestion.embedders import LOCAL_PROVIDERS
-from knowledge_bases.generations import embedder_get
+from knowledge_bases.generations import embedder_get, storage_options
 from knowledge_bases.models import Generation
 from ragstudio.env import rag_settings
+from search.stores.objects import ObjectStore
 
 log = logging.getLogger("ragstudio.ready")
 
@@ -88,3 +91,39 @@ def preload_in_background(role: str = "web") -> None:
 
 def readiness() -> Readiness:
     return _state
+
+
+DEPENDENCY_CHECK_EVERY = 10.0  # seconds a broker and store check is reused
+_dependencies: tuple[float, dict[str, str]] = (0.0, {})
+
+
+def dependency_checks() -> dict[str, str]:
+    """Whether the task broker and the store answer ("ok" or what failed), checked at
+    most every DEPENDENCY_CHECK_EVERY seconds per process (a load balancer asks often)."""
+    global _dependencies
+    checked_at, checks = _dependencies
+    if checks and time.monotonic() - checked_at < DEPENDENCY_CHECK_EVERY:
+        return checks
+    checks = {"broker": _broker_check(), "store": _store_check()}
+    _dependencies = (time.monotonic(), checks)
+    return checks
+
+
+def _broker_check() -> str:
+    try:
+        return "ok" if get_broker().ping() else "unavailable: no answer"
+    except Exception as exc:  # any client error means "not ready", said in the body
+        return f"unavailable: {type(exc).__name__}"
+
+
+def _store_check() -> str:
+    cfg = rag_settings()
+    try:
+        if cfg["STORAGE_URI"]:
+            ObjectStore(cfg["STORAGE_URI"], storage_options()).list("readyz/")
+            return "ok"
+        lance = Path(cfg["LANCEDB_URI"])
+        lance.mkdir(parents=True, exist_ok=True)
+        return "ok" if os.access(lance, os.W_OK) else "unavailable: not writable"
+    except Exception as exc:  # a refused connection, a missing bucket, a full disk
+        return f"unavailable: {type(exc).__name__}"

@@ -9,6 +9,7 @@ docs/deploy.md.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Each request's id, origin (for the audit trail), metrics and log line.
+    "ragstudio.monitoring.RequestContextMiddleware",
     "ragstudio.middleware.RequestSizeLimitMiddleware",  # before anything reads the body
     # Django reads multipart bodies of POST only: a document's new version is a PUT.
     "ninja.compatibility.files.fix_request_files_middleware",
@@ -371,14 +374,47 @@ else:
 # `manage.py serve`: gunicorn worker processes for the web (pages and API).
 WEB_WORKERS = env_int("RAGSTUDIO_WEB_WORKERS", 2, minimum=1, maximum=64)
 WEB_TIMEOUT = env_int("RAGSTUDIO_WEB_TIMEOUT", 120, minimum=5)
-# One log line per request (gunicorn's access log): off unless asked for.
+# One log line per request (with its id, user, status and time): off unless asked for,
+# or unless logs are JSON.
 ACCESS_LOG = env_bool("RAGSTUDIO_ACCESS_LOG", False)
+# /metrics: served to these networks (loopback by default; empty: none), or to a scraper
+# that sends `Authorization: Bearer <RAGSTUDIO_METRICS_TOKEN>`.
+METRICS_TOKEN = env_str("RAGSTUDIO_METRICS_TOKEN", "")
+try:
+    METRICS_ALLOW = [
+        ipaddress.ip_network(n, strict=False)
+        for n in env_list("RAGSTUDIO_METRICS_ALLOW", ["127.0.0.0/8", "::1/128"])
+    ]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"RAGSTUDIO_METRICS_ALLOW: {exc}") from None
+# Audit events older than this many days are deleted by the daily maintenance task.
+AUDIT_RETENTION_DAYS = env_int("RAGSTUDIO_AUDIT_RETENTION_DAYS", 365, minimum=1)
 
+# "json": one JSON object per line (with the request id, user, knowledge base, job and
+# durations where a line has them); "plain" (the default): text.
+LOG_FORMAT = env_str("RAGSTUDIO_LOG_FORMAT", "plain").lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured("RAGSTUDIO_LOG_FORMAT is plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"origin": {"()": "ragstudio.core.origin.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            "timestamp": False,
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["origin"],
+        }
+    },
     # Libraries log at WARNING and up (the model build's quantizer logs each tensor at
     # INFO on the root logger); the app's own modules at RAGSTUDIO_LOG_LEVEL.
     "root": {"handlers": ["console"], "level": "WARNING"},

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from ragstudio.api import api
+from ragstudio.monitoring import metrics_view
 from ragstudio.openai_api import openai
 from ragstudio.views import healthz, readyz
 from search import dify, mcp_server
@@ -10,6 +11,7 @@ from search import dify, mcp_server
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     # The OpenAI-compatible vector-stores API (base_url https://host/v1).

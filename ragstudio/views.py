@@ -9,7 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 
 from ragstudio.core.errors import Ambiguous, Forbidden, NotFound
-from ragstudio.readiness import preload_in_background, readiness
+from ragstudio.readiness import dependency_checks, preload_in_background, readiness
 
 T = TypeVar("T")
 
@@ -58,8 +58,9 @@ def healthz(_request: HttpRequest) -> JsonResponse:
 
 
 def readyz(_request: HttpRequest) -> JsonResponse:
-    """Readiness: the database answers and this process has loaded its models (503 until
-    then). A process that no hook preloaded starts loading on the first ask."""
+    """Readiness: the database, the task broker and the store answer, and this process has
+    loaded its models (503 until then). A process that no hook preloaded starts loading on
+    the first ask."""
     state = readiness()
     checks: dict[str, str] = {}
     try:
@@ -68,6 +69,7 @@ def readyz(_request: HttpRequest) -> JsonResponse:
         checks["database"] = "ok"
     except Exception as exc:  # any driver error means "not ready", said in the body
         checks["database"] = f"unavailable: {type(exc).__name__}"
+    checks.update(dependency_checks())
     if state.done.is_set():
         checks["models"] = "ok"
     else:

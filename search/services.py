@@ -21,6 +21,7 @@ from knowledge_bases.generations import (
 )
 from knowledge_bases.models import Document, Generation, KnowledgeBase, VectorStoreFile
 from knowledge_bases.selectors import documents_matching
+from ragstudio.core import metrics
 from ragstudio.core.errors import Conflict, ValidationError
 from ragstudio.env import rag_settings
 from search.ranking.fusion import Fused, fuse, passages_first, single
@@ -226,13 +227,16 @@ def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchO
     fetch_started = time.perf_counter()
     hits = _hits(kb, generation, store, params, page)
     timings["fetch_ms"] = (time.perf_counter() - fetch_started) * 1000
+    took = time.perf_counter() - started
+    metrics.SEARCHES.labels(params.mode).inc()
+    metrics.SEARCH_SECONDS.labels(params.mode).observe(took)
     return SearchOutcome(
         knowledge_base=kb.slug,
         generation=generation.number,
         mode=params.mode,
         fusion=params.fusion.method if params.mode == "hybrid" else None,
         results=hits,
-        took_ms=(time.perf_counter() - started) * 1000,
+        took_ms=took * 1000,
         timings={k: round(v, 3) for k, v in timings.items()},
         exact_vector_search=exact,
     )

@@ -48,6 +48,7 @@ LOCAL_IMPORTS_ALLOWED = {
     ("ingestion.apps", "ingestion.schedules"),
     ("ingestion.apps", "ragstudio.readiness"),
     ("knowledge_bases.apps", "knowledge_bases.models"),
+    ("knowledge_bases.apps", "knowledge_bases.signals"),
     # gunicorn reads its config before the app (and Django) is loaded.
     ("ragstudio.gunicorn_conf", "ragstudio.readiness"),
     # A subprocess entry point: Django is set up by main() before these are imported.

@@ -158,6 +158,22 @@ def test_serve_runs_gunicorn_workers_with_static_files_and_debug_off(tmp_path: P
                 assert response.status == 200 and len(response.read()) > 0, asset
         with urllib.request.urlopen(f"{base}/static/css/app.css") as response:
             assert response.headers["Content-Type"].startswith("text/css")
+        # /metrics adds up what every web process counted (issue 28): each request is
+        # counted once, whichever of the two workers answered it.
+        for _ in range(12):
+            urllib.request.urlopen(f"{base}/healthz").read()
+        with urllib.request.urlopen(f"{base}/metrics") as response:
+            scraped = response.read().decode()
+        healthz = [
+            float(line.rsplit(" ", 1)[1])
+            for line in scraped.splitlines()
+            if line.startswith("ragstudio_http_requests_total{")
+            and 'route="healthz"' in line
+            and 'status="200"' in line
+        ]
+        assert sum(healthz) == 12, scraped
+        written = {f.name for f in (tmp_path / "data" / "metrics").iterdir()}
+        assert any(name.startswith("counter_") for name in written), written
         # Each web process loaded the model before its first request, and said so once;
         # so did the worker; requests are not logged unless RAGSTUDIO_ACCESS_LOG asks.
         wait_for(lambda: "worker process" in log.read_text(), 120, "the worker's preload")
@@ -170,6 +186,6 @@ def test_serve_runs_gunicorn_workers_with_static_files_and_debug_off(tmp_path: P
     assert len(set(web)) == len(web) == 2, text
     assert {int(pid) for pid in web} <= set(gunicorn)
     assert re.search(r"worker process \d+ ready: local-fast loaded", text), text
-    assert '"GET /static/css/app.css' not in text and "/readyz HTTP" not in text
+    assert "GET /static/css/app.css" not in text and "/readyz" not in text
     # No control socket shared with every other gunicorn of this user (issue 25, case 9).
     assert "Control socket" not in text

@@ -26,6 +26,7 @@ from knowledge_bases.generations import (
 )
 from knowledge_bases.models import Document, KnowledgeBase
 from knowledge_bases.services import generation_build_ended
+from ragstudio.core import metrics
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,14 @@ def job_execute(
     build: GenerationBuild | None = None
     result: PipelineResult | None = None
     error = ""
+    log.info(
+        "job %s started: %s of %s, %d documents",
+        job.pk,
+        job.kind,
+        job.knowledge_base.slug,
+        job.documents_total,
+        extra=_job_fields(job),
+    )
     # Heartbeat from the start: loading a model can take longer than the stale threshold.
     reporter.start()
     try:
@@ -244,4 +253,35 @@ def _finish(
         chunks=sum(result.indexed.values()) if result is not None else 0,
         store=build.store if build is not None else None,
     )
+    kind, status = str(job.kind), str(job.status)
+    fields = _job_fields(job)
+    transaction.on_commit(lambda: _ended(kind, status, fields))
     return job
+
+
+def _job_fields(job: IngestionJob) -> dict[str, object]:
+    """What a structured log line of a job carries (RAGSTUDIO_LOG_FORMAT=json)."""
+    fields: dict[str, object] = {
+        "job": job.pk,
+        "job_kind": str(job.kind),
+        "job_status": str(job.status),
+        "kb": job.knowledge_base.slug,
+        "embedded": job.embedded,
+        "persisted": job.persisted,
+        "documents_failed": job.documents_failed,
+    }
+    if job.started_at and job.finished_at:
+        fields["duration_ms"] = round((job.finished_at - job.started_at).total_seconds() * 1000)
+    return fields
+
+
+def _ended(kind: str, status: str, fields: dict[str, object]) -> None:
+    metrics.JOBS_ENDED.labels(kind, status).inc()
+    log.info(
+        "job %s %s: %s chunks embedded, %s persisted",
+        fields["job"],
+        status,
+        fields["embedded"],
+        fields["persisted"],
+        extra=fields,
+    )

@@ -20,7 +20,7 @@ from knowledge_bases.generations import (
     document_read,
     generation_documents_delete,
 )
-from knowledge_bases.models import Document, DocumentVersion, KnowledgeBase
+from knowledge_bases.models import AuditEvent, Document, DocumentVersion, KnowledgeBase
 from ragstudio.core.errors import Conflict, NotFound
 
 
@@ -70,7 +70,15 @@ def document_version_restore(
         user=user,
         note=f"restored from v{number}",
     )
-    return ingestion_job_create(kb=kb, documents=[document], user=user, enqueue=enqueue)
+    job = ingestion_job_create(kb=kb, documents=[document], user=user, enqueue=enqueue)
+    AuditEvent.record(
+        AuditEvent.Action.VERSION_RESTORE,
+        actor=user,
+        kb=kb,
+        target=f"document {document.pk} {document.original_filename}",
+        detail={"restored": number, "version": document.version, "job": job.pk},
+    )
+    return job
 
 
 def document_delete(*, kb: KnowledgeBase, document_id: int) -> Document:
@@ -97,6 +105,12 @@ def document_delete(*, kb: KnowledgeBase, document_id: int) -> Document:
         deleted_id = document.pk
         document.delete()
         document.pk = deleted_id
+        AuditEvent.record(
+            AuditEvent.Action.DOCUMENT_DELETE,
+            kb=kb,
+            target=f"document {deleted_id} {document.original_filename}",
+            detail={"versions": document.version, "sha256": document.sha256},
+        )
         still_used = set(
             DocumentVersion.objects.filter(
                 document__knowledge_base=kb, storage_path__in=paths

@@ -31,7 +31,7 @@ from ingestion.connectors import (
 from ingestion.models import IngestionJob, Source, SourceItem
 from ingestion.services.documents import document_delete
 from ingestion.services.uploads import IncomingFile, documents_upload
-from knowledge_bases.models import KnowledgeBase
+from knowledge_bases.models import AuditEvent, KnowledgeBase
 from ragstudio.core.bounds import SOURCE_SCHEDULE_MINUTES, SOURCES_PER_KB
 from ragstudio.core.errors import Conflict, RagStudioError, ValidationError
 from ragstudio.core.types import DocumentError
@@ -95,7 +95,7 @@ def source_create(
         raise Conflict(f"a knowledge base has at most {SOURCES_PER_KB.high} sources")
     if Source.objects.filter(knowledge_base=kb, name=name).exists():
         raise Conflict(f"this knowledge base has a source named {name!r}", {"field": "name"})
-    return Source.objects.create(
+    source = Source.objects.create(
         knowledge_base=kb,
         name=name,
         kind=kind,
@@ -105,6 +105,18 @@ def source_create(
         next_sync_at=timezone.now() if schedule_minutes else None,
         created_by=user if getattr(user, "pk", None) else None,
     )
+    AuditEvent.record(
+        AuditEvent.Action.SOURCE_ADD,
+        actor=user,
+        kb=kb,
+        target=f"source {name}",
+        detail={
+            "kind": kind,
+            "schedule_minutes": schedule_minutes,
+            "delete_missing": delete_missing,
+        },
+    )
+    return source
 
 
 @transaction.atomic
@@ -130,6 +142,12 @@ def source_update(
 
 def source_delete(*, source: Source) -> None:
     """The source goes; its documents stay, as documents of the knowledge base."""
+    AuditEvent.record(
+        AuditEvent.Action.SOURCE_REMOVE,
+        kb=source.knowledge_base,
+        target=f"source {source.name}",
+        detail={"kind": source.kind},
+    )
     source.delete()
 
 

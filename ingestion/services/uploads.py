@@ -28,7 +28,7 @@ from knowledge_bases.generations import (
     upload_local_path,
     upload_storage_path,
 )
-from knowledge_bases.models import Document, DocumentVersion, KnowledgeBase
+from knowledge_bases.models import AuditEvent, Document, DocumentVersion, KnowledgeBase
 from ragstudio.core.errors import ValidationError
 from ragstudio.core.types import DocumentError
 from ragstudio.env import rag_settings
@@ -64,6 +64,10 @@ class UploadResult:
     @property
     def queued(self) -> list[Document]:
         return [*self.accepted, *self.versions]
+
+
+# An upload's audit event names this many of its files (the counts cover them all).
+AUDIT_NAMES = 20
 
 
 def clean_name(name: str) -> str:
@@ -454,4 +458,38 @@ def documents_upload(
         for item in staged:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(item.tmp)
+    _audit_upload(kb, result, user, document)
     return result
+
+
+def _audit_upload(
+    kb: KnowledgeBase, result: UploadResult, user: Any, document: Document | None
+) -> None:
+    changed = [*result.accepted, *result.versions]
+    if not changed and not result.rejected:
+        return  # nothing stored: unchanged content and duplicates only
+    names = [d.original_filename for d in changed][:AUDIT_NAMES]
+    AuditEvent.record(
+        AuditEvent.Action.DOCUMENT_REPLACE
+        if document is not None
+        else AuditEvent.Action.DOCUMENTS_UPLOAD,
+        actor=user,
+        kb=kb,
+        target=(
+            f"document {document.pk} {document.original_filename}"
+            if document is not None
+            else ", ".join(names) + (" ..." if len(changed) > len(names) else "")
+        ),
+        detail={
+            "new": [d.pk for d in result.accepted][:AUDIT_NAMES],
+            "versions": [[d.pk, d.version] for d in result.versions][:AUDIT_NAMES],
+            "counts": {
+                "new": len(result.accepted),
+                "versions": len(result.versions),
+                "unchanged": len(result.unchanged),
+                "duplicates": len(result.duplicates),
+                "rejected": len(result.rejected),
+            },
+            "job": result.job.pk if result.job is not None else None,
+        },
+    )

@@ -2,6 +2,7 @@
 actions on their generations (rebuild and its plan, promote, roll back, collect, what
 follows a build)."""
 
+from knowledge_bases.services.audit import audit_events_filtered, audit_events_prune
 from knowledge_bases.services.generations import (
     generation_build_ended,
     generation_promote,
@@ -24,6 +25,8 @@ __all__ = [
     "api_key_create",
     "api_key_revoke",
     "api_keys_of",
+    "audit_events_filtered",
+    "audit_events_prune",
     "generation_build_ended",
     "generation_promote",
     "generation_rebuild_plan",

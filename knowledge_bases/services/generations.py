@@ -14,7 +14,7 @@ from ingestion.models import IngestionJob
 from ingestion.selectors import rebuild_in_progress
 from ingestion.services.queue import batch_sizes_validate, ingestion_job_create, job_queue
 from knowledge_bases import generations
-from knowledge_bases.models import Document, Generation, KnowledgeBase
+from knowledge_bases.models import AuditEvent, Document, Generation, KnowledgeBase
 from ragstudio.core.errors import Conflict, RagStudioError
 from search.evaluation import quality_gate_measure
 from search.stores.generation import GenerationStore
@@ -54,7 +54,7 @@ def generation_rebuild_start(
         chunk_overlap=chunk_overlap,
         language=language,
     )
-    return job_queue(
+    job = job_queue(
         kb=kb,
         generation=generation,
         kind=IngestionJob.Kind.REBUILD,
@@ -64,6 +64,29 @@ def generation_rebuild_start(
         store_batch_size=store_batch_size,
         embed_batch_size=embed_batch_size,
         auto_promote=auto_promote,
+    )
+    AuditEvent.record(
+        AuditEvent.Action.GENERATION_REBUILD,
+        actor=user,
+        kb=kb,
+        target=f"generation #{generation.number}",
+        detail={
+            "embedder": generation.embedder,
+            "chunk_size": generation.chunk_size,
+            "chunk_overlap": generation.chunk_overlap,
+            "auto_promote": auto_promote,
+            "job": job.pk,
+        },
+    )
+    return job
+
+
+def _active_number(kb: KnowledgeBase) -> int | None:
+    """The number of the generation serving now (the row, not a stale instance)."""
+    return (
+        KnowledgeBase.objects.filter(pk=kb.pk)
+        .values_list("active_generation__number", flat=True)
+        .first()
     )
 
 
@@ -80,21 +103,44 @@ def generation_promote(
     """Make a ready (checked) or archived generation the one that serves; documents it
     lacks are indexed into it by a new job. A generation that failed the quality gate
     needs ``override_quality`` (the reason, recorded with the actor)."""
+    replaced = _active_number(kb)
     activation = generations.generation_promote(
         kb=kb, number=number, actor=actor, override_quality=override_quality
+    )
+    AuditEvent.record(
+        AuditEvent.Action.GENERATION_OVERRIDE
+        if override_quality
+        else AuditEvent.Action.GENERATION_PROMOTE,
+        actor=actor,
+        kb=kb,
+        target=f"generation #{number}",
+        detail={"replaced": replaced, **({"reason": override_quality} if override_quality else {})},
     )
     return _follow_up(kb, activation, actor)
 
 
 @transaction.atomic
 def generation_rollback(*, kb: KnowledgeBase, actor: Any = None) -> Generation:
-    """One step back to the newest archived generation older than the active one."""
-    return _follow_up(kb, generations.generation_rollback(kb=kb, actor=actor), actor)
+    """One step back: to the generation the last promote replaced."""
+    replaced = _active_number(kb)
+    activation = generations.generation_rollback(kb=kb, actor=actor)
+    AuditEvent.record(
+        AuditEvent.Action.GENERATION_ROLLBACK,
+        actor=actor,
+        kb=kb,
+        target=f"generation #{activation.generation.number}",
+        detail={"replaced": replaced},
+    )
+    return _follow_up(kb, activation, actor)
 
 
 def generations_gc(*, kb: KnowledgeBase, actor: Any = None) -> dict[str, Any]:
     """Collect generations past retention, delete their files, compact the active one."""
-    return generations.generations_gc(kb=kb, actor=actor)
+    outcome = generations.generations_gc(kb=kb, actor=actor)
+    AuditEvent.record(
+        AuditEvent.Action.GENERATION_GC, actor=actor, kb=kb, target="generations", detail=outcome
+    )
+    return outcome
 
 
 def generations_gc_all() -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from knowledge_bases.models import ApiToken
+from knowledge_bases.models import ApiToken, AuditEvent
 from knowledge_bases.selectors import knowledge_base_get
 from ragstudio.core.errors import NotFound, ValidationError
 from ragstudio.core.text import storable
@@ -71,9 +71,20 @@ def api_key_create(
     expires_at = (
         timezone.now() + timedelta(days=expires_in_days) if expires_in_days is not None else None
     )
-    return ApiToken.issue(
+    key, secret = ApiToken.issue(
         user=user, name=name, scope=scope, expires_at=expires_at, knowledge_bases=kbs
     )
+    AuditEvent.record(
+        AuditEvent.Action.KEY_CREATE,
+        actor=user,
+        target=f"key {key.key_prefix} {key.name}",
+        detail={
+            "scope": key.scope,
+            "knowledge_bases": [kb.slug for kb in kbs],
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+    )
+    return key, secret
 
 
 def api_key_revoke(*, user: Any, key_id: int) -> ApiToken:
@@ -84,4 +95,10 @@ def api_key_revoke(*, user: Any, key_id: int) -> ApiToken:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
+        AuditEvent.record(
+            AuditEvent.Action.KEY_REVOKE,
+            actor=user,
+            target=f"key {key.key_prefix} {key.name}",
+            detail={"owner": key.user.get_username()},
+        )
     return key

@@ -13,7 +13,7 @@ from knowledge_bases.generations import (
     knowledge_base_files_forget,
     storage_cleanup_run,
 )
-from knowledge_bases.models import KnowledgeBase
+from knowledge_bases.models import AuditEvent, KnowledgeBase
 from ragstudio.core import languages
 from ragstudio.core.errors import Conflict, Forbidden, ValidationError
 from ragstudio.core.text import storable
@@ -61,7 +61,7 @@ def knowledge_base_create(
         raise Conflict(f"you already have a knowledge base with slug {slug!r}", {"field": "slug"})
     try:
         with transaction.atomic():
-            return KnowledgeBase.objects.create(
+            kb = KnowledgeBase.objects.create(
                 slug=slug,
                 name=name,
                 description=description or "",
@@ -77,6 +77,19 @@ def knowledge_base_create(
         raise Conflict(
             f"you already have a knowledge base with slug {slug!r}", {"field": "slug"}
         ) from None
+    AuditEvent.record(
+        AuditEvent.Action.KB_CREATE,
+        actor=owner,
+        kb=kb,
+        target=f"knowledge base {kb.slug}",
+        detail={
+            "embedder": kb.embedder,
+            "chunk_size": kb.chunk_size,
+            "chunk_overlap": kb.chunk_overlap,
+            "language": kb.language,
+        },
+    )
+    return kb
 
 
 def _quality_gate_valid(gate: dict[str, float] | None) -> dict[str, float] | None:
@@ -95,10 +108,12 @@ def knowledge_base_update(
     name: str | None = None,
     description: str | None = None,
     quality_gate: dict[str, float] | None = None,
+    actor: Any = None,
 ) -> KnowledgeBase:
     """Change what may change without a rebuild: the name, the description and the
     quality gate (the chunking and the model change through a rebuild)."""
     kb = KnowledgeBase.objects.select_for_update().get(pk=kb.pk)
+    before = {"name": kb.name, "description": kb.description, "quality_gate": kb.quality_gate}
     fields = ["updated_at"]
     if name is not None:
         name = name.strip()
@@ -116,6 +131,19 @@ def knowledge_base_update(
         kb.quality_gate = gate
         fields.append("quality_gate")
     kb.save(update_fields=fields)
+    changes = {
+        f: {"from": before[f], "to": getattr(kb, f)}
+        for f in fields
+        if f in before and before[f] != getattr(kb, f)
+    }
+    if changes:
+        AuditEvent.record(
+            AuditEvent.Action.KB_UPDATE,
+            actor=actor,
+            kb=kb,
+            target=f"knowledge base {kb.slug}",
+            detail=changes,
+        )
     return kb
 
 
@@ -148,5 +176,11 @@ def knowledge_base_delete(*, kb: KnowledgeBase) -> None:
         ids = knowledge_base_files_forget(kb=kb)
         kb.active_generation = None  # the pointer protects its generation from deletion
         kb.save(update_fields=["active_generation"])
+        AuditEvent.record(
+            AuditEvent.Action.KB_DELETE,
+            kb=kb,
+            target=f"knowledge base {kb.slug} ({kb.name})",
+            detail={"documents": kb.documents.count()},
+        )
         kb.delete()
         transaction.on_commit(lambda: storage_cleanup_run(ids=ids))

@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +38,17 @@ def _die_with_parent() -> None:
     """In the cluster's process, before exec: SIGTERM it if serve dies (even SIGKILLed)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def metrics_dir_prepare() -> Path:
+    """An empty directory where every web and worker process started from here writes its
+    metrics, so /metrics answers for all of them (prometheus-client's multiprocess mode;
+    the children read the variable when they start)."""
+    directory = Path(settings.DATA_DIR) / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return directory
 
 
 def start_cluster() -> subprocess.Popen:
@@ -85,8 +97,6 @@ def start_gunicorn(addrport: str, workers: int, timeout: int) -> subprocess.Pope
         "--graceful-timeout",
         str(int(CLUSTER_STOP_GRACE)),
     ]
-    if settings.ACCESS_LOG:
-        command += ["--access-logfile", "-"]
     return subprocess.Popen(
         command, preexec_fn=_die_with_parent if sys.platform == "linux" else None
     )
@@ -155,6 +165,8 @@ class Command(BaseCommand):
         # when started from a shell that ignores SIGINT in background jobs.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _interrupt)
+        if not options["dev"]:
+            metrics_dir_prepare()
         cluster = None if options["no_cluster"] else start_cluster()
         web = None
         if not options["no_web"]:
