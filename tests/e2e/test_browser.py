@@ -787,3 +787,37 @@ def test_a_user_makes_a_read_only_key_sees_it_once_and_revokes_it(page: Any) -> 
     expect(page.locator("[data-testid=keys-table]")).to_contain_text("revoked")
     assert api.get("/api/kbs").status_code == 401
     shot(page, "33-api-key-revoked")
+
+
+def test_staff_read_the_audit_trail_and_filter_it(page: Any) -> None:
+    """Issue 28: a key made on the Keys page and a failed sign-in show on the staff's Audit
+    page, with who and from where; the filters narrow the list."""
+    make_user("root", is_staff=True)
+    make_user("kim")
+    page.goto("/accounts/login/")
+    page.fill("#id_username", "kim")
+    page.fill("#id_password", "not-kims-password")
+    page.click("button[type=submit]")
+    expect(page.locator("form")).to_contain_text("enter a correct username")
+    sign_in(page, "kim")
+    page.click("nav >> text=API keys")
+    expect(page.locator("nav")).not_to_contain_text("Audit")  # not staff
+    page.fill("#id_name", "nightly export")
+    page.click("[data-testid=create-key]")
+    expect(page.locator("[data-testid=new-key-secret]")).to_be_visible()
+    page.click("nav >> button:has-text('Log out')")
+    sign_in(page, "root")
+    page.click("nav >> text=Audit")
+    table = page.locator("[data-testid=audit-table]")
+    expect(table).to_contain_text("API key created")
+    expect(table).to_contain_text("nightly export")
+    expect(table).to_contain_text("sign-in failed")
+    expect(table).to_contain_text("127.0.0.1")
+    shot(page, "34-audit-trail")
+    page.select_option("select[name=action]", "key")
+    page.fill("input[name=actor]", "kim")
+    page.click("[data-testid=audit-filters] button[type=submit]")
+    expect(table).to_contain_text("nightly export")
+    expect(table).not_to_contain_text("sign-in failed")
+    expect(table.locator("tbody tr")).to_have_count(1)
+    shot(page, "35-audit-trail-filtered")
