@@ -132,6 +132,7 @@ def retrieval(request: HttpRequest) -> HttpResponse:
     user = key_user(token)
     if user is None:
         return _error(403, 1002, "Authorization failed: the key is unknown, revoked or expired")
+    request.user = user  # for the request's log line and audit origin
     if len(request.body) > MAX_BODY_BYTES:
         return _error(400, 400, "the request body is too large")
     try:

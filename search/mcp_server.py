@@ -372,6 +372,7 @@ def mcp_endpoint(request: HttpRequest) -> HttpResponse:
         )
         refused["WWW-Authenticate"] = 'Bearer realm="ragstudio"'
         return refused
+    request.user = user  # for the request's log line and audit origin
     if len(request.body) > MAX_BODY_BYTES:
         return JsonResponse({"error": "the request body is too large"}, status=413)
     scope = {

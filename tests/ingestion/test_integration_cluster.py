@@ -90,3 +90,49 @@ def test_a_job_whose_worker_dies_is_requeued_and_finishes_without_duplicates(
     assert len(ids) == store.vectors.count() == store.bm25.count() == expected
     assert ids == store.bm25.ids()
     assert Document.objects.filter(status=Document.Status.INDEXED).count() == 80
+
+
+def test_metrics_show_the_queue_draining_and_the_worker_s_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 28: /metrics while a real worker drains the queue: the database's gauges (queue
+    depth, jobs by status, chunks) and the worker process's own count of jobs ended, which
+    reaches /metrics through the processes' shared metrics directory."""
+    from django.test import Client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        response = Client().get("/metrics")
+        assert response.status_code == 200
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.content.decode())
+            for s in family.samples
+        }
+
+    kb = make_kb(make_user(), "drain")
+    jobs = [upload(kb, [(f"{n}.txt", text(20, f"topic{n}"))], enqueue=True).job for n in range(3)]
+    queued = scrape()
+    assert queued[("ragstudio_queue_depth", ())] == 3
+    assert queued[("ragstudio_jobs", (("kind", "ingest"), ("status", "queued")))] == 3
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    proc = _start(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(shared))
+    try:
+        _wait_for(
+            lambda: all(
+                j.is_finished for j in IngestionJob.objects.filter(pk__in=[j.pk for j in jobs])
+            ),
+            180,
+            "the queue to drain",
+        )
+    finally:
+        _stop(proc)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(shared))
+    drained = scrape()
+    assert drained[("ragstudio_queue_depth", ())] == 0
+    assert drained[("ragstudio_jobs", (("kind", "ingest"), ("status", "succeeded")))] == 3
+    persisted = sum(IngestionJob.objects.values_list("persisted", flat=True))
+    assert drained[("ragstudio_chunks_persisted_total", ())] == persisted > 0
+    ended = ("ragstudio_jobs_ended_total", (("kind", "ingest"), ("status", "succeeded")))
+    assert drained[ended] == 3
