@@ -351,8 +351,8 @@ def main() -> None:
             f"{percentile(hybrid, 0.95) / percentile(vector, 0.95):.2f}\n"
         )
     print("\nANN (IVF_HNSW_SQ) against exact search, same query vectors, in process\n")
-    print("| chunks | nprobes | refine_factor | recall@10 | p50 ms | p95 ms |")
-    print("|---|---|---|---|---|---|")
+    print("| chunks | nprobes | refine_factor | ef | recall@10 | p50 ms | p95 ms |")
+    print("|---|---|---|---|---|---|---|")
     for size, rows in recall.items():
         for row in rows:
             print(f"| {size:,} | " + " | ".join(row) + " |")
@@ -371,38 +371,40 @@ def ann_recall(store, embedder, claims: list[str]) -> list[list[str]]:  # type: 
         [
             "exact",
             "-",
+            "-",
             "1.000",
             f"{statistics.median(exact_ms):.1f}",
             f"{percentile(exact_ms, 0.95):.1f}",
         ]
     ]
     cfg = rag_settings()
+    # (nprobes, refine factor, ef): the defaults, and around them.
     settings = [
-        (cfg["ANN_NPROBES"], 1),
-        (cfg["ANN_NPROBES"], cfg["ANN_REFINE_FACTOR"]),
-        (cfg["ANN_NPROBES"], 10),
+        (cfg["ANN_NPROBES"], 1, cfg["ANN_EF"]),
+        (cfg["ANN_NPROBES"], cfg["ANN_REFINE_FACTOR"], None),
+        (cfg["ANN_NPROBES"], cfg["ANN_REFINE_FACTOR"], 200),
+        (cfg["ANN_NPROBES"], cfg["ANN_REFINE_FACTOR"], cfg["ANN_EF"]),
+        (cfg["ANN_NPROBES"], 10, cfg["ANN_EF"]),
     ]
-    for nprobes, refine in dict.fromkeys(settings):
+    default = (cfg["ANN_NPROBES"], cfg["ANN_REFINE_FACTOR"], cfg["ANN_EF"])
+    for nprobes, refine, ef in dict.fromkeys(settings):
         recalls, times = [], []
         for v, truth in zip(vectors, exact_ids, strict=True):
             started = time.perf_counter()
             found = {
                 i
                 for i, _ in store.vectors.vector_search(
-                    v, 10, nprobes=nprobes, refine_factor=refine
+                    v, 10, nprobes=nprobes, refine_factor=refine, ef=ef
                 )
             }
             times.append((time.perf_counter() - started) * 1000)
             recalls.append(len(found & truth) / 10)
-        marker = (
-            " (default)"
-            if (nprobes, refine) == (cfg["ANN_NPROBES"], cfg["ANN_REFINE_FACTOR"])
-            else ""
-        )
+        marker = " (default)" if (nprobes, refine, ef) == default else ""
         rows.append(
             [
                 str(nprobes),
-                f"{refine}{marker}",
+                str(refine),
+                f"{ef or 'LanceDB default'}{marker}",
                 f"{statistics.mean(recalls):.3f}",
                 f"{statistics.median(times):.1f}",
                 f"{percentile(times, 0.95):.1f}",

@@ -163,6 +163,7 @@ class RagStudioConfig(TypedDict):
     ANN_MIN_ROWS: int
     ANN_NPROBES: int
     ANN_REFINE_FACTOR: int
+    ANN_EF: int
     QUERY_CACHE_SIZE: int
     PARSE_TIMEOUT_SECONDS: float
     PARSE_MEMORY_MB: int

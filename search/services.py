@@ -81,6 +81,7 @@ def vector_ranking(
         where=where,
         exact=exact,
         nprobes=cfg["ANN_NPROBES"],
+        ef=cfg["ANN_EF"],
         refine_factor=refine,
         units=units,
     )

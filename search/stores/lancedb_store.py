@@ -253,12 +253,14 @@ class LanceChunkTable:
         nprobes: int = 20,
         refine_factor: int | None = 5,
         units: dict[str, str] | None = None,
+        ef: int | None = None,
     ) -> list[tuple[str, float]]:
         """(id, cosine similarity) of the k nearest rows meeting ``where`` (a predicate
         built by search/ranking/filters.py). Uses the ANN index when there is one, unless
         ``exact``; rows written after the index was built are searched exactly by LanceDB
         and merged in. (nprobes and refine_factor are ignored by a table with no index;
-        refine_factor None: the index's own, quantized distances, not re-ranked exactly.)
+        refine_factor None: the index's own, quantized distances, not re-ranked exactly;
+        ef: the HNSW search's breadth, None: LanceDB's default.)
         ``units`` gets each row's passage, when the table records them."""
         table = self.table()
         if table is None or k <= 0:
@@ -272,6 +274,9 @@ class LanceChunkTable:
             query = query.nprobes(nprobes)
             if refine_factor is not None:
                 query = query.refine_factor(refine_factor)
+            if ef is not None:
+                # The graph search keeps at least as many candidates as are fetched.
+                query = query.ef(max(ef, k * (refine_factor or 1)))
         with_parents = units is not None and "parent" in table.schema.names
         columns = ["id", "_distance", *(["parent"] if with_parents else [])]
         rows = query.select(columns).limit(k).to_arrow()
