@@ -19,14 +19,15 @@ import hashlib
 import io
 import json
 import shutil
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import tantivy
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection, transaction
@@ -74,10 +75,9 @@ def _sha256(path: Path) -> str:
 
 
 def _app_version() -> str:
-    try:
-        return version("ragstudio")
-    except Exception:  # not installed as a package: the source tree's
-        return "0.1.0"
+    """The version pyproject.toml gives the app (it is not installed as a package)."""
+    pyproject = Path(settings.BASE_DIR) / "pyproject.toml"
+    return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
 
 
 def backup(target: Path, *, say: Callable[[str], None] = lambda _m: None) -> Summary:

@@ -35,6 +35,7 @@ from ingestion.models import IngestionJob
 from knowledge_bases.models import Document, DocumentVersion, Generation, KnowledgeBase
 from ragstudio.auth import bearer_token, client_ip
 from ragstudio.core import metrics
+from ragstudio.core.files import directory_bytes
 from ragstudio.core.origin import Origin, acting_from
 
 log = logging.getLogger("ragstudio.requests")
@@ -220,10 +221,7 @@ def _index_bytes() -> int | None:
         measured, value = _disk
         if time.monotonic() - measured < DISK_EVERY and value is not None:
             return value
-        total = 0
-        for root in (Path(lance), Path(cfg["BM25_DIR"])):
-            if root.is_dir():
-                total += sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+        total = directory_bytes(Path(lance), Path(cfg["BM25_DIR"]))
         _disk = (time.monotonic(), total)
         return total
 

@@ -23,6 +23,7 @@ from knowledge_bases.generations.embedding import embedder_get
 from knowledge_bases.generations.versions import versions_mask, versions_sweep
 from knowledge_bases.models import Document, Generation, KnowledgeBase, StorageCleanup
 from ragstudio.core.errors import Conflict
+from ragstudio.core.files import directory_bytes
 from ragstudio.core.types import Embedder, SourceDocument, VectorCache
 from ragstudio.env import rag_settings
 from search.stores.generation import (
@@ -318,9 +319,7 @@ def generation_size_on_disk(generation: Generation, *, stored: bool = False) -> 
     uri = cfg["LANCEDB_URI"]
     if "://" not in uri:
         paths.append(Path(uri) / f"{generation.table_name}.lance")
-    return sum(
-        p.stat().st_size for root in paths if root.exists() for p in root.rglob("*") if p.is_file()
-    )
+    return directory_bytes(*paths)
 
 
 # --- deleting files ------------------------------------------------------------------
