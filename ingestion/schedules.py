@@ -11,6 +11,7 @@ SCHEDULES = [
     ("ragstudio: collect old generations", "knowledge_bases.tasks.collect_generations", 60),
     ("ragstudio: sync sources that are due", "ingestion.tasks.sync_due_sources", 1),
     ("ragstudio: delete old audit events", "knowledge_bases.tasks.prune_audit_events", 24 * 60),
+    ("ragstudio: delete old export archives", "knowledge_bases.tasks.prune_transfers", 60),
 ]
 
 

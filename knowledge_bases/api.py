@@ -25,6 +25,7 @@ from knowledge_bases.schemas import (
     ApiKeyOut,
     DocumentOut,
     DocumentVersionOut,
+    ExportIn,
     GcOut,
     GenerationOut,
     KnowledgeBaseIn,
@@ -33,6 +34,7 @@ from knowledge_bases.schemas import (
     PromoteIn,
     RebuildIn,
     RebuildPlanOut,
+    TransferOut,
 )
 from knowledge_bases.selectors import (
     document_versions,
@@ -53,12 +55,20 @@ from knowledge_bases.services import (
     knowledge_base_delete,
     knowledge_base_update,
 )
+from knowledge_bases.services.transfers import (
+    transfer_archive,
+    transfer_export_request,
+    transfer_get,
+    transfer_import_request,
+    transfers_of,
+)
 from ragstudio.core.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
 from ragstudio.core.errors import ValidationError
 from ragstudio.schemas import ERRORS
-from ragstudio.views import attachment_response
+from ragstudio.views import attachment_response, file_attachment_response
 
 router = Router(tags=["knowledge bases"])
+transfers = Router(tags=["export and import"])
 OPTIONAL_BODY = Body(None)  # an operation whose body may be left out
 MODE_FORM = Form(UploadMode.REPLACE)
 EXTERNAL_IDS_FORM = Form([])
@@ -68,6 +78,32 @@ EXTERNAL_IDS_FORM = Form([])
 def create_kb(request: HttpRequest, payload: KnowledgeBaseIn):  # type: ignore[no-untyped-def]
     kb = knowledge_base_create(owner=request.user, **payload.dict())
     return Status(201, kb)
+
+
+@router.post("/import", response={202: TransferOut, **ERRORS})
+def import_kb(  # type: ignore[no-untyped-def]
+    request: HttpRequest,
+    file: File[UploadedFile],
+    slug: str = Form(None, max_length=64),  # type: ignore[assignment]
+    documents_only: bool = Form(False),  # type: ignore[assignment]
+):
+    """Import a knowledge base from an archive made by an export (multipart field
+    `file`), as yours: under its own slug or `slug`. Queued (202): follow it at
+    `/api/transfers/{id}`. The archive is checked whole first (checksums, format); one
+    made by another model is refused unless `documents_only`, which imports the documents
+    and indexes them again here. Archives over RAGSTUDIO_MAX_UPLOAD_BYTES are imported
+    with `manage.py kb import`."""
+    oversized = getattr(request, "oversized_uploads", [])
+    if oversized:
+        raise ValidationError(
+            "the archive is larger than this server takes over HTTP "
+            "(RAGSTUDIO_MAX_UPLOAD_BYTES): import it with `manage.py kb import`",
+            {"field": "file"},
+        )
+    transfer = transfer_import_request(
+        chunks=file.chunks(), user=request.user, slug=slug, documents_only=documents_only
+    )
+    return Status(202, transfer)
 
 
 @router.get("", response={200: list[KnowledgeBaseOut], **ERRORS})
@@ -93,6 +129,21 @@ def delete_kb(request: HttpRequest, slug: str):  # type: ignore[no-untyped-def]
     uploaded files. 409 while one of its jobs is queued or running."""
     knowledge_base_delete(kb=knowledge_base_get(slug=slug, user=request.user, change=True))
     return Status(204, None)
+
+
+@router.post("/{slug}/export", response={202: TransferOut, **ERRORS})
+def export_kb(request: HttpRequest, slug: str, payload: ExportIn = OPTIONAL_BODY):  # type: ignore[no-untyped-def]
+    """Export the knowledge base into one archive: its documents and their versions, the
+    serving generation's vectors and passages (every retained one with
+    `all_generations`), evaluation sets and runs, settings. Queued (202): follow it at
+    `/api/transfers/{id}`, then download it from its `download_url`."""
+    kb = knowledge_base_get(slug=slug, user=request.user, change=True)
+    transfer = transfer_export_request(
+        kb=kb,
+        user=request.user,
+        all_generations=bool(payload and payload.all_generations),
+    )
+    return Status(202, transfer)
 
 
 @router.get("/{slug}/documents", response={200: list[DocumentOut], **ERRORS})
@@ -311,3 +362,21 @@ def revoke_key(request: HttpRequest, key_id: int):  # type: ignore[no-untyped-de
     """Revoke a key: it stops working at once."""
     api_key_revoke(user=request.user, key_id=key_id)
     return Status(204, None)
+
+
+@transfers.get("", response={200: list[TransferOut], **ERRORS})
+def list_transfers(request: HttpRequest):  # type: ignore[no-untyped-def]
+    """Your exports and imports, newest first (the last 100)."""
+    return list(transfers_of(request.user)[:100])
+
+
+@transfers.get("/{int:transfer_id}", response={200: TransferOut, **ERRORS})
+def get_transfer(request: HttpRequest, transfer_id: int):  # type: ignore[no-untyped-def]
+    return transfer_get(pk=transfer_id, user=request.user)
+
+
+@transfers.get("/{int:transfer_id}/download", response={200: None, **ERRORS})
+def download_transfer(request: HttpRequest, transfer_id: int):  # type: ignore[no-untyped-def]
+    """A finished export's archive."""
+    transfer = transfer_get(pk=transfer_id, user=request.user)
+    return file_attachment_response(transfer_archive(transfer))

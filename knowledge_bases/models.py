@@ -555,6 +555,8 @@ class AuditEvent(models.Model):
         KB_CREATE = "kb.create", "knowledge base created"
         KB_UPDATE = "kb.update", "settings changed"
         KB_DELETE = "kb.delete", "knowledge base deleted"
+        KB_EXPORT = "kb.export", "knowledge base exported"
+        KB_IMPORT = "kb.import", "knowledge base imported"
         KEY_CREATE = "key.create", "API key created"
         KEY_REVOKE = "key.revoke", "API key revoked"
         SOURCE_ADD = "source.add", "source added"
@@ -620,3 +622,49 @@ def _valid_ip(value: str | None) -> str | None:
         return str(ipaddress.ip_address(value)) if value else None
     except ValueError:
         return None
+
+
+class Transfer(models.Model):
+    """A knowledge base exported into an archive, or an archive imported as a knowledge
+    base (knowledge_bases/services/transfer.py), run by a worker with its progress."""
+
+    class Kind(models.TextChoices):
+        EXPORT = "export"
+        IMPORT = "import"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    LIVE = (Status.QUEUED, Status.RUNNING)
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    # The exported knowledge base, or the one an import created (once it has).
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, null=True, blank=True, on_delete=models.SET_NULL, related_name="transfers"
+    )
+    kb_slug = models.CharField(max_length=100, blank=True)
+    # export: {"all_generations"}; import: {"slug", "documents_only"}
+    options = models.JSONField(default=dict, blank=True)
+    archive = models.CharField(max_length=1000, blank=True)  # under DATA_DIR/transfers
+    size = models.PositiveBigIntegerField(default=0)
+    stage = models.CharField(max_length=100, blank=True)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)
+    error_message = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.kb_slug} ({self.status})"

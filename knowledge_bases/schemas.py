@@ -294,3 +294,39 @@ class ApiKeyOut(Schema):
 
 class ApiKeyCreatedOut(ApiKeyOut):
     key: str = Field(description="The secret: shown this once, never stored.")
+
+
+class ExportIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+    all_generations: StrictBool = Field(
+        default=False,
+        description="Every retained generation (active, ready, archived), not only the "
+        "one that serves.",
+    )
+
+
+class TransferOut(Schema):
+    id: int
+    kind: str = Field(description="`export` or `import`")
+    status: str = Field(description="`queued`, `running`, `succeeded` or `failed`")
+    knowledge_base: str = Field(description="the exported KB, or the one the import created")
+    stage: str
+    done: int
+    total: int
+    size: int = Field(description="the archive's bytes")
+    result: dict[str, Any]
+    error_message: str
+    download_url: str | None = Field(description="where a finished export is downloaded")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @staticmethod
+    def resolve_knowledge_base(obj: Any) -> str:
+        return obj.knowledge_base.slug if obj.knowledge_base_id else obj.kb_slug
+
+    @staticmethod
+    def resolve_download_url(obj: Any) -> str | None:
+        if obj.kind == "export" and obj.status == "succeeded" and obj.archive:
+            return f"/api/transfers/{obj.pk}/download"
+        return None

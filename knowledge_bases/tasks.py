@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from django.db import close_old_connections
+
 from knowledge_bases.services import audit_events_prune, generations_gc_all
+from knowledge_bases.services.transfers import transfer_run, transfers_prune
 
 
 def collect_generations() -> dict[str, object]:
@@ -13,3 +16,17 @@ def collect_generations() -> dict[str, object]:
 def prune_audit_events() -> int:
     """The daily deletion of audit events past RAGSTUDIO_AUDIT_RETENTION_DAYS."""
     return audit_events_prune()
+
+
+def run_transfer(transfer_id: int) -> str:
+    """An export or an import (knowledge_bases/services/transfers.py)."""
+    close_old_connections()
+    try:
+        return transfer_run(int(transfer_id))
+    finally:
+        close_old_connections()
+
+
+def prune_transfers() -> int:
+    """Export archives past RAGSTUDIO_EXPORT_RETENTION_HOURS, and leftover uploads."""
+    return transfers_prune()

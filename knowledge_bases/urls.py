@@ -1,7 +1,7 @@
 from django.urls import path, register_converter
 
 from ingestion import views as ingestion_views
-from knowledge_bases import audit_views, views
+from knowledge_bases import audit_views, transfer_views, views
 from search import views as search_views
 
 
@@ -24,6 +24,14 @@ urlpatterns = [
     path("", views.kb_list, name="kb-list"),
     path("keys/", views.api_keys, name="api-keys"),
     path("audit/", audit_views.audit_log, name="audit-log"),
+    path("transfers/", transfer_views.transfers_page, name="transfers"),
+    path("transfers/import/", transfer_views.transfer_import_view, name="transfer-import"),
+    path(
+        "transfers/<int:transfer_id>/download/",
+        transfer_views.transfer_download,
+        name="transfer-download",
+    ),
+    path("kbs/<kbref:slug>/export/", transfer_views.kb_export_view, name="kb-export"),
     path("keys/<int:key_id>/revoke/", views.api_key_revoke_view, name="api-key-revoke"),
     path("kbs/<kbref:slug>/", views.kb_detail, name="kb-detail"),
     path("kbs/<kbref:slug>/upload/", views.kb_upload, name="kb-upload"),

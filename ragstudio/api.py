@@ -20,6 +20,7 @@ from ingestion.api import router as jobs_router
 from ingestion.api import sources as sources_router
 from knowledge_bases.api import keys as keys_router
 from knowledge_bases.api import router as kb_router
+from knowledge_bases.api import transfers as transfers_router
 from ragstudio.auth import api_auth
 from ragstudio.core.errors import RagStudioError
 from search.api import evaluation as evaluation_router
@@ -146,3 +147,4 @@ api.add_router("/kbs", evaluation_router)
 api.add_router("/kbs", sources_router)
 api.add_router("/jobs", jobs_router)
 api.add_router("/keys", keys_router)
+api.add_router("/transfers", transfers_router)

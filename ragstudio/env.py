@@ -128,6 +128,7 @@ class RagStudioConfig(TypedDict):
     UPLOAD_DIR: Path
     LANCEDB_URI: str
     BM25_DIR: Path
+    TRANSFER_DIR: Path
     # s3://bucket/prefix shared by every host ("" on one machine), and the options that
     # reach it (LanceDB's names: aws_endpoint, aws_region, aws_access_key_id, ...).
     STORAGE_URI: str
@@ -137,6 +138,7 @@ class RagStudioConfig(TypedDict):
     PRELOAD_MODELS: bool
     EMBEDDERS_FOR_USERS: list[str]
     QUOTA_KNOWLEDGE_BASES: int
+    IMPORT_MAX_BYTES: int
     QUOTA_BYTES: int
     EMBED_THREADS: int
     OPENAI_BASE_URL: str

@@ -261,6 +261,9 @@ RAGSTUDIO: RagStudioConfig = {
     ),
     # With RAGSTUDIO_STORAGE_URI, a local cache of the indexes in the object store.
     "BM25_DIR": DATA_DIR / "bm25",
+    # Export archives and uploaded archives to import (with RAGSTUDIO_STORAGE_URI, a
+    # local cache of those in the object store, which every host reaches).
+    "TRANSFER_DIR": DATA_DIR / "transfers",
     "STORAGE_URI": _STORAGE_URI,
     "STORAGE_OPTIONS": _STORAGE_OPTIONS,
     # Model files (the bundled model's directory, the local-fast build, fastembed's
@@ -279,6 +282,9 @@ RAGSTUDIO: RagStudioConfig = {
     # Per-user quotas (staff are exempt; 0: no limit): knowledge bases owned, and bytes
     # of documents stored across them.
     "QUOTA_KNOWLEDGE_BASES": env_int("RAGSTUDIO_QUOTA_KNOWLEDGE_BASES", 20, minimum=0),
+    # What a knowledge-base archive may unpack to (kb import): a bigger one is refused
+    # before anything is written.
+    "IMPORT_MAX_BYTES": env_int("RAGSTUDIO_IMPORT_MAX_BYTES", 20 * 1024**3, minimum=1024),
     "QUOTA_BYTES": env_int("RAGSTUDIO_QUOTA_BYTES", 2 * 1024**3, minimum=0),
     "EMBED_THREADS": env_int("RAGSTUDIO_EMBED_THREADS", 0, minimum=0),  # 0: all cores
     "OPENAI_BASE_URL": env_str("RAGSTUDIO_OPENAI_BASE_URL", "https://api.openai.com/v1"),
@@ -393,6 +399,8 @@ except ValueError as exc:
     raise ImproperlyConfigured(f"RAGSTUDIO_METRICS_ALLOW: {exc}") from None
 # Audit events older than this many days are deleted by the daily maintenance task.
 AUDIT_RETENTION_DAYS = env_int("RAGSTUDIO_AUDIT_RETENTION_DAYS", 365, minimum=1)
+# How long an export's archive waits to be downloaded before the daily cleanup deletes it.
+EXPORT_RETENTION_HOURS = env_int("RAGSTUDIO_EXPORT_RETENTION_HOURS", 168, minimum=1)
 
 # "json": one JSON object per line (with the request id, user, knowledge base, job and
 # durations where a line has them); "plain" (the default): text.

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from django.core.exceptions import BadRequest, PermissionDenied
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 
 from ragstudio.core.errors import Ambiguous, Forbidden, NotFound
@@ -36,6 +37,13 @@ def attachment_response(data: bytes, filename: str, content_type: str) -> HttpRe
     response["Content-Disposition"] = f'attachment; filename="{safe}"'
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "sandbox"
+    return response
+
+
+def file_attachment_response(path: Path) -> FileResponse:
+    """A file on disk to download (streamed, never read whole into memory)."""
+    response = FileResponse(path.open("rb"), as_attachment=True, filename=path.name)
+    response["X-Content-Type-Options"] = "nosniff"
     return response
 
 

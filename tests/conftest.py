@@ -45,6 +45,7 @@ def _isolated_storage(request: pytest.FixtureRequest, tmp_path: Path) -> None:
         "UPLOAD_DIR": tmp_path / "data" / "uploads",
         "LANCEDB_URI": str(tmp_path / "data" / "lancedb"),
         "BM25_DIR": tmp_path / "data" / "bm25",
+        "TRANSFER_DIR": tmp_path / "data" / "transfers",
     }
     if os.environ.get(SCALEOUT):
         endpoint, bucket = request.getfixturevalue("s3_server")

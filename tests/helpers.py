@@ -4,12 +4,15 @@ and the environment of the processes a test starts (workers, servers, commands).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
 from django.conf import settings as django_settings
 from django.db import connection
 
+ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"  # fixtures live in the repository
 SCALEOUT = "RAGSTUDIO_TEST_SCALEOUT"  # set by `make test-scaleout` (ragstudio.testing.scaleout)
 
@@ -91,3 +94,31 @@ def storage_env() -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": options.get("aws_secret_access_key", ""),
         "AWS_ALLOW_HTTP": options.get("allow_http", "false"),
     }
+
+
+def fresh_install_env(data_dir: Path) -> dict[str, str]:
+    """The environment of a new installation: its own data directory and SQLite database
+    (the model cache of the test run, so nothing is built again)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "RAGSTUDIO_"))}
+    return {
+        **env,
+        "DJANGO_SETTINGS_MODULE": "ragstudio.settings",
+        "RAGSTUDIO_DATA_DIR": str(data_dir),
+        "RAGSTUDIO_MODEL_DIR": str(django_settings.RAGSTUDIO["MODEL_DIR"]),
+        "RAGSTUDIO_EMBED_THREADS": "2",
+        "RAGSTUDIO_LOG_LEVEL": "WARNING",
+    }
+
+
+def manage(
+    env: dict[str, str], *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``manage.py ARGS`` in a child process with ``env``."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

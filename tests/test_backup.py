@@ -5,9 +5,6 @@ interrupted runs again; a damaged backup is refused before anything is written."
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from knowledge_bases.models import Document
 from search.ranking.results import SearchParams
 from search.services import knowledge_base_search
 from tests.factories import make_kb, text, upload
+from tests.helpers import fresh_install_env, manage
 
 pytestmark = [pytest.mark.django_db, pytest.mark.subprocess]
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,31 +45,6 @@ if %(run_job)r:
     out["gamma_after_retry"] = sorted({h.citation.filename for h in hits})
 print("RESULT " + json.dumps(out))
 """
-
-
-def _fresh_env(data_dir: Path) -> dict[str, str]:
-    """A new installation: its own data directory and SQLite database."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "RAGSTUDIO_"))}
-    return {
-        **env,
-        "DJANGO_SETTINGS_MODULE": "ragstudio.settings",
-        "RAGSTUDIO_DATA_DIR": str(data_dir),
-        "RAGSTUDIO_MODEL_DIR": os.environ.get("RAGSTUDIO_MODEL_DIR", "")
-        or str(__import__("django.conf").conf.settings.RAGSTUDIO["MODEL_DIR"]),
-        "RAGSTUDIO_EMBED_THREADS": "2",
-        "RAGSTUDIO_LOG_LEVEL": "WARNING",
-    }
-
-
-def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def _results(kb) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
@@ -117,11 +90,11 @@ def test_a_backup_taken_while_a_job_writes_restores_and_serves_the_same(
     assert any(name.startswith("uploads/") for name in manifest["files"])
     assert Document.objects.get(original_filename="gamma.txt").status == "indexed"  # here
 
-    env = _fresh_env(tmp_path / "restored")
-    done = _manage(env, "restore", str(target))
+    env = fresh_install_env(tmp_path / "restored")
+    done = manage(env, "restore", str(target))
     assert done.returncode == 0, done.stderr
     assert "restored 3 documents and 1 generations" in done.stdout
-    probe = _manage(
+    probe = manage(
         env,
         "shell",
         "-c",
@@ -152,12 +125,12 @@ def test_a_damaged_or_unfinished_backup_is_refused_before_anything_is_written(
     upload_file = next(p for p in (target / "uploads").rglob("*") if p.is_file())
     original = upload_file.read_bytes()
     upload_file.write_bytes(original[:-1] + b"!")
-    env = _fresh_env(tmp_path / "restored")
-    damaged = _manage(env, "restore", str(target))
+    env = fresh_install_env(tmp_path / "restored")
+    damaged = manage(env, "restore", str(target))
     assert damaged.returncode != 0 and "does not match its checksum" in damaged.stderr
     upload_file.write_bytes(original)
     (target / "manifest.json").unlink()
-    unfinished = _manage(env, "restore", str(target))
+    unfinished = manage(env, "restore", str(target))
     assert unfinished.returncode != 0 and "did not finish" in unfinished.stderr
     # Nothing was written: no upload, no index, no table.
     restored = tmp_path / "restored"

@@ -20,6 +20,7 @@ from knowledge_bases.generations.build import (
     generation_create,
     generation_documents_delete,
     generation_for_ingest,
+    generation_imported,
 )
 from knowledge_bases.generations.build_settings import (
     BuildSettings,
@@ -60,6 +61,7 @@ from knowledge_bases.generations.storage import (
     reuse_cache,
     storage_cleanup_run,
     storage_options,
+    table_name,
     upload_dir,
     upload_local_path,
     upload_storage_path,
@@ -109,6 +111,7 @@ __all__ = [
     "generation_documents_delete",
     "generation_for_ingest",
     "generation_get",
+    "generation_imported",
     "generation_promote",
     "generation_quality_record",
     "generation_reader",
@@ -133,6 +136,7 @@ __all__ = [
     "rows_visible",
     "storage_cleanup_run",
     "storage_options",
+    "table_name",
     "transition",
     "upload_dir",
     "upload_local_path",

@@ -67,6 +67,11 @@ def generation_for_ingest(*, kb: KnowledgeBase, actor: Any = None) -> Generation
     return generation_create(kb=kb, actor=actor, note="first ingest")
 
 
+def generation_imported(*, generation: Generation, status: str, actor: Any = None) -> None:
+    """A generation written whole from an archive (kb import) takes the status it had."""
+    states.imported(generation, status=status, actor=actor, note="imported from an archive")
+
+
 def generation_counts_record(*, generation: Generation, chunks: int, vectors: int) -> None:
     """What the database expects the stores to hold (checked before promotion)."""
     Generation.objects.filter(pk=generation.pk).update(chunk_count=chunks, vector_count=vectors)

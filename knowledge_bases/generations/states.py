@@ -96,6 +96,18 @@ def created(generation: Generation, *, actor: Any = None, note: str = "") -> Non
     _record(generation, "", S.BUILDING, actor, note)
 
 
+def imported(generation: Generation, *, status: str, actor: Any = None, note: str = "") -> None:
+    """A generation brought from another installation whole (``kb import``): created here
+    as building, it takes the status it had there (its timestamps came with it)."""
+    if generation.status != S.BUILDING or status not in (S.READY, S.ACTIVE, S.ARCHIVED):
+        raise Conflict(f"generation {generation.number} cannot be imported as {status}")
+    with Generation.status_writer():
+        Generation.objects.filter(pk=generation.pk, status=S.BUILDING).update(status=status)
+    generation.status = status
+    generation._stored_status = status
+    _record(generation, S.BUILDING, status, actor, note)
+
+
 def remark(generation: Generation, *, actor: Any = None, note: str) -> None:
     """An event that changes no status (a quality regression found, say)."""
     _record(generation, generation.status, generation.status, actor, note)

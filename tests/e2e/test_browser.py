@@ -821,3 +821,61 @@ def test_staff_read_the_audit_trail_and_filter_it(page: Any) -> None:
     expect(table).not_to_contain_text("sign-in failed")
     expect(table.locator("tbody tr")).to_have_count(1)
     shot(page, "35-audit-trail-filtered")
+
+
+def test_a_user_exports_a_kb_downloads_it_and_imports_it_again(page: Any, tmp_path: Path) -> None:
+    """Issue 28: Export on the Generations tab runs in a worker, the Export / import page
+    shows it finish and downloads the archive; importing that file makes a KB that
+    answers searches, and a file that is not an archive is refused with the reason."""
+    from ingestion.jobs import run_job_and_queue
+    from tests.factories import make_kb, upload
+
+    kb = make_kb(make_user("olga"), "notes")
+    job = upload(kb, [("alpha.txt", paper("alpha", 20)), ("beta.txt", paper("beta", 20))]).job
+    assert job is not None
+    run_job_and_queue(job.pk)
+    cluster = start_cluster(tmp_path)
+    try:
+        sign_in(page, "olga")
+        page.goto("/kbs/notes/generations/")
+        page.check("[data-testid=all-generations]")
+        page.click("[data-testid=export]")
+        page.wait_for_url("**/transfers/")
+        expect(page.locator("#messages")).to_contain_text("Exporting Notes")
+        download_link = page.locator("a[data-testid^=download-]")
+        expect(download_link).to_be_visible(timeout=120_000)  # the table refreshes itself
+        row = page.locator("[data-testid=transfers-table] tbody tr").first
+        expect(row).to_contain_text("2 documents")
+        shot(page, "36-export-done")
+        with page.expect_download() as info:
+            download_link.click()
+        archive = tmp_path / "notes.ragkb"
+        info.value.save_as(archive)
+        assert archive.stat().st_size > 0
+
+        # Something else is refused at once, with the reason.
+        junk = tmp_path / "junk.ragkb"
+        junk.write_bytes(b"not an archive at all")
+        page.set_input_files("#id_archive", str(junk))
+        page.click("[data-testid=import]")
+        expect(page.locator("[data-testid=import-error]")).to_contain_text(
+            "not a knowledge-base archive"
+        )
+
+        page.set_input_files("#id_archive", str(archive))
+        page.fill("#id_slug", "notes-copy")
+        page.click("[data-testid=import]")
+        page.wait_for_url("**/transfers/")
+        imported = page.locator("[data-testid=transfers-table] tbody tr", has_text="Import")
+        expect(imported.locator("[data-testid=transfer-status]")).to_have_text(
+            "succeeded", timeout=120_000
+        )
+        expect(imported).to_contain_text("0 embedded")
+        shot(page, "37-import-done")
+        imported.locator("a", has_text="Notes").click()
+        page.wait_for_url(re.compile(r".*/kbs/(olga~)?notes-copy/$"))
+        expect(page.locator("body")).to_contain_text("alpha.txt")
+    finally:
+        stop_cluster(cluster)
+    copy = KnowledgeBase.objects.get(slug="notes-copy")
+    assert copy.active_generation is not None and copy.documents.count() == 2

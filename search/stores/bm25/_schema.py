@@ -40,7 +40,9 @@ def passage_schema(tokenizer: str = "en_stem") -> Any:
     builder.add_text_field("id", stored=True, tokenizer_name="raw", index_option="basic")
     builder.add_integer_field("document_id", stored=True, indexed=True, fast=True)
     builder.add_text_field("title", stored=False, tokenizer_name=tokenizer)
-    builder.add_text_field("text", stored=False, tokenizer_name=tokenizer)
+    # Stored so that a knowledge base's export carries its passages exactly (the chunks'
+    # texts overlap, and a passage cannot be told from them alone).
+    builder.add_text_field("text", stored=True, tokenizer_name=tokenizer)
     builder.add_text_field("meta_kv", stored=False, tokenizer_name="raw", index_option="basic")
     # Its chunks' ids in document order (JSON): a search reads them with the passage's id.
     builder.add_bytes_field("chunks", stored=True, indexed=False)

@@ -82,6 +82,25 @@ class PassageIndex:
         index.reload()
         return int(index.searcher().num_docs)
 
+    def stored(self) -> dict[str, tuple[str | None, list[str]]]:
+        """Every passage: its id -> (its text, None where an index of an older release did
+        not store it; its chunk ids in document order)."""
+        import tantivy
+
+        if not self.exists():
+            return {}
+        index = self.index()
+        index.reload()
+        searcher = index.searcher()
+        out: dict[str, tuple[str | None, list[str]]] = {}
+        if not searcher.num_docs:
+            return out
+        for _score, address in searcher.search(tantivy.Query.all_query(), searcher.num_docs).hits:
+            doc = searcher.doc(address)
+            text = doc.get_first("text")
+            out[doc["id"][0]] = (text, json.loads(bytes(doc["chunks"][0])))
+        return out
+
     def search_members(
         self, text: str, k: int, *, where: SearchFilter | None = None
     ) -> list[tuple[str, float, list[str]]]:
