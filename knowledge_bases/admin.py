@@ -17,6 +17,7 @@ from knowledge_bases.models import (
     Generation,
     GenerationEvent,
     KnowledgeBase,
+    Transfer,
 )
 from knowledge_bases.services import (
     generation_promote,
@@ -345,4 +346,20 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Transfer)
+class TransferAdmin(admin.ModelAdmin):
+    """Exports and imports, read-only (they are started from the pages, API or CLI)."""
+
+    list_display = ["created_at", "kind", "kb_slug", "status", "stage", "size", "created_by"]
+    list_filter = ["kind", "status"]
+    search_fields = ["kb_slug", "error_message"]
+    list_select_related = ["created_by"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
