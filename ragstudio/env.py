@@ -169,6 +169,7 @@ class RagStudioConfig(TypedDict):
     QUERY_CACHE_SIZE: int
     PARSE_TIMEOUT_SECONDS: float
     PARSE_MEMORY_MB: int
+    MAX_DOCUMENT_CHARS: int
     JOB_PARSE_BUDGET_SECONDS: float
     PARSE_AFTER_BUDGET_SECONDS: float
 

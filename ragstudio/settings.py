@@ -343,6 +343,9 @@ RAGSTUDIO: RagStudioConfig = {
     "PARSE_MEMORY_MB": env_int("RAGSTUDIO_PARSE_MEMORY_MB", 3072, minimum=256),
     # Parse seconds for a whole job (0: no limit); past it, each further document has
     # PARSE_AFTER_BUDGET_SECONDS, so one upload of many slow files cannot hold the worker.
+    # Characters of text one document may yield once parsed (0: no bound): an Office file
+    # or an archive of a few megabytes can expand to gigabytes of text.
+    "MAX_DOCUMENT_CHARS": env_int("RAGSTUDIO_MAX_DOCUMENT_CHARS", 20_000_000, minimum=0),
     "JOB_PARSE_BUDGET_SECONDS": env_float("RAGSTUDIO_JOB_PARSE_BUDGET_SECONDS", 600.0, minimum=0.0),
     "PARSE_AFTER_BUDGET_SECONDS": env_float(
         "RAGSTUDIO_PARSE_AFTER_BUDGET_SECONDS", 2.0, minimum=0.1

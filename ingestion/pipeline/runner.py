@@ -44,6 +44,9 @@ class PipelineConfig:
     embed_batch_size: int = 32
     max_batch_tokens: int | None = None  # None: the embedder's own limit
     max_document_bytes: int | None = None
+    # Characters of text one document may yield (a small compressed file can expand to
+    # gigabytes of text); None: no bound.
+    max_document_chars: int | None = None
     sink_queue_batches: int = 8
     # Chunks parsed ahead of the model: whole documents are added to a window until it
     # holds at least this many (so a window is this plus at most one document).
@@ -164,10 +167,23 @@ Parse = Callable[..., list[Section]]
 
 
 def _chunk_document(
-    doc: SourceDocument, chunker: Chunker, ledger: _Ledger, *, parse: Parse, max_bytes: int | None
+    doc: SourceDocument,
+    chunker: Chunker,
+    ledger: _Ledger,
+    *,
+    parse: Parse,
+    max_bytes: int | None,
+    max_chars: int | None = None,
 ) -> list[Chunk]:
     try:
         sections = parse(doc.read(), doc.filename, max_bytes=max_bytes)
+        if max_chars is not None:
+            chars = sum(len(s.text) + len(s.header or "") for s in sections)
+            if chars > max_chars:
+                raise DocumentError(
+                    f"the document's text is {chars:,} characters, over the limit of "
+                    f"{max_chars:,} (RAGSTUDIO_MAX_DOCUMENT_CHARS): split it into smaller files"
+                )
         doc_chunks = chunker.chunk(doc.id, sections, title=doc.title, version=doc.version)
         if not doc_chunks:
             raise DocumentError("no text found in the document")
@@ -210,6 +226,7 @@ def chunk_windows(
     max_bytes: int | None,
     window_chunks: int,
     cancel: threading.Event,
+    max_chars: int | None = None,
 ) -> Iterator[list[Chunk]]:
     """The documents' chunks, a window at a time: documents are read only when the
     previous window has been handed on."""
@@ -217,7 +234,11 @@ def chunk_windows(
     for doc in documents:
         if cancel.is_set():
             break
-        window.extend(_chunk_document(doc, chunker, ledger, parse=parse, max_bytes=max_bytes))
+        window.extend(
+            _chunk_document(
+                doc, chunker, ledger, parse=parse, max_bytes=max_bytes, max_chars=max_chars
+            )
+        )
         if len(window) >= window_chunks:
             yield window
             window = []
@@ -278,6 +299,7 @@ def run_pipeline(
         ledger,
         parse=sandbox.parse if sandbox else parse_document,
         max_bytes=config.max_document_bytes,
+        max_chars=config.max_document_chars,
         window_chunks=max(1, config.stream_window_chunks if streaming else config.window_chunks),
         cancel=cancel,
     )

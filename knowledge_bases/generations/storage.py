@@ -158,6 +158,7 @@ def build_config(
         store_batch_size=store_batch_size or cfg["STORE_BATCH_SIZE"],
         embed_batch_size=embed_batch_size or cfg["EMBED_BATCH_SIZE"],
         max_document_bytes=settings.RAGSTUDIO_MAX_UPLOAD_BYTES,
+        max_document_chars=cfg["MAX_DOCUMENT_CHARS"] or None,
         parse_timeout=cfg["PARSE_TIMEOUT_SECONDS"] or None,
         parse_memory_mb=cfg["PARSE_MEMORY_MB"],
         job_parse_budget=cfg["JOB_PARSE_BUDGET_SECONDS"] or None,

@@ -49,6 +49,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 
 from knowledge_bases.generations import (
+    build_settings_resolve,
+    document_file_forget,
     document_file_share,
     document_read,
     embedder_get,
@@ -69,7 +71,7 @@ from knowledge_bases.models import (
     VersionMask,
 )
 from knowledge_bases.services.knowledge_bases import SLUG, SLUG_RULE, _quota_knowledge_bases
-from ragstudio.core.errors import Conflict, ValidationError
+from ragstudio.core.errors import Conflict, Forbidden, ValidationError
 from ragstudio.core.types import Chunk, EmbeddedChunk, chunk_id, content_hash, parent_id
 from ragstudio.env import rag_settings
 from search.models import EvaluationQuery, EvaluationRun, EvaluationSet, Judgement
@@ -574,6 +576,47 @@ def _same_model(manifest: dict[str, Any]) -> str:
     return ""
 
 
+def _quota_bytes(owner: Any, content: dict[str, Any]) -> None:
+    """The owner's storage quota holds the archive's files too (RAGSTUDIO_QUOTA_BYTES)."""
+    limit = rag_settings()["QUOTA_BYTES"]
+    if not limit or owner is None or getattr(owner, "is_staff", False):
+        return
+    incoming = 0
+    for d in _list(content, "documents"):
+        for v in _list(d, "versions"):
+            fields = v.get("fields") if isinstance(v.get("fields"), dict) else {}
+            size = fields.get("size") if isinstance(fields, dict) else 0
+            incoming += size if isinstance(size, int) and size > 0 else 0
+    used = (
+        DocumentVersion.objects.filter(document__knowledge_base__owner=owner).aggregate(
+            n=models.Sum("size")
+        )["n"]
+        or 0
+    )
+    if used + incoming > limit:
+        raise Forbidden(
+            f"over the storage quota: the archive's files take {incoming:,} bytes, "
+            f"{used:,} of {limit:,} are used",
+            {"quota": "bytes", "limit": limit},
+        )
+
+
+def _model_here(kb_values: dict[str, Any], owner: Any) -> dict[str, Any]:
+    """For documents only: the archive's model when it can be used here, else this
+    installation's default (its chunking kept where it fits)."""
+    spec = str(kb_values.get("embedder") or "")
+    try:
+        if not embedder_permitted(spec, owner):
+            raise Forbidden(spec)
+        embedder_get(spec)
+        return {}
+    except Exception:  # not available, or not for this user: the default model instead
+        built = build_settings_resolve(
+            embedder=None, chunk_size=None, chunk_overlap=None, actor=owner
+        )
+        return {"embedder": built.embedder, "embedding_dimensions": built.dimensions}
+
+
 def kb_import(
     path: Path,
     *,
@@ -611,8 +654,12 @@ def kb_import(
             {"field": "slug"},
         )
     _quota_knowledge_bases(owner)
-    if not embedder_permitted(str(kb_values.get("embedder") or ""), owner):
-        raise ValidationError(f"the model {kb_values.get('embedder')!r} is not allowed here")
+    _quota_bytes(owner, content)
+    if documents_only:
+        kb_values = {**kb_values, **_model_here(kb_values, owner)}
+        content = {**content, "knowledge_base": kb_values}
+    elif not embedder_permitted(str(kb_values.get("embedder") or ""), owner):
+        raise Forbidden(f"the model {kb_values.get('embedder')!r} is not allowed for you here")
     written: list[Generation] = []
     uploads: list[str] = []
     try:
@@ -649,6 +696,9 @@ def kb_import(
         for generation in written:
             with contextlib.suppress(Exception):
                 generation_store(generation).drop()
+        for storage_path in uploads:
+            with contextlib.suppress(Exception):
+                document_file_forget(storage_path)
         raise
     progress("done", 1, 1)
     return result

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from ingestion.services.queue import ingestion_job_create
@@ -273,8 +273,18 @@ def transfer_archive(transfer: Transfer) -> Path:
 
 
 def transfers_prune(now: Any = None) -> int:
-    """Delete export archives past their retention, and import uploads a crash left."""
+    """Delete export archives past their retention, and import uploads a crash left; a
+    transfer whose worker stopped (running past the task timeout, or never taken) fails."""
     now = now or timezone.now()
+    stale = Transfer.objects.filter(
+        Q(status=T.RUNNING, started_at__lt=now - timedelta(seconds=settings.Q_CLUSTER["timeout"]))
+        | Q(status=T.QUEUED, created_at__lt=now - timedelta(days=1))
+    )
+    stale.update(
+        status=T.FAILED,
+        finished_at=now,
+        error_message="the worker stopped before it finished: start it again",
+    )
     hours = settings.EXPORT_RETENTION_HOURS
     removed = 0
     old = Transfer.objects.filter(

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
+from django.utils import timezone
 
 from ingestion.embedders.local import LocalEmbedder
 from ingestion.jobs import run_job_and_queue
@@ -25,12 +27,18 @@ from knowledge_bases.models import (
     Document,
     Generation,
     KnowledgeBase,
+    Transfer,
 )
 from knowledge_bases.services import generation_rebuild_start
 from knowledge_bases.services import transfer as transfer_module
 from knowledge_bases.services.transfer import TransferError, archive_verify, kb_export, kb_import
-from knowledge_bases.services.transfers import transfer_run
-from ragstudio.core.errors import Conflict
+from knowledge_bases.services.transfers import (
+    transfer_export_request,
+    transfer_run,
+    transfers_dir,
+    transfers_prune,
+)
+from ragstudio.core.errors import Conflict, Forbidden
 from search.evaluation import evaluation_import, evaluation_run
 from search.models import EvaluationRun, EvaluationSet, Judgement
 from search.ranking.results import SearchParams
@@ -433,3 +441,43 @@ def test_export_and_import_through_the_api(alice, client_for, tmp_path) -> None:
     assert "manifest" in message or "checksum" in message or "archive" in message
     assert not KnowledgeBase.objects.filter(slug="t").exists()
     assert [t["kind"] for t in other.get("/api/transfers").json()] == ["import", "import"]
+
+
+def test_an_import_counts_against_the_storage_quota_and_old_archives_are_deleted(
+    alice, tmp_path, settings
+) -> None:
+    kb = make_kb(alice, "small")
+    _index(kb, [("a.txt", text(20, "alpha"))])
+    archive = tmp_path / "small.ragkb"
+    kb_export(kb, archive)
+    bob = make_user("bob")
+    settings.RAGSTUDIO = {**settings.RAGSTUDIO, "QUOTA_BYTES": 100}
+    with pytest.raises(Forbidden, match="over the storage quota"):
+        kb_import(archive, owner=bob, slug="mine")
+    assert not KnowledgeBase.objects.filter(owner=bob).exists()
+
+    now = timezone.now()
+    done = transfer_export_request(kb=kb, user=alice, enqueue=False)
+    assert transfer_run(done.pk) == "succeeded"
+    done.refresh_from_db()
+    kept = transfers_dir() / done.archive
+    assert kept.is_file()
+    Transfer.objects.filter(pk=done.pk).update(finished_at=now - timedelta(hours=200))
+    stuck = Transfer.objects.create(
+        kind=Transfer.Kind.EXPORT,
+        knowledge_base=kb,
+        status=Transfer.Status.RUNNING,
+        started_at=now - timedelta(days=2),
+    )
+    with pytest.raises(Conflict, match="under way"):  # the stuck one blocks a new export
+        transfer_export_request(kb=kb, user=alice, enqueue=False)
+    assert transfers_prune(now=now) >= 1
+    assert not kept.exists()
+    done.refresh_from_db()
+    stuck.refresh_from_db()
+    assert done.archive == "" and stuck.status == "failed"
+    assert "worker stopped" in stuck.error_message
+    fresh = transfer_export_request(kb=kb, user=alice, enqueue=False)  # no longer blocked
+    transfers_prune(now=now)
+    fresh.refresh_from_db()
+    assert fresh.status == "queued"  # young: left alone

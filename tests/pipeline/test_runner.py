@@ -259,6 +259,36 @@ def test_a_document_over_the_parse_budget_fails_alone(tmp_path, embedder) -> Non
     assert {r["document_id"] for r in store.vectors.rows(columns=["document_id"])} == {1, 60}
 
 
+def test_a_document_whose_text_passes_the_bound_fails_alone(tmp_path, embedder) -> None:
+    """Issue 25: a document's extracted text is bounded (RAGSTUDIO_MAX_DOCUMENT_CHARS), so
+    a small file that expands to gigabytes of text fails with the reason, alone."""
+    long_text = ("Sentence about a long report. " * 200).encode()  # 5,999 once stripped
+    docs = [*_docs(TEXTS[:1]), SourceDocument(id=50, filename="long.txt", read=lambda: long_text)]
+    store = _store(tmp_path)
+    result = run_pipeline(
+        documents=docs,
+        embedder=embedder,
+        store=store,
+        chunker=Chunker(embedder.tokenizer, size=64, overlap=8),
+        config=PipelineConfig(store_batch_size=50, max_document_chars=5_000),
+        vector_cache=store,
+    )
+    assert set(result.failed) == {50}
+    assert "5,999 characters, over the limit of 5,000" in result.failed[50]
+    assert "RAGSTUDIO_MAX_DOCUMENT_CHARS" in result.failed[50]
+    assert set(result.indexed) == {1}
+    # Under the bound, the same document is indexed.
+    again = run_pipeline(
+        documents=docs[1:],
+        embedder=embedder,
+        store=store,
+        chunker=Chunker(embedder.tokenizer, size=64, overlap=8),
+        config=PipelineConfig(store_batch_size=50, max_document_chars=6_000),
+        vector_cache=store,
+    )
+    assert set(again.indexed) == {50} and not again.failed
+
+
 def test_once_a_jobs_parse_time_is_spent_its_slow_documents_fail_fast(tmp_path, embedder) -> None:
     """Issue 25, case 1: each slow document used the whole per-document budget, so 1,000 of
     them held the worker for hours. Past the job's budget each gets a short one; after a few
