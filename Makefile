@@ -44,7 +44,7 @@ test-fast: install-dev
 # The suite again on PostgreSQL, Redis and an S3 API (docs/deploy.md); skipped when the
 # servers are unreachable, except under CI=true.
 test-scaleout: install-dev
-	$(PY) -m ragstudio.testing.scaleout
+	$(PY) -m ragstudio.testing.scaleout -n $(TEST_PROCESSES) -m integration
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

@@ -22,7 +22,7 @@ from knowledge_bases.api import keys as keys_router
 from knowledge_bases.api import router as kb_router
 from knowledge_bases.api import transfers as transfers_router
 from ragstudio.auth import api_auth
-from ragstudio.core.errors import RagStudioError
+from ragstudio.core.errors import RagStudioError, TooManyRequests
 from search.api import evaluation as evaluation_router
 from search.api import router as search_router
 
@@ -54,9 +54,12 @@ api = NinjaAPI(
 
 @api.exception_handler(RagStudioError)
 def _domain_error(request: HttpRequest, exc: RagStudioError) -> HttpResponse:
-    return api.create_response(
+    response = api.create_response(
         request, {"message": exc.message, "extra": exc.extra}, status=exc.status_code
     )
+    if isinstance(exc, TooManyRequests):
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @api.exception_handler(AuthenticationError)

@@ -170,6 +170,9 @@ class RagStudioConfig(TypedDict):
     PARSE_TIMEOUT_SECONDS: float
     PARSE_MEMORY_MB: int
     MAX_DOCUMENT_CHARS: int
+    USER_QUEUED_JOBS: int
+    USER_REBUILDS: int
+    USER_LIMIT_RETRY_SECONDS: int
     JOB_PARSE_BUDGET_SECONDS: float
     PARSE_AFTER_BUDGET_SECONDS: float
 

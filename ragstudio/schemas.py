@@ -50,5 +50,5 @@ class ErrorOut(Schema):
 # refuses (400), no or a bad token (401), read-only access (403), not found or not yours
 # (404), a state that forbids it (409), a body over the limit (413), invalid input (422).
 ERRORS: dict[int, type[ErrorOut]] = {
-    status: ErrorOut for status in (400, 401, 403, 404, 409, 413, 422)
+    status: ErrorOut for status in (400, 401, 403, 404, 409, 413, 422, 429)
 }

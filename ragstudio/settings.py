@@ -343,6 +343,12 @@ RAGSTUDIO: RagStudioConfig = {
     "PARSE_MEMORY_MB": env_int("RAGSTUDIO_PARSE_MEMORY_MB", 3072, minimum=256),
     # Parse seconds for a whole job (0: no limit); past it, each further document has
     # PARSE_AFTER_BUDGET_SECONDS, so one upload of many slow files cannot hold the worker.
+    # Per-user limits (staff and the command line are exempt): jobs waiting, and rebuilds
+    # queued or running, across all knowledge bases (0: no limit); a request past one gets
+    # 429 with Retry-After.
+    "USER_QUEUED_JOBS": env_int("RAGSTUDIO_USER_QUEUED_JOBS", 20, minimum=0),
+    "USER_REBUILDS": env_int("RAGSTUDIO_USER_REBUILDS", 2, minimum=0),
+    "USER_LIMIT_RETRY_SECONDS": env_int("RAGSTUDIO_USER_LIMIT_RETRY_SECONDS", 30, minimum=1),
     # Characters of text one document may yield once parsed (0: no bound): an Office file
     # or an archive of a few megabytes can expand to gigabytes of text.
     "MAX_DOCUMENT_CHARS": env_int("RAGSTUDIO_MAX_DOCUMENT_CHARS", 20_000_000, minimum=0),

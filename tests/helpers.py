@@ -122,3 +122,17 @@ def manage(
         text=True,
         timeout=timeout,
     )
+
+
+def scrape_metrics() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``/metrics`` as a Prometheus server reads it: each sample by name and labels."""
+    from django.test import Client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = Client().get("/metrics")
+    assert response.status_code == 200, response.content[:500]
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for s in family.samples
+    }

@@ -1,7 +1,7 @@
 """The worker side of ingestion: claim a job (``claim``), run it (``run``) while a thread
 reports its progress (``report``), and recover jobs whose worker died (``reap``)."""
 
-from ingestion.jobs.claim import job_claim, next_queued_job, stale_cutoff, worker_name
+from ingestion.jobs.claim import fair_candidates, job_claim, stale_cutoff, worker_name
 from ingestion.jobs.reap import jobs_reap_stale
 from ingestion.jobs.report import REPORT_INTERVAL, ProgressCallback, Reporter
 from ingestion.jobs.run import job_execute, run_job_and_queue
@@ -10,10 +10,10 @@ __all__ = [
     "REPORT_INTERVAL",
     "ProgressCallback",
     "Reporter",
+    "fair_candidates",
     "job_claim",
     "job_execute",
     "jobs_reap_stale",
-    "next_queued_job",
     "run_job_and_queue",
     "stale_cutoff",
     "worker_name",

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from ingestion.models import IngestionJob
@@ -78,10 +79,41 @@ def job_claim(*, job_id: int, worker: str | None = None) -> IngestionJob | None:
     return job
 
 
-def next_queued_job(generation_id: int) -> int | None:
-    return (
-        IngestionJob.objects.filter(generation_id=generation_id, status=IngestionJob.Status.QUEUED)
+# Queued jobs looked at per pick (the oldest first): enough to find every waiting user.
+FAIR_SCAN = 2000
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def fair_candidates() -> list[int]:
+    """Queued jobs in the order a free worker should try them: within a generation first
+    in, first out (its oldest queued job only), and between generations the job of the
+    user served longest ago first (round robin over users, by when each one's last job
+    started; jobs without a user, from the command line or the system, count as one
+    user). One user's hundred queued uploads then delay another's one file by one job,
+    not a hundred."""
+    heads: dict[int, tuple[int, int | None, datetime]] = {}
+    for pk, generation_id, user_id, created in (
+        IngestionJob.objects.filter(status=IngestionJob.Status.QUEUED)
         .order_by("created_at", "pk")
-        .values_list("pk", flat=True)
-        .first()
+        .values_list("pk", "generation_id", "created_by_id", "created_at")[:FAIR_SCAN]
+    ):
+        heads.setdefault(generation_id, (pk, user_id, created))
+    if not heads:
+        return []
+    users = {user_id for _pk, user_id, _c in heads.values()}
+    started = IngestionJob.objects.filter(started_at__isnull=False)
+    served: dict[int | None, datetime] = dict(
+        started.filter(created_by_id__in=[u for u in users if u is not None])
+        .values("created_by_id")
+        .annotate(last=Max("started_at"))
+        .values_list("created_by_id", "last")
     )
+    if None in users:
+        served[None] = (
+            started.filter(created_by__isnull=True).aggregate(last=Max("started_at"))["last"]
+            or _NEVER
+        )
+    ordered = sorted(
+        heads.values(), key=lambda head: (served.get(head[1]) or _NEVER, head[2], head[0])
+    )
+    return [pk for pk, _user, _created in ordered]

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F, QuerySet, Sum
 from django.utils import timezone
 
-from ingestion.jobs.claim import job_claim, next_queued_job
+from ingestion.jobs.claim import fair_candidates, job_claim
 from ingestion.jobs.report import ProgressCallback, Reporter
 from ingestion.models import IngestionJob
 from ingestion.pipeline.progress import Progress
@@ -32,24 +32,28 @@ log = logging.getLogger(__name__)
 
 
 def run_job_and_queue(job_id: int) -> list[int]:
-    """The worker's entry point: run this job, then any queued behind it on the same
-    generation (a task that found the generation busy left its job to us)."""
+    """The worker's entry point: run queued jobs, fairly, until none can be claimed. A
+    task carries one job's id, but a free worker takes the job that is fairest to run
+    next (``fair_candidates``: first in, first out within a generation, the user served
+    longest ago first between them); this task's own job is then run by whichever task
+    reaches it first. A job whose worker died is taken over by its own task."""
     ran: list[int] = []
-    generation_id = (
-        IngestionJob.objects.filter(pk=job_id).values_list("generation_id", flat=True).first()
-    )
-    if generation_id is None:
+    if not IngestionJob.objects.filter(pk=job_id).exists():
         return ran
-    # First in, first out per generation: an older queued job goes before this one.
-    oldest = next_queued_job(generation_id)
-    job = job_claim(job_id=oldest) if oldest not in (None, job_id) else None
-    job = job or job_claim(job_id=job_id)
+    job = _claim_fairest() or job_claim(job_id=job_id)
     while job is not None:
         job_execute(job)
         ran.append(job.pk)
-        following = next_queued_job(job.generation_id)
-        job = job_claim(job_id=following) if following is not None else None
+        job = _claim_fairest()
     return ran
+
+
+def _claim_fairest() -> IngestionJob | None:
+    for candidate in fair_candidates():
+        job = job_claim(job_id=candidate)
+        if job is not None:
+            return job
+    return None
 
 
 def _job_documents(

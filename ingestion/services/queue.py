@@ -13,7 +13,7 @@ from ingestion.selectors import rebuild_in_progress
 from knowledge_bases.generations import generation_build_resume, generation_for_ingest
 from knowledge_bases.models import Document, Generation, KnowledgeBase
 from ragstudio.core.bounds import EMBED_BATCH_SIZE, STORE_BATCH_SIZE
-from ragstudio.core.errors import Conflict, ValidationError
+from ragstudio.core.errors import Conflict, TooManyRequests, ValidationError
 from ragstudio.env import rag_settings
 
 
@@ -27,6 +27,41 @@ def batch_sizes_validate(store_batch_size: int | None, embed_batch_size: int | N
 
 
 MAX_DISPATCH_COPIES = 4
+
+
+def _limited(user: Any) -> bool:
+    """Per-user limits apply to people, not to staff or the operator (no user: the CLI)."""
+    return bool(getattr(user, "pk", None)) and not getattr(user, "is_staff", False)
+
+
+def job_limits_check(*, user: Any, rebuild: bool = False) -> None:
+    """TooManyRequests (429) when ``user`` has RAGSTUDIO_USER_QUEUED_JOBS jobs waiting, or
+    (``rebuild``) RAGSTUDIO_USER_REBUILDS rebuilds queued or running, across every KB: one
+    user's backlog cannot grow without bound in front of everyone else's work."""
+    if not _limited(user):
+        return
+    cfg = rag_settings()
+    mine = IngestionJob.objects.filter(created_by=user)
+    queued_limit = cfg["USER_QUEUED_JOBS"]
+    if queued_limit:
+        queued = mine.filter(status=IngestionJob.Status.QUEUED).count()
+        if queued >= queued_limit:
+            raise TooManyRequests(
+                f"you have {queued} jobs waiting, the most allowed here is {queued_limit}: "
+                "try again when some have run",
+                retry_after=cfg["USER_LIMIT_RETRY_SECONDS"],
+                extra={"limit": "queued_jobs", "max": queued_limit},
+            )
+    rebuild_limit = cfg["USER_REBUILDS"]
+    if rebuild and rebuild_limit:
+        live = mine.filter(kind=IngestionJob.Kind.REBUILD, status__in=IngestionJob.LIVE).count()
+        if live >= rebuild_limit:
+            raise TooManyRequests(
+                f"you have {live} rebuilds queued or running, the most allowed here is "
+                f"{rebuild_limit}: try again when one has finished",
+                retry_after=cfg["USER_LIMIT_RETRY_SECONDS"],
+                extra={"limit": "rebuilds", "max": rebuild_limit},
+            )
 
 
 def dispatch_copies() -> int:

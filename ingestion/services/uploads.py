@@ -21,7 +21,7 @@ from django.db.models import Max, Sum
 
 from ingestion.models import IngestionJob
 from ingestion.pipeline.parse import CONTENT_TYPES, SNIFF_BYTES, detect_format
-from ingestion.services.queue import batch_sizes_validate, ingestion_job_create
+from ingestion.services.queue import batch_sizes_validate, ingestion_job_create, job_limits_check
 from knowledge_bases.generations import (
     document_file_share,
     upload_dir,
@@ -423,6 +423,8 @@ def documents_upload(
     except ValueError:
         raise ValidationError("mode is 'replace' or 'new'", {"field": "mode"}) from None
     batch_sizes_validate(store_batch_size, embed_batch_size)
+    if enqueue:
+        job_limits_check(user=user)
     max_bytes = settings.RAGSTUDIO_MAX_UPLOAD_BYTES
     result = UploadResult()
     for name in oversized:

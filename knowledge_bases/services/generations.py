@@ -12,7 +12,12 @@ from django.db import transaction
 
 from ingestion.models import IngestionJob
 from ingestion.selectors import rebuild_in_progress
-from ingestion.services.queue import batch_sizes_validate, ingestion_job_create, job_queue
+from ingestion.services.queue import (
+    batch_sizes_validate,
+    ingestion_job_create,
+    job_limits_check,
+    job_queue,
+)
 from knowledge_bases import generations
 from knowledge_bases.models import AuditEvent, Document, Generation, KnowledgeBase
 from ragstudio.core.errors import Conflict, RagStudioError
@@ -39,6 +44,8 @@ def generation_rebuild_start(
     """Build a new generation from all the KB's documents (with its settings or new ones)
     while the active one keeps serving and taking uploads."""
     batch_sizes_validate(store_batch_size, embed_batch_size)
+    if enqueue:
+        job_limits_check(user=user, rebuild=True)
     kb = KnowledgeBase.objects.select_for_update().get(pk=kb.pk)
     running = rebuild_in_progress(kb.pk)
     if running is not None:

@@ -30,5 +30,15 @@ class Conflict(RagStudioError):
     status_code = 409
 
 
+class TooManyRequests(RagStudioError):
+    """A per-user limit reached: try again after ``retry_after`` seconds."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int, extra: dict[str, Any] | None = None):
+        super().__init__(message, {**(extra or {}), "retry_after": retry_after})
+        self.retry_after = retry_after
+
+
 class Ambiguous(Conflict):
     """A name that matches more than one object the caller may see."""

@@ -3,7 +3,8 @@ browsers, the multi-host test), on the scaled-out stack: PostgreSQL (DATABASE_UR
 Redis as the django-q2 broker (RAGSTUDIO_REDIS_URL), and every test's LanceDB tables,
 BM25 indexes and uploads in an S3 API (moto's server, started by the tests on a free
 port). Arguments go to pytest instead of ``-m integration`` (``--all``: the whole suite,
-~15 min here).
+~15 min here); ``make test-scaleout`` runs the integration tests two at a time (each
+pytest-xdist process has its own test database and task queue).
 
 The servers default to 127.0.0.1:5432 (trust auth) and 127.0.0.1:6379
 (RAGSTUDIO_TEST_DATABASE_URL and RAGSTUDIO_TEST_REDIS_URL override them). When they are

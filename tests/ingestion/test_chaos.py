@@ -31,6 +31,7 @@ from ragstudio.core.errors import Conflict
 from ragstudio.testing.embedding_server import EmbeddingServer, Reply
 from tests.cluster import start_cluster, stop_cluster, wait_for
 from tests.factories import make_kb, make_user, text, upload
+from tests.helpers import scrape_metrics
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -114,8 +115,11 @@ def test_an_ingest_survives_its_cluster_being_killed_again_and_again(
     cluster = _cluster(tmp_path, server)
     kills: list[dict[str, float]] = []
     killed_at: float | None = None
+    # What a Prometheus server scraping /metrics sees through the kills (issue 28).
+    scrapes = [scrape_metrics()]
     try:
         for _ in range(6):
+            scrapes.append(scrape_metrics())
             indexed_at_start = _indexed(kb)
             # Only once this cluster has made progress of its own.
             wait_for(lambda s=indexed_at_start: _indexed(kb) > s, 120, "progress after a start")
@@ -150,6 +154,14 @@ def test_an_ingest_survives_its_cluster_being_killed_again_and_again(
     finally:
         stop_cluster(cluster)
     assert len(kills) >= 5, kills
+    scrapes.append(scrape_metrics())
+    persisted = [m[("ragstudio_chunks_persisted_total", ())] for m in scrapes]
+    assert persisted == sorted(persisted) and persisted[-1] > persisted[1], persisted
+    assert scrapes[0][("ragstudio_queue_depth", ())] == 1  # the upload, before a worker
+    last = scrapes[-1]
+    assert last[("ragstudio_queue_depth", ())] == 0  # drained
+    assert last.get(("ragstudio_jobs", (("kind", "ingest"), ("status", "running"))), 0) == 0
+    assert last[("ragstudio_jobs", (("kind", "ingest"), ("status", "succeeded")))] == 2
 
     job = IngestionJob.objects.get(pk=job_id)
     assert job.status == "succeeded", job.error_message

@@ -14,6 +14,7 @@ from tests.cluster import start_cluster as _start
 from tests.cluster import stop_cluster as _stop
 from tests.cluster import wait_for as _wait_for
 from tests.factories import make_kb, make_user, text, upload
+from tests.helpers import scrape_metrics
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
@@ -98,18 +99,7 @@ def test_metrics_show_the_queue_draining_and_the_worker_s_jobs(
     """Issue 28: /metrics while a real worker drains the queue: the database's gauges (queue
     depth, jobs by status, chunks) and the worker process's own count of jobs ended, which
     reaches /metrics through the processes' shared metrics directory."""
-    from django.test import Client
-    from prometheus_client.parser import text_string_to_metric_families
-
-    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        response = Client().get("/metrics")
-        assert response.status_code == 200
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.content.decode())
-            for s in family.samples
-        }
-
+    scrape = scrape_metrics
     kb = make_kb(make_user(), "drain")
     jobs = [upload(kb, [(f"{n}.txt", text(20, f"topic{n}"))], enqueue=True).job for n in range(3)]
     queued = scrape()

@@ -1,0 +1,78 @@
+"""Fair share between users (issue 25): jobs are taken round robin over users, and one
+user's queued jobs and rebuilds are bounded (429 with Retry-After)."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from ingestion.jobs import run_job_and_queue
+from ingestion.models import IngestionJob
+from knowledge_bases.services import generation_rebuild_start
+from ragstudio.core.errors import TooManyRequests
+from tests.factories import make_kb, make_user, text, upload
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_free_worker_takes_the_user_served_longest_ago_first(alice) -> None:
+    """Issue 25, case 5: alice's five queued uploads made bob's one file wait behind all of
+    them; now bob's job runs right after the one alice's worker was on."""
+    bob = make_user("bob")
+    mine, theirs = make_kb(alice, "mine"), make_kb(bob, "theirs")
+    alice_jobs = [
+        upload(mine, [(f"a{n}.txt", text(6, f"alpha{n}"))], user=alice, enqueue=False).job
+        for n in range(5)
+    ]
+    bob_job = upload(theirs, [("b.txt", text(6, "beta"))], user=bob, enqueue=False).job
+    assert bob_job is not None and all(alice_jobs)
+    ran = run_job_and_queue(alice_jobs[0].pk)  # type: ignore[union-attr]
+    assert ran[0] == alice_jobs[0].pk  # type: ignore[union-attr]
+    assert ran[1] == bob_job.pk  # next, not sixth
+    # Within one generation, first in first out: alice's in the order she queued them.
+    assert ran[2:] == [j.pk for j in alice_jobs[1:]]  # type: ignore[union-attr]
+    assert set(IngestionJob.objects.values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_a_task_whose_job_another_task_ran_ends_at_once(alice) -> None:
+    kb = make_kb(alice, "mine")
+    first = upload(kb, [("a.txt", text(6, "alpha"))], user=alice, enqueue=False).job
+    second = upload(kb, [("b.txt", text(6, "beta"))], user=alice, enqueue=False).job
+    assert run_job_and_queue(first.pk) == [first.pk, second.pk]  # type: ignore[union-attr]
+    assert run_job_and_queue(second.pk) == []  # type: ignore[union-attr]
+
+
+def test_one_user_s_queued_jobs_and_rebuilds_are_bounded(alice, client_for, settings) -> None:
+    settings.RAGSTUDIO = {**settings.RAGSTUDIO, "USER_QUEUED_JOBS": 2, "USER_REBUILDS": 1}
+    bob = make_user("bob")
+    kb = make_kb(bob, "theirs")
+    for n in range(2):
+        upload(kb, [(f"b{n}.txt", text(6, f"beta{n}"))], user=bob, enqueue=True)
+    with pytest.raises(TooManyRequests, match="2 jobs waiting"):
+        upload(kb, [("b9.txt", text(6, "more"))], user=bob, enqueue=True)
+    response = client_for(bob).post(
+        "/api/kbs/theirs/documents", {"files": [SimpleUploadedFile("late.txt", text(6, "late"))]}
+    )
+    assert response.status_code == 429
+    assert response["Retry-After"] == "30"
+    assert response.json()["extra"] == {"limit": "queued_jobs", "max": 2, "retry_after": 30}
+    assert not kb.documents.filter(original_filename__in=["b9.txt", "late.txt"]).exists()
+    # Other users, staff and the command line (no user) are not held by bob's backlog.
+    upload(make_kb(alice, "mine"), [("a.txt", text(6, "alpha"))], user=alice, enqueue=True)
+    staff = make_user("root", is_staff=True)
+    upload(kb, [("s.txt", text(6, "staff"))], user=staff, enqueue=True)
+    upload(kb, [("c.txt", text(6, "cli"))], enqueue=True)
+
+    # Once his jobs have run, bob may queue again; rebuilds have their own bound.
+    for job in IngestionJob.objects.filter(status="queued"):
+        run_job_and_queue(job.pk)
+    kb.refresh_from_db()
+    other = make_kb(bob, "other")
+    run_job_and_queue(upload(other, [("o.txt", text(6, "other"))], user=bob).job.pk)  # type: ignore[union-attr]
+    generation_rebuild_start(kb=kb, user=bob, enqueue=True)
+    with pytest.raises(TooManyRequests, match="1 rebuilds queued or running"):
+        generation_rebuild_start(kb=other, user=bob, enqueue=True)
+    response = client_for(bob).post(
+        "/api/kbs/other/generations/rebuild", {}, content_type="application/json"
+    )
+    assert response.status_code == 429 and "Retry-After" in response
