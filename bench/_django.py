@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import sys
 import tempfile
@@ -22,3 +24,20 @@ def setup(prefix: str) -> Path:
     django.setup()
     call_command("migrate", verbosity=0)
     return work
+
+
+def scifact_files(corpus: Path, docs: int, per_file: int = 50) -> list[tuple[str, bytes]]:
+    """The first ``docs`` SciFact abstracts (title and text) as JSON Lines files of
+    ``per_file`` records: (file name, body)."""
+    with open(corpus) as fh:
+        records = [json.loads(line) for line in itertools.islice(fh, docs)]
+    return [
+        (
+            f"scifact-{i // per_file}.jsonl",
+            "\n".join(
+                json.dumps({"id": r["_id"], "title": r["title"], "text": r["text"]})
+                for r in records[i : i + per_file]
+            ).encode(),
+        )
+        for i in range(0, len(records), per_file)
+    ]

@@ -13,8 +13,6 @@ each step's time, the archive's size and what each step embedded.
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import os
 import re
 import shutil
@@ -25,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._django import ROOT, setup
+from bench._django import ROOT, scifact_files, setup
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact" / "corpus.jsonl"
 
@@ -69,15 +67,10 @@ def main() -> None:
         from knowledge_bases.services import knowledge_base_create
         from knowledge_bases.services.transfer import kb_export
 
-        with open(args.corpus) as fh:
-            records = [json.loads(line) for line in itertools.islice(fh, args.docs)]
-        files = []
-        for i in range(0, len(records), 50):
-            body = "\n".join(
-                json.dumps({"id": r["_id"], "title": r["title"], "text": r["text"]})
-                for r in records[i : i + 50]
-            )
-            files.append(IncomingFile(name=f"scifact-{i // 50}.jsonl", chunks=[body.encode()]))
+        files = [
+            IncomingFile(name=name, chunks=[body])
+            for name, body in scifact_files(args.corpus, args.docs)
+        ]
         user = get_user_model().objects.create_user("bench")
         kb = knowledge_base_create(
             slug="scifact", name="SciFact", owner=user, chunk_size=args.chunk_size

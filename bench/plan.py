@@ -11,8 +11,6 @@ to the plan's. Each rebuild is promoted, so the next plan can reuse its vectors.
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import shutil
 import sys
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._django import setup
+from bench._django import scifact_files, setup
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact" / "corpus.jsonl"
 SETTINGS = [
@@ -60,15 +58,10 @@ def main() -> None:
             knowledge_base_create,
         )
 
-        with open(args.corpus) as fh:
-            records = [json.loads(line) for line in itertools.islice(fh, args.docs)]
-        files = []
-        for i in range(0, len(records), 50):
-            body = "\n".join(
-                json.dumps({"id": r["_id"], "title": r["title"], "text": r["text"]})
-                for r in records[i : i + 50]
-            )
-            files.append(IncomingFile(name=f"scifact-{i // 50}.jsonl", chunks=[body.encode()]))
+        files = [
+            IncomingFile(name=name, chunks=[body])
+            for name, body in scifact_files(args.corpus, args.docs)
+        ]
         user = get_user_model().objects.create_user("bench", is_staff=True)
         kb = knowledge_base_create(slug="bench", name="Bench", owner=user)
         job = documents_upload(kb=kb, files=files, user=user, enqueue=False).job

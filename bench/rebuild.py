@@ -9,8 +9,6 @@ SciFact abstracts (title + text), one JSON Lines file per 50 documents.
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import shutil
 import sys
 import time
@@ -18,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._django import setup
+from bench._django import scifact_files, setup
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact" / "corpus.jsonl"
 
@@ -45,15 +43,10 @@ def main() -> None:
         from knowledge_bases.generations import embedder_get
         from knowledge_bases.services import generation_rebuild_start, knowledge_base_create
 
-        with open(args.corpus) as fh:
-            records = [json.loads(line) for line in itertools.islice(fh, args.docs)]
-        files = []
-        for i in range(0, len(records), 50):
-            body = "\n".join(
-                json.dumps({"id": r["_id"], "title": r["title"], "text": r["text"]})
-                for r in records[i : i + 50]
-            )
-            files.append(IncomingFile(name=f"scifact-{i // 50}.jsonl", chunks=[body.encode()]))
+        files = [
+            IncomingFile(name=name, chunks=[body])
+            for name, body in scifact_files(args.corpus, args.docs)
+        ]
         user = get_user_model().objects.create_user("bench")
         kb = knowledge_base_create(
             slug="bench", name="Bench", owner=user, chunk_size=args.chunk_size

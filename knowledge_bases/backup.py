@@ -15,11 +15,9 @@ only: the store needs bucket versioning (docs/deploy.md)."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +33,7 @@ from django.db import connection, transaction
 from ingestion.models import IngestionJob
 from knowledge_bases.generations import generation_store, upload_local_path
 from knowledge_bases.models import Document, DocumentVersion, Generation, KnowledgeBase
+from ragstudio.core.files import app_version, file_sha256
 from ragstudio.env import rag_settings
 
 FORMAT = 1
@@ -64,20 +63,6 @@ class Summary:
     bytes: int = 0
     generations: int = 0
     documents: int = 0
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _app_version() -> str:
-    """The version pyproject.toml gives the app (it is not installed as a package)."""
-    pyproject = Path(settings.BASE_DIR) / "pyproject.toml"
-    return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
 
 
 def backup(target: Path, *, say: Callable[[str], None] = lambda _m: None) -> Summary:
@@ -121,11 +106,11 @@ def backup(target: Path, *, say: Callable[[str], None] = lambda _m: None) -> Sum
     files = {}
     total = 0
     for written in sorted(p for p in target.rglob("*") if p.is_file()):
-        files[written.relative_to(target).as_posix()] = _sha256(written)
+        files[written.relative_to(target).as_posix()] = file_sha256(written)
         total += written.stat().st_size
     manifest = {
         "format": FORMAT,
-        "app_version": _app_version(),
+        "app_version": app_version(Path(settings.BASE_DIR)),
         "created_at": datetime.now(UTC).isoformat(),
         "database_vendor": connection.vendor,
         "storage": "object store" if remote else "local",
@@ -202,7 +187,7 @@ def verify(source: Path) -> dict[str, Any]:
             raise BackupError(f"the manifest names a path outside the backup: {rel!r}")
         if not path.is_file():
             raise BackupError(f"{rel} is missing from the backup")
-        if _sha256(path) != digest:
+        if file_sha256(path) != digest:
             raise BackupError(f"{rel} does not match its checksum: the backup is damaged")
     return manifest
 

@@ -214,6 +214,10 @@ DATA_UPLOAD_MAX_NUMBER_FILES = env_int("RAGSTUDIO_MAX_UPLOAD_FILES", 1000, minim
 # One request's whole body (many files at once): refused with 413 before it is read.
 RAGSTUDIO_MAX_REQUEST_BYTES = env_int("RAGSTUDIO_MAX_REQUEST_BYTES", 1024**3, minimum=1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Request bodies over that are spooled here, not to /tmp: the hourly GC removes what a
+# killed web process left (knowledge_bases/generations/storage.py uploads_sweep).
+FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp")
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 FILE_UPLOAD_HANDLERS = [
     "ragstudio.middleware.FileSizeLimitUploadHandler",  # stops a file over the limit early
     "django.core.files.uploadhandler.MemoryFileUploadHandler",

@@ -65,6 +65,7 @@ from knowledge_bases.generations.storage import (
     upload_dir,
     upload_local_path,
     upload_storage_path,
+    uploads_sweep,
 )
 from knowledge_bases.generations.swap import (
     OVERRIDE_MAX_CHARS,
@@ -141,6 +142,7 @@ __all__ = [
     "upload_dir",
     "upload_local_path",
     "upload_storage_path",
+    "uploads_sweep",
     "version_counts_visible",
     "version_masks",
     "version_show",

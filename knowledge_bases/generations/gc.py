@@ -16,6 +16,7 @@ from knowledge_bases.generations.storage import (
     generation_files_delete,
     generation_store,
     storage_cleanup_run,
+    uploads_sweep,
 )
 from knowledge_bases.generations.swap import locked_kb, rollback_candidate
 from knowledge_bases.generations.versions import versions_sweep
@@ -105,4 +106,5 @@ def generations_gc_all() -> dict[str, Any]:
         except Exception:  # one broken KB must not stop the others
             log.exception("GC failed for knowledge base %s", kb.slug)
     results["files_of_deleted_knowledge_bases"] = storage_cleanup_run()
+    results["files_left_by_crashes"] = uploads_sweep()
     return results

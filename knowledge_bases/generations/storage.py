@@ -6,9 +6,11 @@ that referenced them are gone."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,14 @@ from ingestion.pipeline.chunk import Chunker
 from ingestion.pipeline.runner import PipelineConfig
 from knowledge_bases.generations.embedding import embedder_get
 from knowledge_bases.generations.versions import versions_mask, versions_sweep
-from knowledge_bases.models import Document, Generation, KnowledgeBase, StorageCleanup
+from knowledge_bases.models import (
+    ApiFile,
+    Document,
+    DocumentVersion,
+    Generation,
+    KnowledgeBase,
+    StorageCleanup,
+)
 from ragstudio.core.errors import Conflict
 from ragstudio.core.files import directory_bytes
 from ragstudio.core.types import Embedder, SourceDocument, VectorCache
@@ -131,6 +140,42 @@ def document_file_forget(storage_path: str) -> None:
     store = _upload_store()
     if store is not None:
         store.delete(storage_path)
+
+
+def uploads_sweep(*, grace_seconds: float = 3600.0) -> dict[str, int]:
+    """Files a crash left on this host, once older than ``grace_seconds`` (an upload in
+    progress is younger): upload temp files (``.upload-*``), request bodies Django spooled
+    to disk, and stored files no document version or API file names (an upload killed
+    between storing its file and committing its row)."""
+    cutoff = time.time() - grace_seconds
+    removed = {"temp": 0, "orphans": 0}
+    root = Path(rag_settings()["UPLOAD_DIR"])
+    if root.exists():
+        referenced = (
+            set(DocumentVersion.objects.values_list("storage_path", flat=True))
+            | set(Document.objects.values_list("storage_path", flat=True))
+            | set(ApiFile.objects.values_list("storage_path", flat=True))
+        )
+        for path in root.rglob("*"):
+            try:
+                if not path.is_file() or path.stat().st_mtime >= cutoff:
+                    continue
+                if path.name.startswith(".upload-"):
+                    path.unlink()
+                    removed["temp"] += 1
+                elif path.relative_to(root).as_posix() not in referenced:
+                    path.unlink()
+                    removed["orphans"] += 1
+            except FileNotFoundError:
+                continue  # gone meanwhile
+    spool = settings.FILE_UPLOAD_TEMP_DIR
+    if spool and Path(spool).is_dir():
+        for path in Path(spool).iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed["temp"] += 1
+    return removed
 
 
 def document_sources(documents: Iterable[Document]) -> list[SourceDocument]:

@@ -72,6 +72,7 @@ from knowledge_bases.models import (
 )
 from knowledge_bases.services.knowledge_bases import SLUG, SLUG_RULE, _quota_knowledge_bases
 from ragstudio.core.errors import Conflict, Forbidden, ValidationError
+from ragstudio.core.files import app_version, file_sha256
 from ragstudio.core.types import Chunk, EmbeddedChunk, chunk_id, content_hash, parent_id
 from ragstudio.env import rag_settings
 from search.models import EvaluationQuery, EvaluationRun, EvaluationSet, Judgement
@@ -168,21 +169,6 @@ class ExportSummary:
     versions: int
     generations: list[int]
     chunks: int
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _app_version() -> str:
-    import tomllib
-
-    pyproject = Path(settings.BASE_DIR) / "pyproject.toml"
-    return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
 
 
 def _generations_to_export(kb: KnowledgeBase, all_generations: bool) -> list[Generation]:
@@ -375,7 +361,7 @@ def kb_export(
 
             def add(name: str, path: Path, compress: bool) -> None:
                 archive.write(path, name, zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED)
-                files[name] = {"sha256": _sha256_file(path), "size": path.stat().st_size}
+                files[name] = {"sha256": file_sha256(path), "size": path.stat().st_size}
 
             contents = sorted({v.sha256 for v in versions})
             paths = {v.sha256: v.storage_path for v in versions}
@@ -408,7 +394,7 @@ def kb_export(
             kb_row = snap["kb"]
             manifest = {
                 "format": FORMAT,
-                "app_version": _app_version(),
+                "app_version": app_version(Path(settings.BASE_DIR)),
                 "created_at": datetime.now(UTC).isoformat(),
                 "knowledge_base": kb_row.slug,
                 "embedder": kb_row.embedder,
