@@ -111,14 +111,25 @@ def document_delete(*, kb: KnowledgeBase, document_id: int) -> Document:
             target=f"document {deleted_id} {document.original_filename}",
             detail={"versions": document.version, "sha256": document.sha256},
         )
-        still_used = set(
-            DocumentVersion.objects.filter(
-                document__knowledge_base=kb, storage_path__in=paths
-            ).values_list("storage_path", flat=True)
-        )
-    for path in sorted(paths - still_used):
-        document_file_forget(path)
+    files_forget_unused(kb, paths)
     return document
+
+
+def files_forget_unused(kb: KnowledgeBase, paths: set[str]) -> None:
+    """Delete the stored files no document or version of the KB names any more, checked
+    under the KB's row lock, which uploads take to place their files: an upload of the same
+    content that committed between the delete and this keeps its file."""
+    for path in sorted(paths):
+        with transaction.atomic():
+            KnowledgeBase.objects.select_for_update().filter(pk=kb.pk).first()
+            used = (
+                DocumentVersion.objects.filter(
+                    document__knowledge_base=kb, storage_path=path
+                ).exists()
+                or Document.objects.filter(knowledge_base=kb, storage_path=path).exists()
+            )
+            if not used:
+                document_file_forget(path)
 
 
 def document_file(document: Document) -> bytes:

@@ -341,6 +341,32 @@ def test_the_reaper_gives_tasks_only_to_queued_jobs_that_can_run(kb, settings) -
     assert broker.queue_size() == 1
 
 
+def test_a_job_waiting_behind_a_long_one_is_not_given_a_task_every_minute(kb) -> None:
+    """Issue 25, case 9: behind a long job the reaper gave every waiting job a new task each
+    minute (one job was delivered four times). While a job runs or a task waits in the
+    broker, no task is added; when both are gone (a broker restart lost them), it is."""
+    from django_q.brokers import get_broker
+
+    broker = get_broker()
+    broker.purge_queue()
+    long_job = upload(kb, [("a.txt", text(5))]).job
+    assert job_claim(job_id=long_job.pk) is not None  # running, heartbeat fresh
+    other = make_kb(kb.owner, "other")
+    waiting = upload(other, [("b.txt", text(6))], enqueue=True).job  # its task waits
+    IngestionJob.objects.filter(pk=waiting.pk).update(
+        created_at=timezone.now() - timedelta(minutes=5)
+    )
+    assert broker.queue_size() == 1
+    for _minute in range(3):
+        assert jobs_reap_stale()["enqueued"] == 0
+    assert broker.queue_size() == 1
+    # The long job ends and the broker loses its tasks: the waiting job gets one again.
+    IngestionJob.objects.filter(pk=long_job.pk).update(status=IngestionJob.Status.SUCCEEDED)
+    broker.purge_queue()
+    assert jobs_reap_stale()["enqueued"] == 1
+    assert broker.queue_size() == 1
+
+
 def _crash_mid_job(job: IngestionJob) -> None:
     """What a worker killed after its last flush but before its last report leaves: rows
     in the stores, the documents still pending, the job running with a dead heartbeat."""

@@ -184,3 +184,31 @@ def test_deleting_users_who_own_knowledge_bases_of_one_slug_keeps_them_all(
         (f"shared-name-u{alice.pk}", None),
         (f"shared-name-u{bob.pk}", None),
     ]
+
+
+def test_the_same_content_uploaded_while_a_document_is_deleted_keeps_its_file(
+    monkeypatch,
+) -> None:
+    """Issue 25, case 9: a delete decided which files no row used, committed, then deleted
+    them; an upload of the same content committed in between lost its file (1 round in
+    30). The upload lands exactly there: after the delete's commit, before its files go."""
+    from ingestion.services import documents as documents_module
+
+    kb = make_kb(make_user("dora"), "notes")
+    body = text(10, "shared")
+    result = upload(kb, [("a.txt", body)])
+    first = result.accepted[0]
+    run_job_and_queue(result.job.pk)  # type: ignore[union-attr]
+    forget = documents_module.files_forget_unused
+    uploaded: list[Document] = []
+
+    def upload_meanwhile(kb_arg, paths):  # type: ignore[no-untyped-def]
+        uploaded.extend(upload(kb, [("again.txt", body)]).accepted)
+        forget(kb_arg, paths)
+
+    monkeypatch.setattr(documents_module, "files_forget_unused", upload_meanwhile)
+    document_delete(kb=kb, document_id=first.pk)
+    assert len(uploaded) == 1  # a new document: the old one was gone
+    again = Document.objects.get(pk=uploaded[0].pk)
+    assert again.storage_path == first.storage_path  # content-addressed: the same file
+    assert upload_local_path(again.storage_path).read_bytes() == body
