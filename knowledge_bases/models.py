@@ -668,3 +668,20 @@ class Transfer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.kb_slug} ({self.status})"
+
+
+class RateCounter(models.Model):
+    """Requests of one kind by one user in one minute (per-user rate limits), counted in
+    the database so that every web process and host agrees."""
+
+    key = models.CharField(max_length=100)  # "<kind>:<user id>"
+    window = models.BigIntegerField()  # the minute: Unix time // 60
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "window"], name="rate_counter_unique_window")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} @ {self.window}: {self.count}"

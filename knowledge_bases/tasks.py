@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import close_old_connections
 
 from knowledge_bases.services import audit_events_prune, generations_gc_all
+from knowledge_bases.services.limits import rate_counters_prune
 from knowledge_bases.services.transfers import transfer_run, transfers_prune
 
 
@@ -28,5 +29,6 @@ def run_transfer(transfer_id: int) -> str:
 
 
 def prune_transfers() -> int:
-    """Export archives past RAGSTUDIO_EXPORT_RETENTION_HOURS, and leftover uploads."""
-    return transfers_prune()
+    """Export archives past RAGSTUDIO_EXPORT_RETENTION_HOURS, leftover uploads, and the
+    rate limits' counters of minutes past."""
+    return transfers_prune() + rate_counters_prune()

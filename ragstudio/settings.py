@@ -78,6 +78,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Per-user searches and uploads a minute, before a body is read.
+    "ragstudio.middleware.RateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -353,6 +355,10 @@ RAGSTUDIO: RagStudioConfig = {
     "USER_QUEUED_JOBS": env_int("RAGSTUDIO_USER_QUEUED_JOBS", 20, minimum=0),
     "USER_REBUILDS": env_int("RAGSTUDIO_USER_REBUILDS", 2, minimum=0),
     "USER_LIMIT_RETRY_SECONDS": env_int("RAGSTUDIO_USER_LIMIT_RETRY_SECONDS", 30, minimum=1),
+    # Requests a minute per user (0: no limit; staff exempt): searches on every surface
+    # (API, OpenAI-compatible, Dify, MCP, the search page) and uploads; past one, 429.
+    "USER_SEARCHES_PER_MINUTE": env_int("RAGSTUDIO_USER_SEARCHES_PER_MINUTE", 600, minimum=0),
+    "USER_UPLOADS_PER_MINUTE": env_int("RAGSTUDIO_USER_UPLOADS_PER_MINUTE", 60, minimum=0),
     # Characters of text one document may yield once parsed (0: no bound): an Office file
     # or an archive of a few megabytes can expand to gigabytes of text.
     "MAX_DOCUMENT_CHARS": env_int("RAGSTUDIO_MAX_DOCUMENT_CHARS", 20_000_000, minimum=0),

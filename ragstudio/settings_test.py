@@ -11,6 +11,9 @@ os.environ.setdefault("RAGSTUDIO_EMBED_THREADS", "2")
 # Worker clusters of tests that embed nothing need not load a model (tests that check the
 # preload turn it on).
 os.environ.setdefault("RAGSTUDIO_PRELOAD_MODELS", "0")
+# Tests search and upload in tight loops as one user; the rate limits' own tests set them.
+os.environ.setdefault("RAGSTUDIO_USER_SEARCHES_PER_MINUTE", "0")
+os.environ.setdefault("RAGSTUDIO_USER_UPLOADS_PER_MINUTE", "0")
 # A queue of this run's own: test runs sharing a Redis server never take each other's tasks.
 os.environ.setdefault("RAGSTUDIO_QUEUE_NAME", f"test-{os.getpid()}")
 
