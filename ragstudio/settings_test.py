@@ -14,8 +14,10 @@ os.environ.setdefault("RAGSTUDIO_PRELOAD_MODELS", "0")
 # Tests search and upload in tight loops as one user; the rate limits' own tests set them.
 os.environ.setdefault("RAGSTUDIO_USER_SEARCHES_PER_MINUTE", "0")
 os.environ.setdefault("RAGSTUDIO_USER_UPLOADS_PER_MINUTE", "0")
-# A queue of this run's own: test runs sharing a Redis server never take each other's tasks.
-os.environ.setdefault("RAGSTUDIO_QUEUE_NAME", f"test-{os.getpid()}")
+# A queue of this test process's own: test runs sharing a Redis server never take each
+# other's tasks, nor do pytest-xdist's workers, which inherit the environment of the
+# process that started them (so the name is set, not defaulted).
+os.environ["RAGSTUDIO_QUEUE_NAME"] = f"test-{os.getpid()}"
 
 from ragstudio.settings import *  # noqa: F403
 from ragstudio.settings import DATA_DIR, DATABASES
