@@ -301,8 +301,13 @@ def _visible_rows(generation: Generation, known: set[tuple[int, int]], masked: s
     """The generation's rows a search of it can see: versions the database knows (rows a
     job wrote after the snapshot, or of documents deleted since, are left out), unmasked."""
     table = generation_store(generation).vectors.table()
-    if table is None:
-        return pa.table({**{k: pa.array([], t) for k, t in CHUNK_COLUMNS.items()}})
+    if table is None:  # nothing was ever written (every document failed)
+        return pa.table(
+            {
+                **{k: pa.array([], t) for k, t in CHUNK_COLUMNS.items()},
+                "vector": pa.array([], pa.list_(pa.float32(), generation.dimensions)),
+            }
+        )
     data = table.to_arrow()
     if "version" not in data.column_names:
         data = data.append_column("version", pa.array([1] * data.num_rows, pa.int32()))
@@ -927,9 +932,16 @@ def _read_parquet(archive: zipfile.ZipFile, member: str, work: Path) -> pa.Table
         raise TransferError(f"{member} is not a readable table: {exc}") from None
 
 
+# What every exported row must have; the other columns came later, and a table of an
+# older release lacks them (they import as empty).
+REQUIRED_COLUMNS = ("id", "document_id", "ordinal", "content_hash", "text")
+
+
 def _column(table: pa.Table, name: str, kind: pa.DataType) -> list[Any]:
     if name not in table.column_names:
-        raise TransferError(f"the exported rows have no column {name!r}")
+        if name in REQUIRED_COLUMNS and table.num_rows:
+            raise TransferError(f"the exported rows have no column {name!r}")
+        return [None] * table.num_rows
     try:
         return table.column(name).cast(kind).to_pylist()
     except (pa.ArrowException, ValueError) as exc:

@@ -481,3 +481,17 @@ def test_an_import_counts_against_the_storage_quota_and_old_archives_are_deleted
     transfers_prune(now=now)
     fresh.refresh_from_db()
     assert fresh.status == "queued"  # young: left alone
+
+
+def test_a_kb_whose_every_document_failed_moves_too(alice, tmp_path) -> None:
+    """An active generation with no rows at all (nothing could be read) exports and
+    imports: the documents come along with their verdicts."""
+    kb = make_kb(alice, "empty")
+    _index(kb, [("broken.pdf", b"%PDF-1.4\n1 0 obj broken beyond repair\n")])
+    assert kb.active_generation is not None
+    assert generation_store(kb.active_generation).vectors.table() is None
+    archive = tmp_path / "empty.ragkb"
+    assert kb_export(kb, archive).chunks == 0
+    result = kb_import(archive, owner=alice, slug="copy")
+    assert result.generations == [1] and result.chunks == 0
+    assert list(result.kb.documents.values_list("status", flat=True)) == ["failed"]
