@@ -12,7 +12,6 @@ each step's time, the archive's size and what each step embedded.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -23,9 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._django import ROOT, scifact_files, setup
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact" / "corpus.jsonl"
+from bench._django import ROOT, corpus_args, scifact_kb, setup
 
 
 def directory_mib(path: Path) -> float:
@@ -44,46 +41,15 @@ def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--corpus", type=Path, default=CORPUS)
-    parser.add_argument("--docs", type=int, default=5183)
-    parser.add_argument("--chunk-size", type=int, default=200)
-    args = parser.parse_args()
-    if not args.corpus.exists():
-        parser.error(f"corpus not found: {args.corpus}")
-    if args.docs < 1:
-        parser.error("--docs must be positive")
+    args = corpus_args(__doc__ or "", 5183)
     work = setup("ragstudio-bench-export-")
     try:
         from django.conf import settings
-        from django.contrib.auth import get_user_model
 
-        from ingestion.jobs import run_job_and_queue
-        from ingestion.models import IngestionJob
-        from ingestion.services import IncomingFile, documents_upload
-        from knowledge_bases.generations import embedder_get, generation_store
-        from knowledge_bases.services import knowledge_base_create
+        from knowledge_bases.generations import generation_store
         from knowledge_bases.services.transfer import kb_export
 
-        files = [
-            IncomingFile(name=name, chunks=[body])
-            for name, body in scifact_files(args.corpus, args.docs)
-        ]
-        user = get_user_model().objects.create_user("bench")
-        kb = knowledge_base_create(
-            slug="scifact", name="SciFact", owner=user, chunk_size=args.chunk_size
-        )
-        embedder_get(kb.embedder)  # the model loaded outside the timings
-
-        job = documents_upload(kb=kb, files=files, user=user, enqueue=False).job
-        assert job is not None
-        started = time.perf_counter()
-        run_job_and_queue(job.pk)
-        build_s = time.perf_counter() - started
-        built = IngestionJob.objects.get(pk=job.pk)
-        kb.refresh_from_db()
+        kb, _user, built, build_s = scifact_kb(args, "scifact")
         generation = kb.active_generation
         assert generation is not None
         bm25 = Path(generation_store(generation).bm25.path)

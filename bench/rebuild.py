@@ -8,7 +8,6 @@ SciFact abstracts (title + text), one JSON Lines file per 50 documents.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -16,49 +15,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._django import scifact_files, setup
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact" / "corpus.jsonl"
+from bench._django import corpus_args, scifact_kb, setup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--corpus", type=Path, default=CORPUS)
-    parser.add_argument("--docs", type=int, default=300)
-    parser.add_argument("--chunk-size", type=int, default=200)
-    args = parser.parse_args()
-    if not args.corpus.exists():
-        parser.error(f"corpus not found: {args.corpus}")
-    if args.docs < 1:
-        parser.error("--docs must be positive")
+    args = corpus_args(__doc__ or "", 300)
     work = setup("ragstudio-bench-rebuild-")
     try:
-        from django.contrib.auth import get_user_model
-
         from ingestion.jobs import run_job_and_queue
         from ingestion.models import IngestionJob
-        from ingestion.services import IncomingFile, documents_upload
-        from knowledge_bases.generations import embedder_get
-        from knowledge_bases.services import generation_rebuild_start, knowledge_base_create
+        from knowledge_bases.services import generation_rebuild_start
 
-        files = [
-            IncomingFile(name=name, chunks=[body])
-            for name, body in scifact_files(args.corpus, args.docs)
-        ]
-        user = get_user_model().objects.create_user("bench")
-        kb = knowledge_base_create(
-            slug="bench", name="Bench", owner=user, chunk_size=args.chunk_size
-        )
-        embedder_get(kb.embedder)  # load the model outside the timings
-
-        job = documents_upload(kb=kb, files=files, user=user, enqueue=False).job
-        assert job is not None
-        started = time.perf_counter()
-        run_job_and_queue(job.pk)
-        first_s = time.perf_counter() - started
-        first = IngestionJob.objects.get(pk=job.pk)
+        kb, user, first, first_s = scifact_kb(args, "bench")
 
         rebuild = generation_rebuild_start(kb=kb, user=user, auto_promote=True, enqueue=False)
         started = time.perf_counter()
