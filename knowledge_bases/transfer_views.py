@@ -20,7 +20,7 @@ from knowledge_bases.services.transfers import (
     transfer_import_request,
     transfers_of,
 )
-from ragstudio.core.errors import NotFound, RagStudioError
+from ragstudio.core.errors import RagStudioError
 from ragstudio.views import file_attachment_response, get_or_404, is_htmx
 
 SHOWN = 50
@@ -91,7 +91,7 @@ def transfer_download(request: HttpRequest, transfer_id: int) -> HttpResponseBas
     transfer = get_or_404(transfer_get, pk=transfer_id, user=request.user)
     try:
         path = transfer_archive(transfer)
-    except (NotFound, RagStudioError) as exc:
+    except RagStudioError as exc:
         messages.error(request, exc.message)
         return redirect("transfers")
     return file_attachment_response(path)

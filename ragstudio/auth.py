@@ -54,6 +54,15 @@ def bearer_token(request: HttpRequest) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+def request_key_user(request: HttpRequest) -> Any | None:
+    """The user of the request's bearer key (``key_user``), looked up once per request:
+    the rate limits and then the API's authentication both ask."""
+    if not hasattr(request, "_key_user"):
+        token = bearer_token(request)
+        request._key_user = key_user(token) if token else None  # type: ignore[attr-defined]
+    return request._key_user  # type: ignore[attr-defined]
+
+
 def key_may(user: Any, method: str, path: str) -> bool:
     """Whether the key ``user`` acts through may make this request: a read-only key reads
     and searches only."""
@@ -65,7 +74,7 @@ def key_may(user: Any, method: str, path: str) -> bool:
 
 class ApiTokenAuth(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Any:
-        user = key_user(token)
+        user = request_key_user(request) if token == bearer_token(request) else key_user(token)
         if user is None:
             return None
         if not key_may(user, request.method or "GET", request.path):

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from knowledge_bases.services.limits import rate_limit_take
-from ragstudio.auth import bearer_token, key_user
+from ragstudio.auth import request_key_user
 
 
 class RequestSizeLimitMiddleware:
@@ -102,8 +102,7 @@ class RateLimitMiddleware:
         if kind is not None:
             user = getattr(request, "user", None)
             if not getattr(user, "is_authenticated", False):
-                token = bearer_token(request)
-                user = key_user(token) if token else None
+                user = request_key_user(request)
             wait = rate_limit_take(user=user, kind=kind)
             if wait:
                 return _too_many(request, kind, wait)

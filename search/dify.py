@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from knowledge_bases.models import Document
 from knowledge_bases.selectors import knowledge_base_get
-from ragstudio.auth import bearer_token, key_user
+from ragstudio.auth import bearer_token, request_key_user
 from ragstudio.core.bounds import QUERY_MAX_CHARS, SEARCH_LIMIT
 from ragstudio.core.errors import Conflict, NotFound, RagStudioError
 from search.ranking.fusion import unit_score
@@ -129,7 +129,7 @@ def retrieval(request: HttpRequest) -> HttpResponse:
         return _error(
             403, 1001, "Invalid Authorization header format. Expected 'Bearer <api-key>'."
         )
-    user = key_user(token)
+    user = request_key_user(request)
     if user is None:
         return _error(403, 1002, "Authorization failed: the key is unknown, revoked or expired")
     request.user = user  # for the request's log line and audit origin

@@ -34,7 +34,7 @@ from knowledge_bases.selectors import (
     knowledge_base_ref,
     knowledge_bases_with_stats,
 )
-from ragstudio.auth import bearer_token, key_user
+from ragstudio.auth import bearer_token, request_key_user
 from ragstudio.core.errors import Conflict, RagStudioError
 from ragstudio.core.vocabulary import SearchMode
 from search.ranking.filters import SearchFilter
@@ -365,7 +365,7 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 def mcp_endpoint(request: HttpRequest) -> HttpResponse:
     """POST JSON-RPC to the MCP server as the key's user (GET and DELETE: 405, stateless)."""
     token = bearer_token(request)
-    user = key_user(token) if token is not None else None
+    user = request_key_user(request) if token is not None else None
     if user is None:
         refused = JsonResponse(
             {"error": "a bearer API key is required (the API keys page makes one)"}, status=401

@@ -110,11 +110,14 @@ def _sniff_head(fh: BinaryIO) -> bytes:
 
 
 def _storage_quota(kb: KnowledgeBase) -> tuple[int, int] | None:
-    """(bytes the KB's owner stores across their KBs, their limit), or None: no limit
-    (staff, no owner, or RAGSTUDIO_QUOTA_BYTES=0)."""
+    return storage_quota(kb.owner)
+
+
+def storage_quota(owner: Any) -> tuple[int, int] | None:
+    """(bytes ``owner`` stores across their KBs, their limit), or None: no limit (staff,
+    no owner, or RAGSTUDIO_QUOTA_BYTES=0)."""
     limit = rag_settings()["QUOTA_BYTES"]
-    owner = kb.owner
-    if not limit or owner is None or owner.is_staff:
+    if not limit or owner is None or getattr(owner, "is_staff", False):
         return None
     used = DocumentVersion.objects.filter(document__knowledge_base__owner=owner).aggregate(
         n=Sum("size")

@@ -33,6 +33,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 
+from ingestion.services.uploads import storage_quota
 from knowledge_bases.generations import (
     build_settings_resolve,
     document_file_forget,
@@ -216,9 +218,18 @@ def _snapshot(kb: KnowledgeBase, all_generations: bool) -> dict[str, Any]:
             .select_related("created_by")
             .order_by("pk")
         )
-    by_version: dict[int, list[DocumentVersion]] = {}
-    for version in versions:
-        by_version.setdefault(version.document_id, []).append(version)
+    groups: dict[tuple[int, str], dict[Any, list[Any]]] = {}
+
+    def by(rows: list[Any], key: str) -> dict[Any, list[Any]]:
+        """``rows`` by the value of ``key`` (grouped once per list)."""
+        grouped = groups.get((id(rows), key))
+        if grouped is None:
+            grouped = defaultdict(list)
+            for row in rows:
+                grouped[getattr(row, key)].append(row)
+            groups[(id(rows), key)] = grouped
+        return grouped
+
     gen_numbers = {g.pk: g.number for g in generations}
     active = kb.active_generation_id
     rollback = [gen_numbers[pk] for pk in kb.rollback_stack if pk in gen_numbers]
@@ -244,7 +255,7 @@ def _snapshot(kb: KnowledgeBase, all_generations: bool) -> dict[str, Any]:
                             "fields": _fields(v, exclude=["storage_path"]),
                             "uploaded_by": _username(v.uploaded_by),
                         }
-                        for v in by_version.get(doc.pk, [])
+                        for v in by(versions, "document_id")[doc.pk]
                     ],
                 }
                 for doc in documents
@@ -255,8 +266,7 @@ def _snapshot(kb: KnowledgeBase, all_generations: bool) -> dict[str, Any]:
                     "status": g.status,
                     "events": [
                         {"fields": _fields(e), "actor": _username(e.actor)}
-                        for e in events
-                        if e.generation_id == g.pk
+                        for e in by(events, "generation_id")[g.pk]
                     ],
                 }
                 for g in generations
@@ -274,12 +284,10 @@ def _snapshot(kb: KnowledgeBase, all_generations: bool) -> dict[str, Any]:
                                     "fields": _fields(j),
                                     "created_by": _username(j.created_by),
                                 }
-                                for j in judgements
-                                if j.query_id == q.pk
+                                for j in by(judgements, "query_id")[q.pk]
                             ],
                         }
-                        for q in queries
-                        if q.evaluation_set_id == s.pk
+                        for q in by(queries, "evaluation_set_id")[s.pk]
                     ],
                     "runs": [
                         {
@@ -287,8 +295,7 @@ def _snapshot(kb: KnowledgeBase, all_generations: bool) -> dict[str, Any]:
                             "fields": _fields(r),
                             "created_by": _username(r.created_by),
                         }
-                        for r in runs
-                        if r.evaluation_set_id == s.pk
+                        for r in by(runs, "evaluation_set_id")[s.pk]
                     ],
                 }
                 for s in sets
@@ -569,21 +576,16 @@ def _same_model(manifest: dict[str, Any]) -> str:
 
 def _quota_bytes(owner: Any, content: dict[str, Any]) -> None:
     """The owner's storage quota holds the archive's files too (RAGSTUDIO_QUOTA_BYTES)."""
-    limit = rag_settings()["QUOTA_BYTES"]
-    if not limit or owner is None or getattr(owner, "is_staff", False):
+    quota = storage_quota(owner)
+    if quota is None:
         return
+    used, limit = quota
     incoming = 0
     for d in _list(content, "documents"):
         for v in _list(d, "versions"):
-            fields = v.get("fields") if isinstance(v.get("fields"), dict) else {}
+            fields = v.get("fields")
             size = fields.get("size") if isinstance(fields, dict) else 0
             incoming += size if isinstance(size, int) and size > 0 else 0
-    used = (
-        DocumentVersion.objects.filter(document__knowledge_base__owner=owner).aggregate(
-            n=models.Sum("size")
-        )["n"]
-        or 0
-    )
     if used + incoming > limit:
         raise Forbidden(
             f"over the storage quota: the archive's files take {incoming:,} bytes, "
@@ -656,7 +658,7 @@ def kb_import(
     try:
         with (
             transaction.atomic(),
-            tempfile.TemporaryDirectory(dir=_scratch(), prefix=".import-") as work,
+            tempfile.TemporaryDirectory(dir=transfers_dir(), prefix=".import-") as work,
         ):
             result = _import_rows(
                 path,
@@ -765,7 +767,8 @@ def _import_rows(
     return result
 
 
-def _scratch() -> Path:
+def transfers_dir() -> Path:
+    """Where archives and an import's scratch files live on this host."""
     path = Path(rag_settings()["TRANSFER_DIR"])
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -23,7 +23,7 @@ from ingestion.services.uploads import store_stream
 from knowledge_bases.generations import storage_options
 from knowledge_bases.models import Document, KnowledgeBase, Transfer
 from knowledge_bases.services.knowledge_bases import SLUG, SLUG_RULE
-from knowledge_bases.services.transfer import SUFFIX, kb_export, kb_import
+from knowledge_bases.services.transfer import SUFFIX, kb_export, kb_import, transfers_dir
 from ragstudio.core.errors import Conflict, NotFound, RagStudioError, ValidationError
 from ragstudio.core.types import DocumentError
 from ragstudio.env import rag_settings
@@ -32,12 +32,6 @@ from search.stores.objects import ObjectStore
 log = logging.getLogger(__name__)
 T = Transfer.Status
 PROGRESS_EVERY = 0.5  # seconds between progress writes
-
-
-def transfers_dir() -> Path:
-    path = Path(rag_settings()["TRANSFER_DIR"])
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _shared() -> ObjectStore | None:
