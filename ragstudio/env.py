@@ -176,6 +176,7 @@ class RagStudioConfig(TypedDict):
     USER_SEARCHES_PER_MINUTE: int
     USER_UPLOADS_PER_MINUTE: int
     JOB_PARSE_BUDGET_SECONDS: float
+    JOB_WINDOW_SECONDS: float
     PARSE_AFTER_BUDGET_SECONDS: float
 
 

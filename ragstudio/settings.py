@@ -347,8 +347,6 @@ RAGSTUDIO: RagStudioConfig = {
     # The parsing process's memory (address space, MB): a document that needs more fails
     # alone ("ran out of memory"). OCR runs within it too.
     "PARSE_MEMORY_MB": env_int("RAGSTUDIO_PARSE_MEMORY_MB", 3072, minimum=256),
-    # Parse seconds for a whole job (0: no limit); past it, each further document has
-    # PARSE_AFTER_BUDGET_SECONDS, so one upload of many slow files cannot hold the worker.
     # Per-user limits (staff and the command line are exempt): jobs waiting, and rebuilds
     # queued or running, across all knowledge bases (0: no limit); a request past one gets
     # 429 with Retry-After.
@@ -362,10 +360,16 @@ RAGSTUDIO: RagStudioConfig = {
     # Characters of text one document may yield once parsed (0: no bound): an Office file
     # or an archive of a few megabytes can expand to gigabytes of text.
     "MAX_DOCUMENT_CHARS": env_int("RAGSTUDIO_MAX_DOCUMENT_CHARS", 20_000_000, minimum=0),
+    # Parse seconds for a whole job (0: no limit); past it, each further document has
+    # PARSE_AFTER_BUDGET_SECONDS, so one upload of many slow files cannot hold the worker.
     "JOB_PARSE_BUDGET_SECONDS": env_float("RAGSTUDIO_JOB_PARSE_BUDGET_SECONDS", 600.0, minimum=0.0),
     "PARSE_AFTER_BUDGET_SECONDS": env_float(
         "RAGSTUDIO_PARSE_AFTER_BUDGET_SECONDS", 2.0, minimum=0.1
     ),
+    # A job that has run this long lets a waiting job of another user run (one job, then
+    # it goes on, and may yield again a window later): a long rebuild delays another
+    # user's one file by about one window, not by the whole rebuild.
+    "JOB_WINDOW_SECONDS": env_float("RAGSTUDIO_JOB_WINDOW_SECONDS", 10.0, minimum=0.0),
     # Query embeddings kept in memory per process (same text, same model: no model call).
     "QUERY_CACHE_SIZE": env_int("RAGSTUDIO_QUERY_CACHE_SIZE", 2048, minimum=0),
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
@@ -84,13 +85,14 @@ FAIR_SCAN = 2000
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
-def fair_candidates() -> list[int]:
+def fair_candidates(excluding_users: Collection[int | None] = ()) -> list[int]:
     """Queued jobs in the order a free worker should try them: within a generation first
     in, first out (its oldest queued job only), and between generations the job of the
     user served longest ago first (round robin over users, by when each one's last job
     started; jobs without a user, from the command line or the system, count as one
     user). One user's hundred queued uploads then delay another's one file by one job,
-    not a hundred."""
+    not a hundred. ``excluding_users``: users whose jobs are not candidates (a job
+    yielding its worker yields to other users only)."""
     heads: dict[int, tuple[int, int | None, datetime]] = {}
     for pk, generation_id, user_id, created in (
         IngestionJob.objects.filter(status=IngestionJob.Status.QUEUED)
@@ -98,6 +100,7 @@ def fair_candidates() -> list[int]:
         .values_list("pk", "generation_id", "created_by_id", "created_at")[:FAIR_SCAN]
     ):
         heads.setdefault(generation_id, (pk, user_id, created))
+    heads = {g: head for g, head in heads.items() if head[1] not in excluding_users}
     if not heads:
         return []
     users = {user_id for _pk, user_id, _c in heads.values()}

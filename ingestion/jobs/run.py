@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F, QuerySet, Sum
 from django.utils import timezone
 
@@ -27,6 +29,7 @@ from knowledge_bases.generations import (
 from knowledge_bases.models import Document, KnowledgeBase
 from knowledge_bases.services import generation_build_ended
 from ragstudio.core import metrics
+from ragstudio.env import rag_settings
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +45,48 @@ def run_job_and_queue(job_id: int) -> list[int]:
         return ran
     job = _claim_fairest() or job_claim(job_id=job_id)
     while job is not None:
-        job_execute(job)
+        job_execute(job, yield_to=_Yield(job, frozenset()))
         ran.append(job.pk)
         job = _claim_fairest()
     return ran
 
 
-def _claim_fairest() -> IngestionJob | None:
-    for candidate in fair_candidates():
+def _claim_fairest(excluding_users: frozenset[int | None] = frozenset()) -> IngestionJob | None:
+    for candidate in fair_candidates(excluding_users):
         job = job_claim(job_id=candidate)
         if job is not None:
             return job
     return None
+
+
+class _Yield:
+    """Called by a running job after each document: once the job has run
+    ``JOB_WINDOW_SECONDS`` since it last looked, the fairest job another user queued runs
+    here, to its end, then this job goes on. No work is redone (the job is paused, not
+    stopped) and its heartbeat goes on meanwhile. A job run here may yield in turn, to
+    users other than those whose jobs are paused below it."""
+
+    def __init__(self, job: IngestionJob, paused: frozenset[int | None]) -> None:
+        self.job_id = job.pk
+        self.users = paused | {job.created_by_id}
+        self.window = rag_settings()["JOB_WINDOW_SECONDS"]
+        self.since = time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.since < self.window:
+            return
+        try:
+            other = _claim_fairest(self.users)
+            if other is not None:
+                log.info("job %s yields its worker to job %s", self.job_id, other.pk)
+                job_execute(other, yield_to=_Yield(other, self.users))
+        except Exception:  # the other job's failure is its own, never this one's
+            log.exception("job %s: a job it yielded to failed", self.job_id)
+        finally:
+            if threading.current_thread() is not threading.main_thread():
+                # The other job's connections were opened in this (prefetch) thread.
+                connections.close_all()
+            self.since = time.monotonic()
 
 
 def _job_documents(
@@ -116,6 +149,7 @@ def _run(
     documents: QuerySet[Document],
     progress: Progress,
     cancel: threading.Event,
+    pause: Callable[[], None] | None,
 ) -> PipelineResult:
     """The pipeline over the job's documents; a rebuild then takes in the documents
     uploaded while it ran, until none are left."""
@@ -136,6 +170,7 @@ def _run(
             progress=progress,
             cancel=cancel,
             vector_cache=build.cache,
+            pause=pause,
         )
         result = part if result is None else result.merge(part)
         if job.kind != IngestionJob.Kind.REBUILD or part.cancelled:
@@ -151,9 +186,12 @@ def job_execute(
     *,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    yield_to: Callable[[], None] | None = None,
 ) -> IngestionJob:
     """Run a claimed job to the end and record how it ended. ``cancel`` (set by the CLI's
-    Ctrl-C, or by a cancel request seen in the database) stops it after a flush."""
+    Ctrl-C, or by a cancel request seen in the database) stops it after a flush.
+    ``yield_to`` is called after each document (the worker's: other users' jobs run
+    there when this one has run a window)."""
     progress = Progress()
     cancel = cancel or threading.Event()
     reporter = Reporter(job, progress, cancel, on_progress)
@@ -179,7 +217,7 @@ def job_execute(
             build.mask_pending(todo, serving=_serving(job))
         _count_finished_work(job, done, progress)
         reporter.counting.set()
-        result = _run(job, build, todo, progress, cancel)
+        result = _run(job, build, todo, progress, cancel, yield_to)
         if not result.cancelled:
             _index_vectors(job, build)
     except Exception as exc:

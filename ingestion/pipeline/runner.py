@@ -227,9 +227,11 @@ def chunk_windows(
     window_chunks: int,
     cancel: threading.Event,
     max_chars: int | None = None,
+    pause: Callable[[], None] | None = None,
 ) -> Iterator[list[Chunk]]:
     """The documents' chunks, a window at a time: documents are read only when the
-    previous window has been handed on."""
+    previous window has been handed on. ``pause`` is called after each document (the
+    job may let another user's job run there)."""
     window: list[Chunk] = []
     for doc in documents:
         if cancel.is_set():
@@ -239,6 +241,8 @@ def chunk_windows(
                 doc, chunker, ledger, parse=parse, max_bytes=max_bytes, max_chars=max_chars
             )
         )
+        if pause is not None:
+            pause()
         if len(window) >= window_chunks:
             yield window
             window = []
@@ -258,6 +262,7 @@ def run_pipeline(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     vector_cache: VectorCache | None = None,
+    pause: Callable[[], None] | None = None,
 ) -> PipelineResult:
     config = config or PipelineConfig()
     progress = progress or Progress()
@@ -302,6 +307,7 @@ def run_pipeline(
         max_chars=config.max_document_chars,
         window_chunks=max(1, config.stream_window_chunks if streaming else config.window_chunks),
         cancel=cancel,
+        pause=pause,
     )
     progress.counting()
     progress.start_rate_window()

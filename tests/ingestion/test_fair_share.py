@@ -34,6 +34,33 @@ def test_a_free_worker_takes_the_user_served_longest_ago_first(alice) -> None:
     assert set(IngestionJob.objects.values_list("status", flat=True)) == {"succeeded"}
 
 
+def test_a_long_job_lets_another_user_s_waiting_job_run_after_a_window(alice, settings) -> None:
+    """Issue 25: a long job used to hold the worker to its end; after a window it now runs
+    another user's waiting job, then goes on where it was (nothing redone). A user's
+    own jobs never jump ahead of each other this way."""
+    settings.RAGSTUDIO = {**settings.RAGSTUDIO, "JOB_WINDOW_SECONDS": 0.0}
+    bob = make_user("bob")
+    mine, other_mine, theirs = make_kb(alice, "mine"), make_kb(alice, "more"), make_kb(bob, "b")
+    files = [(f"a{n}.txt", text(6, f"alpha{n}")) for n in range(4)]
+    long_job = upload(mine, files, user=alice, enqueue=False).job
+    own_job = upload(other_mine, [("m.txt", text(6, "more"))], user=alice, enqueue=False).job
+    bob_job = upload(theirs, [("b.txt", text(6, "beta"))], user=bob, enqueue=False).job
+    assert long_job is not None and own_job is not None and bob_job is not None
+
+    ran = run_job_and_queue(long_job.pk)
+    jobs = {j.pk: j for j in IngestionJob.objects.all()}
+    long_job, own_job, bob_job = jobs[long_job.pk], jobs[own_job.pk], jobs[bob_job.pk]
+    assert {j.status for j in jobs.values()} == {"succeeded"}
+    assert ran[0] == long_job.pk and bob_job.pk not in ran  # bob's ran inside alice's
+    assert long_job.started_at < bob_job.started_at  # type: ignore[operator]
+    assert bob_job.finished_at < long_job.finished_at  # type: ignore[operator]
+    # alice's other job waited for her long one; her documents were each indexed once.
+    assert own_job.started_at > long_job.finished_at  # type: ignore[operator]
+    assert long_job.documents_done == 4 and long_job.documents_failed == 0
+    assert sorted(mine.documents.values_list("status", flat=True)) == ["indexed"] * 4
+    assert theirs.documents.get().status == "indexed"
+
+
 def test_a_task_whose_job_another_task_ran_ends_at_once(alice) -> None:
     kb = make_kb(alice, "mine")
     first = upload(kb, [("a.txt", text(6, "alpha"))], user=alice, enqueue=False).job
