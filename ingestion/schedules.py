@@ -12,6 +12,7 @@ SCHEDULES = [
     ("ragstudio: sync sources that are due", "ingestion.tasks.sync_due_sources", 1),
     ("ragstudio: delete old audit events", "knowledge_bases.tasks.prune_audit_events", 24 * 60),
     ("ragstudio: delete old export archives", "knowledge_bases.tasks.prune_transfers", 60),
+    ("ragstudio: fail abandoned evaluation runs", "search.tasks.fail_abandoned_evaluations", 60),
 ]
 
 

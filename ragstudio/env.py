@@ -172,6 +172,7 @@ class RagStudioConfig(TypedDict):
     MAX_DOCUMENT_CHARS: int
     USER_QUEUED_JOBS: int
     USER_REBUILDS: int
+    USER_EVALUATIONS: int
     USER_LIMIT_RETRY_SECONDS: int
     USER_SEARCHES_PER_MINUTE: int
     USER_UPLOADS_PER_MINUTE: int

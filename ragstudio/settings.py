@@ -352,6 +352,8 @@ RAGSTUDIO: RagStudioConfig = {
     # 429 with Retry-After.
     "USER_QUEUED_JOBS": env_int("RAGSTUDIO_USER_QUEUED_JOBS", 20, minimum=0),
     "USER_REBUILDS": env_int("RAGSTUDIO_USER_REBUILDS", 2, minimum=0),
+    # Evaluation runs queued or running per user (the API and the quality page queue them).
+    "USER_EVALUATIONS": env_int("RAGSTUDIO_USER_EVALUATIONS", 2, minimum=0),
     "USER_LIMIT_RETRY_SECONDS": env_int("RAGSTUDIO_USER_LIMIT_RETRY_SECONDS", 30, minimum=1),
     # Requests a minute per user (0: no limit; staff exempt): searches on every surface
     # (API, OpenAI-compatible, Dify, MCP, the search page) and uploads; past one, 429.

@@ -15,7 +15,7 @@ from search.evaluation import (
     evaluation_compare,
     evaluation_import,
     evaluation_queries_add,
-    evaluation_run,
+    evaluation_run_request,
     evaluation_set_create,
     evaluation_set_delete,
     judgement_mark,
@@ -36,7 +36,13 @@ from search.schemas import (
     SearchIn,
     SearchOut,
 )
-from search.selectors import evaluation_set_get, evaluation_sets_of, latest_runs, runs_of
+from search.selectors import (
+    evaluation_set_get,
+    evaluation_sets_of,
+    latest_runs,
+    run_get,
+    runs_of,
+)
 from search.services import document_chunks, knowledge_base_search
 
 router = Router(tags=["search"])
@@ -157,17 +163,22 @@ def mark(request: HttpRequest, slug: str, name: str, payload: JudgementIn):  # t
     }
 
 
-@evaluation.post("/{slug}/evalsets/{name}/runs", response={201: EvalRunDetailOut, **ERRORS})
+@evaluation.post("/{slug}/evalsets/{name}/runs", response={202: EvalRunOut, **ERRORS})
 def run_set(request: HttpRequest, slug: str, name: str, payload: EvalRunIn):  # type: ignore[no-untyped-def]
-    """Evaluate a generation on the set: nDCG@10, recall@10, recall@100 and MRR of the
-    vector, lexical and hybrid modes, overall and per query; stored with the generation.
-    409 when the set has no judged query or the generation's files are gone."""
+    """Queue an evaluation of a generation on the set (202): a worker measures nDCG@10,
+    recall@10, recall@100 and MRR of the vector, lexical and hybrid modes, overall and per
+    query, and stores them with the generation. Poll `GET .../runs/{id}` (`status`,
+    `done` of `queries`). 409 when the set has no judged query, the generation's files are
+    gone or the same evaluation is already under way; 429 past
+    RAGSTUDIO_USER_EVALUATIONS runs of yours queued or running."""
     kb = knowledge_base_get(slug=slug, user=request.user, change=True)
     evaluation_set = evaluation_set_get(kb=kb, name=name)
     number = None if payload.generation == "active" else int(payload.generation)
     generation = generation_searchable_get(kb, number)
-    run = evaluation_run(evaluation_set=evaluation_set, generation=generation, user=request.user)
-    return Status(201, run)
+    run = evaluation_run_request(
+        evaluation_set=evaluation_set, generation=generation, user=request.user
+    )
+    return Status(202, run)
 
 
 @evaluation.get("/{slug}/evalsets/{name}/runs", response={200: list[EvalRunOut], **ERRORS})
@@ -175,6 +186,15 @@ def list_runs(request: HttpRequest, slug: str, name: str):  # type: ignore[no-un
     kb = knowledge_base_get(slug=slug, user=request.user)
     evaluation_set = evaluation_set_get(kb=kb, name=name)
     return list(runs_of(evaluation_set))
+
+
+@evaluation.get("/{slug}/evalsets/{name}/runs/{run_id}", response={200: EvalRunDetailOut, **ERRORS})
+def get_run(request: HttpRequest, slug: str, name: str, run_id: int):  # type: ignore[no-untyped-def]
+    """One run: while `queued` or `running`, `done` of `queries` measured; once
+    `succeeded`, its metrics overall and per query; `failed`, with `error`."""
+    kb = knowledge_base_get(slug=slug, user=request.user)
+    evaluation_set = evaluation_set_get(kb=kb, name=name)
+    return run_get(evaluation_set, run_id)
 
 
 @evaluation.get("/{slug}/evalsets/{name}/compare", response={200: EvalCompareOut, **ERRORS})

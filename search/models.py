@@ -105,9 +105,25 @@ class Judgement(models.Model):
 
 class EvaluationRun(models.Model):
     """One evaluation set measured on one generation: the mean of each metric per mode,
-    and per query its metrics and top units (for side-by-side comparisons)."""
+    and per query its metrics and top units (for side-by-side comparisons). Asked for
+    through the API or a page, a run is queued and measured by a worker (``done`` queries
+    so far); the command line and the quality gate measure in their own process."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    LIVE = (Status.QUEUED, Status.RUNNING)
 
     evaluation_set = models.ForeignKey(EvaluationSet, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SUCCEEDED)
+    done = models.PositiveIntegerField(default=0)  # queries measured so far
+    error_message = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)  # while a worker measures
     generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="+")
     set_version = models.PositiveIntegerField()
     fusion = models.CharField(max_length=32)

@@ -375,16 +375,28 @@ class EvalRunOut(Schema):
     id: int
     evaluation_set: str
     generation: int
+    status: Literal["queued", "running", "succeeded", "failed"] = Field(
+        description="Queued and running runs are measured by a worker; poll until "
+        "succeeded or failed."
+    )
+    done: int = Field(description="Queries measured so far.")
+    error: str = Field(description="Why a failed run failed.")
     set_version: int
     stale: bool = Field(description="The set changed since this run.")
     fusion: str
     queries: int
     metrics: dict[str, dict[str, float]] = Field(
         description='{"vector" | "lexical" | "hybrid": {"ndcg@10", "recall@10", "recall@100", '
-        '"mrr"}}: means over the measured queries.'
+        '"mrr"}}: means over the measured queries (empty until the run succeeds).'
     )
     seconds: float
     created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @staticmethod
+    def resolve_error(obj: Any) -> str:
+        return str(obj.error_message)
 
     @staticmethod
     def resolve_evaluation_set(obj: Any) -> str:

@@ -61,11 +61,33 @@ def document_names(kb: KnowledgeBase, ids: Iterable[int]) -> dict[int, str]:
 
 
 def latest_run(evaluation_set: EvaluationSet, generation: Generation) -> EvaluationRun | None:
+    """The set's latest finished measurement of the generation."""
+    return (
+        EvaluationRun.objects.filter(
+            evaluation_set=evaluation_set,
+            generation=generation,
+            status=EvaluationRun.Status.SUCCEEDED,
+        )
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def latest_attempt(evaluation_set: EvaluationSet, generation: Generation) -> EvaluationRun | None:
+    """The set's latest run on the generation, whatever its status (queued, running,
+    failed: what a page shows beside the latest finished one)."""
     return (
         EvaluationRun.objects.filter(evaluation_set=evaluation_set, generation=generation)
         .order_by("-created_at", "-id")
         .first()
     )
+
+
+def run_get(evaluation_set: EvaluationSet, run_id: int) -> EvaluationRun:
+    run = runs_of(evaluation_set).filter(pk=run_id).first()
+    if run is None:
+        raise NotFound(f"evaluation set {evaluation_set.name!r} has no run {run_id}")
+    return run
 
 
 def latest_runs(

@@ -33,16 +33,18 @@ from ragstudio.views import get_or_404, is_htmx
 from search.evaluation import (
     comparison_detail,
     evaluation_import,
-    evaluation_run,
+    evaluation_run_request,
     evaluation_set_delete,
     judgement_mark,
 )
 from search.forms import EvalImportForm, JudgeForm, SearchForm
+from search.models import EvaluationRun
 from search.ranking.results import SearchOutcome
 from search.schemas import SearchIn
 from search.selectors import (
     evaluation_set_get,
     evaluation_sets_of,
+    latest_attempt,
     latest_run,
     playground_marks,
 )
@@ -157,13 +159,19 @@ def _quality_context(request: HttpRequest, kb: KnowledgeBase) -> dict[str, Any]:
     generations = list(generations_searchable(kb))
     sets = evaluation_sets_of(kb)
     rows = []
+    live = False
     for evaluation_set in sets:
         runs = []
         for generation in generations:
             run = latest_run(evaluation_set, generation)
-            runs.append({"generation": generation, "run": run})
+            attempt = latest_attempt(evaluation_set, generation)
+            if attempt is not None and attempt.status == EvaluationRun.Status.SUCCEEDED:
+                attempt = None  # the finished run is shown already
+            live = live or (attempt is not None and attempt.status in EvaluationRun.LIVE)
+            runs.append({"generation": generation, "run": run, "attempt": attempt})
         rows.append({"set": evaluation_set, "runs": runs})
     return {
+        "live": live,
         "kb": kb,
         "kb_ref": knowledge_base_ref(kb, request.user),
         "sets": rows,
@@ -182,6 +190,8 @@ def kb_quality(request: HttpRequest, slug: str) -> HttpResponse:
     differences between two generations with their top results side by side."""
     kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
     context = _quality_context(request, kb)
+    if is_htmx(request) and request.GET.get("part") == "sets":
+        return render(request, "search/_evalsets.html", context)
     status = 200
     name, a, b = request.GET.get("set"), request.GET.get("a"), request.GET.get("b")
     if name and a and b:
@@ -230,7 +240,8 @@ def kb_quality_import(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def kb_quality_run(request: HttpRequest, slug: str, name: str) -> HttpResponse:
-    """Evaluate one generation on a set (in the request: a set is bounded, EVAL_QUERIES)."""
+    """Queue an evaluation of one generation on a set; a worker measures it while the
+    page shows its progress."""
     kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
     number = request.POST.get("generation", "")
     try:
@@ -238,7 +249,7 @@ def kb_quality_run(request: HttpRequest, slug: str, name: str) -> HttpResponse:
             raise ValidationError("choose a generation to evaluate")
         evaluation_set = get_or_404(evaluation_set_get, kb=kb, name=name)
         generation = generation_get(kb=kb, number=int(number))
-        run = evaluation_run(
+        run = evaluation_run_request(
             evaluation_set=evaluation_set, generation=generation, user=request.user
         )
     except RagStudioError as exc:
@@ -246,8 +257,8 @@ def kb_quality_run(request: HttpRequest, slug: str, name: str) -> HttpResponse:
     else:
         messages.success(
             request,
-            f"Evaluated generation #{generation.number} on {name}: hybrid nDCG@10 "
-            f"{run.metrics['hybrid']['ndcg@10']:.3f} over {run.queries} queries.",
+            f"Evaluating generation #{generation.number} on {name} ({run.queries} queries): "
+            "the table shows its progress, then its numbers.",
         )
     return redirect("kb-quality", slug=knowledge_base_ref(kb, request.user))
 

@@ -45,7 +45,7 @@ def run_job_and_queue(job_id: int) -> list[int]:
         return ran
     job = _claim_fairest() or job_claim(job_id=job_id)
     while job is not None:
-        job_execute(job, yield_to=_Yield(job, frozenset()))
+        job_execute(job, yield_to=_yield_of(job, frozenset()))
         ran.append(job.pk)
         job = _claim_fairest()
     return ran
@@ -59,16 +59,17 @@ def _claim_fairest(excluding_users: frozenset[int | None] = frozenset()) -> Inge
     return None
 
 
-class _Yield:
-    """Called by a running job after each document: once the job has run
-    ``JOB_WINDOW_SECONDS`` since it last looked, the fairest job another user queued runs
-    here, to its end, then this job goes on. No work is redone (the job is paused, not
-    stopped) and its heartbeat goes on meanwhile. A job run here may yield in turn, to
-    users other than those whose jobs are paused below it."""
+class JobYield:
+    """Called by long work in the worker between its steps (a job after each document, an
+    evaluation run after each query): once ``JOB_WINDOW_SECONDS`` have passed since it
+    last looked, the fairest job another user queued runs here, to its end, then the work
+    goes on. Nothing is redone (the work is paused, not stopped) and a paused job's
+    heartbeat goes on meanwhile. ``users``: those whose work is paused here (their own
+    queued jobs wait their turn); a job run here may yield in turn, to other users."""
 
-    def __init__(self, job: IngestionJob, paused: frozenset[int | None]) -> None:
-        self.job_id = job.pk
-        self.users = paused | {job.created_by_id}
+    def __init__(self, label: str, users: frozenset[int | None]) -> None:
+        self.label = label
+        self.users = users
         self.window = rag_settings()["JOB_WINDOW_SECONDS"]
         self.since = time.monotonic()
 
@@ -78,15 +79,19 @@ class _Yield:
         try:
             other = _claim_fairest(self.users)
             if other is not None:
-                log.info("job %s yields its worker to job %s", self.job_id, other.pk)
-                job_execute(other, yield_to=_Yield(other, self.users))
-        except Exception:  # the other job's failure is its own, never this one's
-            log.exception("job %s: a job it yielded to failed", self.job_id)
+                log.info("%s yields its worker to job %s", self.label, other.pk)
+                job_execute(other, yield_to=_yield_of(other, self.users))
+        except Exception:  # the other job's failure is its own, never this work's
+            log.exception("%s: a job it yielded to failed", self.label)
         finally:
             if threading.current_thread() is not threading.main_thread():
                 # The other job's connections were opened in this (prefetch) thread.
                 connections.close_all()
             self.since = time.monotonic()
+
+
+def _yield_of(job: IngestionJob, paused: frozenset[int | None]) -> JobYield:
+    return JobYield(f"job {job.pk}", paused | {job.created_by_id})
 
 
 def _job_documents(

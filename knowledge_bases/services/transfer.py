@@ -214,7 +214,11 @@ def _snapshot(kb: KnowledgeBase, all_generations: bool) -> dict[str, Any]:
             Judgement.objects.filter(query__in=queries).select_related("created_by").order_by("pk")
         )
         runs = list(
-            EvaluationRun.objects.filter(evaluation_set__in=sets, generation__in=generations)
+            EvaluationRun.objects.filter(
+                evaluation_set__in=sets,
+                generation__in=generations,
+                status=EvaluationRun.Status.SUCCEEDED,
+            )
             .select_related("created_by")
             .order_by("pk")
         )

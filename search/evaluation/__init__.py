@@ -8,7 +8,13 @@ from search.evaluation.compare import (
     evaluation_compare,
 )
 from search.evaluation.gate import quality_gate_measure
-from search.evaluation.runs import EVAL_POOL, evaluation_run
+from search.evaluation.runs import (
+    EVAL_POOL,
+    evaluation_run,
+    evaluation_run_execute,
+    evaluation_run_request,
+    evaluation_runs_abandoned_fail,
+)
 from search.evaluation.sets import (
     AddResult,
     Mark,
@@ -33,6 +39,9 @@ __all__ = [
     "evaluation_import",
     "evaluation_queries_add",
     "evaluation_run",
+    "evaluation_run_execute",
+    "evaluation_run_request",
+    "evaluation_runs_abandoned_fail",
     "evaluation_set_create",
     "evaluation_set_delete",
     "evaluation_set_get_or_create",

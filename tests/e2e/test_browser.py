@@ -546,7 +546,12 @@ def test_quality_is_measured_and_gates_a_worse_rebuild(page: Any, tmp_path: Path
         page.goto("/kbs/claims/quality/")
         for name in ("claims", "marked"):
             page.click(f"[data-testid=evaluate-{name}-1]")
-            expect(page.locator(f"[data-testid=run-{name}-1]")).not_to_contain_text("not evaluated")
+            expect(page.locator("[data-testid=message]")).to_contain_text(f"on {name} (")
+        # A worker measures them; the table follows their progress, then shows the numbers.
+        for name in ("claims", "marked"):
+            expect(
+                page.locator(f"[data-testid=runs-{name}] [data-testid=ndcg-hybrid-1]")
+            ).to_be_visible(timeout=120_000)
         hybrid = float(page.inner_text("[data-testid=runs-claims] [data-testid=ndcg-hybrid-1]"))
         assert 0.5 < hybrid <= 1.0
 
@@ -584,7 +589,9 @@ def test_quality_is_measured_and_gates_a_worse_rebuild(page: Any, tmp_path: Path
         # The per-query differences, with the top results side by side.
         page.goto("/kbs/claims/quality/")
         page.click("[data-testid=evaluate-claims-2]")
-        expect(page.locator("[data-testid=run-claims-2]")).not_to_contain_text("not evaluated")
+        expect(page.locator("[data-testid=runs-claims] [data-testid=ndcg-hybrid-2]")).to_be_visible(
+            timeout=120_000
+        )
         page.select_option("#cmp-set", "claims")
         page.select_option("#cmp-a", "1")
         page.select_option("#cmp-b", "2")

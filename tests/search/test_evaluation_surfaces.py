@@ -16,6 +16,7 @@ from ingestion.jobs import run_job_and_queue
 from knowledge_bases.generations import generation_quality_record
 from knowledge_bases.models import Generation, KnowledgeBase
 from ragstudio.testing.generations import make_generation
+from search.evaluation import evaluation_run_execute
 from search.models import EvaluationRun, EvaluationSet, Judgement
 from tests.factories import make_kb, make_user, upload
 
@@ -93,8 +94,17 @@ def test_evaluation_sets_through_the_api(kb, alice, client_for) -> None:
     )
     assert marked.status_code == 200
     run = client.post("/api/kbs/science/evalsets/basics/runs", {}, content_type="application/json")
-    assert run.status_code == 201, run.content
-    result = run.json()
+    # Queued for a worker: nothing is measured inside the request.
+    assert run.status_code == 202, run.content
+    queued = run.json()
+    assert (queued["status"], queued["done"], queued["queries"]) == ("queued", 0, 3)
+    assert queued["metrics"] == {} and queued["finished_at"] is None
+    again = client.post("/api/kbs/science/evalsets/basics/runs", {}, content_type="application/json")
+    assert again.status_code == 409 and f"run {queued['id']}" in again.json()["message"]
+    assert evaluation_run_execute(queued["id"]) == "succeeded"
+    assert evaluation_run_execute(queued["id"]) == "taken"  # a second delivery does nothing
+    result = client.get(f"/api/kbs/science/evalsets/basics/runs/{queued['id']}").json()
+    assert result["status"] == "succeeded" and result["done"] == 3 and result["error"] == ""
     assert result["generation"] == 1 and result["queries"] == 3 and result["stale"] is False
     # Three distinct topics, each query's document is found first by every mode.
     for mode in ("vector", "lexical", "hybrid"):
@@ -210,8 +220,29 @@ def test_the_quality_page_imports_evaluates_and_compares(kb, alice, login) -> No
     )
     assert "line 1: not valid JSON" in bad.content.decode()
     ran = client.post("/kbs/science/quality/pages/run/", {"generation": "1"}, follow=True)
-    assert "Evaluated generation #1 on pages: hybrid nDCG@10 1.000" in ran.content.decode()
-    assert EvaluationRun.objects.count() == 1
+    html = ran.content.decode()
+    assert "Evaluating generation #1 on pages (1 queries)" in html
+    # The table follows the queued run (polling while it is live), then shows its numbers.
+    assert 'hx-trigger="every 2s"' in html and "0 of 1 queries" in html
+    run = EvaluationRun.objects.get()
+    assert run.status == "queued"
+    assert evaluation_run_execute(run.pk) == "succeeded"
+    part = client.get("/kbs/science/quality/?part=sets", headers=HX).content.decode()
+    assert part.startswith('<section aria-labelledby="sets-h" id="evalsets">')  # polling stops
+    assert 'data-testid="ndcg-hybrid-1">1.0000<' in part
+    # A failed attempt after it is shown beside the finished numbers, with its reason.
+    EvaluationRun.objects.create(
+        evaluation_set=run.evaluation_set,
+        generation=run.generation,
+        status="failed",
+        set_version=1,
+        fusion="rrf",
+        queries=1,
+        error_message="the worker stopped before it finished: run it again",
+    )
+    part = client.get("/kbs/science/quality/?part=sets", headers=HX).content.decode()
+    assert 'data-testid="ndcg-hybrid-1">1.0000<' in part
+    assert "the worker stopped before it finished" in part
     compared = client.get("/kbs/science/quality/?set=pages&a=1&b=1").content.decode()
     assert 'data-testid="comparison"' in compared and "0 worse" in compared
     missing = client.get("/kbs/science/quality/?set=pages&a=1&b=5")
