@@ -408,6 +408,9 @@ else:
 
 # `manage.py serve`: gunicorn worker processes for the web (pages and API).
 WEB_WORKERS = env_int("RAGSTUDIO_WEB_WORKERS", 2, minimum=1, maximum=64)
+# Threads per web process: a client that sends its request slowly holds one thread, not a
+# process, so this many slow clients per process still leave the others served.
+WEB_THREADS = env_int("RAGSTUDIO_WEB_THREADS", 32, minimum=1, maximum=256)
 WEB_TIMEOUT = env_int("RAGSTUDIO_WEB_TIMEOUT", 120, minimum=5)
 # One log line per request (with its id, user, status and time): off unless asked for,
 # or unless logs are JSON.

@@ -189,3 +189,47 @@ def test_serve_runs_gunicorn_workers_with_static_files_and_debug_off(tmp_path: P
     assert "GET /static/css/app.css" not in text and "/readyz" not in text
     # No control socket shared with every other gunicorn of this user (issue 25, case 9).
     assert "Control socket" not in text
+
+
+def test_slow_clients_do_not_hold_the_web_processes(tmp_path: Path) -> None:
+    """Issue 25, case 4: two connections sending a body a byte a second held both
+    synchronous web processes, and another user's GET waited. Twenty such connections,
+    half stalled in their headers and half in a form's body, now leave the server free:
+    a page and the health check still answer while they are open."""
+    import socket
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", f"127.0.0.1:{port}", "--no-cluster"],
+        cwd=ROOT,
+        env=subprocess_env(tmp_path / "data", RAGSTUDIO_PRELOAD_MODELS="0"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    slow: list[socket.socket] = []
+    try:
+        wait_for_http(f"{base}/accounts/login/", timeout=120)
+        for n in range(20):
+            sock = socket.create_connection(("127.0.0.1", port))
+            if n % 2:
+                sock.sendall(b"GET /accounts/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            else:
+                sock.sendall(
+                    b"POST /accounts/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded\r\n"
+                    b"Content-Length: 100000\r\n\r\nusername=a"
+                )
+            slow.append(sock)
+        # Each has sent its first bytes: each is being read, and none will finish.
+        for path in ("/healthz", "/accounts/login/", "/healthz"):
+            # A bound far above a normal answer: a held server never answers at all.
+            with urllib.request.urlopen(base + path, timeout=20) as response:
+                assert response.status == 200, path
+    finally:
+        for sock in slow:
+            sock.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -78,9 +78,12 @@ def stop_cluster(proc: subprocess.Popen, grace: float = CLUSTER_STOP_GRACE) -> N
     proc.wait()
 
 
-def start_gunicorn(addrport: str, workers: int, timeout: int) -> subprocess.Popen:
+def start_gunicorn(
+    addrport: str, workers: int, timeout: int, threads: int = 1
+) -> subprocess.Popen:
     """gunicorn in serve's own process group (a Ctrl-C reaches it too); each worker loads
-    the models before it takes a request (ragstudio.gunicorn_conf)."""
+    the models before it takes a request (ragstudio.gunicorn_conf). Threaded workers: a
+    slow client (a request trickling in a byte a second) holds a thread, not a process."""
     command = [
         sys.executable,
         "-m",
@@ -92,6 +95,10 @@ def start_gunicorn(addrport: str, workers: int, timeout: int) -> subprocess.Pope
         addrport,
         "--workers",
         str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
         "--timeout",
         str(timeout),
         "--graceful-timeout",
@@ -140,7 +147,8 @@ def announce_when_ready(addrport: str, write: Any, timeout: float = 600.0) -> No
 
 class Command(BaseCommand):
     help = (
-        "Serve the app on ADDR:PORT: gunicorn (RAGSTUDIO_WEB_WORKERS processes) and a "
+        "Serve the app on ADDR:PORT: gunicorn (RAGSTUDIO_WEB_WORKERS processes of "
+        "RAGSTUDIO_WEB_THREADS threads) and a "
         "django-q2 cluster; --dev uses Django's development server instead."
     )
 
@@ -188,7 +196,9 @@ class Command(BaseCommand):
                     "runserver", options["addrport"], use_reloader=False, insecure_serving=True
                 )
             else:
-                web = start_gunicorn(options["addrport"], workers, settings.WEB_TIMEOUT)
+                web = start_gunicorn(
+                    options["addrport"], workers, settings.WEB_TIMEOUT, settings.WEB_THREADS
+                )
                 web.wait()
         except (KeyboardInterrupt, SystemExit):
             pass
