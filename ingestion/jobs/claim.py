@@ -85,12 +85,46 @@ FAIR_SCAN = 2000
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
+def _last_served(users: set[int | None]) -> dict[int | None, datetime]:
+    """When each user's work last held a worker: the latest start or end of their jobs
+    (now, while one runs). A user whose job just ran inside another's window counts as
+    served then, not when the other's job started."""
+    jobs = IngestionJob.objects.filter(started_at__isnull=False)
+    served: dict[int | None, datetime] = {}
+
+    def note(user_id: int | None, when: datetime | None) -> None:
+        if when is not None and when > served.get(user_id, _NEVER):
+            served[user_id] = when
+
+    people = [u for u in users if u is not None]
+    for user_id, started, finished in (
+        jobs.filter(created_by_id__in=people)
+        .values("created_by_id")
+        .annotate(started=Max("started_at"), finished=Max("finished_at"))
+        .values_list("created_by_id", "started", "finished")
+    ):
+        note(user_id, started)
+        note(user_id, finished)
+    if None in users:
+        anonymous = jobs.filter(created_by__isnull=True).aggregate(
+            started=Max("started_at"), finished=Max("finished_at")
+        )
+        note(None, anonymous["started"])
+        note(None, anonymous["finished"])
+    now = timezone.now()
+    for user_id in jobs.filter(status=IngestionJob.Status.RUNNING).values_list(
+        "created_by_id", flat=True
+    ):
+        if user_id in users:
+            served[user_id] = now
+    return served
+
+
 def fair_candidates(excluding_users: Collection[int | None] = ()) -> list[int]:
     """Queued jobs in the order a free worker should try them: within a generation first
     in, first out (its oldest queued job only), and between generations the job of the
-    user served longest ago first (round robin over users, by when each one's last job
-    started; jobs without a user, from the command line or the system, count as one
-    user). One user's hundred queued uploads then delay another's one file by one job,
+    user served longest ago first (round robin over users, by ``_last_served``; jobs
+    without a user, from the command line or the system, count as one user). One user's hundred queued uploads then delay another's one file by one job,
     not a hundred. ``excluding_users``: users whose jobs are not candidates (a job
     yielding its worker yields to other users only)."""
     heads: dict[int, tuple[int, int | None, datetime]] = {}
@@ -104,18 +138,7 @@ def fair_candidates(excluding_users: Collection[int | None] = ()) -> list[int]:
     if not heads:
         return []
     users = {user_id for _pk, user_id, _c in heads.values()}
-    started = IngestionJob.objects.filter(started_at__isnull=False)
-    served: dict[int | None, datetime] = dict(
-        started.filter(created_by_id__in=[u for u in users if u is not None])
-        .values("created_by_id")
-        .annotate(last=Max("started_at"))
-        .values_list("created_by_id", "last")
-    )
-    if None in users:
-        served[None] = (
-            started.filter(created_by__isnull=True).aggregate(last=Max("started_at"))["last"]
-            or _NEVER
-        )
+    served = _last_served(users)
     ordered = sorted(
         heads.values(), key=lambda head: (served.get(head[1]) or _NEVER, head[2], head[0])
     )

@@ -3,10 +3,13 @@ user's queued jobs and rebuilds are bounded (429 with Retry-After)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 
-from ingestion.jobs import run_job_and_queue
+from ingestion.jobs import fair_candidates, run_job_and_queue
 from ingestion.models import IngestionJob
 from knowledge_bases.services import generation_rebuild_start
 from ragstudio.core.errors import TooManyRequests
@@ -59,6 +62,35 @@ def test_a_long_job_lets_another_user_s_waiting_job_run_after_a_window(alice, se
     assert long_job.documents_done == 4 and long_job.documents_failed == 0
     assert sorted(mine.documents.values_list("status", flat=True)) == ["indexed"] * 4
     assert theirs.documents.get().status == "indexed"
+
+
+def test_a_user_served_inside_another_s_long_job_waits_for_the_next_turn(alice) -> None:
+    """Found by bench/fairness.py: bob's upload ran inside alice's long rebuild, which then
+    ended; by their last start alice (who started first) looked served longest ago, so
+    her next job went ahead of bob's next upload. Who was served last counts when the
+    work ended too."""
+    bob = make_user("bob")
+    mine, theirs = make_kb(alice, "mine"), make_kb(bob, "theirs")
+    jobs = [
+        upload(kb, [(f"{n}.txt", text(4, f"topic{n}"))], user=user).job
+        for n, (kb, user) in enumerate([(mine, alice), (theirs, bob), (mine, alice), (theirs, bob)])
+    ]
+    long_job, nested, alice_next, bob_next = [j.pk for j in jobs]  # type: ignore[union-attr]
+    t0 = timezone.now() - timedelta(minutes=5)
+    done = IngestionJob.Status.SUCCEEDED
+    IngestionJob.objects.filter(pk=long_job).update(
+        status=done, started_at=t0, finished_at=t0 + timedelta(seconds=60)
+    )
+    IngestionJob.objects.filter(pk=nested).update(
+        status=done, started_at=t0 + timedelta(seconds=10), finished_at=t0 + timedelta(seconds=12)
+    )
+    assert fair_candidates() == [bob_next, alice_next]
+    # While one of bob's jobs runs (on another worker), he is being served now.
+    IngestionJob.objects.filter(pk=nested).update(
+        status=IngestionJob.Status.RUNNING, finished_at=None
+    )
+    assert fair_candidates() == [alice_next, bob_next]
+    assert fair_candidates(excluding_users={alice.pk}) == [bob_next]
 
 
 def test_a_task_whose_job_another_task_ran_ends_at_once(alice) -> None:
