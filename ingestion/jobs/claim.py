@@ -124,9 +124,10 @@ def fair_candidates(excluding_users: Collection[int | None] = ()) -> list[int]:
     """Queued jobs in the order a free worker should try them: within a generation first
     in, first out (its oldest queued job only), and between generations the job of the
     user served longest ago first (round robin over users, by ``_last_served``; jobs
-    without a user, from the command line or the system, count as one user). One user's hundred queued uploads then delay another's one file by one job,
-    not a hundred. ``excluding_users``: users whose jobs are not candidates (a job
-    yielding its worker yields to other users only)."""
+    without a user, from the command line or the system, count as one user). One user's
+    hundred queued uploads then delay another's one file by one job, not a hundred.
+    ``excluding_users``: users whose jobs are not candidates (a job yielding its worker
+    yields to other users only)."""
     heads: dict[int, tuple[int, int | None, datetime]] = {}
     for pk, generation_id, user_id, created in (
         IngestionJob.objects.filter(status=IngestionJob.Status.QUEUED)

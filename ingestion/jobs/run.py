@@ -60,7 +60,7 @@ def _claim_fairest(excluding_users: frozenset[int | None] = frozenset()) -> Inge
 
 
 class JobYield:
-    """Called by long work in the worker between its steps (a job after each document, an
+    """Called by long work in the worker between its steps (a job between windows, an
     evaluation run after each query): once ``JOB_WINDOW_SECONDS`` have passed since it
     last looked, the fairest job another user queued runs here, to its end, then the work
     goes on. Nothing is redone (the work is paused, not stopped) and a paused job's
@@ -195,8 +195,8 @@ def job_execute(
 ) -> IngestionJob:
     """Run a claimed job to the end and record how it ended. ``cancel`` (set by the CLI's
     Ctrl-C, or by a cancel request seen in the database) stops it after a flush.
-    ``yield_to`` is called after each document (the worker's: other users' jobs run
-    there when this one has run a window)."""
+    ``yield_to`` is called between windows (the worker's: other users' jobs run there
+    once this one has run ``JOB_WINDOW_SECONDS``)."""
     progress = Progress()
     cancel = cancel or threading.Event()
     reporter = Reporter(job, progress, cancel, on_progress)

@@ -227,11 +227,9 @@ def chunk_windows(
     window_chunks: int,
     cancel: threading.Event,
     max_chars: int | None = None,
-    pause: Callable[[], None] | None = None,
 ) -> Iterator[list[Chunk]]:
     """The documents' chunks, a window at a time: documents are read only when the
-    previous window has been handed on. ``pause`` is called after each document (the
-    job may let another user's job run there)."""
+    previous window has been handed on."""
     window: list[Chunk] = []
     for doc in documents:
         if cancel.is_set():
@@ -241,8 +239,6 @@ def chunk_windows(
                 doc, chunker, ledger, parse=parse, max_bytes=max_bytes, max_chars=max_chars
             )
         )
-        if pause is not None:
-            pause()
         if len(window) >= window_chunks:
             yield window
             window = []
@@ -264,6 +260,8 @@ def run_pipeline(
     vector_cache: VectorCache | None = None,
     pause: Callable[[], None] | None = None,
 ) -> PipelineResult:
+    """``pause`` is called between windows, on this thread (the worker may run another
+    user's job there, with the model free but for the last group sent)."""
     config = config or PipelineConfig()
     progress = progress or Progress()
     cancel = cancel or threading.Event()
@@ -307,7 +305,6 @@ def run_pipeline(
         max_chars=config.max_document_chars,
         window_chunks=max(1, config.stream_window_chunks if streaming else config.window_chunks),
         cancel=cancel,
-        pause=pause,
     )
     progress.counting()
     progress.start_rate_window()
@@ -329,6 +326,9 @@ def run_pipeline(
                     for part in prefetched:
                         pending.extend(part)
                         yield from ((c.text, c.token_count) for c in part)
+                        if pause is not None:
+                            # The model holds at most this window's last group now.
+                            pause()
 
                 prefetched = Prefetch(windows_to_embed(), cancel)
                 stream = embedder.embed_stream(items(), on_retry=count_retry, cancel=cancel)
@@ -350,6 +350,8 @@ def run_pipeline(
                     _store_outcomes(batches, sink, progress, result, ledger, known_new)
                     if cancel.is_set():
                         break
+                    if pause is not None:
+                        pause()
     finally:
         if sandbox is not None:
             sandbox.close()

@@ -321,3 +321,35 @@ def test_once_a_jobs_parse_time_is_spent_its_slow_documents_fail_fast(tmp_path, 
     assert "abusive" not in result.failed[51]
     assert "3 documents of this job ran out of time (an abusive upload?)" in result.failed[52]
     assert "4 documents of this job ran out of time" in result.failed[53]
+
+
+@pytest.mark.parametrize("which", ["embedder", "fast_embedder"])
+def test_the_pause_hook_runs_between_windows_on_the_pipeline_s_thread(
+    tmp_path, request, which: str
+) -> None:
+    """Where a worker lets another user's job run: after each window, on the thread that
+    called the pipeline, with that window's chunks handed to the model already."""
+    embedder = request.getfixturevalue(which)
+    store = _store(tmp_path)
+    progress = Progress()
+    seen: list[tuple[int, bool]] = []
+
+    def pause() -> None:
+        seen.append((progress.total, threading.current_thread() is threading.main_thread()))
+
+    config = PipelineConfig(store_batch_size=50, window_chunks=20, stream_window_chunks=20)
+    result = run_pipeline(
+        documents=_docs(TEXTS),
+        embedder=embedder,
+        store=store,
+        chunker=Chunker(embedder.tokenizer, size=64, overlap=8),
+        config=config,
+        progress=progress,
+        pause=pause,
+    )
+    assert not result.failed and result.persisted == result.chunks >= 40
+    # Windows of at least 20 chunks each: a pause after each, the first before the end.
+    assert 2 <= len(seen) <= result.chunks // 20
+    assert all(on_main for _total, on_main in seen)
+    counted = [total for total, _ in seen]
+    assert counted == sorted(counted) and counted[0] < result.chunks

@@ -99,7 +99,9 @@ def test_evaluation_sets_through_the_api(kb, alice, client_for) -> None:
     queued = run.json()
     assert (queued["status"], queued["done"], queued["queries"]) == ("queued", 0, 3)
     assert queued["metrics"] == {} and queued["finished_at"] is None
-    again = client.post("/api/kbs/science/evalsets/basics/runs", {}, content_type="application/json")
+    again = client.post(
+        "/api/kbs/science/evalsets/basics/runs", {}, content_type="application/json"
+    )
     assert again.status_code == 409 and f"run {queued['id']}" in again.json()["message"]
     assert evaluation_run_execute(queued["id"]) == "succeeded"
     assert evaluation_run_execute(queued["id"]) == "taken"  # a second delivery does nothing
