@@ -78,9 +78,7 @@ def stop_cluster(proc: subprocess.Popen, grace: float = CLUSTER_STOP_GRACE) -> N
     proc.wait()
 
 
-def start_gunicorn(
-    addrport: str, workers: int, timeout: int, threads: int = 1
-) -> subprocess.Popen:
+def start_gunicorn(addrport: str, workers: int, timeout: int, threads: int = 1) -> subprocess.Popen:
     """gunicorn in serve's own process group (a Ctrl-C reaches it too); each worker loads
     the models before it takes a request (ragstudio.gunicorn_conf). Threaded workers: a
     slow client (a request trickling in a byte a second) holds a thread, not a process."""
