@@ -13,6 +13,7 @@ SCHEDULES = [
     ("ragstudio: delete old audit events", "knowledge_bases.tasks.prune_audit_events", 24 * 60),
     ("ragstudio: delete old export archives", "knowledge_bases.tasks.prune_transfers", 60),
     ("ragstudio: fail abandoned evaluation runs", "search.tasks.fail_abandoned_evaluations", 60),
+    ("ragstudio: prune rebuild plans", "knowledge_bases.tasks.prune_rebuild_plans", 60),
 ]
 
 

@@ -31,9 +31,10 @@ from knowledge_bases.schemas import (
     KnowledgeBaseIn,
     KnowledgeBaseOut,
     KnowledgeBaseUpdateIn,
+    PlanIn,
     PromoteIn,
     RebuildIn,
-    RebuildPlanOut,
+    RebuildPlanRunOut,
     TransferOut,
 )
 from knowledge_bases.selectors import (
@@ -47,13 +48,14 @@ from knowledge_bases.services import (
     api_key_revoke,
     api_keys_of,
     generation_promote,
-    generation_rebuild_plan,
     generation_rebuild_start,
     generation_rollback,
     generations_gc,
     knowledge_base_create,
     knowledge_base_delete,
     knowledge_base_update,
+    rebuild_plan_get,
+    rebuild_plan_request,
 )
 from knowledge_bases.services.transfers import (
     transfer_archive,
@@ -289,28 +291,46 @@ def list_generations(request: HttpRequest, slug: str):  # type: ignore[no-untype
     return list(generations_of(kb))
 
 
-@router.post("/{slug}/generations/rebuild", response={200: RebuildPlanOut, 202: JobOut, **ERRORS})
+@router.post("/{slug}/generations/rebuild", response={202: JobOut | RebuildPlanRunOut, **ERRORS})
 def rebuild_generation(request: HttpRequest, slug: str, payload: RebuildIn):  # type: ignore[no-untyped-def]
     """Build a new generation from all documents, with the KB's settings or new ones, while
     the active one keeps serving. With auto_promote it becomes active once it passes its
     check and the quality gate. 409 when a rebuild is already in progress. With dry_run:
-    200 and the plan (settings diff, chunks, reused, to embed, ETA, disk), nothing spent."""
+    the plan instead (as `POST .../generations/plans`), nothing spent."""
     kb = knowledge_base_get(slug=slug, user=request.user, change=True)
     options = payload.dict()
     if options.pop("dry_run"):
-        return Status(
-            200,
-            generation_rebuild_plan(
-                kb=kb,
-                user=request.user,
-                embedder=options["embedder"],
-                chunk_size=options["chunk_size"],
-                chunk_overlap=options["chunk_overlap"],
-                language=options["language"],
-            ),
-        )
+        return Status(202, _plan_request(request, kb, options))
     job = generation_rebuild_start(kb=kb, user=request.user, **options)
     return Status(202, job)
+
+
+@router.post("/{slug}/generations/plans", response={202: RebuildPlanRunOut, **ERRORS})
+def plan_rebuild(request: HttpRequest, slug: str, payload: PlanIn):  # type: ignore[no-untyped-def]
+    """Plan a rebuild with these settings (202): a worker reads and chunks every document
+    as the rebuild would and reports the settings diff, chunks, reused vectors, what to
+    embed, ETA and disk size; nothing is embedded or written. Poll
+    `GET .../generations/plans/{id}`. The same settings asked again while their plan is
+    under way get that plan."""
+    kb = knowledge_base_get(slug=slug, user=request.user, change=True)
+    return Status(202, _plan_request(request, kb, payload.dict()))
+
+
+@router.get("/{slug}/generations/plans/{plan_id}", response={200: RebuildPlanRunOut, **ERRORS})
+def get_plan(request: HttpRequest, slug: str, plan_id: int):  # type: ignore[no-untyped-def]
+    kb = knowledge_base_get(slug=slug, user=request.user, change=True)
+    return rebuild_plan_get(kb=kb, plan_id=plan_id)
+
+
+def _plan_request(request: HttpRequest, kb: Any, options: dict[str, Any]) -> Any:
+    return rebuild_plan_request(
+        kb=kb,
+        user=request.user,
+        embedder=options["embedder"],
+        chunk_size=options["chunk_size"],
+        chunk_overlap=options["chunk_overlap"],
+        language=options["language"],
+    )
 
 
 @router.post("/{slug}/generations/{int:number}/promote", response={200: GenerationOut, **ERRORS})

@@ -670,6 +670,41 @@ class Transfer(models.Model):
         return f"{self.kind} {self.kb_slug} ({self.status})"
 
 
+class RebuildPlanRun(models.Model):
+    """A rebuild's plan, computed by a worker: planning reads and chunks every document
+    (minutes for a large knowledge base), which no web request should hold."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    LIVE = (Status.QUEUED, Status.RUNNING)
+
+    knowledge_base = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="rebuild_plans"
+    )
+    # The settings planned: {"embedder", "chunk_size", "chunk_overlap", "language"}
+    options = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    documents = models.PositiveIntegerField(default=0)  # the KB's documents when asked
+    plan = models.JSONField(default=dict, blank=True)  # the RebuildPlan, once computed
+    error_message = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"plan of {self.knowledge_base} ({self.status})"
+
+
 class RateCounter(models.Model):
     """Requests of one kind by one user in one minute (per-user rate limits), counted in
     the database so that every web process and host agrees."""

@@ -8,6 +8,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, StrictBool
 
 from knowledge_bases.generations import OVERRIDE_MAX_CHARS
 from knowledge_bases.models import KnowledgeBase
+from knowledge_bases.services import rebuild_plan_of
 from ragstudio.core.bounds import CHUNK_OVERLAP, CHUNK_SIZE, EMBED_BATCH_SIZE, STORE_BATCH_SIZE
 from ragstudio.core.languages import LanguageChoice
 from ragstudio.core.vocabulary import GATE_KEYS
@@ -196,7 +197,7 @@ class RejectedOut(Schema):
     reason: str
 
 
-class RebuildIn(Schema):
+class PlanIn(Schema):
     model_config = ConfigDict(extra="forbid")
     embedder: str | None = Field(default=None, max_length=255)
     chunk_size: Annotated[int, within(CHUNK_SIZE), JSON_INTEGER] | None = None
@@ -206,11 +207,15 @@ class RebuildIn(Schema):
         description="BM25's stemming: a language code, `auto` (the documents' majority "
         "language) or `none`; a change is a rebuild. Default: the KB's.",
     )
+
+
+class RebuildIn(PlanIn):
     auto_promote: StrictBool = False
     dry_run: StrictBool = Field(
         default=False,
-        description="Plan only (200 with the plan): chunks, reused vectors, what to embed, "
-        "ETA and disk size; nothing is embedded or written.",
+        description="Plan only (202 with the queued plan, as `POST .../generations/plans`): "
+        "chunks, reused vectors, what to embed, ETA and disk size; nothing is embedded or "
+        "written.",
     )
     store_batch_size: Annotated[int, within(STORE_BATCH_SIZE), JSON_INTEGER] | None = None
     embed_batch_size: Annotated[int, within(EMBED_BATCH_SIZE), JSON_INTEGER] | None = Field(
@@ -249,6 +254,38 @@ class RebuildPlanOut(Schema):
     disk_bytes: int | None
     disk_basis: str
     seconds: float
+
+
+class RebuildPlanRunOut(Schema):
+    id: int
+    knowledge_base: str
+    status: Literal["queued", "running", "succeeded", "failed"] = Field(
+        description="A worker computes the plan (it reads every document); poll "
+        "`GET /api/kbs/{slug}/generations/plans/{id}` until succeeded or failed."
+    )
+    settings: dict[str, str | int | None] = Field(description="The settings planned.")
+    documents: int = Field(description="The knowledge base's documents when asked.")
+    plan: RebuildPlanOut | None = Field(description="Once succeeded.")
+    error: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @staticmethod
+    def resolve_knowledge_base(obj: Any) -> str:
+        return str(obj.knowledge_base.slug)
+
+    @staticmethod
+    def resolve_settings(obj: Any) -> dict[str, Any]:
+        return dict(obj.options)
+
+    @staticmethod
+    def resolve_plan(obj: Any) -> Any:
+        return rebuild_plan_of(obj)
+
+    @staticmethod
+    def resolve_error(obj: Any) -> str:
+        return str(obj.error_message)
 
 
 class ApiKeyIn(Schema):

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from django.db import close_old_connections
 
-from knowledge_bases.services import audit_events_prune, generations_gc_all
+from ingestion.jobs import JobYield
+from knowledge_bases.models import RebuildPlanRun
+from knowledge_bases.services import (
+    audit_events_prune,
+    generations_gc_all,
+    rebuild_plan_execute,
+    rebuild_plans_prune,
+)
 from knowledge_bases.services.limits import rate_counters_prune
 from knowledge_bases.services.transfers import transfer_run, transfers_prune
 
@@ -32,3 +39,20 @@ def prune_transfers() -> int:
     """Export archives past RAGSTUDIO_EXPORT_RETENTION_HOURS, leftover uploads, and the
     rate limits' counters of minutes past."""
     return transfers_prune() + rate_counters_prune()
+
+
+def run_rebuild_plan(plan_id: int) -> str:
+    """A rebuild's plan (it reads every document); it lets other users' waiting jobs run
+    between its windows, as a job does."""
+    close_old_connections()
+    try:
+        user = RebuildPlanRun.objects.filter(pk=plan_id).values_list("created_by_id", flat=True)
+        pause = JobYield(f"rebuild plan {plan_id}", frozenset(user))
+        return rebuild_plan_execute(int(plan_id), pause=pause)
+    finally:
+        close_old_connections()
+
+
+def prune_rebuild_plans() -> int:
+    """Hourly: plans whose worker died fail; plans a day old go."""
+    return rebuild_plans_prune()

@@ -63,6 +63,11 @@ urlpatterns = [
     path("kbs/<kbref:slug>/generations/", views.kb_generations, name="kb-generations"),
     path("kbs/<kbref:slug>/generations/rebuild/", views.kb_rebuild, name="kb-rebuild"),
     path(
+        "kbs/<kbref:slug>/generations/plans/<int:plan_id>/",
+        views.kb_rebuild_plan,
+        name="kb-rebuild-plan",
+    ),
+    path(
         "kbs/<kbref:slug>/generations/<str:action>/",
         views.kb_generation_action,
         name="kb-generation-action",

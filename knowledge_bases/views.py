@@ -37,7 +37,7 @@ from knowledge_bases.generations import (
     promote_verdict,
     rollback_verdict,
 )
-from knowledge_bases.models import Generation, KnowledgeBase
+from knowledge_bases.models import Generation, KnowledgeBase, RebuildPlanRun
 from knowledge_bases.selectors import (
     document_versions,
     documents_of,
@@ -47,16 +47,17 @@ from knowledge_bases.selectors import (
     knowledge_bases_with_stats,
 )
 from knowledge_bases.services import (
-    RebuildPlan,
     api_key_create,
     api_key_revoke,
     api_keys_of,
     generation_promote,
-    generation_rebuild_plan,
     generation_rebuild_start,
     generation_rollback,
     generations_gc,
     knowledge_base_create,
+    rebuild_plan_get,
+    rebuild_plan_of,
+    rebuild_plan_request,
 )
 from ragstudio.core.errors import RagStudioError, ValidationError
 from ragstudio.views import attachment_response, get_or_404, is_htmx
@@ -319,10 +320,11 @@ def _generations_response(
     kb: KnowledgeBase,
     form: RebuildForm | None = None,
     status: int = 200,
-    plan: RebuildPlan | None = None,
+    plan_run: RebuildPlanRun | None = None,
 ) -> HttpResponse:
     context = _generations_context(request, kb, form)
-    context["plan"] = plan
+    context["plan_run"] = plan_run
+    context["plan"] = rebuild_plan_of(plan_run) if plan_run is not None else None
     template = (
         "knowledge_bases/_generations.html"
         if is_htmx(request)
@@ -333,8 +335,26 @@ def _generations_response(
 
 @login_required
 def kb_generations(request: HttpRequest, slug: str) -> HttpResponse:
+    """The generations; ``?plan=<id>``: with that rebuild plan under the form."""
     kb = get_or_404(knowledge_base_get, slug=slug, user=request.user)
-    return _generations_response(request, kb)
+    plan = request.GET.get("plan", "")
+    plan_run = None
+    if plan.isdigit() and knowledge_base_can_change(kb, request.user):
+        plan_run = RebuildPlanRun.objects.filter(knowledge_base=kb, pk=int(plan)).first()
+    return _generations_response(request, kb, plan_run=plan_run)
+
+
+@login_required
+def kb_rebuild_plan(request: HttpRequest, slug: str, plan_id: int) -> HttpResponse:
+    """A rebuild plan's box: pending (it polls itself), failed, or the plan."""
+    kb = get_or_404(knowledge_base_get, slug=slug, user=request.user, change=True)
+    plan_run = get_or_404(rebuild_plan_get, kb=kb, plan_id=plan_id)
+    context = {
+        "kb_ref": knowledge_base_ref(kb, request.user),
+        "plan_run": plan_run,
+        "plan": rebuild_plan_of(plan_run),
+    }
+    return render(request, "knowledge_bases/_plan.html", context)
 
 
 GENERATION_ACTIONS = ("promote", "rollback", "gc")
@@ -381,7 +401,7 @@ def kb_rebuild(request: HttpRequest, slug: str) -> HttpResponse:
     if form.is_valid() and request.POST.get("plan"):
         data = form.cleaned_data
         try:
-            plan = generation_rebuild_plan(
+            plan_run = rebuild_plan_request(
                 kb=kb,
                 user=request.user,
                 embedder=data["embedder"] or None,
@@ -392,7 +412,7 @@ def kb_rebuild(request: HttpRequest, slug: str) -> HttpResponse:
         except RagStudioError as exc:
             _form_error(form, exc)
         else:
-            return _generations_response(request, kb, form, plan=plan)
+            return _generations_response(request, kb, form, plan_run=plan_run)
     elif form.is_valid():
         data = form.cleaned_data
         try:

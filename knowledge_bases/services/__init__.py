@@ -17,7 +17,16 @@ from knowledge_bases.services.knowledge_bases import (
     knowledge_base_delete,
     knowledge_base_update,
 )
-from knowledge_bases.services.plan import RebuildPlan, SettingChange, generation_rebuild_plan
+from knowledge_bases.services.plan import (
+    RebuildPlan,
+    SettingChange,
+    generation_rebuild_plan,
+    rebuild_plan_execute,
+    rebuild_plan_get,
+    rebuild_plan_of,
+    rebuild_plan_request,
+    rebuild_plans_prune,
+)
 
 __all__ = [
     "RebuildPlan",
@@ -37,4 +46,9 @@ __all__ = [
     "knowledge_base_create",
     "knowledge_base_delete",
     "knowledge_base_update",
+    "rebuild_plan_execute",
+    "rebuild_plan_get",
+    "rebuild_plan_of",
+    "rebuild_plan_request",
+    "rebuild_plans_prune",
 ]

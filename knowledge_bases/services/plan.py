@@ -10,11 +10,18 @@ it."""
 
 from __future__ import annotations
 
+import logging
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timedelta
 from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from ingestion.embedders import LOCAL_PROVIDERS, parse_spec
 from ingestion.models import IngestionJob
@@ -31,8 +38,8 @@ from knowledge_bases.generations import (
     rebuild_settings_resolve,
     reuse_cache,
 )
-from knowledge_bases.models import Document, Generation, KnowledgeBase
-from ragstudio.core.errors import Conflict
+from knowledge_bases.models import Document, Generation, KnowledgeBase, RebuildPlanRun
+from ragstudio.core.errors import Conflict, NotFound, RagStudioError, TooManyRequests
 from ragstudio.core.types import (
     Chunk,
     DocumentVersionKey,
@@ -43,10 +50,13 @@ from ragstudio.core.types import (
     StreamingEmbedder,
     TokenCounter,
 )
+from ragstudio.env import rag_settings
 
 TIMED_CHUNKS = 96  # chunks a local model is timed on, for the ETA
 SAMPLE_ROWS = 200  # rows of the active generation whose text sizes the disk estimate
 MIN_RATE_CHUNKS = 50  # a job that embedded fewer says little about the rate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,9 +98,11 @@ def generation_rebuild_plan(
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
     language: str | None = None,
+    pause: Callable[[], None] | None = None,
 ) -> RebuildPlan:
     """What ``generation_rebuild_start`` with these settings would do; nothing is
-    embedded or written."""
+    embedded or written (here and now: the command line; the web queues a
+    ``RebuildPlanRun`` for a worker instead)."""
     started = time.perf_counter()
     kb.refresh_from_db()
     active = kb.active_generation
@@ -114,6 +126,7 @@ def generation_rebuild_plan(
         ),
         config=build_config(),
         vector_cache=reuse_cache(kb.pk, model.fingerprint),
+        pause=pause,
     )
     names = {d.pk: d.original_filename for d in documents}
     plan = RebuildPlan(
@@ -141,6 +154,134 @@ def generation_rebuild_plan(
     _estimate_disk(plan, kb, built.dimensions, sink.text_bytes)
     plan.seconds = time.perf_counter() - started
     return plan
+
+
+PLAN_OPTIONS = ("embedder", "chunk_size", "chunk_overlap", "language")
+# Plans one user may have queued or running at once (a plan reads every document).
+USER_LIVE_PLANS = 2
+
+
+def rebuild_plan_request(
+    *,
+    kb: KnowledgeBase,
+    user: Any = None,
+    embedder: str | None = None,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    language: str | None = None,
+    enqueue: bool = True,
+) -> RebuildPlanRun:
+    """Queue a plan for a worker (the API and the page: planning reads every document).
+    The settings are checked now (422) and the KB must have an active generation (409).
+    The same settings asked again while their plan is queued or running get that plan; a
+    user has at most USER_LIVE_PLANS live (429)."""
+    kb.refresh_from_db()
+    if kb.active_generation_id is None:
+        raise Conflict("this knowledge base has no active generation yet: ingest documents first")
+    rebuild_settings_resolve(
+        kb=kb, embedder=embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap, actor=user
+    )
+    language_resolve(kb, language)
+    options = {
+        "embedder": embedder,
+        "chunk_size": chunk_size,
+        "chunk_overlap": chunk_overlap,
+        "language": language,
+    }
+    person = user if getattr(user, "pk", None) else None
+    with transaction.atomic():
+        KnowledgeBase.objects.select_for_update().filter(pk=kb.pk).first()
+        live = RebuildPlanRun.objects.filter(status__in=RebuildPlanRun.LIVE)
+        for run in live.filter(knowledge_base=kb, created_by=person):
+            if run.options == options:
+                return run
+        if person is not None and not person.is_staff:
+            mine = live.filter(created_by=person).count()
+            if mine >= USER_LIVE_PLANS:
+                raise TooManyRequests(
+                    f"you have {mine} rebuild plans being computed: try again when one is ready",
+                    retry_after=rag_settings()["USER_LIMIT_RETRY_SECONDS"],
+                    extra={"limit": "plans", "max": USER_LIVE_PLANS},
+                )
+        run = RebuildPlanRun.objects.create(
+            knowledge_base=kb, options=options, documents=kb.documents.count(), created_by=person
+        )
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue(run.pk))
+    return run
+
+
+def _enqueue(plan_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task(
+        "knowledge_bases.tasks.run_rebuild_plan",
+        plan_id,
+        task_name=f"plan-{plan_id}",
+        group="plans",
+    )
+
+
+def rebuild_plan_execute(plan_id: int, *, pause: Callable[[], None] | None = None) -> str:
+    """The worker's part: compute a queued plan (a second delivery finds it taken and
+    does nothing). Returns the final status."""
+    claimed = RebuildPlanRun.objects.filter(pk=plan_id, status=RebuildPlanRun.Status.QUEUED).update(
+        status=RebuildPlanRun.Status.RUNNING, started_at=timezone.now()
+    )
+    if not claimed:
+        return "taken"
+    run = RebuildPlanRun.objects.select_related("knowledge_base", "created_by").get(pk=plan_id)
+    fields: dict[str, Any]
+    try:
+        options = {k: run.options.get(k) for k in PLAN_OPTIONS}
+        plan = generation_rebuild_plan(
+            kb=run.knowledge_base, user=run.created_by, pause=pause, **options
+        )
+        fields = {"status": RebuildPlanRun.Status.SUCCEEDED, "plan": asdict(plan)}
+    except RagStudioError as exc:
+        fields = {"status": RebuildPlanRun.Status.FAILED, "error_message": exc.message}
+    except Exception as exc:
+        log.exception("rebuild plan %s failed", plan_id)
+        fields = {
+            "status": RebuildPlanRun.Status.FAILED,
+            "error_message": f"internal error: {type(exc).__name__}: {exc}",
+        }
+    RebuildPlanRun.objects.filter(pk=plan_id).update(finished_at=timezone.now(), **fields)
+    return str(fields["status"])
+
+
+def rebuild_plan_get(*, kb: KnowledgeBase, plan_id: int) -> RebuildPlanRun:
+    run = RebuildPlanRun.objects.filter(knowledge_base=kb, pk=plan_id).first()
+    if run is None:
+        raise NotFound(f"knowledge base {kb.slug!r} has no rebuild plan {plan_id}")
+    return run
+
+
+def rebuild_plan_of(run: RebuildPlanRun) -> RebuildPlan | None:
+    """The plan a run computed (None until it has)."""
+    if run.status != RebuildPlanRun.Status.SUCCEEDED or not run.plan:
+        return None
+    values = dict(run.plan)
+    changes = [SettingChange(**change) for change in values.pop("settings", [])]
+    known = {f.name for f in fields(RebuildPlan)}
+    return RebuildPlan(settings=changes, **{k: v for k, v in values.items() if k in known})
+
+
+def rebuild_plans_prune(now: datetime | None = None) -> int:
+    """Hourly: plans a worker will not finish fail (running past the task timeout, queued
+    for a day); plans finished a day ago go (they describe documents as they were)."""
+    now = now or timezone.now()
+    S = RebuildPlanRun.Status
+    RebuildPlanRun.objects.filter(
+        Q(status=S.RUNNING, started_at__lt=now - timedelta(seconds=settings.Q_CLUSTER["timeout"]))
+        | Q(status=S.QUEUED, created_at__lt=now - timedelta(days=1))
+    ).update(
+        status=S.FAILED,
+        finished_at=now,
+        error_message="the worker stopped before it finished: plan again",
+    )
+    deleted, _ = RebuildPlanRun.objects.filter(finished_at__lt=now - timedelta(days=1)).delete()
+    return deleted
 
 
 class _NotingChunker(Chunker):

@@ -560,8 +560,9 @@ def test_quality_is_measured_and_gates_a_worse_rebuild(page: Any, tmp_path: Path
         page.fill("#id_chunk_size", "16")
         page.fill("#id_chunk_overlap", "0")
         page.click("[data-testid=plan]")
+        # A worker plans it; the box polls until the plan is there.
         plan = page.locator("[data-testid=rebuild-plan]")
-        expect(plan).to_contain_text("chunk_size: 200 → 16")
+        expect(plan).to_contain_text("chunk_size: 200 → 16", timeout=120_000)
         assert int(page.inner_text("[data-testid=plan-chunks]")) > 1000
         shot(page, "18-rebuild-plan")
         page.click("[data-testid=rebuild]")

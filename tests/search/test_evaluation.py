@@ -18,7 +18,11 @@ from ingestion.jobs import run_job_and_queue
 from ingestion.models import IngestionJob
 from knowledge_bases.generations import generation_reader
 from knowledge_bases.models import Generation, GenerationEvent, KnowledgeBase
-from knowledge_bases.services import generation_rebuild_plan, generation_rebuild_start
+from knowledge_bases.services import (
+    generation_rebuild_plan,
+    generation_rebuild_start,
+    rebuild_plan_execute,
+)
 from ragstudio.core.errors import Conflict, ValidationError
 from ragstudio.core.vocabulary import DEFAULT_FUSION
 from search.evaluation import (
@@ -300,8 +304,21 @@ def test_the_plan_through_the_api_and_the_cli(scifact, alice, client_for) -> Non
         {"chunk_size": 100, "dry_run": True},
         content_type="application/json",
     )
-    assert response.status_code == 200, response.content
-    body = response.json()
+    # Queued for a worker (planning reads every document): nothing is read in the request.
+    assert response.status_code == 202, response.content
+    queued = response.json()
+    assert (queued["status"], queued["plan"], queued["documents"]) == ("queued", None, 1)
+    assert queued["settings"]["chunk_size"] == 100 and queued["knowledge_base"] == "claims"
+    # The same settings again, on the plans endpoint: the same plan, not a second one.
+    again = client.post(
+        "/api/kbs/claims/generations/plans", {"chunk_size": 100}, content_type="application/json"
+    )
+    assert again.status_code == 202 and again.json()["id"] == queued["id"]
+    assert rebuild_plan_execute(queued["id"]) == "succeeded"
+    assert rebuild_plan_execute(queued["id"]) == "taken"
+    done = client.get(f"/api/kbs/claims/generations/plans/{queued['id']}").json()
+    assert done["status"] == "succeeded" and done["finished_at"] is not None
+    body = done["plan"]
     assert body["chunks"] > 0 and body["to_embed"] == body["chunks"] - body["reused"]
     assert {s["name"]: s["changed"] for s in body["settings"]}["chunk_size"] is True
     assert not IngestionJob.objects.filter(kind="rebuild").exists()  # nothing started
@@ -328,6 +345,15 @@ def test_the_plan_through_the_api_and_the_cli(scifact, alice, client_for) -> Non
         content_type="application/json",
     )
     assert bad.status_code == 422 and "chunk overlap" in bad.json()["message"]
+    assert client.get("/api/kbs/claims/generations/plans/999").status_code == 404
+    # A plan whose knowledge base changed under it fails with the reason, not silently.
+    gone = client.post(
+        "/api/kbs/claims/generations/plans", {"chunk_size": 90}, content_type="application/json"
+    ).json()
+    KnowledgeBase.objects.filter(pk=scifact.pk).update(active_generation=None)
+    assert rebuild_plan_execute(gone["id"]) == "failed"
+    failed = client.get(f"/api/kbs/claims/generations/plans/{gone['id']}").json()
+    assert failed["plan"] is None and "no active generation" in failed["error"]
 
 
 def test_marks_from_the_playground_build_a_set(scifact, alice) -> None:

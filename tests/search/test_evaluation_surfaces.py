@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
+from django.utils import timezone
 
 from ingestion.jobs import run_job_and_queue
 from knowledge_bases.generations import generation_quality_record
-from knowledge_bases.models import Generation, KnowledgeBase
+from knowledge_bases.models import Generation, KnowledgeBase, RebuildPlanRun
+from knowledge_bases.services import (
+    rebuild_plan_execute,
+    rebuild_plan_request,
+    rebuild_plans_prune,
+)
+from ragstudio.core.errors import TooManyRequests, ValidationError
 from ragstudio.testing.generations import make_generation
 from search.evaluation import evaluation_run_execute
 from search.models import EvaluationRun, EvaluationSet, Judgement
@@ -357,8 +365,23 @@ def test_the_plan_button_shows_the_plan_without_starting_anything(kb, alice, log
         {"chunk_size": "32", "chunk_overlap": "4", "plan": "1"},
         headers=HX,
     ).content.decode()
+    # The plan is a worker's: the page shows it pending, polling its own box.
+    plan_run = RebuildPlanRun.objects.get()
+    box = f'hx-get="/kbs/science/generations/plans/{plan_run.pk}/" hx-trigger="every 1s"'
+    assert 'data-testid="rebuild-plan-pending"' in html and box in html
+    assert 'value="32"' in html  # the form keeps the settings planned
+    assert rebuild_plan_execute(plan_run.pk) == "succeeded"
+    part = client.get(f"/kbs/science/generations/plans/{plan_run.pk}/", headers=HX)
+    html = part.content.decode()
     assert 'data-testid="rebuild-plan"' in html and "chunk_size: <code>64</code>" in html
+    assert "hx-trigger" not in html  # done: the box stops polling
     assert kb.generations.count() == 1  # nothing started
+    page = client.get(f"/kbs/science/generations/?plan={plan_run.pk}").content.decode()
+    assert 'data-testid="plan-chunks"' in page
+    # Someone who may only read the knowledge base sees no plan.
+    reader = make_user("rita")
+    kb.shared_with.add(reader)
+    assert login(reader).get(f"/kbs/science/generations/plans/{plan_run.pk}/").status_code == 403
 
 
 def test_the_admin_asks_for_a_reason_to_promote_a_regression(kb) -> None:
@@ -389,3 +412,25 @@ def test_the_admin_asks_for_a_reason_to_promote_a_regression(kb) -> None:
     kb.refresh_from_db()
     assert kb.active_generation_id == worse.pk
     assert worse.events.get(to_status=S.ACTIVE).note.endswith("override by root: signed off")
+
+
+def test_plans_are_bounded_per_user_and_old_or_abandoned_ones_are_pruned(kb, alice) -> None:
+    first = rebuild_plan_request(kb=kb, user=alice, chunk_size=32, enqueue=False)
+    second = rebuild_plan_request(kb=kb, user=alice, chunk_size=48, enqueue=False)
+    assert rebuild_plan_request(kb=kb, user=alice, chunk_size=32, enqueue=False) == first
+    with pytest.raises(TooManyRequests, match="2 rebuild plans being computed"):
+        rebuild_plan_request(kb=kb, user=alice, chunk_size=40, enqueue=False)
+    with pytest.raises(ValidationError, match="chunk overlap"):
+        rebuild_plan_request(kb=kb, user=alice, chunk_size=32, chunk_overlap=40)
+    now = timezone.now()
+    RebuildPlanRun.objects.filter(pk=first.pk).update(
+        status="running", started_at=now - timedelta(days=1)
+    )
+    done = RebuildPlanRun.objects.create(
+        knowledge_base=kb, status="succeeded", finished_at=now - timedelta(hours=25)
+    )
+    rebuild_plans_prune(now)
+    first.refresh_from_db()
+    assert first.status == "failed" and "the worker stopped" in first.error_message
+    assert RebuildPlanRun.objects.filter(pk=second.pk, status="queued").exists()
+    assert not RebuildPlanRun.objects.filter(pk=done.pk).exists()
