@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import close_old_connections
 
-from ingestion.jobs import JobYield
+from ingestion.jobs import run_yielding
 from knowledge_bases.models import RebuildPlanRun
 from knowledge_bases.services import (
     audit_events_prune,
@@ -44,13 +44,7 @@ def prune_transfers() -> int:
 def run_rebuild_plan(plan_id: int) -> str:
     """A rebuild's plan (it reads every document); it lets other users' waiting jobs run
     between its windows, as a job does."""
-    close_old_connections()
-    try:
-        user = RebuildPlanRun.objects.filter(pk=plan_id).values_list("created_by_id", flat=True)
-        pause = JobYield(f"rebuild plan {plan_id}", frozenset(user))
-        return rebuild_plan_execute(int(plan_id), pause=pause)
-    finally:
-        close_old_connections()
+    return run_yielding("rebuild plan", RebuildPlanRun, plan_id, rebuild_plan_execute)
 
 
 def prune_rebuild_plans() -> int:

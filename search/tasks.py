@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import close_old_connections
-
-from ingestion.jobs import JobYield
+from ingestion.jobs import run_yielding
 from search.evaluation import evaluation_run_execute, evaluation_runs_abandoned_fail
 from search.models import EvaluationRun
 
@@ -12,13 +10,7 @@ from search.models import EvaluationRun
 def run_evaluation(run_id: int) -> str:
     """A queued evaluation run; every JOB_WINDOW_SECONDS it lets a waiting ingestion job
     of another user run first, so a run of a thousand queries holds nobody's upload."""
-    close_old_connections()
-    try:
-        user = EvaluationRun.objects.filter(pk=run_id).values_list("created_by_id", flat=True)
-        pause = JobYield(f"evaluation run {run_id}", frozenset(user))
-        return evaluation_run_execute(int(run_id), pause=pause)
-    finally:
-        close_old_connections()
+    return run_yielding("evaluation run", EvaluationRun, run_id, evaluation_run_execute)
 
 
 def fail_abandoned_evaluations() -> int:

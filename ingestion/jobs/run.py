@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from django.db import connections, transaction
+from django.db import close_old_connections, connections, models, transaction
 from django.db.models import F, QuerySet, Sum
 from django.utils import timezone
 
@@ -88,6 +88,19 @@ class JobYield:
                 # The other job's connections were opened in this (prefetch) thread.
                 connections.close_all()
             self.since = time.monotonic()
+
+
+def run_yielding(
+    label: str, model: type[models.Model], pk: int, execute: Callable[..., str]
+) -> str:
+    """A worker task for long work that is not a job (an evaluation run, a rebuild plan):
+    ``execute(pk, pause=...)`` lets other users' waiting jobs run between its steps."""
+    close_old_connections()
+    try:
+        user = model._default_manager.filter(pk=pk).values_list("created_by_id", flat=True)
+        return execute(int(pk), pause=JobYield(f"{label} {pk}", frozenset(user)))
+    finally:
+        close_old_connections()
 
 
 def _yield_of(job: IngestionJob, paused: frozenset[int | None]) -> JobYield:
