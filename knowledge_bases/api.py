@@ -18,6 +18,7 @@ from ingestion.services import (
     document_version_restore,
     documents_upload,
 )
+from ingestion.services.uploads import MAX_PASSWORD_CHARS
 from knowledge_bases.generations import generations_of
 from knowledge_bases.schemas import (
     ApiKeyCreatedOut,
@@ -74,6 +75,7 @@ transfers = Router(tags=["export and import"])
 OPTIONAL_BODY = Body(None)  # an operation whose body may be left out
 MODE_FORM = Form(UploadMode.REPLACE)
 EXTERNAL_IDS_FORM = Form([])
+PASSWORD_FORM = Form("", max_length=MAX_PASSWORD_CHARS)
 
 
 @router.post("", response={201: KnowledgeBaseOut, **ERRORS})
@@ -188,13 +190,15 @@ def upload_documents(  # type: ignore[no-untyped-def]
     ),
     mode: UploadMode = MODE_FORM,
     external_id: list[str] = EXTERNAL_IDS_FORM,
+    password: str = PASSWORD_FORM,
 ):
     """Upload one or many files (multipart field `files`). A file whose name a document
     of the KB has (or whose `external_id`, given once per file in the same order, one
     has) becomes a new version of it, replacing it in one step once indexed; the same
     content is reported `unchanged`. `mode=new` adds every file as a separate document.
     What changed is queued in one ingestion job (202); duplicates and rejected files are
-    listed with reasons."""
+    listed with reasons. `password` opens the encrypted PDFs and Office files among them
+    (they are stored decrypted; the password is not kept); a wrong one rejects them."""
     kb = knowledge_base_get(slug=slug, user=request.user, change=True)
     if external_id and len(external_id) != len(files):
         raise ValidationError(
@@ -213,6 +217,7 @@ def upload_documents(  # type: ignore[no-untyped-def]
         store_batch_size=store_batch_size,
         embed_batch_size=embed_batch_size,
         mode=mode,
+        password=password,
     )
     return Status(202 if result.job else 200, _upload_body(result))
 
@@ -237,7 +242,11 @@ def get_document(request: HttpRequest, slug: str, document_id: int):  # type: ig
     "/{slug}/documents/{int:document_id}", response={200: UploadOut, 202: UploadOut, **ERRORS}
 )
 def replace_document(  # type: ignore[no-untyped-def]
-    request: HttpRequest, slug: str, document_id: int, file: File[UploadedFile]
+    request: HttpRequest,
+    slug: str,
+    document_id: int,
+    file: File[UploadedFile],
+    password: str = PASSWORD_FORM,
 ):
     """A new version of the document from `file` (multipart), whatever the file's name;
     searches find the previous version until the new one is wholly indexed, then the new
@@ -249,6 +258,7 @@ def replace_document(  # type: ignore[no-untyped-def]
         document=document,
         file=IncomingFile(name=file.name or document.original_filename, chunks=file.chunks()),
         user=request.user,
+        password=password,
     )
     return Status(202 if result.job else 200, _upload_body(result))
 

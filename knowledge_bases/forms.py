@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.utils.text import slugify
 
+from ingestion.services.uploads import MAX_PASSWORD_CHARS
 from knowledge_bases.services.knowledge_bases import SLUG, SLUG_RULE
 from ragstudio.core import languages
 from ragstudio.core.bounds import CHUNK_OVERLAP, CHUNK_SIZE
@@ -81,6 +82,17 @@ class MultipleFileField(forms.FileField):
         return [single(data, initial)]
 
 
+def _password_field() -> forms.CharField:
+    return forms.CharField(
+        required=False,
+        strip=False,
+        max_length=MAX_PASSWORD_CHARS,
+        label="Password for encrypted PDFs and Office files (optional)",
+        help_text="Opens them; they are stored decrypted and the password is not kept.",
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+    )
+
+
 class UploadForm(forms.Form):
     # Django's form metaclass moves declared fields into base_fields, so this does not
     # shadow Form.files at run time.
@@ -89,10 +101,12 @@ class UploadForm(forms.Form):
         required=False,
         label="Add as new documents (a file named like a document does not replace it)",
     )
+    password = _password_field()
 
 
 class ReplaceForm(forms.Form):
     file = forms.FileField()
+    password = _password_field()
 
 
 class RebuildForm(forms.Form):

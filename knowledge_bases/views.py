@@ -134,6 +134,7 @@ def kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
                 user=request.user,
                 oversized=getattr(request, "oversized_uploads", []),
                 mode=UploadMode.NEW if form.cleaned_data["as_new"] else UploadMode.REPLACE,
+                password=form.cleaned_data["password"],
             )
         except RagStudioError as exc:
             error = exc.message
@@ -229,6 +230,7 @@ def kb_document_replace(request: HttpRequest, slug: str, document_id: int) -> Ht
             document=document,
             file=IncomingFile(name=upload.name, chunks=upload.chunks()),
             user=request.user,
+            password=form.cleaned_data["password"],
         )
     except RagStudioError as exc:
         messages.error(request, exc.message)

@@ -61,20 +61,25 @@ def _claim_fairest(excluding_users: frozenset[int | None] = frozenset()) -> Inge
 
 class JobYield:
     """Called by long work in the worker between its steps (a job between windows, an
-    evaluation run after each query): once ``JOB_WINDOW_SECONDS`` have passed since it
-    last looked, the fairest job another user queued runs here, to its end, then the work
-    goes on. Nothing is redone (the work is paused, not stopped) and a paused job's
-    heartbeat goes on meanwhile. ``users``: those whose work is paused here (their own
-    queued jobs wait their turn); a job run here may yield in turn, to other users."""
+    evaluation run after each query): at the last step boundary before
+    ``JOB_WINDOW_SECONDS`` pass since it last yielded (judged by the step just ended), the
+    fairest job another user queued runs here, to its end, then the work goes on. Nothing
+    is redone (the work is paused, not stopped) and a paused job's heartbeat goes on
+    meanwhile. ``users``: those whose work is paused here (their own queued jobs wait their
+    turn); a job run here may yield in turn, to other users."""
 
     def __init__(self, label: str, users: frozenset[int | None]) -> None:
         self.label = label
         self.users = users
         self.window = rag_settings()["JOB_WINDOW_SECONDS"]
-        self.since = time.monotonic()
+        self.since = self.last = time.monotonic()
 
     def __call__(self) -> None:
-        if time.monotonic() - self.since < self.window:
+        # Yield at the last step boundary inside the window, not the first one past it:
+        # a step as long as the one just ended would overrun it.
+        now = time.monotonic()
+        step, self.last = now - self.last, now
+        if now - self.since + step < self.window:
             return
         try:
             other = _claim_fairest(self.users)
@@ -87,7 +92,7 @@ class JobYield:
             if threading.current_thread() is not threading.main_thread():
                 # The other job's connections were opened in this (prefetch) thread.
                 connections.close_all()
-            self.since = time.monotonic()
+            self.since = self.last = time.monotonic()
 
 
 def run_yielding(

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from ingestion.pipeline.decrypt import decrypt_document
 from ingestion.pipeline.parse import parse_document
 from ragstudio.core.types import DocumentError, Section
 
@@ -93,10 +94,10 @@ class ParseSandbox:
                 cwd=_ROOT,
             )
             # Started and imported before any budget runs: start-up is no document's cost.
-            self._call((b"ready", "warm-up.txt", None), deadline=None)
+            self._call(("parse", b"ready", "warm-up.txt", None), deadline=None)
         return self._proc
 
-    def _call(self, request: tuple[bytes, str, int | None], deadline: float | None) -> Any:
+    def _call(self, request: tuple[Any, ...], deadline: float | None) -> Any:
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         _send(proc.stdin, request)
@@ -111,7 +112,7 @@ class ParseSandbox:
         limit = self.after_budget if self.budget_spent else self.timeout
         started = time.monotonic()
         try:
-            kind, value = self._call((data, filename, max_bytes), deadline=started + limit)
+            kind, value = self._call(("parse", data, filename, max_bytes), deadline=started + limit)
         except TimeoutError:
             self.close()  # it may be stuck for hours: a fresh child takes the next one
             self.timed_out += 1
@@ -126,6 +127,26 @@ class ParseSandbox:
         if kind == "error":
             raise DocumentError(f"unexpected error while parsing: {value}")
         return list(value)
+
+    def decrypt(self, data: bytes, password: str, *, max_bytes: int) -> bytes | None:
+        """The file opened with its uploader's password (None: it is not encrypted), in
+        the child with the per-document time budget; a DocumentError says why not."""
+        self._child()
+        try:
+            kind, value = self._call(
+                ("decrypt", data, password, max_bytes), deadline=time.monotonic() + self.timeout
+            )
+        except TimeoutError:
+            self.close()
+            raise DocumentError(f"took longer than {self.timeout:g} s to decrypt") from None
+        except (EOFError, BrokenPipeError, OSError) as exc:
+            self.close()
+            raise DocumentError(f"the parser stopped on this document ({exc})") from None
+        if kind == "document-error":
+            raise DocumentError(value)
+        if kind == "error":
+            raise DocumentError(f"unexpected error while decrypting: {value}")
+        return value  # type: ignore[no-any-return]
 
     def _timeout_reason(self, limit: float) -> str:
         reason = f"took longer than {limit:g} s to parse (a pathological document?)"
@@ -171,11 +192,15 @@ def _serve() -> None:
     logging.disable(logging.WARNING)
     while True:
         try:
-            data, filename, max_bytes = _receive(stdin.fileno(), None)
+            op, data, argument, max_bytes = _receive(stdin.fileno(), None)
         except EOFError:
             return
         try:
-            reply: tuple[str, Any] = ("ok", parse_document(data, filename, max_bytes=max_bytes))
+            reply: tuple[str, Any] = (
+                ("ok", decrypt_document(data, argument, max_bytes=max_bytes))
+                if op == "decrypt"
+                else ("ok", parse_document(data, argument, max_bytes=max_bytes))
+            )
         except DocumentError as exc:
             reply = ("document-error", str(exc))
         except MemoryError:

@@ -38,10 +38,13 @@ def document_replace(
     file: IncomingFile,
     user: Any = None,
     enqueue: bool = True,
+    password: str = "",
 ) -> UploadResult:
     """A new version of ``document`` from ``file``, whatever the file is called; the
-    same content is "unchanged"."""
-    return documents_upload(kb=kb, files=[file], user=user, enqueue=enqueue, document=document)
+    same content is "unchanged". ``password`` opens it if it is encrypted."""
+    return documents_upload(
+        kb=kb, files=[file], user=user, enqueue=enqueue, document=document, password=password
+    )
 
 
 @transaction.atomic

@@ -21,6 +21,7 @@ from django.db.models import Max, Sum
 
 from ingestion.models import IngestionJob
 from ingestion.pipeline.parse import CONTENT_TYPES, SNIFF_BYTES, detect_format
+from ingestion.pipeline.sandbox import ParseSandbox
 from ingestion.services.queue import batch_sizes_validate, ingestion_job_create, job_limits_check
 from knowledge_bases.generations import (
     document_file_share,
@@ -66,6 +67,8 @@ class UploadResult:
         return [*self.accepted, *self.versions]
 
 
+# A password for encrypted files longer than this is no password (PDF allows 127 bytes).
+MAX_PASSWORD_CHARS = 1024
 # An upload's audit event names this many of its files (the counts cover them all).
 AUDIT_NAMES = 20
 
@@ -160,6 +163,46 @@ def _title_from(name: str) -> str:
     return (stem or name)[:500]
 
 
+class _Opener:
+    """Opens an upload's encrypted files with the password given with it, in the parsing
+    sandbox (one child for the whole upload, started at the first file that may need it).
+    The decrypted file replaces the upload: it is what gets stored and read again on every
+    rebuild, so the password is never kept."""
+
+    def __init__(self, password: str) -> None:
+        self.password = password
+        self.sandbox: ParseSandbox | None = None
+
+    def open(
+        self, tmp: Path, sha: str, size: int, directory: Path, max_bytes: int
+    ) -> tuple[Path, str, int]:
+        with open(tmp, "rb") as fh:
+            head = fh.read(1024)
+        if not head.lstrip().startswith(b"%PDF-") and not head.startswith(_OLE_MAGIC):
+            return tmp, sha, size  # only PDFs and Office files are opened with passwords
+        if self.sandbox is None:
+            config = rag_settings()
+            self.sandbox = ParseSandbox(
+                config["PARSE_TIMEOUT_SECONDS"] or 60.0, memory_mb=config["PARSE_MEMORY_MB"]
+            )
+        try:
+            opened = self.sandbox.decrypt(tmp.read_bytes(), self.password, max_bytes=max_bytes)
+        except DocumentError:
+            tmp.unlink(missing_ok=True)
+            raise
+        if opened is None:
+            return tmp, sha, size
+        tmp.unlink(missing_ok=True)
+        return store_stream([opened], directory, max_bytes)
+
+    def close(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.close()
+
+
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
 @dataclass(frozen=True)
 class _Staged:
     index: int
@@ -171,9 +214,15 @@ class _Staged:
     external_id: str
 
 
-def _stage(files: Sequence[IncomingFile], kb: KnowledgeBase, result: UploadResult) -> list[_Staged]:
-    """Each file streamed to a temp file, hashed, size-checked, quota-checked and sniffed;
-    the rejected ones recorded with their reason."""
+def _stage(
+    files: Sequence[IncomingFile],
+    kb: KnowledgeBase,
+    result: UploadResult,
+    opener: _Opener | None = None,
+) -> list[_Staged]:
+    """Each file streamed to a temp file, hashed, size-checked, opened with the upload's
+    password if it is encrypted, quota-checked and sniffed; the rejected ones recorded with
+    their reason."""
     upload_root = upload_dir(kb.pk)
     max_bytes = settings.RAGSTUDIO_MAX_UPLOAD_BYTES
     staged: list[_Staged] = []
@@ -183,6 +232,8 @@ def _stage(files: Sequence[IncomingFile], kb: KnowledgeBase, result: UploadResul
         name = clean_name(incoming.name)
         try:
             tmp, sha, size = store_stream(incoming.chunks, upload_root, max_bytes)
+            if opener is not None:
+                tmp, sha, size = opener.open(tmp, sha, size, upload_root, max_bytes)
         except DocumentError as exc:
             result.rejected.append((name, str(exc)))
             result.verdicts[index] = ("rejected", None, str(exc))
@@ -411,6 +462,7 @@ def documents_upload(
     oversized: Sequence[str] = (),
     mode: UploadMode | str = UploadMode.REPLACE,
     document: Document | None = None,
+    password: str = "",
 ) -> UploadResult:
     """Store files and queue one job for what changed. A file whose name (or external
     id) a document has is a new version of it (``mode="new"``: a separate document
@@ -418,7 +470,8 @@ def documents_upload(
     document. The same content as another document is a duplicate, not stored twice.
     Empty, binary, unsupported and oversized files are rejected with a reason
     (``oversized`` names files the request stopped reading at the size limit).
-    ``document``: the one file is a new version of that document, whatever its name."""
+    ``document``: the one file is a new version of that document, whatever its name.
+    ``password``: opens the encrypted PDFs and Office files among them (stored decrypted)."""
     if not files and not oversized:
         raise ValidationError("no files were uploaded", {"field": "files"})
     try:
@@ -434,9 +487,14 @@ def documents_upload(
         result.rejected.append(
             (clean_name(name), f"file too large: over {max_bytes:,} bytes (the limit)")
         )
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise ValidationError(
+            f"the password is longer than {MAX_PASSWORD_CHARS} characters", {"field": "password"}
+        )
     staged: list[_Staged] = []
+    opener = _Opener(password) if password else None
     try:
-        staged = _stage(files, kb, result)
+        staged = _stage(files, kb, result, opener)
         for attempt in range(1, PLACE_ATTEMPTS + 1):
             before = _copy(result)
             try:
@@ -460,6 +518,8 @@ def documents_upload(
                     raise
                 result = before
     finally:
+        if opener is not None:
+            opener.close()
         for item in staged:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(item.tmp)

@@ -18,9 +18,11 @@ from tests.factories import make_kb, make_user, text, upload
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_free_worker_takes_the_user_served_longest_ago_first(alice) -> None:
+def test_a_free_worker_takes_the_user_served_longest_ago_first(alice, settings) -> None:
     """Issue 25, case 5: alice's five queued uploads made bob's one file wait behind all of
-    them; now bob's job runs right after the one alice's worker was on."""
+    them; now bob's job runs right after the one alice's worker was on. (Yielding inside a
+    job is the next test's; a long window keeps it out of this one.)"""
+    settings.RAGSTUDIO = {**settings.RAGSTUDIO, "JOB_WINDOW_SECONDS": 3600.0}
     bob = make_user("bob")
     mine, theirs = make_kb(alice, "mine"), make_kb(bob, "theirs")
     alice_jobs = [
@@ -135,3 +137,25 @@ def test_one_user_s_queued_jobs_and_rebuilds_are_bounded(alice, client_for, sett
         "/api/kbs/other/generations/rebuild", {}, content_type="application/json"
     )
     assert response.status_code == 429 and "Retry-After" in response
+
+
+def test_work_yields_at_the_last_step_boundary_inside_its_window(monkeypatch, settings) -> None:
+    """Another user's job waited a whole window plus most of a step: the yield came at the
+    first boundary past the window. It now comes at the last boundary inside it, judging
+    the next step by the one just ended (a unit test: the clock and the claim are stubs)."""
+    from ingestion.jobs import run as jobs_run
+
+    settings.RAGSTUDIO = {**settings.RAGSTUDIO, "JOB_WINDOW_SECONDS": 10.0}
+    clock = [100.0]
+    looked_at: list[float] = []
+    monkeypatch.setattr(jobs_run.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(
+        jobs_run, "_claim_fairest", lambda users: looked_at.append(clock[0] - 100.0)
+    )
+    pause = jobs_run.JobYield("work", frozenset({1}))
+    for _ in range(8):  # steps of 3 s: boundaries at 3, 6, 9, 12, ...
+        clock[0] += 3.0
+        pause()
+    # At 9 s the next step would end at 12, past the window: yield then, and again at 18
+    # (9 s after the last yield, with a 3 s step to come), not at 12 and 24.
+    assert looked_at == [9.0, 18.0]

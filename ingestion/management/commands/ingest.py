@@ -68,11 +68,25 @@ class Command(BaseCommand):
             help="replace (default): a file named like a document is a new version of it; "
             "new: every file a separate document",
         )
+        parser.add_argument(
+            "--password-file",
+            type=Path,
+            default=None,
+            help="a file whose first line opens the encrypted PDFs and Office files "
+            "(they are stored decrypted; a file, so the password shows in no process list)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         started = time.monotonic()
         slug = options["kb"]
         files = collect_files(options["paths"])
+        password = ""
+        if options["password_file"] is not None:
+            try:
+                lines = options["password_file"].read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CommandError(f"cannot read the password file: {exc}") from None
+            password = lines[0] if lines else ""
         try:
             try:
                 kb = knowledge_base_for_operator(slug)
@@ -90,6 +104,7 @@ class Command(BaseCommand):
                 store_batch_size=options["store_batch_size"],
                 embed_batch_size=options["embed_batch_size"],
                 mode=options["mode"],
+                password=password,
             )
         except RagStudioError as exc:
             raise CommandError(exc.message) from None
