@@ -12,6 +12,10 @@ from ragstudio.env import rag_settings
 LANGUAGE_CHOICES = [
     (languages.AUTO, "auto (detect)"),
     *[(code, f"{code} ({name})") for code, name in languages.STEMMERS.items()],
+    *[
+        (code, f"{code} ({name}: each character a term)")
+        for code, name in languages.UNSPACED.items()
+    ],
     (languages.NO_STEMMING, "none (no stemming)"),
 ]
 

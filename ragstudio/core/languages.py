@@ -31,11 +31,17 @@ STEMMERS = {
     "ar": "arabic",
     "ta": "tamil",
 }
-NO_STEMMING = "none"  # other languages (Chinese, Korean, ...): words as they are
-CHOICES = [AUTO, *STEMMERS, NO_STEMMING]
+# Chinese and Japanese put no spaces between words: BM25 indexes each of their characters
+# as a term (words of other scripts in the same text stay words). A run of them read as
+# one word would be a sentence long, and dropped as too long to index.
+UNSPACED = {"zh": "Chinese", "ja": "Japanese"}
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+CJK_TOKEN = f"[{CJK}]|[^\\W{CJK}]+"
+NO_STEMMING = "none"  # other languages (Korean, Hebrew, ...): words as they are
+CHOICES = [AUTO, *STEMMERS, *UNSPACED, NO_STEMMING]
 LanguageChoice = Literal[
     "auto", "en", "de", "fr", "es", "it", "pt", "nl", "sv", "da", "no", "fi", "ru", "hu",
-    "ro", "tr", "el", "ar", "ta", "none",
+    "ro", "tr", "el", "ar", "ta", "zh", "ja", "none",
 ]  # fmt: skip
 DEFAULT = "en"
 # Text shorter than this says too little about its language.
@@ -48,6 +54,8 @@ def tokenizer_name(language: str) -> str:
         return "en_stem"
     if language in STEMMERS:
         return f"stem_{language}"
+    if language in UNSPACED:
+        return "cjk"
     return "default"
 
 
@@ -56,6 +64,13 @@ def analyzer(name: str) -> Any | None:
     tantivy's own: "en_stem", "default", "raw")."""
     import tantivy
 
+    if name == "cjk":
+        return (
+            tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.regex(CJK_TOKEN))
+            .filter(tantivy.Filter.remove_long(40))
+            .filter(tantivy.Filter.lowercase())
+            .build()
+        )
     if not name.startswith("stem_") or name[5:] not in STEMMERS:
         return None
     return (
@@ -88,9 +103,9 @@ def detect(text: str) -> str:
 
 def majority(languages: Iterable[str]) -> str:
     """The language most documents are written in (English when none is known); one with
-    no stemmer means no stemming."""
+    no stemmer (and spaces between its words) means no stemming."""
     counts = Counter(code for code in languages if code)
     if not counts:
         return DEFAULT
     code = counts.most_common(1)[0][0]
-    return code if code in STEMMERS else NO_STEMMING
+    return code if code in STEMMERS or code in UNSPACED else NO_STEMMING

@@ -34,6 +34,7 @@ def test_detect_and_majority() -> None:
     assert languages.majority(["fr", "fr", "de", ""]) == "fr"
     assert languages.majority(["", ""]) == "en"
     assert languages.majority(["ko", "ko", "fr"]) == "none"  # no stemmer for Korean
+    assert languages.majority(["zh", "zh", "en"]) == "zh"  # each character a term
 
 
 def _lexical(kb, query: str) -> list[str]:  # type: ignore[no-untyped-def]
@@ -82,3 +83,26 @@ def test_auto_picks_the_majority_language_at_a_rebuild_the_plan_shows() -> None:
     assert (active.number, active.language, active.language_setting) == (2, "fr", "auto")
     assert kb.language == "auto"  # the setting stays: the next build chooses again
     assert set(_lexical(kb, "cheval")) == {"a.txt"}
+
+
+CHINESE = (
+    "香港天文台预测明天有大雨\uff0c市民外出时应带备雨具。郊野公园的行山径可能湿滑\uff0c登山人士请留意安全。"
+).encode()
+CHINESE_OTHER = (
+    "上海的地铁网络是世界上最长的城市轨道交通系统之一\uff0c每天运送数百万乘客。".encode()
+)
+
+
+@pytest.mark.django_db
+def test_chinese_text_is_searchable_by_its_characters(alice) -> None:  # type: ignore[no-untyped-def]
+    """A run of Chinese characters was one BM25 "word" (dropped as too long, or matching
+    only the whole run): a question in other words found nothing. With the knowledge base
+    in Chinese each character is a term, and words of other scripts stay words."""
+    kb = make_kb(alice, "zh-kb", language="zh")
+    mixed = CHINESE + b" Hong Kong Observatory forecasts"
+    run_job_and_queue(upload(kb, [("weather.txt", mixed), ("metro.txt", CHINESE_OTHER)]).job.pk)
+    assert Document.objects.get(original_filename="weather.txt").language == "zh"
+    assert _lexical(kb, "明天会下雨吗")[0] == "weather.txt"  # "will it rain tomorrow"
+    assert _lexical(kb, "上海地铁乘客")[0] == "metro.txt"
+    assert _lexical(kb, "observatory") == ["weather.txt"]
+    assert kb.generations.get().language == "zh"

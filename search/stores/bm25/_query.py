@@ -6,9 +6,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ragstudio.core.languages import CJK_TOKEN
 from search.ranking.filters import SearchFilter
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+# Words, and each Chinese or Japanese character on its own: a run of them would be one
+# query "word" that the index's analyser splits into a phrase, which must then match whole.
+_WORD = re.compile(CJK_TOKEN, re.UNICODE)
 
 
 def plain_text_query(text: str) -> str:
