@@ -48,6 +48,19 @@ def make_pdf(pages: list[str]) -> bytes:
     return bytes(out)
 
 
+def make_locked_pdf(text: str, password: str) -> bytes:
+    """``make_pdf([text])`` encrypted (AES-256) so that only ``password`` opens it."""
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(make_pdf([text]))))
+    writer.encrypt(user_password=password, owner_password="owner", algorithm="AES-256")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
 def database_url() -> str:
     """The URL of the database this test uses (SQLite file or PostgreSQL's test_<name>),
     for the processes a test starts."""

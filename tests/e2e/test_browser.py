@@ -718,9 +718,12 @@ def test_the_first_hour_an_empty_file_a_steerable_search_and_an_undoable_promote
 def test_a_spreadsheet_is_read_as_rows_and_a_citation_opens_its_chunk(page: Any) -> None:
     """Issue 23: an Office file uploaded on the page is indexed with its structure; a
     search result cites the sheet and rows and links to that chunk on the document page,
-    which shows what was read, chunk by chunk, and offers the original."""
+    which shows what was read, chunk by chunk, and offers the original. An encrypted PDF
+    in the same upload is opened with the password typed in the form."""
     from ingestion.jobs import run_job_and_queue
+    from knowledge_bases.models import Document
     from tests.factories import make_kb
+    from tests.helpers import make_locked_pdf
 
     docs = Path(__file__).resolve().parents[1] / "data" / "documents"
     kb = make_kb(make_user("olga"), "office", chunk_size=48, chunk_overlap=8)
@@ -735,12 +738,22 @@ def test_a_spreadsheet_is_read_as_rows_and_a_citation_opens_its_chunk(page: Any)
                 "buffer": (docs / name).read_bytes(),
             }
             for name in ("budget.xlsx", "manual.docx")
+        ]
+        + [
+            {
+                "name": "minutes.pdf",
+                "mimeType": "application/pdf",
+                "buffer": make_locked_pdf("Minutes of the board: the dam opens in May", "s3same"),
+            }
         ],
     )
+    page.fill("#id_password", "s3same")
     page.click("#upload-form button[type=submit]")
     page.wait_for_selector("[data-testid=upload-results]")
+    expect(page.locator("[data-testid=upload-results]")).to_contain_text("minutes.pdf accepted")
     for job in kb.jobs.filter(status="queued"):
         run_job_and_queue(job.pk)
+    assert Document.objects.get(original_filename="minutes.pdf").status == "indexed"
 
     page.goto("/kbs/office/search/")
     page.fill("#id_q", "Widget 37")

@@ -17,7 +17,7 @@ from ingestion.services import document_file
 from knowledge_bases.models import Document
 from ragstudio.core.types import DocumentError
 from tests.factories import make_kb
-from tests.helpers import make_pdf
+from tests.helpers import make_locked_pdf, make_pdf
 
 pytestmark = pytest.mark.django_db
 
@@ -26,13 +26,7 @@ PASSWORD = "Kr@nich 2026"
 
 
 def locked_pdf(text: str, password: str = PASSWORD) -> bytes:
-    from pypdf import PdfReader, PdfWriter
-
-    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(make_pdf([text]))))
-    writer.encrypt(user_password=password, owner_password="owner", algorithm="AES-256")
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
+    return make_locked_pdf(text, password)
 
 
 def locked_docx(password: str = PASSWORD) -> bytes:
