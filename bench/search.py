@@ -248,7 +248,12 @@ def measure(port: int, token: str, slug: str, claims: list[str], q: int) -> list
 
 
 def serve_and_measure(port: int, token: str, slug: str, claims: list[str], q: int) -> list[tuple]:
-    env = {**os.environ, "RAGSTUDIO_LOG_LEVEL": "WARNING"}
+    # One user asks for every search here: the per-user rate limit would answer 429.
+    env = {
+        **os.environ,
+        "RAGSTUDIO_LOG_LEVEL": "WARNING",
+        "RAGSTUDIO_USER_SEARCHES_PER_MINUTE": "0",
+    }
     server = subprocess.Popen(
         [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
         cwd=ROOT,

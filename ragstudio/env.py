@@ -141,6 +141,7 @@ class RagStudioConfig(TypedDict):
     IMPORT_MAX_BYTES: int
     QUOTA_BYTES: int
     EMBED_THREADS: int
+    QUERY_EMBED_THREADS: int
     OPENAI_BASE_URL: str
     OPENAI_API_KEY: str
     OPENAI_DIMENSIONS: int

@@ -17,7 +17,7 @@ from django.db import connection
 from django_q.brokers import get_broker
 
 from ingestion.embedders import LOCAL_PROVIDERS
-from knowledge_bases.generations import embedder_get, storage_options
+from knowledge_bases.generations import embedder_get, query_embedder_get, storage_options
 from knowledge_bases.models import Generation
 from ragstudio.env import rag_settings
 from search.stores.objects import ObjectStore
@@ -60,7 +60,11 @@ def preload(role: str = "web") -> Readiness:
         try:
             specs = models_to_preload() if rag_settings()["PRELOAD_MODELS"] else []
             for spec in specs:
-                embedder_get(spec).embed_batch(["ready"])
+                # Searches embed their queries with their own threads setting; only a
+                # worker embeds documents (and, for evaluations, queries too).
+                query_embedder_get(spec).embed_batch(["ready"])
+                if role == "worker":
+                    embedder_get(spec).embed_batch(["ready"])
             _state.models = specs
         except Exception as exc:  # the process still serves: the first use reports it
             _state.error = f"{type(exc).__name__}: {exc}"

@@ -293,6 +293,10 @@ RAGSTUDIO: RagStudioConfig = {
     "IMPORT_MAX_BYTES": env_int("RAGSTUDIO_IMPORT_MAX_BYTES", 20 * 1024**3, minimum=1024),
     "QUOTA_BYTES": env_int("RAGSTUDIO_QUOTA_BYTES", 2 * 1024**3, minimum=0),
     "EMBED_THREADS": env_int("RAGSTUDIO_EMBED_THREADS", 0, minimum=0),  # 0: all cores
+    # Threads of the model embedding a search's query (0: all cores). A query is a few
+    # words: spread over the cores it gains less than it costs the engines working beside
+    # it (hybrid's BM25 and vector search), so one thread by default (docs/benchmarks.md).
+    "QUERY_EMBED_THREADS": env_int("RAGSTUDIO_QUERY_EMBED_THREADS", 1, minimum=0),
     "OPENAI_BASE_URL": env_str("RAGSTUDIO_OPENAI_BASE_URL", "https://api.openai.com/v1"),
     "OPENAI_API_KEY": env_str("RAGSTUDIO_OPENAI_API_KEY", ""),
     "OPENAI_DIMENSIONS": env_int("RAGSTUDIO_OPENAI_DIMENSIONS", 0, minimum=0),

@@ -100,7 +100,7 @@ def build_embedder(spec: str | EmbedderSpec, config: EmbedderConfig) -> Embedder
     )
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
 def get_embedder(spec: str, config: EmbedderConfig) -> Embedder:
     """One loaded model per process, spec and configuration (loading costs a second or
     more; a loaded model is shared by the threads of the process)."""

@@ -36,7 +36,12 @@ from knowledge_bases.generations.check import (
     generation_quality_record,
     quality_summary,
 )
-from knowledge_bases.generations.embedding import embedder_get, query_cache, query_vector
+from knowledge_bases.generations.embedding import (
+    embedder_get,
+    query_cache,
+    query_embedder_get,
+    query_vector,
+)
 from knowledge_bases.generations.gc import generations_gc, generations_gc_all
 from knowledge_bases.generations.selectors import (
     active_generation,
@@ -130,6 +135,7 @@ __all__ = [
     "promote_verdict",
     "quality_summary",
     "query_cache",
+    "query_embedder_get",
     "query_vector",
     "rebuild_settings_resolve",
     "reuse_cache",
