@@ -31,7 +31,7 @@ CONFIDENCE_DEPTH = 10
 Z_DEPTH = 100
 
 
-@dataclass
+@dataclass(slots=True)
 class Fused:
     chunk_id: str
     score: float
@@ -51,14 +51,16 @@ class FusionParams:
 
 
 def _collect(vector: Ranked, lexical: Ranked) -> dict[str, Fused]:
+    # Positional arguments: a search fuses several hundred candidates, and keyword
+    # arguments cost a third of the time it takes to make them.
     hits: dict[str, Fused] = {}
     for rank, (chunk_id, score) in enumerate(vector, start=1):
         if chunk_id not in hits:
-            hits[chunk_id] = Fused(chunk_id, 0.0, vector_score=score, vector_rank=rank)
+            hits[chunk_id] = Fused(chunk_id, 0.0, score, rank, None, None)
     for rank, (chunk_id, score) in enumerate(lexical, start=1):
         hit = hits.get(chunk_id)
         if hit is None:
-            hits[chunk_id] = Fused(chunk_id, 0.0, bm25_score=score, bm25_rank=rank)
+            hits[chunk_id] = Fused(chunk_id, 0.0, None, None, score, rank)
         elif hit.bm25_rank is None:
             hit.bm25_score, hit.bm25_rank = score, rank
     return hits

@@ -101,6 +101,7 @@ class LanceChunkTable:
         self.dimensions = dimensions
         self._db = connect(uri, storage_options)
         self._table: Any = None
+        self._columns: frozenset[str] | None = None
 
     def exists(self) -> bool:
         return self.table() is not None
@@ -136,14 +137,23 @@ class LanceChunkTable:
         extra = [name for name in data.column_names if name not in names]
         return data.drop_columns(extra) if extra else data
 
-    def supports_metadata_filters(self) -> bool:
+    def _has_column(self, name: str) -> bool:
+        """Whether the table has ``name`` (True when there is no table yet: a new one will).
+        A table keeps the columns it was made with, and reading its schema costs a quarter
+        of a millisecond: asked on every search, it is read once."""
         table = self.table()
-        return table is None or "meta_kv" in table.schema.names
+        if table is None:
+            return True
+        if self._columns is None:
+            self._columns = frozenset(table.schema.names)
+        return name in self._columns
+
+    def supports_metadata_filters(self) -> bool:
+        return self._has_column("meta_kv")
 
     def supports_versions(self) -> bool:
         """False for a table of an older release, whose rows carry no version."""
-        table = self.table()
-        return table is None or "version" in table.schema.names
+        return self._has_column("version")
 
     def version_counts(self) -> dict[DocumentVersionKey, int]:
         """Rows per (document, version)."""
@@ -277,7 +287,7 @@ class LanceChunkTable:
             if ef is not None:
                 # The graph search keeps at least as many candidates as are fetched.
                 query = query.ef(max(ef, k * (refine_factor or 1)))
-        with_parents = units is not None and "parent" in table.schema.names
+        with_parents = units is not None and self._has_column("parent")
         columns = ["id", "_distance", *(["parent"] if with_parents else [])]
         rows = query.select(columns).limit(k).to_arrow()
         ids = rows.column("id").to_pylist()
@@ -363,6 +373,7 @@ class LanceChunkTable:
 
     def drop(self) -> None:
         self._table = None
+        self._columns = None
         with contextlib.suppress(ValueError):  # already gone
             self._db.drop_table(self.table_name)
 
