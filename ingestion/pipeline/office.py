@@ -209,7 +209,70 @@ def _shape_blocks(shape: Any, builder: SectionBuilder) -> None:
         _chart_table(shape.chart, builder)
         return
     if getattr(shape, "has_text_frame", False) and shape.has_text_frame:
-        builder.text(shape.text_frame.text)
+        builder.text(_numbered_text(shape.text_frame))
+
+
+_A = "http://schemas.openxmlformats.org/drawingml/2006/main"
+_ROMAN = [(1000, "m"), (900, "cm"), (500, "d"), (400, "cd"), (100, "c"), (90, "xc"),
+          (50, "l"), (40, "xl"), (10, "x"), (9, "ix"), (5, "v"), (4, "iv"), (1, "i")]  # fmt: skip
+
+
+def _list_marker(scheme: str, n: int) -> str:
+    """The number PowerPoint shows for the ``n``th paragraph of an automatic numbering
+    scheme ("arabicPeriod": "3.", "alphaLcParenR": "c)", "romanUcPeriod": "III.")."""
+    if scheme.startswith("alpha"):
+        value = ""
+        while n > 0:
+            n, rest = divmod(n - 1, 26)
+            value = chr(ord("a") + rest) + value
+    elif scheme.startswith("roman"):
+        value, left = "", n
+        for amount, letters in _ROMAN:
+            count, left = divmod(left, amount)
+            value += letters * count
+    else:
+        value = str(n)
+    if "Uc" in scheme:
+        value = value.upper()
+    if scheme.endswith("ParenBoth"):
+        return f"({value})"
+    if scheme.endswith("ParenR"):
+        return f"{value})"
+    if scheme.endswith("Period"):
+        return f"{value}."
+    return value
+
+
+def _numbered_text(frame: Any) -> str:
+    """A text frame's paragraphs, each automatically numbered one with the number it shows
+    (a numbered list's "1." is part of what a slide says). Numbering counts per level
+    and starts again after a paragraph of that level that is not numbered the same way."""
+    lines = []
+    counters: dict[int, tuple[str, int]] = {}
+    for paragraph in frame.paragraphs:
+        text = paragraph.text
+        level = paragraph.level
+        props = paragraph._p.pPr
+        auto = props.find(f"{{{_A}}}buAutoNum") if props is not None else None
+        for deeper in [lv for lv in counters if lv > level]:
+            del counters[deeper]
+        if auto is None or not text.strip():
+            if text.strip():
+                counters.pop(level, None)
+            lines.append(text)
+            continue
+        scheme = auto.get("type", "arabicPeriod")
+        previous = counters.get(level)
+        if previous is not None and previous[0] == scheme:
+            number = previous[1] + 1
+        else:
+            try:
+                number = max(1, int(auto.get("startAt", "1")))
+            except ValueError:
+                number = 1
+        counters[level] = (scheme, number)
+        lines.append(f"{_list_marker(scheme, number)} {text}")
+    return "\n".join(lines)
 
 
 _P = "http://schemas.openxmlformats.org/presentationml/2006/main"

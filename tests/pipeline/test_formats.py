@@ -53,6 +53,52 @@ def test_pptx_slides_with_titles_and_notes() -> None:
     assert "Mention the Lisbon office." in sections[1].text
 
 
+def test_pptx_numbered_lists_keep_the_numbers_the_slide_shows() -> None:
+    """A numbered list's "1." is part of what a slide says; it was dropped. Numbering
+    counts per level, from startAt, and starts again after a paragraph not numbered."""
+    from lxml import etree
+    from pptx import Presentation
+
+    deck = Presentation()
+    slide = deck.slides.add_slide(deck.slide_layouts[1])
+    slide.shapes.title.text = "Steps"
+    frame = slide.placeholders[1].text_frame
+    lines = [
+        ("Unpack the mount", 0, "arabicPeriod", None),
+        ("Level the tripod", 0, "arabicPeriod", None),
+        ("Check the bubble", 1, "alphaLcParenR", None),
+        ("Tighten the legs", 1, "alphaLcParenR", None),
+        ("Attach the head", 0, "arabicPeriod", None),
+        ("A plain remark", 0, None, None),
+        ("Polar alignment", 0, "romanUcPeriod", "4"),
+        ("Star hopping", 0, "romanUcPeriod", None),
+    ]
+    for n, (text, level, scheme, start) in enumerate(lines):
+        paragraph = frame.paragraphs[0] if n == 0 else frame.add_paragraph()
+        paragraph.text, paragraph.level = text, level
+        if scheme:
+            auto = etree.SubElement(
+                paragraph._p.get_or_add_pPr(),
+                "{http://schemas.openxmlformats.org/drawingml/2006/main}buAutoNum",
+            )
+            auto.set("type", scheme)
+            if start:
+                auto.set("startAt", start)
+    out = io.BytesIO()
+    deck.save(out)
+    (section,) = parse_document(out.getvalue(), "steps.pptx")
+    assert section.text.splitlines()[-8:] == [
+        "1. Unpack the mount",
+        "2. Level the tripod",
+        "a) Check the bubble",
+        "b) Tighten the legs",
+        "3. Attach the head",
+        "A plain remark",
+        "IV. Polar alignment",
+        "V. Star hopping",
+    ]
+
+
 def test_xlsx_sheets_are_tables_whose_chunks_repeat_the_header_and_cite_rows(
     embedder,  # type: ignore[no-untyped-def]
 ) -> None:
