@@ -13,17 +13,20 @@ _PDF = b"%PDF-"
 _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
+def may_be_encrypted(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (its first KB) is of a kind a password opens:
+    a PDF or an OLE container (encrypted Office files of any age are OLE)."""
+    return head.lstrip().startswith(_PDF) or head.startswith(_OLE)
+
+
 def decrypt_document(data: bytes, password: str, *, max_bytes: int) -> bytes | None:
     """The file opened with ``password``; None when it is not encrypted (nothing to do).
     A wrong password, a damaged file or a decrypted file over ``max_bytes`` is a
     DocumentError with the reason."""
-    head = data[:1024].lstrip()
-    if head.startswith(_PDF):
-        out = _decrypt_pdf(data, password)
-    elif data.startswith(_OLE):
-        out = _decrypt_office(data, password)
-    else:
+    if not may_be_encrypted(data[:1024]):
         return None
+    opener = _decrypt_office if data.startswith(_OLE) else _decrypt_pdf
+    out = opener(data, password)
     if out is not None and len(out) > max_bytes:
         raise DocumentError(f"the decrypted file is too large: over {max_bytes:,} bytes")
     return out

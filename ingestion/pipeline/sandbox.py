@@ -118,15 +118,10 @@ class ParseSandbox:
             self.timed_out += 1
             raise DocumentError(self._timeout_reason(limit)) from None
         except (EOFError, BrokenPipeError, OSError) as exc:
-            self.close()
-            raise DocumentError(f"the parser stopped on this document ({exc})") from None
+            raise self._stopped(exc) from None
         finally:
             self.spent += time.monotonic() - started
-        if kind == "document-error":
-            raise DocumentError(value)
-        if kind == "error":
-            raise DocumentError(f"unexpected error while parsing: {value}")
-        return list(value)
+        return list(_answer(kind, value, "parsing"))
 
     def decrypt(self, data: bytes, password: str, *, max_bytes: int) -> bytes | None:
         """The file opened with its uploader's password (None: it is not encrypted), in
@@ -140,13 +135,12 @@ class ParseSandbox:
             self.close()
             raise DocumentError(f"took longer than {self.timeout:g} s to decrypt") from None
         except (EOFError, BrokenPipeError, OSError) as exc:
-            self.close()
-            raise DocumentError(f"the parser stopped on this document ({exc})") from None
-        if kind == "document-error":
-            raise DocumentError(value)
-        if kind == "error":
-            raise DocumentError(f"unexpected error while decrypting: {value}")
-        return value  # type: ignore[no-any-return]
+            raise self._stopped(exc) from None
+        return _answer(kind, value, "decrypting")  # type: ignore[no-any-return]
+
+    def _stopped(self, exc: BaseException) -> DocumentError:
+        self.close()
+        return DocumentError(f"the parser stopped on this document ({exc})")
 
     def _timeout_reason(self, limit: float) -> str:
         reason = f"took longer than {limit:g} s to parse (a pathological document?)"
@@ -176,6 +170,15 @@ class ParseSandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _answer(kind: str, value: Any, doing: str) -> Any:
+    """The child's reply's value, or its verdict raised."""
+    if kind == "document-error":
+        raise DocumentError(value)
+    if kind == "error":
+        raise DocumentError(f"unexpected error while {doing}: {value}")
+    return value
 
 
 def _serve() -> None:

@@ -20,6 +20,7 @@ from django.db import OperationalError, transaction
 from django.db.models import Max, Sum
 
 from ingestion.models import IngestionJob
+from ingestion.pipeline.decrypt import may_be_encrypted
 from ingestion.pipeline.parse import CONTENT_TYPES, SNIFF_BYTES, detect_format
 from ingestion.pipeline.sandbox import ParseSandbox
 from ingestion.services.queue import batch_sizes_validate, ingestion_job_create, job_limits_check
@@ -177,9 +178,8 @@ class _Opener:
         self, tmp: Path, sha: str, size: int, directory: Path, max_bytes: int
     ) -> tuple[Path, str, int]:
         with open(tmp, "rb") as fh:
-            head = fh.read(1024)
-        if not head.lstrip().startswith(b"%PDF-") and not head.startswith(_OLE_MAGIC):
-            return tmp, sha, size  # only PDFs and Office files are opened with passwords
+            if not may_be_encrypted(fh.read(1024)):
+                return tmp, sha, size  # no child started for files no password opens
         if self.sandbox is None:
             config = rag_settings()
             self.sandbox = ParseSandbox(
@@ -198,9 +198,6 @@ class _Opener:
     def close(self) -> None:
         if self.sandbox is not None:
             self.sandbox.close()
-
-
-_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
 @dataclass(frozen=True)
