@@ -142,17 +142,49 @@ _NS = {
 }
 
 
+_MATH = (f"{{{_NS['m']}}}oMath", f"{{{_NS['m']}}}oMathPara")
+_NEEDS_PROPERTIES = ("acc", "bar", "d", "f", "groupChr")
+
+
+def _latex(math: Any) -> str:
+    """An equation as LaTeX (``$...$``; ``$$...$$`` on a line of its own), or its plain
+    characters where the converter cannot read it (it refuses some operators)."""
+    from dwml.omml import oMath2Latex
+
+    formulas = [math] if math.tag == _MATH[0] else math.findall(_MATH[0])
+    m = _NS["m"]
+    for tag in _NEEDS_PROPERTIES:  # the converter fails on a missing (optional) one
+        for node in math.iter(f"{{{m}}}{tag}"):
+            if node.find(f"{{{m}}}{tag}Pr") is None:
+                node.insert(0, node.makeelement(f"{{{m}}}{tag}Pr"))
+    try:
+        latex = " ".join(str(oMath2Latex(f)) for f in formulas).strip()
+    except Exception:  # its errors are not typed (NotSupport, TypeError, ...)
+        latex = ""
+    if not latex:
+        return "".join(t.text or "" for t in math.iter(f"{{{_NS['m']}}}t"))
+    fence = "$$" if math.tag == _MATH[1] else "$"
+    return f" {fence}{latex}{fence} "
+
+
 def _docx_text(element: Any) -> str:
-    """A paragraph's text, with its text boxes and equations; a text box's fallback copy
-    (the same words for old readers) is skipped."""
-    parts = []
-    for node in element.iter(f"{{{_W}}}t", f"{{{_NS['m']}}}t", f"{{{_W}}}tab", f"{{{_W}}}br"):
-        if any(a.tag == f"{{{_NS['mc']}}}Fallback" for a in node.iterancestors()):
-            continue
-        if node.tag in (f"{{{_W}}}tab", f"{{{_W}}}br"):
-            parts.append(" ")
-        else:
+    """A paragraph's text, with its text boxes and equations (as LaTeX); a text box's
+    fallback copy (the same words for old readers) is skipped."""
+    parts: list[str] = []
+    fallback, t, breaks = f"{{{_NS['mc']}}}Fallback", f"{{{_W}}}t", (f"{{{_W}}}tab", f"{{{_W}}}br")
+    stack = [iter(element)]
+    while stack:  # iterative: a deep document cannot exhaust the recursion limit
+        node = next(stack[-1], None)
+        if node is None:
+            stack.pop()
+        elif node.tag in _MATH:
+            parts.append(_latex(node))
+        elif node.tag == t:
             parts.append(node.text or "")
+        elif node.tag in breaks:
+            parts.append(" ")
+        elif node.tag != fallback:
+            stack.append(iter(node))
     return "".join(parts)
 
 

@@ -163,21 +163,52 @@ def zip_bomb_docx() -> bytes:
     return out.getvalue()
 
 
-def _docx_with_body(doctype: str, body: str) -> bytes:
+def _docx_with_body(doctype: str, body: str, *, xml: str = "") -> bytes:
+    """The manual with its body replaced: one paragraph of text ``body``, or the
+    paragraphs in ``xml``."""
     base = io.BytesIO(docx_with_headings_and_table())
     out = io.BytesIO()
+    w = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+    m = "http://schemas.openxmlformats.org/officeDocument/2006/math"
     with zipfile.ZipFile(base) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for info in source.infolist():
             data = source.read(info.filename)
             if info.filename == "word/document.xml":
-                w = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+                paragraphs = xml or f"<w:p><w:r><w:t>{body}</w:t></w:r></w:p>"
                 data = (
                     f'<?xml version="1.0" encoding="UTF-8"?>{doctype}'
-                    f'<w:document xmlns:w="{w}"><w:body><w:p><w:r><w:t>{body}</w:t></w:r></w:p>'
+                    f'<w:document xmlns:w="{w}" xmlns:m="{m}"><w:body>{paragraphs}'
                     "</w:body></w:document>"
                 ).encode()
             z.writestr(info, data)
     return out.getvalue()
+
+
+def _omml_run(text: str) -> str:
+    return f"<m:r><m:t>{text}</m:t></m:r>"
+
+
+def docx_with_equations() -> bytes:
+    """An inline equation, one on a line of its own, and one the LaTeX converter refuses
+    (a limit under a named operator)."""
+    r = _omml_run
+    square = f"<m:sSup><m:e>{r('r')}</m:e><m:sup>{r('2')}</m:sup></m:sSup>"
+    area = f"<m:oMath>{r('A=π')}{square}</m:oMath>"
+    half = f"<m:oMath>{r('y=')}<m:f><m:num>{r('x')}</m:num><m:den>{r('2')}</m:den></m:f></m:oMath>"
+    argmax = (
+        f"<m:oMath><m:func><m:fName><m:limLow><m:e>{r('argmax')}</m:e><m:lim>{r('ϵ')}</m:lim>"
+        f"</m:limLow></m:fName><m:e>{r('f(x)')}</m:e></m:func></m:oMath>"
+    )
+    return _docx_with_body(
+        "",
+        "",
+        xml=(
+            f"<w:p><w:r><w:t xml:space='preserve'>A circle's area is </w:t></w:r>{area}"
+            "<w:r><w:t xml:space='preserve'> for its radius.</w:t></w:r></w:p>"
+            f"<w:p><m:oMathPara>{half}</m:oMathPara></w:p>"
+            f"<w:p><w:r><w:t xml:space='preserve'>The best: </w:t></w:r>{argmax}</w:p>"
+        ),
+    )
 
 
 def xxe_docx() -> bytes:
@@ -197,6 +228,7 @@ def billion_laughs_docx() -> bytes:
 
 FIXTURES = {
     "manual.docx": docx_with_headings_and_table,
+    "equations.docx": docx_with_equations,
     "deck.pptx": pptx_with_notes,
     "budget.xlsx": xlsx_two_sheets,
     "harvest.eml": eml_with_attachment,

@@ -41,6 +41,14 @@ def test_docx_sections_follow_headings_and_its_table_keeps_the_header() -> None:
     assert detect_format(read("manual.docx"), "upload.bin") == "docx"
 
 
+def test_docx_equations_read_as_latex_and_one_it_cannot_convert_keeps_its_characters() -> None:
+    lines = "\n".join(s.text for s in sections_of("equations.docx")).splitlines()
+    assert lines[0] == "A circle's area is $A=πr^{2}$ for its radius."
+    assert lines[1] == "$$y=\\frac{x}{2}$$"
+    # The converter refuses a limit under "argmax": its characters stay, in reading order.
+    assert lines[2] == "The best: argmaxϵf(x)"
+
+
 def test_pptx_slides_with_titles_and_notes() -> None:
     sections = sections_of("deck.pptx")
     assert [(s.metadata["slide"], s.metadata["section"]) for s in sections] == [
