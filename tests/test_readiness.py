@@ -45,3 +45,17 @@ def test_preload_is_once_per_process_and_skips_remote_models(fresh, settings) ->
     state = readiness.preload("worker")
     assert state.done.is_set() and state.models == [] and state.error == ""
     assert readiness.preload("worker") is state
+
+
+def test_what_preload_loaded_is_left_out_of_later_garbage_collections(fresh, settings) -> None:
+    import gc
+
+    settings.RAGSTUDIO = {**settings.RAGSTUDIO, "EMBEDDER": "openai:text-embedding-3-small"}
+    gc.unfreeze()
+    try:
+        assert gc.get_freeze_count() == 0
+        readiness.preload("web")
+        # The process's long-lived objects (Django, libraries, models) are frozen.
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
