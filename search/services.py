@@ -24,7 +24,7 @@ from knowledge_bases.selectors import documents_matching
 from ragstudio.core import metrics
 from ragstudio.core.errors import Conflict, ValidationError
 from ragstudio.env import rag_settings
-from search.ranking.fusion import Fused, fuse, passages_first, single
+from search.ranking.fusion import Fused, fuse_page, passages_first, single
 from search.ranking.predicates import Predicate
 from search.ranking.results import Citation, SearchHit, SearchOutcome, SearchParams
 from search.ranking.snippets import snippet_html
@@ -184,11 +184,13 @@ def _ranked_hits(
     )
     lexical = lexical_ranking(store, params, passages, timings, units)
     ranked, exact = vector_future.result()
+    started = time.perf_counter()
     units.update(vector_units)
     # A table from before passages were recorded: ask tantivy for them.
     units.update(store.bm25.parents([c for c, _ in ranked if c not in units]))
-    fused = fuse(ranked, lexical, params.fusion, units)
-    return passages_first(fused, units)[:depth], exact
+    page = fuse_page(ranked, lexical, params.fusion, units, depth)
+    timings["fuse_ms"] = (time.perf_counter() - started) * 1000
+    return page, exact
 
 
 def knowledge_base_search(*, kb: KnowledgeBase, params: SearchParams) -> SearchOutcome:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -141,12 +142,9 @@ def adaptive(vector: Ranked, lexical: Ranked, *, single_mode_penalty: float = 0.
     return _sorted({h.chunk_id: h for h in hits})
 
 
-def standardised(
-    ranked: Ranked, units: Mapping[str, str], depth: int | None = None
-) -> dict[str, float]:
-    """Each chunk's score as a z-score against the best chunks of the first ``depth``
-    units (passages) of the ranking. A unit missing from ``units`` is the chunk itself."""
-    depth = Z_DEPTH if depth is None else depth
+def _z_stats(ranked: Ranked, units: Mapping[str, str], depth: int) -> tuple[float, float] | None:
+    """The mean and spread of the best chunks of the first ``depth`` units of a ranking
+    (None for an empty one)."""
     best: dict[str, float] = {}
     for chunk_id, score in ranked:
         unit = units.get(chunk_id, chunk_id)
@@ -155,11 +153,22 @@ def standardised(
                 break
             best[unit] = score
     if not best:
-        return {}
+        return None
     values = list(best.values())
     mean = math.fsum(values) / len(values)
     spread = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
-    spread = spread if spread > 1e-12 else 1.0
+    return mean, spread if spread > 1e-12 else 1.0
+
+
+def standardised(
+    ranked: Ranked, units: Mapping[str, str], depth: int | None = None
+) -> dict[str, float]:
+    """Each chunk's score as a z-score against the best chunks of the first ``depth``
+    units (passages) of the ranking. A unit missing from ``units`` is the chunk itself."""
+    stats = _z_stats(ranked, units, Z_DEPTH if depth is None else depth)
+    if stats is None:
+        return {}
+    mean, spread = stats
     return {chunk_id: (score - mean) / spread for chunk_id, score in ranked}
 
 
@@ -228,3 +237,91 @@ def single(ranked: Ranked, *, engine: str) -> list[Fused]:
     if engine == "vector":
         return [Fused(i, s, vector_score=s, vector_rank=r) for r, (i, s) in enumerate(ranked, 1)]
     return [Fused(i, s, bm25_score=s, bm25_rank=r) for r, (i, s) in enumerate(ranked, 1)]
+
+
+def _ranks(ranked: Ranked) -> dict[str, int] | None:
+    """Each chunk's 1-based rank, or None when a chunk appears twice or the scores are not
+    best first (what ``fuse_page`` relies on)."""
+    ranks = dict(zip([chunk_id for chunk_id, _ in ranked], range(1, len(ranked) + 1), strict=True))
+    if len(ranks) != len(ranked):
+        return None
+    if any(ranked[i][1] < ranked[i + 1][1] for i in range(len(ranked) - 1)):
+        return None
+    return ranks
+
+
+def fuse_page(
+    vector: Ranked,
+    lexical: Ranked,
+    params: FusionParams,
+    units: Mapping[str, str],
+    depth: int,
+) -> list[Fused]:
+    """``passages_first(fuse(...), units)[:depth]``: the first ``depth`` hits a search shows,
+    without scoring and ordering the hundreds of candidates below them. For z-score
+    fusion both rankings are read best first, side by side; a candidate read is scored in
+    full, and it is placed once no candidate still unread can score as high (the unread
+    ones score at most the two engines' next scores together)."""
+    v_rank, b_rank = _ranks(vector), _ranks(lexical)
+    wv, wb = params.vector_weight, params.bm25_weight
+    if params.method != "zscore" or v_rank is None or b_rank is None or min(wv, wb) < 0:
+        return passages_first(fuse(vector, lexical, params, units), units)[:depth]
+    v_stats, b_stats = _z_stats(vector, units, Z_DEPTH), _z_stats(lexical, units, Z_DEPTH)
+    v_mean, v_spread = v_stats or (0.0, 1.0)
+    b_mean, b_spread = b_stats or (0.0, 1.0)
+    # A candidate one engine missed gets that engine's lowest z-score: its last one's.
+    floor_v = (vector[-1][1] - v_mean) / v_spread if vector else 0.0
+    floor_b = (lexical[-1][1] - b_mean) / b_spread if lexical else 0.0
+
+    def score(chunk_id: str) -> float:
+        rv, rb = v_rank.get(chunk_id), b_rank.get(chunk_id)
+        zv = (vector[rv - 1][1] - v_mean) / v_spread if rv else floor_v
+        zb = (lexical[rb - 1][1] - b_mean) / b_spread if rb else floor_b
+        return wv * zv + wb * zb
+
+    heap: list[tuple[float, int, str]] = []
+    read: set[str] = set()
+
+    def take(chunk_id: str) -> None:
+        if chunk_id not in read:
+            read.add(chunk_id)
+            best = min(v_rank.get(chunk_id, _NO_RANK), b_rank.get(chunk_id, _NO_RANK))
+            heapq.heappush(heap, (-score(chunk_id), best, chunk_id))
+
+    first: list[str] = []
+    rest: list[str] = []
+    seen: set[str] = set()
+    next_v = next_b = 0
+    while len(first) < depth and (heap or next_v < len(vector) or next_b < len(lexical)):
+        if next_v < len(vector):
+            take(vector[next_v][0])
+            next_v += 1
+        if next_b < len(lexical):
+            take(lexical[next_b][0])
+            next_b += 1
+        unread = next_v < len(vector) or next_b < len(lexical)
+        bound = 0.0
+        if unread:
+            zv = (vector[next_v][1] - v_mean) / v_spread if next_v < len(vector) else floor_v
+            zb = (lexical[next_b][1] - b_mean) / b_spread if next_b < len(lexical) else floor_b
+            bound = wv * zv + wb * zb
+        while heap and len(first) < depth and (not unread or -heap[0][0] > bound):
+            chunk_id = heapq.heappop(heap)[2]
+            unit = units.get(chunk_id, chunk_id)
+            (rest if unit in seen else first).append(chunk_id)
+            seen.add(unit)
+    # Fewer passages than the page: every candidate was placed; their other hits follow.
+    page = first + rest[: depth - len(first)]
+
+    def hit(chunk_id: str) -> Fused:
+        rv, rb = v_rank.get(chunk_id), b_rank.get(chunk_id)
+        return Fused(
+            chunk_id,
+            score(chunk_id),
+            vector[rv - 1][1] if rv else None,
+            rv,
+            lexical[rb - 1][1] if rb else None,
+            rb,
+        )
+
+    return [hit(chunk_id) for chunk_id in page]

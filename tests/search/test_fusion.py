@@ -115,3 +115,56 @@ def test_passages_first_shows_distinct_passages_before_second_chunks() -> None:
     units = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B", "c1": "C"}
     order = [h.chunk_id for h in passages_first(hits, units)]
     assert order == ["a1", "b1", "c1", "x", "a2", "a3", "b2"]  # x: no passage, its own
+
+
+def _rankings(seed: int) -> tuple[list, list, dict[str, str]]:
+    """A vector ranking of chunks and a BM25 ranking of passages' chunks (a passage's
+    chunks share its score, so ties abound), overlapping, as a hybrid search makes them."""
+    import random
+
+    rng = random.Random(seed)
+    passages = {f"p{i}": [f"p{i}c{j}" for j in range(rng.randint(1, 5))] for i in range(60)}
+    units = {c: p for p, chunks in passages.items() for c in chunks}
+    chunks = list(units)
+    vector = sorted(
+        (
+            (c, round(rng.uniform(0.2, 0.9), rng.choice([1, 2, 6])))
+            for c in rng.sample(chunks, rng.randint(0, len(chunks)))
+        ),
+        key=lambda pair: -pair[1],
+    )
+    lexical = []
+    for p in sorted(rng.sample(list(passages), rng.randint(0, 40)), key=lambda _: rng.random()):
+        lexical.append((p, float(rng.choice([3, 5, 8, 13]))))
+    lexical.sort(key=lambda pair: -pair[1])
+    lexical_chunks = [(c, score) for p, score in lexical for c in passages[p]]
+    return vector, lexical_chunks, units
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_fuse_page_is_exactly_the_page_of_the_full_fusion(seed: int) -> None:
+    from search.ranking.fusion import fuse_page, passages_first
+
+    vector, lexical, units = _rankings(seed)
+    params = FusionParams(vector_weight=[0.5, 0.3, 0.0, 1.0][seed % 4], bm25_weight=0.5)
+    for depth in (1, 10, 37, 1000):
+        full = passages_first(fuse(vector, lexical, params, units), units)[:depth]
+        page = fuse_page(vector, lexical, params, units, depth)
+        assert [
+            (h.chunk_id, h.score, h.vector_score, h.vector_rank, h.bm25_score, h.bm25_rank)
+            for h in page
+        ] == [
+            (h.chunk_id, h.score, h.vector_score, h.vector_rank, h.bm25_score, h.bm25_rank)
+            for h in full
+        ]
+
+
+def test_fuse_page_falls_back_to_the_full_fusion_where_a_ranking_is_not_best_first() -> None:
+    from search.ranking.fusion import fuse_page, passages_first
+
+    unsorted = [("a", 0.2), ("b", 0.9), ("c", 0.5)]
+    repeated = [("c", 12.0), ("c", 6.0), ("d", 3.0)]
+    for vector, lexical in ((unsorted, LEXICAL), (VECTOR, repeated)):
+        full = passages_first(fuse(vector, lexical, FusionParams(), {}), {})[:2]
+        page = fuse_page(vector, lexical, FusionParams(), {}, 2)
+        assert [(h.chunk_id, h.score) for h in page] == [(h.chunk_id, h.score) for h in full]
