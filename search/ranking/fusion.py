@@ -18,6 +18,7 @@ import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from ragstudio.core.vocabulary import DEFAULT_FUSION, FusionMethod
 
@@ -241,11 +242,15 @@ def single(ranked: Ranked, *, engine: str) -> list[Fused]:
 
 def _ranks(ranked: Ranked) -> dict[str, int] | None:
     """Each chunk's 1-based rank, or None when a chunk appears twice or the scores are not
-    best first (what ``fuse_page`` relies on)."""
+    best first, NaN included (what ``fuse_page`` relies on)."""
     ranks = dict(zip([chunk_id for chunk_id, _ in ranked], range(1, len(ranked) + 1), strict=True))
     if len(ranks) != len(ranked):
         return None
-    if any(ranked[i][1] < ranked[i + 1][1] for i in range(len(ranked) - 1)):
+    scores = [score for _, score in ranked]
+    # "not >=" so that a NaN (never ordered) sends the ranking to the full fusion too.
+    if any(not a >= b for a, b in pairwise(scores)) or (
+        scores and math.isnan(scores[-1])
+    ):
         return None
     return ranks
 

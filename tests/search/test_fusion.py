@@ -164,7 +164,10 @@ def test_fuse_page_falls_back_to_the_full_fusion_where_a_ranking_is_not_best_fir
 
     unsorted = [("a", 0.2), ("b", 0.9), ("c", 0.5)]
     repeated = [("c", 12.0), ("c", 6.0), ("d", 3.0)]
-    for vector, lexical in ((unsorted, LEXICAL), (VECTOR, repeated)):
+    not_a_number = [("a", 0.9), ("b", float("nan"))]
+    for vector, lexical in ((unsorted, LEXICAL), (VECTOR, repeated), (not_a_number, LEXICAL)):
         full = passages_first(fuse(vector, lexical, FusionParams(), {}), {})[:2]
         page = fuse_page(vector, lexical, FusionParams(), {}, 2)
-        assert [(h.chunk_id, h.score) for h in page] == [(h.chunk_id, h.score) for h in full]
+        assert [(h.chunk_id, repr(h.score)) for h in page] == [
+            (h.chunk_id, repr(h.score)) for h in full
+        ]
