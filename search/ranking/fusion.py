@@ -248,9 +248,7 @@ def _ranks(ranked: Ranked) -> dict[str, int] | None:
         return None
     scores = [score for _, score in ranked]
     # "not >=" so that a NaN (never ordered) sends the ranking to the full fusion too.
-    if any(not a >= b for a, b in pairwise(scores)) or (
-        scores and math.isnan(scores[-1])
-    ):
+    if any(not a >= b for a, b in pairwise(scores)) or (scores and math.isnan(scores[-1])):
         return None
     return ranks
 
