@@ -308,9 +308,10 @@ class LanceChunkTable:
         )
 
     def ensure_vector_index(self, *, min_rows: int) -> str:
-        """Build the IVF_HNSW_SQ index once the table has ``min_rows`` rows; fold rows
-        added since into it when they pass a tenth of the indexed ones. Returns what it did:
-        "built", "updated", "current" or "below-threshold"."""
+        """Build the IVF_HNSW_SQ index once the table has ``min_rows`` rows (its fragments
+        compacted first); fold rows added since into it when they pass a tenth of the
+        indexed ones. Returns what it did: "built", "updated", "current" or
+        "below-threshold"."""
         from lancedb.index import BTree, IvfHnswSq
 
         table = self.table()
@@ -318,11 +319,17 @@ class LanceChunkTable:
         if table is None or rows < min_rows:
             return "below-threshold"
         all_indices = table.list_indices()
+        indices = [i for i in all_indices if "vector" in i.columns]
+        if not indices and self.fragment_count() > 1:
+            # A build writes a fragment per batch: one file set to read a search's rows
+            # from instead of hundreds (the hourly GC would compact it only later), and the
+            # indexes are built once over the result.
+            table.optimize()
+            all_indices = table.list_indices()
         if not any("id" in i.columns for i in all_indices):
             # Fetching a page of results by id is a scan of the id column without it; with
             # it, a lookup.
             table.create_index("id", config=BTree(), replace=True)
-        indices = [i for i in all_indices if "vector" in i.columns]
         if not indices:
             table.create_index("vector", config=IvfHnswSq(distance_type="cosine"), replace=True)
             return "built"

@@ -32,8 +32,11 @@ def test_index_is_built_past_the_threshold_and_keeps_recall(tmp_path: Path) -> N
     assert table.ensure_vector_index(min_rows=2000) == "below-threshold"
     assert not table.has_vector_index()
     table.write(rows(1500, 1000, rng))
+    assert table.fragment_count() == 2  # a fragment per write
     assert table.ensure_vector_index(min_rows=2000) == "built"
     assert table.has_vector_index()
+    # Compacted before the index was built over it: one fragment, no row lost.
+    assert table.fragment_count() == 1 and table.count() == 2500
     assert table.ensure_vector_index(min_rows=2000) == "current"
 
     queries = [r.vector for r in rows(10_000, 30, rng)]
