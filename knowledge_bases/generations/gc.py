@@ -30,9 +30,19 @@ S = Generation.Status
 KEEP_VERSIONS_FOR = timedelta(minutes=10)
 
 
+def idle_generations(kb: KnowledgeBase) -> Any:
+    """The KB's generations no queued or running job writes."""
+    return Generation.objects.filter(knowledge_base=kb).exclude(
+        pk__in=IngestionJob.objects.filter(knowledge_base=kb, status__in=IngestionJob.LIVE).values(
+            "generation_id"
+        )
+    )
+
+
 def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> dict[str, Any]:
     """Collect generations past retention, then delete their files, then compact the active
-    table. Kept: the active one, any a queued or running job writes to, ready and building
+    table (and the ready and archived ones no job writes, dropping files no version still
+    needs). Kept: the active one, any a queued or running job writes to, ready and building
     ones, ``kb.retention`` archived ones (the one a rollback would return to first, then
     the newest), and archived ones younger than the minimum age."""
     now = now or timezone.now()
@@ -71,11 +81,7 @@ def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> 
     # Rows of document versions no search will see again, where no job writes (a job
     # sweeps its own generation when it ends; this finishes what a crash left).
     swept = 0
-    idle = Generation.objects.filter(knowledge_base=kb, masks__isnull=False).exclude(
-        pk__in=IngestionJob.objects.filter(knowledge_base=kb, status__in=IngestionJob.LIVE).values(
-            "generation_id"
-        )
-    )
+    idle = idle_generations(kb).filter(masks__isnull=False)
     for generation in idle.exclude(status=S.COLLECTED).distinct():
         swept += versions_sweep(generation, generation_store(generation))
     compacted = None
@@ -89,6 +95,12 @@ def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> 
             "fragments_before": before,
             "fragments_after": active.vectors.fragment_count(),
         }
+    # A built generation's table was compacted before its index was built; the files from
+    # before (as much again) go once no search can still be reading them. The same for
+    # the rest of what waits to serve, where no job writes.
+    waiting = idle_generations(kb).filter(status__in=(S.READY, S.ARCHIVED))
+    for generation in waiting.exclude(pk=kb.active_generation_id):
+        generation_store(generation).vectors.optimize(keep_versions_for=KEEP_VERSIONS_FOR)
     return {
         "collected": sorted(g.number for g in doomed),
         "files_deleted": sorted(deleted),

@@ -203,6 +203,24 @@ def test_a_crash_between_the_database_and_the_files_is_finished_by_the_next_gc(
     assert not generation_store(doomed).vectors.exists()
 
 
+@pytest.mark.filterwarnings("ignore:optimize.cleanup_older_than=0")  # no reader here
+def test_gc_drops_the_files_a_ready_generation_no_longer_needs(kb, monkeypatch) -> None:
+    from knowledge_bases.generations import gc
+
+    make_generation(kb, S.ACTIVE, rows=1)
+    ready = make_generation(kb, S.READY, rows=0)
+    store = generation_store(ready)
+    for row in make_rows(ready, 6):
+        store.write([row])
+    table = store.vectors.table()
+    store.vectors.optimize(keep_versions_for=timedelta(days=1))  # as the build's compaction
+    assert store.vectors.fragment_count() == 1 and len(table.list_versions()) > 2
+    monkeypatch.setattr(gc, "KEEP_VERSIONS_FOR", timedelta(0))
+    generations_gc(kb=kb)
+    # Only the latest version is left, with every row.
+    assert len(table.list_versions()) == 1 and store.vectors.count() == 6
+
+
 def test_gc_compacts_the_active_table(kb) -> None:
     active = make_generation(kb, S.ACTIVE, rows=0)
     store = generation_store(active)
