@@ -30,13 +30,16 @@ S = Generation.Status
 KEEP_VERSIONS_FOR = timedelta(minutes=10)
 
 
+def _busy(kb: KnowledgeBase) -> Any:
+    """The ids of the KB's generations a queued or running job writes (a subquery)."""
+    return IngestionJob.objects.filter(knowledge_base=kb, status__in=IngestionJob.LIVE).values(
+        "generation_id"
+    )
+
+
 def idle_generations(kb: KnowledgeBase) -> Any:
     """The KB's generations no queued or running job writes."""
-    return Generation.objects.filter(knowledge_base=kb).exclude(
-        pk__in=IngestionJob.objects.filter(knowledge_base=kb, status__in=IngestionJob.LIVE).values(
-            "generation_id"
-        )
-    )
+    return Generation.objects.filter(knowledge_base=kb).exclude(pk__in=_busy(kb))
 
 
 def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> dict[str, Any]:
@@ -49,9 +52,7 @@ def generations_gc(*, kb: KnowledgeBase, actor: Any = None, now: Any = None) -> 
     min_age = timedelta(seconds=rag_settings()["GC_MIN_AGE_SECONDS"])
     with transaction.atomic():
         kb = locked_kb(kb)
-        busy = IngestionJob.objects.filter(knowledge_base=kb, status__in=IngestionJob.LIVE).values(
-            "generation_id"
-        )
+        busy = _busy(kb)
         undo, _rest = rollback_candidate(kb)
         archived = sorted(
             Generation.objects.filter(knowledge_base=kb, status=S.ARCHIVED).exclude(pk__in=busy),

@@ -269,18 +269,20 @@ def fuse_page(
     wv, wb = params.vector_weight, params.bm25_weight
     if params.method != "zscore" or v_rank is None or b_rank is None or min(wv, wb) < 0:
         return passages_first(fuse(vector, lexical, params, units), units)[:depth]
-    v_stats, b_stats = _z_stats(vector, units, Z_DEPTH), _z_stats(lexical, units, Z_DEPTH)
-    v_mean, v_spread = v_stats or (0.0, 1.0)
-    b_mean, b_spread = b_stats or (0.0, 1.0)
-    # A candidate one engine missed gets that engine's lowest z-score: its last one's.
-    floor_v = (vector[-1][1] - v_mean) / v_spread if vector else 0.0
-    floor_b = (lexical[-1][1] - b_mean) / b_spread if lexical else 0.0
+    v_mean, v_spread = _z_stats(vector, units, Z_DEPTH) or (0.0, 1.0)
+    b_mean, b_spread = _z_stats(lexical, units, Z_DEPTH) or (0.0, 1.0)
+
+    # The z-score at a position of each ranking; past its end (a candidate that engine
+    # missed, or nothing left unread), its lowest: its last one's.
+    def z_v(i: int) -> float:
+        return (vector[min(i, len(vector) - 1)][1] - v_mean) / v_spread if vector else 0.0
+
+    def z_b(i: int) -> float:
+        return (lexical[min(i, len(lexical) - 1)][1] - b_mean) / b_spread if lexical else 0.0
 
     def score(chunk_id: str) -> float:
-        rv, rb = v_rank.get(chunk_id), b_rank.get(chunk_id)
-        zv = (vector[rv - 1][1] - v_mean) / v_spread if rv else floor_v
-        zb = (lexical[rb - 1][1] - b_mean) / b_spread if rb else floor_b
-        return wv * zv + wb * zb
+        rv, rb = v_rank.get(chunk_id, _NO_RANK), b_rank.get(chunk_id, _NO_RANK)
+        return wv * z_v(rv - 1) + wb * z_b(rb - 1)
 
     heap: list[tuple[float, int, str]] = []
     read: set[str] = set()
@@ -303,11 +305,7 @@ def fuse_page(
             take(lexical[next_b][0])
             next_b += 1
         unread = next_v < len(vector) or next_b < len(lexical)
-        bound = 0.0
-        if unread:
-            zv = (vector[next_v][1] - v_mean) / v_spread if next_v < len(vector) else floor_v
-            zb = (lexical[next_b][1] - b_mean) / b_spread if next_b < len(lexical) else floor_b
-            bound = wv * zv + wb * zb
+        bound = wv * z_v(next_v) + wb * z_b(next_b)
         while heap and len(first) < depth and (not unread or -heap[0][0] > bound):
             chunk_id = heapq.heappop(heap)[2]
             unit = units.get(chunk_id, chunk_id)
